@@ -1,0 +1,242 @@
+/**
+ * Docker activities for one Docker host. Each is idempotent: a retry after a crash finds what the
+ * first attempt already made (containers are found by their name, `worker-{id}`).
+ */
+import { Context } from '@temporalio/activity';
+import { ApplicationFailure } from '@temporalio/common';
+import type Docker from 'dockerode';
+import type Redis from 'ioredis';
+import { pack } from 'tar-stream';
+import type { Config } from '../src/config';
+import type { WorkerSpec } from '../src/contract';
+import { containerNameFor } from '../src/ids';
+import { WORKSPACE_DIR } from '../src/instructions';
+import { keys } from '../src/keys';
+
+export const LABELS = {
+  managed: 'com.codegen.managed',
+  workerId: 'com.codegen.worker_id',
+  agentType: 'com.codegen.agent_type',
+  imageHash: 'com.codegen.image_hash',
+} as const;
+
+/** uid/gid of the `worker` user in docker/worker-base/Dockerfile. */
+export const WORKER_UID = 1000;
+
+export interface DockerDeps {
+  config: Config;
+  docker: Docker;
+  redis: Redis;
+}
+
+const statusCode = (err: unknown) => (err as { statusCode?: number }).statusCode;
+const LOG_TAIL_LINES = 30;
+
+async function inspectByName(docker: Docker, name: string): Promise<Docker.ContainerInspectInfo | undefined> {
+  try {
+    return await docker.getContainer(name).inspect();
+  } catch (err) {
+    if (statusCode(err) === 404) return undefined;
+    throw err;
+  }
+}
+
+/** Docker's multiplexed log stream (8-byte frame headers) to plain text. */
+export function demuxLogs(buf: Buffer): string {
+  const out: Buffer[] = [];
+  let i = 0;
+  while (i + 8 <= buf.length && (buf[i] === 1 || buf[i] === 2) && buf[i + 1] === 0) {
+    const len = buf.readUInt32BE(i + 4);
+    out.push(buf.subarray(i + 8, i + 8 + len));
+    i += 8 + len;
+  }
+  return i === 0 ? buf.toString('utf8') : Buffer.concat(out).toString('utf8');
+}
+
+export function createDockerActivities(deps: DockerDeps) {
+  const { config, docker, redis } = deps;
+
+  async function ensureNetwork(): Promise<void> {
+    try {
+      await docker.getNetwork(config.WORKER_NETWORK).inspect();
+      return;
+    } catch (err) {
+      if (statusCode(err) !== 404) throw err;
+    }
+    try {
+      await docker.createNetwork({
+        Name: config.WORKER_NETWORK,
+        Driver: 'bridge',
+        CheckDuplicate: true,
+        Labels: { [LABELS.managed]: 'true' },
+        // Workers reach Redis on the host but not each other.
+        Options: { 'com.docker.network.bridge.enable_icc': 'false' },
+      });
+    } catch (err) {
+      if (statusCode(err) !== 409) throw err; // created concurrently by another activity
+    }
+  }
+
+  async function lastLogLines(containerId: string): Promise<string> {
+    try {
+      const buf = (await docker.getContainer(containerId).logs({ stdout: true, stderr: true, tail: LOG_TAIL_LINES })) as unknown as Buffer;
+      return demuxLogs(buf).trim();
+    } catch {
+      return '';
+    }
+  }
+
+  return {
+    /** Creates the worker's container (not started), or returns the one an earlier attempt made. */
+    async createContainer(input: { spec: WorkerSpec; image: string }): Promise<{ containerId: string }> {
+      const { spec, image } = input;
+      const name = containerNameFor(spec.workerId);
+      const existing = await inspectByName(docker, name);
+      if (existing) return { containerId: existing.Id };
+      await ensureNetwork();
+      const env = [
+        `WORKER_ID=${spec.workerId}`,
+        `WORKER_REDIS_URL=${config.WORKER_REDIS_URL}`,
+        `WORKER_AGENT_TYPE=${spec.agentType}`,
+        `WORKER_INSTRUCTIONS_FILE=${WORKSPACE_DIR}/${spec.agentType === 'CLAUDE' ? 'CLAUDE.md' : 'AGENTS.md'}`,
+        ...(spec.taskId ? [`WORKER_TASK_ID=${spec.taskId}`] : []),
+      ];
+      try {
+        const c = await docker.createContainer({
+          name,
+          Image: image,
+          User: 'worker',
+          WorkingDir: WORKSPACE_DIR,
+          Env: env,
+          Labels: {
+            [LABELS.managed]: 'true',
+            [LABELS.workerId]: spec.workerId,
+            [LABELS.agentType]: spec.agentType,
+          },
+          HostConfig: {
+            Memory: spec.memoryBytes,
+            MemorySwap: spec.memoryBytes, // no swap beyond the limit
+            NanoCpus: spec.nanoCpus,
+            PidsLimit: config.WORKER_PIDS_LIMIT,
+            NetworkMode: config.WORKER_NETWORK,
+            ExtraHosts: ['host.docker.internal:host-gateway'],
+            SecurityOpt: ['no-new-privileges'],
+            CapDrop: ['ALL'],
+            Init: false, // tini is the image's entrypoint
+            RestartPolicy: { Name: 'no' },
+          },
+        });
+        return { containerId: c.id };
+      } catch (err) {
+        // Another attempt of this activity won the race for the name: use its container.
+        if (statusCode(err) === 409) {
+          const again = await inspectByName(docker, name);
+          if (again) return { containerId: again.Id };
+        }
+        if (statusCode(err) === 404) {
+          throw ApplicationFailure.create({
+            type: 'INTERNAL',
+            nonRetryable: true,
+            message: `image ${image} disappeared before the container could be created`,
+          });
+        }
+        throw err;
+      }
+    },
+
+    /**
+     * Writes a file into the container through Docker's archive upload: the bytes travel in a tar
+     * entry, never through a shell, so any content arrives unchanged. Owned by the `worker` user.
+     */
+    async writeFile(input: { containerId: string; dir: string; name: string; content: string }): Promise<{ bytes: number }> {
+      const content = Buffer.from(input.content, 'utf8');
+      const p = pack();
+      p.entry({ name: input.name, mode: 0o644, uid: WORKER_UID, gid: WORKER_UID, uname: 'worker', gname: 'worker', mtime: new Date() }, content);
+      p.finalize();
+      const chunks: Buffer[] = [];
+      for await (const chunk of p as unknown as AsyncIterable<Buffer>) chunks.push(chunk);
+      try {
+        await docker.getContainer(input.containerId).putArchive(Buffer.concat(chunks), { path: input.dir });
+      } catch (err) {
+        if (statusCode(err) === 404) {
+          throw ApplicationFailure.create({ type: 'INTERNAL', nonRetryable: true, message: `container ${input.containerId} is gone` });
+        }
+        throw err;
+      }
+      return { bytes: content.length };
+    },
+
+    /** Starts the container (a no-op when it already runs) and returns its address on the worker network. */
+    async startContainer(input: { containerId: string }): Promise<{ ipAddress: string | null }> {
+      const c = docker.getContainer(input.containerId);
+      try {
+        await c.start();
+      } catch (err) {
+        if (statusCode(err) === 404) {
+          throw ApplicationFailure.create({ type: 'INTERNAL', nonRetryable: true, message: `container ${input.containerId} is gone` });
+        }
+        if (statusCode(err) !== 304) throw err; // 304: already started by an earlier attempt
+      }
+      const info = await c.inspect();
+      return { ipAddress: info.NetworkSettings.Networks[config.WORKER_NETWORK]?.IPAddress || null };
+    },
+
+    /**
+     * Waits until the wrapper inside the container is connected to Redis (its heartbeat key
+     * exists). Fails at once, with the container's last log lines, if the container exits.
+     */
+    async waitForWrapper(input: { workerId: string; containerId: string; timeoutS: number }): Promise<void> {
+      const activity = Context.current();
+      const deadline = Date.now() + input.timeoutS * 1000;
+      let checks = 0;
+      for (;;) {
+        if (await redis.exists(keys.heartbeat(input.workerId))) return;
+        if (checks++ % 10 === 0) {
+          const info = await docker.getContainer(input.containerId).inspect();
+          if (!info.State.Running) {
+            const logs = await lastLogLines(input.containerId);
+            throw ApplicationFailure.create({
+              type: 'CONTAINER_EXITED',
+              nonRetryable: true,
+              message: `container exited with code ${info.State.ExitCode} before the wrapper was ready` +
+                (info.State.OOMKilled ? ' (killed: out of memory)' : '') + (logs ? `; last log lines:\n${logs}` : ''),
+            });
+          }
+        }
+        if (Date.now() > deadline) {
+          const logs = await lastLogLines(input.containerId);
+          throw ApplicationFailure.create({
+            type: 'WRAPPER_NOT_READY',
+            nonRetryable: true,
+            message: `the wrapper did not connect to Redis (${config.WORKER_REDIS_URL}) within ${input.timeoutS} s` +
+              (logs ? `; last log lines:\n${logs}` : ''),
+          });
+        }
+        activity.heartbeat();
+        await activity.sleep(50);
+      }
+    },
+
+    /** Stops (SIGTERM, then SIGKILL after the grace period) and removes the worker's container. */
+    async removeContainer(input: { workerId: string; graceSeconds: number }): Promise<{ removed: boolean }> {
+      const name = containerNameFor(input.workerId);
+      const c = docker.getContainer(name);
+      try {
+        await c.stop({ t: input.graceSeconds });
+      } catch (err) {
+        if (statusCode(err) === 404) return { removed: false };
+        if (statusCode(err) !== 304) throw err; // 304: not running
+      }
+      try {
+        await c.remove({ force: true, v: true });
+      } catch (err) {
+        if (statusCode(err) === 404) return { removed: false };
+        if (statusCode(err) !== 409) throw err; // 409: removal already in progress
+        throw new Error(`removal of ${name} already in progress`); // retried until it is gone
+      }
+      return { removed: true };
+    },
+  };
+}
+
+export type DockerActivities = ReturnType<typeof createDockerActivities>;

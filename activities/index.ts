@@ -1,0 +1,21 @@
+import type { Config } from '../src/config';
+import type Docker from 'dockerode';
+import type Redis from 'ioredis';
+import { createDockerActivities } from './docker';
+import { createImageActivities } from './images';
+import { createRedisActivities } from './redis';
+
+export interface ActivityDeps {
+  config: Config;
+  docker: Docker;
+  redis: Redis;
+}
+
+/** Activities that need the Docker host: registered on that host's task queue. */
+export const createHostActivities = (deps: ActivityDeps) => ({
+  ...createDockerActivities(deps),
+  ...createImageActivities(deps),
+});
+
+/** Activities that need only Redis: registered on the main task queue. */
+export const createSharedActivities = (deps: ActivityDeps) => createRedisActivities(deps);

@@ -1,0 +1,70 @@
+/**
+ * Redis activities: the status hash and the lifecycle stream that orchestrators read.
+ */
+import type Redis from 'ioredis';
+import type { Config } from '../src/config';
+import type { LifecycleEvent, StatusField } from '../src/contract';
+import { keys } from '../src/keys';
+
+export interface RedisDeps {
+  config: Config;
+  redis: Redis;
+}
+
+export interface StatusUpdate {
+  workerId: string;
+  /** Fields to set; null removes a field. */
+  fields: Partial<Record<StatusField | 'error_code' | 'reason', string | null>>;
+  event?: LifecycleEvent;
+  taskId?: string;
+  requestId?: string;
+  detail?: Record<string, unknown>;
+  /** Set on STOPPED / FAILED: the worker's keys expire after the retention period. */
+  final?: boolean;
+}
+
+export function createRedisActivities(deps: RedisDeps) {
+  const { redis, config } = deps;
+  return {
+    /**
+     * Updates `worker:status:{id}` and appends to `worker:lifecycle` in one transaction.
+     * A retry rewrites the same hash values; the event may then appear twice (at least once).
+     */
+    async recordStatus(update: StatusUpdate): Promise<void> {
+      const key = keys.status(update.workerId);
+      const set: string[] = [];
+      const del: string[] = [];
+      for (const [k, v] of Object.entries(update.fields)) {
+        if (v === null || v === undefined) del.push(k);
+        else set.push(k, v);
+      }
+      const tx = redis.multi();
+      if (set.length) tx.hset(key, ...set);
+      if (del.length) tx.hdel(key, ...del);
+      if (update.event) {
+        const entry = ['worker_id', update.workerId, 'event', update.event, 'timestamp', new Date().toISOString()];
+        if (update.taskId) entry.push('task_id', update.taskId);
+        if (update.requestId) entry.push('request_id', update.requestId);
+        if (update.detail) entry.push('detail', JSON.stringify(update.detail));
+        tx.xadd(keys.lifecycle, 'MAXLEN', '~', '100000', '*', ...entry);
+      }
+      if (update.final) {
+        // A finished worker leaves nothing behind for good: its keys expire after the retention.
+        for (const k of [key, keys.input(update.workerId), keys.output(update.workerId)]) {
+          tx.expire(k, config.STATUS_RETENTION_SECONDS);
+        }
+        tx.del(keys.heartbeat(update.workerId));
+      }
+      await tx.exec();
+    },
+
+    /** Headless mode: the create's initial prompt goes to the worker's input stream once it runs. */
+    async pushInput(input: { workerId: string; content: string; taskId?: string }): Promise<void> {
+      const entry = ['type', 'prompt', 'content', input.content];
+      if (input.taskId) entry.push('task_id', input.taskId);
+      await redis.xadd(keys.input(input.workerId), '*', ...entry);
+    },
+  };
+}
+
+export type RedisActivities = ReturnType<typeof createRedisActivities>;

@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# Brings up everything the manager and the tests need on this machine, idempotently:
+# Docker engine, Redis, the Temporal dev server, the local base image, node_modules and the build.
+# Each step checks first and does nothing when its part is already there, so a second run is fast.
+#
+# Use an existing service instead of a local one by setting its address:
+#   TEMPORAL_ADDRESS=host:7233   skip building and starting the Temporal dev server
+#   REDIS_URL=redis://host:6379  skip installing and starting Redis
+#   DOCKER_HOST=tcp://host:2375  skip installing and starting dockerd
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+TEMPORAL_VERSION="v1.5.1"
+TOOLS="$ROOT/.tools"
+DATA="${WM_DATA_DIR:-$ROOT/.data}"
+TEMPORAL_BIN="$TOOLS/temporal-$TEMPORAL_VERSION/temporal"
+BASE_IMAGE="debian:bookworm-slim"
+DEBIAN_MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+mkdir -p "$TOOLS" "$DATA"
+
+log() { printf '\033[1m[stack]\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[31m[stack] error:\033[0m %s\n' "$*" >&2; exit 1; }
+
+# wait_for "what" timeout_seconds command...: polls a readiness check instead of sleeping blindly.
+wait_for() {
+  local what="$1" timeout="$2"; shift 2
+  local deadline=$((SECONDS + timeout))
+  until "$@" >/dev/null 2>&1; do
+    if ((SECONDS >= deadline)); then return 1; fi
+    sleep 0.2
+  done
+  log "$what is ready"
+}
+
+APT_UPDATED=0
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  ((${#missing[@]} == 0)) && return 0
+  command -v apt-get >/dev/null || die "need the Debian packages ${missing[*]} but apt-get is not available"
+  log "installing ${missing[*]} (apt)"
+  if ((APT_UPDATED == 0)); then apt-get update -qq >"$DATA/apt.log" 2>&1 || die "apt-get update failed, see $DATA/apt.log"; APT_UPDATED=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >>"$DATA/apt.log" 2>&1 \
+    || die "apt-get install ${missing[*]} failed, see $DATA/apt.log"
+}
+
+# ---------------------------------------------------------------- Docker engine
+ensure_docker() {
+  if [[ -n "${DOCKER_HOST:-}" ]]; then
+    docker version >/dev/null 2>&1 || die "DOCKER_HOST=$DOCKER_HOST does not answer"
+    log "using the Docker engine at $DOCKER_HOST"; return
+  fi
+  if docker version >/dev/null 2>&1; then log "Docker engine already running"; return; fi
+  command -v dockerd >/dev/null || apt_install docker.io
+  log "starting dockerd (log: $DATA/dockerd.log)"
+  nohup dockerd >"$DATA/dockerd.log" 2>&1 &
+  wait_for "Docker engine" 60 docker version || die "dockerd did not come up, see $DATA/dockerd.log"
+}
+
+# ---------------------------------------------------------------- base image
+ensure_base_image() {
+  if docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then log "$BASE_IMAGE present"; return; fi
+  if timeout 60 docker pull "$BASE_IMAGE" >/dev/null 2>&1; then log "pulled $BASE_IMAGE"; return; fi
+  apt_install debootstrap
+  log "making $BASE_IMAGE locally with debootstrap (no registry reachable; about 30 s)"
+  local rootfs="$DATA/rootfs-bookworm"
+  rm -rf "$rootfs"
+  debootstrap --variant=minbase bookworm "$rootfs" "$DEBIAN_MIRROR" >"$DATA/debootstrap.log" 2>&1 \
+    || die "debootstrap failed, see $DATA/debootstrap.log"
+  # Same apt behaviour as the official slim image: no docs, no recommends, clean caches.
+  rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+  tar -C "$rootfs" -c . | docker import -c 'CMD ["bash"]' - "$BASE_IMAGE" >/dev/null
+  rm -rf "$rootfs"
+  log "imported $BASE_IMAGE"
+}
+
+# ---------------------------------------------------------------- Redis
+# The host's address on the default bridge (docker0): what host.docker.internal resolves to
+# inside containers started with --add-host host.docker.internal:host-gateway.
+bridge_gateway() {
+  local gw
+  gw="$(docker network inspect bridge -f '{{range .IPAM.Config}}{{.Gateway}}{{end}}' 2>/dev/null || true)"
+  if [[ -z "$gw" ]] && command -v ip >/dev/null; then
+    gw="$(ip -4 -o addr show docker0 2>/dev/null | awk '{print $4}' | cut -d/ -f1 | head -n1)"
+  fi
+  printf '%s' "$gw"
+}
+
+ensure_redis() {
+  if [[ -n "${REDIS_URL:-}" && "${REDIS_URL}" != "redis://127.0.0.1:6379" && "${REDIS_URL}" != "redis://localhost:6379" ]]; then
+    log "using the Redis at $REDIS_URL (not starting a local one)"; return
+  fi
+  command -v redis-server >/dev/null || apt_install redis-server
+  local gw; gw="$(bridge_gateway)"
+  [[ -n "$gw" ]] || die "could not read the Docker bridge gateway address"
+  if redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; then
+    # Already up: make sure worker containers can reach it through the gateway too.
+    if redis-cli -h "$gw" -p 6379 ping 2>/dev/null | grep -q PONG; then log "Redis already running"; return; fi
+    log "Redis is running but not on the Docker gateway $gw: restarting it"
+    redis-cli -h 127.0.0.1 -p 6379 shutdown nosave >/dev/null 2>&1 || true
+    wait_for "old Redis stop" 10 bash -c '! redis-cli -h 127.0.0.1 -p 6379 ping'
+  fi
+  log "starting Redis on 127.0.0.1 and $gw (log: $DATA/redis.log)"
+  # Keyspace notifications on streams let the manager notice input for paused workers.
+  redis-server --daemonize yes --port 6379 --bind "127.0.0.1 $gw" --protected-mode no \
+    --dir "$DATA" --dbfilename redis.rdb --logfile "$DATA/redis.log" \
+    --notify-keyspace-events Kt --save "60 1000" >/dev/null
+  wait_for "Redis" 20 bash -c "redis-cli -h 127.0.0.1 -p 6379 ping | grep -q PONG" || die "Redis did not start, see $DATA/redis.log"
+}
+
+# ---------------------------------------------------------------- Temporal
+ensure_temporal_binary() {
+  if [[ -x "$TEMPORAL_BIN" ]]; then return; fi
+  command -v go >/dev/null || apt_install golang-go
+  log "building the Temporal CLI $TEMPORAL_VERSION from Go modules (first time only, a few minutes; log: $DATA/temporal-build.log)"
+  mkdir -p "$(dirname "$TEMPORAL_BIN")"
+  if ! GOBIN="$(dirname "$TEMPORAL_BIN")" go install "github.com/temporalio/cli/cmd/temporal@$TEMPORAL_VERSION" >"$DATA/temporal-build.log" 2>&1; then
+    tail -n 20 "$DATA/temporal-build.log" >&2
+    die "building the Temporal CLI failed (full log: $DATA/temporal-build.log).
+  To use an existing Temporal server instead, set TEMPORAL_ADDRESS=host:port (and TEMPORAL_NAMESPACE)
+  and register the Keyword search attributes WorkerId, AgentType and WorkerStatus on it:
+    temporal operator search-attribute create --name WorkerStatus --type Keyword ..."
+  fi
+}
+
+temporal_ready() {
+  "$TEMPORAL_BIN" operator cluster health --address 127.0.0.1:7233 2>/dev/null | grep -qi serving
+}
+
+ensure_temporal() {
+  if [[ -n "${TEMPORAL_ADDRESS:-}" && "${TEMPORAL_ADDRESS}" != "127.0.0.1:7233" && "${TEMPORAL_ADDRESS}" != "localhost:7233" ]]; then
+    log "using the Temporal server at $TEMPORAL_ADDRESS (not starting the dev server)"; return
+  fi
+  ensure_temporal_binary
+  if temporal_ready; then log "Temporal dev server already running (UI http://localhost:8233)"; return; fi
+  log "starting the Temporal dev server (SQLite: $DATA/temporal.db, log: $DATA/temporal.log)"
+  # Dynamic config: suggest continue-as-new early enough for tests of long-lived workflows.
+  nohup "$TEMPORAL_BIN" server start-dev \
+    --ip 127.0.0.1 --port 7233 --ui-port 8233 \
+    --db-filename "$DATA/temporal.db" \
+    --namespace default \
+    --search-attribute WorkerId=Keyword \
+    --search-attribute AgentType=Keyword \
+    --search-attribute WorkerStatus=Keyword \
+    --log-level warn >"$DATA/temporal.log" 2>&1 &
+  wait_for "Temporal dev server" 90 temporal_ready || die "the Temporal dev server did not come up, see $DATA/temporal.log"
+}
+
+# ---------------------------------------------------------------- Node project
+ensure_node_modules() {
+  # Re-install only when the lockfile changed since the last install.
+  local stamp="node_modules/.package-lock.json"
+  if [[ -d node_modules && -f "$stamp" && ! package-lock.json -nt "$stamp" ]]; then return; fi
+  log "installing npm dependencies (npm ci)"
+  npm ci --no-audit --no-fund --loglevel=error >"$DATA/npm-ci.log" 2>&1 || { tail -n 30 "$DATA/npm-ci.log" >&2; die "npm ci failed, see $DATA/npm-ci.log"; }
+}
+
+ensure_build() {
+  log "building TypeScript and the in-container wrapper"
+  npm run --silent build >"$DATA/build.log" 2>&1 || { cat "$DATA/build.log" >&2; die "build failed"; }
+}
+
+main() {
+  local started=$SECONDS
+  ensure_docker
+  ensure_redis
+  ensure_temporal
+  ensure_base_image
+  ensure_node_modules
+  ensure_build
+  log "stack ready in $((SECONDS - started)) s: Temporal 127.0.0.1:7233 (UI http://localhost:8233), Redis 127.0.0.1:6379"
+}
+
+main "$@"

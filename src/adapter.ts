@@ -1,0 +1,250 @@
+/**
+ * The Redis command adapter: reads `worker:commands` in the consumer group `worker-manager`,
+ * runs each command through the WorkerManagerClient and replies on the reply stream.
+ * An entry is acknowledged only after its reply (or dead letter) is written.
+ */
+import type Redis from 'ioredis';
+import type { WorkerManagerClient } from './client';
+import {
+  CommandName,
+  COMMANDS,
+  DEFAULT_REPLY_STREAM,
+  ReplyTo,
+  REQUEST_ID_RE,
+  type CommandName as Command,
+  type ErrorBody,
+} from './contract';
+import { toContractError, WorkerManagerError } from './errors';
+import { describeIssues, PAYLOAD_SCHEMAS } from './contract';
+import { CONSUMER_GROUP, keys } from './keys';
+
+export interface Log {
+  info(msg: string, meta?: Record<string, unknown>): void;
+  warn(msg: string, meta?: Record<string, unknown>): void;
+  error(msg: string, meta?: Record<string, unknown>): void;
+}
+
+export interface AdapterOptions {
+  client: WorkerManagerClient;
+  /** For replies and acknowledgements. */
+  redis: Redis;
+  /** A connection of its own for the blocking XREADGROUP. */
+  blockingRedis: Redis;
+  consumer: string;
+  concurrency: number;
+  log: Log;
+  blockMs?: number;
+}
+
+/** A parsed entry that is good enough to reply to. */
+export interface ParsedCommand {
+  requestId: string;
+  command: Command;
+  payload: unknown;
+  replyTo: string;
+}
+
+export type ParseResult =
+  | { kind: 'ok'; cmd: ParsedCommand }
+  | { kind: 'invalid'; requestId: string; command: string; replyTo: string; details: Record<string, string> }
+  | { kind: 'dead'; reason: string };
+
+const MAX_PAYLOAD_BYTES = 512 * 1024;
+
+/** Validates the envelope of a command entry; payload schemas are checked by the client. */
+export function parseEntry(fields: string[]): ParseResult {
+  const map = new Map<string, string>();
+  const duplicates: string[] = [];
+  for (let i = 0; i + 1 < fields.length; i += 2) {
+    const k = fields[i] as string;
+    if (map.has(k)) duplicates.push(k);
+    else map.set(k, fields[i + 1] as string);
+  }
+  const requestId = map.get('request_id');
+  if (requestId === undefined) return { kind: 'dead', reason: 'missing field request_id' };
+  if (!REQUEST_ID_RE.test(requestId)) return { kind: 'dead', reason: 'request_id must be 1-128 characters of [A-Za-z0-9._:-]' };
+
+  const details: Record<string, string> = {};
+  for (const d of duplicates) details[d] = 'field appears more than once';
+  let replyTo = DEFAULT_REPLY_STREAM;
+  const rawReplyTo = map.get('reply_to');
+  if (rawReplyTo !== undefined) {
+    const r = ReplyTo.safeParse(rawReplyTo);
+    if (r.success) replyTo = r.data;
+    else details.reply_to = r.error.issues[0]?.message ?? 'invalid';
+  }
+  const rawCommand = map.get('command');
+  const command = CommandName.safeParse(rawCommand);
+  if (!command.success) details.command = rawCommand === undefined ? `missing; one of ${COMMANDS.join(', ')}` : `must be one of ${COMMANDS.join(', ')}`;
+  let payload: unknown = {};
+  const rawPayload = map.get('payload');
+  if (rawPayload !== undefined) {
+    if (Buffer.byteLength(rawPayload) > MAX_PAYLOAD_BYTES) {
+      details.payload = `must be at most ${MAX_PAYLOAD_BYTES} bytes`;
+    } else {
+      try {
+        payload = JSON.parse(rawPayload);
+        if (payload === null || typeof payload !== 'object' || Array.isArray(payload)) details.payload = 'must be a JSON object';
+      } catch {
+        details.payload = 'must be valid JSON';
+      }
+    }
+  }
+  for (const k of map.keys()) {
+    if (!['request_id', 'command', 'payload', 'reply_to'].includes(k)) details[k] = 'unknown field';
+  }
+  if (Object.keys(details).length || !command.success) {
+    return { kind: 'invalid', requestId, command: rawCommand ?? '', replyTo, details };
+  }
+  return { kind: 'ok', cmd: { requestId, command: command.data, payload, replyTo } };
+}
+
+type StreamEntries = [id: string, fields: string[]][];
+
+export class CommandAdapter {
+  private stopping = false;
+  private readonly inFlight = new Set<Promise<void>>();
+  private loop?: Promise<void>;
+
+  constructor(private readonly opts: AdapterOptions) {}
+
+  /** Creates the consumer group; from the stream's start, so commands sent before the first start are served. */
+  async ensureGroup(): Promise<void> {
+    try {
+      await this.opts.redis.xgroup('CREATE', keys.commands, CONSUMER_GROUP, '0', 'MKSTREAM');
+    } catch (err) {
+      if (!String((err as Error).message).includes('BUSYGROUP')) throw err;
+    }
+  }
+
+  start(): void {
+    this.loop = this.run();
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    this.opts.blockingRedis.disconnect();
+    await this.loop?.catch(() => undefined);
+    await Promise.allSettled([...this.inFlight]);
+  }
+
+  private async run(): Promise<void> {
+    const { log } = this.opts;
+    let backoff = 100;
+    let ready = false;
+    // First the entries this consumer read but never acknowledged (a crash between read and reply).
+    let cursor = '0';
+    while (!this.stopping) {
+      try {
+        if (!ready) {
+          await this.ensureGroup();
+          ready = true;
+        }
+        while (this.inFlight.size >= this.opts.concurrency) await Promise.race(this.inFlight);
+        const free = this.opts.concurrency - this.inFlight.size;
+        const res = (await this.opts.blockingRedis.call(
+          'XREADGROUP', 'GROUP', CONSUMER_GROUP, this.opts.consumer,
+          'COUNT', free,
+          ...(cursor === '>' ? ['BLOCK', this.opts.blockMs ?? 5000] : []),
+          'STREAMS', keys.commands, cursor,
+        )) as [string, StreamEntries][] | null;
+        backoff = 100;
+        const entries = res?.[0]?.[1] ?? [];
+        if (cursor !== '>') {
+          if (entries.length === 0) cursor = '>';
+          else cursor = entries[entries.length - 1]![0];
+        }
+        for (const [id, fields] of entries) {
+          const p = this.handle(id, fields).finally(() => this.inFlight.delete(p));
+          this.inFlight.add(p);
+        }
+      } catch (err) {
+        if (this.stopping) break;
+        log.warn('command stream read failed; retrying', { error: (err as Error).message, retry_in_ms: backoff });
+        await new Promise((r) => setTimeout(r, backoff));
+        backoff = Math.min(backoff * 2, 5000);
+        ready = false;
+        cursor = '0';
+      }
+    }
+  }
+
+  private async handle(id: string, fields: string[]): Promise<void> {
+    const { redis, log } = this.opts;
+    const parsed = parseEntry(fields ?? []);
+    // Keep trying to write the reply: an unanswered entry stays pending and is retried at restart.
+    for (let attempt = 0; ; attempt++) {
+      try {
+        if (parsed.kind === 'dead') {
+          await redis
+            .multi()
+            .xadd(keys.deadLetters, 'MAXLEN', '~', '100000', '*', 'original_id', id, 'fields', JSON.stringify(fields), 'reason', parsed.reason)
+            .xack(keys.commands, CONSUMER_GROUP, id)
+            .exec();
+          log.warn('command dead-lettered', { id, reason: parsed.reason });
+          return;
+        }
+        if (parsed.kind === 'invalid') {
+          const error: ErrorBody = { code: 'INVALID_REQUEST', message: `invalid command entry: ${Object.keys(parsed.details).join(', ')}`, details: parsed.details };
+          await this.reply(id, parsed.replyTo, parsed.requestId, parsed.command, { error });
+          return;
+        }
+        const { cmd } = parsed;
+        const outcome = await this.execute(cmd);
+        await this.reply(id, cmd.replyTo, cmd.requestId, cmd.command, outcome);
+        return;
+      } catch (err) {
+        if (this.stopping || attempt >= 5) {
+          log.error('could not answer command; it stays pending', { id, error: (err as Error).message });
+          return;
+        }
+        await new Promise((r) => setTimeout(r, 200 * 2 ** attempt));
+      }
+    }
+  }
+
+  private async execute(cmd: ParsedCommand): Promise<{ result: unknown } | { error: ErrorBody }> {
+    const { client } = this.opts;
+    try {
+      const p = cmd.payload as Record<string, unknown>;
+      if (cmd.command !== 'create') {
+        // create's payload is checked, with the configured limits, by the client.
+        const check = PAYLOAD_SCHEMAS[cmd.command].safeParse(p);
+        if (!check.success) {
+          const details = describeIssues(check.error);
+          throw new WorkerManagerError('INVALID_REQUEST', `invalid request: ${Object.keys(details).join(', ')}`, details);
+        }
+      }
+      switch (cmd.command) {
+        case 'create':
+          return { result: await client.create(p, { requestId: cmd.requestId }) };
+        case 'delete':
+          return { result: await client.delete(p.worker_id as string) };
+        case 'status':
+          return { result: await client.status(p.worker_id as string) };
+        case 'list':
+          return { result: await client.list(p) };
+      }
+    } catch (err) {
+      const e = toContractError(err);
+      if (e.code === 'INTERNAL') this.opts.log.error('command failed', { request_id: cmd.requestId, command: cmd.command, error: e.message });
+      return { error: e.toBody() };
+    }
+  }
+
+  private async reply(
+    id: string,
+    stream: string,
+    requestId: string,
+    command: string,
+    outcome: { result: unknown } | { error: ErrorBody },
+  ): Promise<void> {
+    const body = 'result' in outcome ? ['ok', '1', 'result', JSON.stringify(outcome.result)] : ['ok', '0', 'error', JSON.stringify(outcome.error)];
+    await this.opts.redis
+      .multi()
+      .xadd(stream, 'MAXLEN', '~', '100000', '*', 'request_id', requestId, 'command', command, ...body)
+      .xack(keys.commands, CONSUMER_GROUP, id)
+      .exec();
+  }
+}
+

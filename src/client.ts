@@ -1,0 +1,242 @@
+/**
+ * WorkerManagerClient: the TypeScript way to drive the manager (the Redis adapter uses it too).
+ * Every method validates its input against the contract's schemas and throws WorkerManagerError
+ * with a contract code.
+ */
+import { Client, Connection, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
+import { WorkflowIdReusePolicy } from '@temporalio/common';
+import Redis from 'ioredis';
+import { dockerTaskQueue, loadConfig, type Config } from './config';
+import {
+  CreatePayload,
+  describeIssues,
+  ListPayload,
+  parseMemory,
+  STATUS_FIELDS,
+  WorkerId,
+  WorkerStatus,
+  type CreateResult,
+  type DeleteResult,
+  type ListResult,
+  type Module,
+  type StatusObject,
+  type WorkerOutcome,
+  type WorkerSpec,
+} from './contract';
+import { toContractError, WorkerManagerError } from './errors';
+import { newRequestId, workerIdForRequest, workflowIdFor } from './ids';
+import { keys } from './keys';
+import type { workerLifecycle } from '../workflows/workerLifecycle';
+import { AgentTypeKey, stateQuery, stopSignal, WorkerIdKey, WorkerStatusKey, type WorkerState } from '../workflows/messages';
+
+/** Modules the current worker image provides (GIT and CURL are in worker-base). */
+export const SUPPORTED_MODULES: readonly Module[] = ['GIT', 'CURL'];
+
+export interface WorkerManagerClientOptions {
+  config: Config;
+  temporal: Client;
+  redis: Redis;
+  /** Closed by close(): connections this client opened itself. */
+  owned?: { connection?: Connection; redis?: boolean };
+}
+
+function invalid(details: Record<string, string>): WorkerManagerError {
+  const fields = Object.keys(details).join(', ');
+  return new WorkerManagerError('INVALID_REQUEST', `invalid request: ${fields}`, details);
+}
+
+function parseWorkerId(workerId: unknown): string {
+  const r = WorkerId.safeParse(workerId);
+  if (!r.success) throw invalid({ worker_id: 'must be a UUID' });
+  return r.data;
+}
+
+function toStatusObject(hash: Record<string, string>): StatusObject {
+  const out: Record<string, string | null> = {};
+  for (const f of STATUS_FIELDS) out[f] = hash[f] ?? null;
+  if (hash.error_code) out.error_code = hash.error_code;
+  return out as unknown as StatusObject;
+}
+
+function stateToStatusObject(s: WorkerState): StatusObject {
+  return {
+    worker_id: s.worker_id,
+    status: s.status,
+    agent_type: s.agent_type,
+    ip_address: s.ip_address,
+    container_id: s.container_id,
+    image: s.image,
+    task_id: s.task_id,
+    request_id: s.request_id,
+    created_at: s.created_at,
+    started_at: s.started_at,
+    stopped_at: s.stopped_at,
+    last_activity_at: null,
+    error: s.error,
+    ...(s.error_code ? { error_code: s.error_code } : {}),
+  };
+}
+
+export class WorkerManagerClient {
+  readonly config: Config;
+  readonly temporal: Client;
+  readonly redis: Redis;
+  private readonly owned: WorkerManagerClientOptions['owned'];
+
+  constructor(opts: WorkerManagerClientOptions) {
+    this.config = opts.config;
+    this.temporal = opts.temporal;
+    this.redis = opts.redis;
+    this.owned = opts.owned;
+  }
+
+  /** Connects to Temporal and Redis as configured (environment variables by default). */
+  static async connect(config: Config = loadConfig()): Promise<WorkerManagerClient> {
+    const connection = await Connection.connect({ address: config.TEMPORAL_ADDRESS });
+    const temporal = new Client({ connection, namespace: config.TEMPORAL_NAMESPACE });
+    const redis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: 2, lazyConnect: false });
+    return new WorkerManagerClient({ config, temporal, redis, owned: { connection, redis: true } });
+  }
+
+  async close(): Promise<void> {
+    if (this.owned?.redis) this.redis.disconnect();
+    await this.owned?.connection?.close();
+  }
+
+  /** Validates a create payload and applies the configured defaults and limits. */
+  buildSpec(payload: unknown, requestId: string): WorkerSpec {
+    const parsed = CreatePayload.safeParse(payload ?? {});
+    if (!parsed.success) throw invalid(describeIssues(parsed.error));
+    const p = parsed.data;
+    const c = this.config;
+    const problems: Record<string, string> = {};
+    const memoryBytes = p.resources?.memory !== undefined ? (parseMemory(p.resources.memory) as number) : c.WORKER_MEMORY_LIMIT;
+    if (memoryBytes > c.WORKER_MEMORY_MAX) problems['resources.memory'] = `must be at most ${c.WORKER_MEMORY_MAX} bytes (WORKER_MEMORY_MAX)`;
+    if (memoryBytes < 16 * 1024 ** 2) problems['resources.memory'] = 'must be at least 16m';
+    const cpus = p.resources?.cpus ?? c.WORKER_CPU_LIMIT;
+    if (cpus > c.WORKER_CPU_MAX) problems['resources.cpus'] = `must be at most ${c.WORKER_CPU_MAX} (WORKER_CPU_MAX)`;
+    (p.modules ?? []).forEach((m, i) => {
+      if (!SUPPORTED_MODULES.includes(m)) problems[`modules[${i}]`] = `${m} is not available in this manager's worker images yet (available: ${SUPPORTED_MODULES.join(', ')})`;
+    });
+    if (p.auth?.mode === 'host_session') problems['auth.mode'] = 'host_session is not supported by this manager yet; use api_key';
+    if (Object.keys(problems).length) throw invalid(problems);
+    return {
+      workerId: workerIdForRequest(requestId),
+      requestId,
+      agentType: p.agent_type,
+      instructions: p.instructions ?? '',
+      allowedCommands: p.allowed_commands ?? [],
+      modules: [...new Set(p.modules ?? [])],
+      ...(p.task_id !== undefined ? { taskId: p.task_id } : {}),
+      ...(p.initial_prompt !== undefined ? { initialPrompt: p.initial_prompt } : {}),
+      authMode: p.auth?.mode ?? 'api_key',
+      memoryBytes,
+      nanoCpus: Math.round(cpus * 1e9),
+      idleTimeoutS: p.idle_timeout_s ?? c.IDLE_TIMEOUT_SECONDS,
+      sessionTimeoutS: p.session_timeout_s ?? c.SESSION_TIMEOUT_SECONDS,
+      dockerTaskQueue: dockerTaskQueue(c),
+      stopGraceSeconds: c.WORKER_STOP_GRACE_SECONDS,
+      readyTimeoutS: c.WORKER_READY_TIMEOUT_SECONDS,
+    };
+  }
+
+  /**
+   * Starts a worker. Returns as soon as its lifecycle has durably started (status STARTING).
+   * The same requestId always maps to the same worker: a repeat starts nothing new.
+   */
+  async create(payload: CreatePayload | unknown, opts: { requestId?: string } = {}): Promise<CreateResult> {
+    const spec = this.buildSpec(payload, opts.requestId ?? newRequestId());
+    try {
+      await this.temporal.workflow.start<typeof workerLifecycle>('workerLifecycle', {
+        workflowId: workflowIdFor(spec.workerId),
+        taskQueue: this.config.TEMPORAL_TASK_QUEUE,
+        args: [spec],
+        workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
+        typedSearchAttributes: [
+          { key: WorkerIdKey, value: spec.workerId },
+          { key: AgentTypeKey, value: spec.agentType },
+          { key: WorkerStatusKey, value: 'STARTING' },
+        ],
+      });
+      return { worker_id: spec.workerId, status: 'STARTING' };
+    } catch (err) {
+      if (err instanceof WorkflowExecutionAlreadyStartedError) {
+        const current = await this.status(spec.workerId).catch(() => undefined);
+        return { worker_id: spec.workerId, status: current?.status ?? 'STARTING' };
+      }
+      throw toContractError(err);
+    }
+  }
+
+  /** Stops and removes a worker; resolves once its container is gone. Repeating it succeeds again. */
+  async delete(workerId: string): Promise<DeleteResult> {
+    const id = parseWorkerId(workerId);
+    const handle = this.temporal.workflow.getHandle<typeof workerLifecycle>(workflowIdFor(id));
+    try {
+      const desc = await handle.describe();
+      if (desc.status.name === 'RUNNING') {
+        await handle.signal(stopSignal, 'deleted').catch((err) => {
+          if (!(err instanceof WorkflowNotFoundError)) throw err; // it closed meanwhile: fine
+        });
+      }
+    } catch (err) {
+      if (err instanceof WorkflowNotFoundError) throw new WorkerManagerError('NOT_FOUND', `no worker with id ${id}`);
+      throw toContractError(err);
+    }
+    let outcome: WorkerOutcome;
+    try {
+      outcome = await handle.result();
+    } catch (err) {
+      const e = toContractError(err);
+      if (e.code === 'UNAVAILABLE') throw e;
+      // Terminated or cancelled from outside: report what the manager last recorded.
+      return { worker_id: id, status: 'FAILED', error: `the worker's workflow did not complete: ${e.message}` };
+    }
+    return { worker_id: id, status: outcome.status, ...(outcome.error ? { error: outcome.error.message } : {}) };
+  }
+
+  /** The status object of one worker, from Redis, or from its workflow once the hash has expired. */
+  async status(workerId: string): Promise<StatusObject> {
+    const id = parseWorkerId(workerId);
+    let hash: Record<string, string>;
+    try {
+      hash = await this.redis.hgetall(keys.status(id));
+    } catch (err) {
+      throw toContractError(err);
+    }
+    if (hash.status) return toStatusObject(hash);
+    try {
+      const state = await this.temporal.workflow.getHandle(workflowIdFor(id)).query(stateQuery);
+      return stateToStatusObject(state);
+    } catch (err) {
+      if (err instanceof WorkflowNotFoundError) throw new WorkerManagerError('NOT_FOUND', `no worker with id ${id}`);
+      throw toContractError(err);
+    }
+  }
+
+  /** All workers the manager knows in Redis, oldest first, optionally filtered by status. */
+  async list(filter: ListPayload | unknown = {}): Promise<ListResult> {
+    const parsed = ListPayload.safeParse(filter ?? {});
+    if (!parsed.success) throw invalid(describeIssues(parsed.error));
+    const wanted = parsed.data.status;
+    try {
+      const found: string[] = [];
+      let cursor = '0';
+      do {
+        const [next, batch] = await this.redis.scan(cursor, 'MATCH', keys.statusPattern, 'COUNT', 1000);
+        cursor = next;
+        found.push(...batch);
+      } while (cursor !== '0');
+      const pipeline = this.redis.pipeline();
+      for (const k of found) pipeline.hgetall(k);
+      const rows = ((await pipeline.exec()) ?? []).map(([, v]) => v as Record<string, string>);
+      const workers = rows
+        .filter((h) => h && WorkerStatus.safeParse(h.status).success && (!wanted || h.status === wanted))
+        .map(toStatusObject)
+        .sort((a, b) => (a.created_at ?? '').localeCompare(b.created_at ?? ''));
+      return { workers };
+    } catch (err) {
+      throw toContractError(err);
+    }
+  }
+}

@@ -1,0 +1,100 @@
+/**
+ * All configuration, from environment variables, through one zod schema. A bad value stops
+ * start-up with a message that names every bad variable and what it should be.
+ */
+import { hostname } from 'node:os';
+import path from 'node:path';
+import { z } from 'zod';
+import { parseMemory } from './contract';
+
+const ROOT = path.resolve(__dirname, '..', __dirname.includes(`${path.sep}dist${path.sep}`) ? '..' : '');
+
+const int = (def: number, min = 1) => z.coerce.number().int(`must be a whole number`).min(min, `must be at least ${min}`).default(def);
+const positive = (def: number) => z.coerce.number().positive('must be a number greater than 0').default(def);
+const memory = (def: string) =>
+  z
+    .string()
+    .default(def)
+    .refine((v) => (parseMemory(v) ?? 0) > 0, 'must be a size such as 512m, 1g or 268435456')
+    .transform((v) => parseMemory(v) as number);
+export const ConfigSchema = z
+  .object({
+    TEMPORAL_ADDRESS: z.string().min(1).default('127.0.0.1:7233'),
+    TEMPORAL_NAMESPACE: z.string().min(1).default('default'),
+    TEMPORAL_TASK_QUEUE: z.string().min(1).default('worker-manager'),
+    /** Name of the Docker host this manager process serves; its Docker activities poll `docker-<id>`. */
+    DOCKER_HOST_ID: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'must be 1-64 characters of [A-Za-z0-9._-]').default('local'),
+    TEMPORAL_UI_URL: z.string().default('http://localhost:8233'),
+    REDIS_URL: z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL').default('redis://127.0.0.1:6379'),
+    WORKER_REDIS_URL: z
+      .string()
+      .regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL')
+      .default('redis://host.docker.internal:6379'),
+    DOCKER_HOST: z.string().optional(),
+    WORKER_NETWORK: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'must be a Docker network name').default('worker-manager'),
+    MAX_CONCURRENT_WORKERS: int(10),
+    WORKER_MEMORY_LIMIT: memory('512m'),
+    WORKER_CPU_LIMIT: positive(0.5),
+    WORKER_MEMORY_MAX: memory('4g'),
+    WORKER_CPU_MAX: positive(2),
+    WORKER_PIDS_LIMIT: int(512),
+    IDLE_TIMEOUT_SECONDS: int(600),
+    SESSION_TIMEOUT_SECONDS: int(1800),
+    WORKER_CREATION_TIMEOUT_SECONDS: int(300),
+    WORKER_READY_TIMEOUT_SECONDS: int(60),
+    WORKER_STOP_GRACE_SECONDS: int(10, 0),
+    IMAGE_TTL_DAYS: int(7),
+    BASE_IMAGE: z.string().min(1).default('debian:bookworm-slim'),
+    /** How long the status hash of a STOPPED or FAILED worker stays in Redis. */
+    STATUS_RETENTION_SECONDS: int(86400),
+    ADAPTER_CONCURRENCY: int(16),
+    /** Name of this manager's consumer in the `worker-manager` group; stable across restarts. */
+    MANAGER_ID: z.string().regex(/^[A-Za-z0-9._:-]{1,64}$/, 'must be 1-64 characters of [A-Za-z0-9._:-]').default(hostname().slice(0, 64).replace(/[^A-Za-z0-9._:-]/g, '-') || 'manager'),
+    WRAPPER_BUNDLE: z.string().default(path.join(ROOT, 'dist', 'wrapper', 'wrapper.js')),
+    DOCKER_CONTEXT_DIR: z.string().default(path.join(ROOT, 'docker')),
+    LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
+  })
+  .superRefine((c, ctx) => {
+    if (c.WORKER_MEMORY_LIMIT > c.WORKER_MEMORY_MAX) {
+      ctx.addIssue({ code: 'custom', path: ['WORKER_MEMORY_LIMIT'], message: 'must not exceed WORKER_MEMORY_MAX' });
+    }
+    if (c.WORKER_CPU_LIMIT > c.WORKER_CPU_MAX) {
+      ctx.addIssue({ code: 'custom', path: ['WORKER_CPU_LIMIT'], message: 'must not exceed WORKER_CPU_MAX' });
+    }
+  });
+
+export type Config = z.infer<typeof ConfigSchema>;
+
+export class ConfigError extends Error {
+  constructor(public readonly problems: Record<string, string>) {
+    super(
+      'invalid configuration:\n' +
+        Object.entries(problems)
+          .map(([k, v]) => `  ${k}: ${v}`)
+          .join('\n'),
+    );
+    this.name = 'ConfigError';
+  }
+}
+
+/** Reads the configuration; empty variables count as unset. Throws ConfigError naming each bad variable. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const relevant: Record<string, string> = {};
+  for (const key of Object.keys(ConfigSchema.shape)) {
+    const v = env[key];
+    if (v !== undefined && v !== '') relevant[key] = v;
+  }
+  const parsed = ConfigSchema.safeParse(relevant);
+  if (parsed.success) return parsed.data;
+  const problems: Record<string, string> = {};
+  for (const issue of parsed.error.issues) {
+    const key = String(issue.path[0] ?? '(config)');
+    const got = relevant[key] !== undefined ? ` (got "${relevant[key]}")` : '';
+    problems[key] = `${issue.message}${got}`;
+  }
+  throw new ConfigError(problems);
+}
+
+/** The task queue whose Docker activities run against the named Docker host. */
+export const dockerTaskQueue = (config: Pick<Config, 'TEMPORAL_TASK_QUEUE' | 'DOCKER_HOST_ID'>) =>
+  `${config.TEMPORAL_TASK_QUEUE}-docker-${config.DOCKER_HOST_ID}`;

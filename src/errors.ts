@@ -1,0 +1,35 @@
+import type { ErrorBody, ErrorCode } from './contract';
+
+/** An error with a code from the contract and a message a person can act on. */
+export class WorkerManagerError extends Error {
+  constructor(
+    public readonly code: ErrorCode,
+    message: string,
+    public readonly details?: Record<string, string>,
+  ) {
+    super(message);
+    this.name = 'WorkerManagerError';
+  }
+
+  toBody(): ErrorBody {
+    return { code: this.code, message: this.message, ...(this.details ? { details: this.details } : {}) };
+  }
+}
+
+const UNAVAILABLE_HINTS = [
+  /ECONNREFUSED/, /ECONNRESET/, /ETIMEDOUT/, /EHOSTUNREACH/, /ENOTFOUND/, /socket hang up/i,
+  /Connection is closed/i, /connect ENOENT/, /Deadline exceeded/i, /Reached the max retries per request/i,
+];
+
+/** Maps any thrown value to a contract error: backing-service outages become UNAVAILABLE. */
+export function toContractError(err: unknown): WorkerManagerError {
+  if (err instanceof WorkerManagerError) return err;
+  const e = err as { code?: unknown; message?: unknown; cause?: { code?: unknown } };
+  const message = typeof e?.message === 'string' ? e.message : String(err);
+  // gRPC status 14 (UNAVAILABLE) and 4 (DEADLINE_EXCEEDED), directly or as a ServiceError's cause.
+  const grpc = [e?.code, e?.cause?.code];
+  if (grpc.includes(14) || grpc.includes(4) || UNAVAILABLE_HINTS.some((re) => re.test(message))) {
+    return new WorkerManagerError('UNAVAILABLE', `a backing service is unavailable, retry later: ${message}`);
+  }
+  return new WorkerManagerError('INTERNAL', message);
+}

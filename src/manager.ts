@@ -1,0 +1,85 @@
+#!/usr/bin/env node
+/**
+ * The manager process: the Temporal workers (workflows, Docker and Redis activities) and the
+ * Redis command adapter. Configuration comes from the environment (src/config.ts).
+ */
+import { NativeConnection } from '@temporalio/worker';
+import Docker from 'dockerode';
+import Redis from 'ioredis';
+import { CommandAdapter } from './adapter';
+import { WorkerManagerClient } from './client';
+import { ConfigError, dockerTaskQueue, loadConfig, type Config } from './config';
+import { createLog } from './log';
+import { createManagerWorkers } from './worker';
+
+async function main(): Promise<void> {
+  let config: Config;
+  try {
+    config = loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`worker-manager: ${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  const log = createLog('manager', config.LOG_LEVEL);
+
+  const docker = new Docker(); // honours DOCKER_HOST
+  try {
+    await docker.ping();
+  } catch (err) {
+    throw new Error(`the Docker engine does not answer (${config.DOCKER_HOST ?? '/var/run/docker.sock'}): ${(err as Error).message}`);
+  }
+  const redis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: 3 });
+  const blockingRedis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: null });
+  let connection: NativeConnection;
+  try {
+    connection = await NativeConnection.connect({ address: config.TEMPORAL_ADDRESS });
+  } catch (err) {
+    throw new Error(`Temporal at ${config.TEMPORAL_ADDRESS} does not answer: ${(err as Error).message}`);
+  }
+
+  const workers = await createManagerWorkers({ connection, config, docker, redis, workflowBundlePath: process.env.WORKFLOW_BUNDLE });
+  const client = await WorkerManagerClient.connect(config);
+  const adapter = new CommandAdapter({
+    client,
+    redis,
+    blockingRedis,
+    consumer: config.MANAGER_ID,
+    concurrency: config.ADAPTER_CONCURRENCY,
+    log: createLog('adapter', config.LOG_LEVEL),
+  });
+
+  let shuttingDown = false;
+  const shutdown = async (signal: string) => {
+    if (shuttingDown) return;
+    shuttingDown = true;
+    log.info(`${signal}: shutting down (in-flight commands finish first)`);
+    await adapter.stop();
+    for (const w of workers) w.shutdown();
+  };
+  process.on('SIGINT', () => void shutdown('SIGINT'));
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+
+  adapter.start();
+  log.info('worker-manager running', {
+    temporal: config.TEMPORAL_ADDRESS,
+    namespace: config.TEMPORAL_NAMESPACE,
+    task_queues: [config.TEMPORAL_TASK_QUEUE, dockerTaskQueue(config)],
+    redis: config.REDIS_URL,
+    commands: 'worker:commands',
+  });
+  process.stderr.write(`\nworker-manager is up. Temporal UI: ${config.TEMPORAL_UI_URL}/namespaces/${config.TEMPORAL_NAMESPACE}/workflows\n\n`);
+
+  await Promise.all(workers.map((w) => w.run()));
+  await client.close();
+  await connection.close();
+  redis.disconnect();
+  blockingRedis.disconnect();
+}
+
+main().catch((err) => {
+  process.stderr.write(`worker-manager: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,2 @@
+// The workflow bundle's entry: every workflow the manager's Temporal worker runs.
+export { workerLifecycle } from './workerLifecycle';

@@ -1,0 +1,33 @@
+/**
+ * Signals, queries and search attributes shared by the workflows and the client. Only
+ * workflow-safe modules here: the workflow bundle imports this file.
+ */
+import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
+import { defineQuery, defineSignal } from '@temporalio/workflow';
+import type { AgentType, WorkerStatus } from '../src/contract';
+
+export const WorkerIdKey = defineSearchAttributeKey('WorkerId', SearchAttributeType.KEYWORD);
+export const AgentTypeKey = defineSearchAttributeKey('AgentType', SearchAttributeType.KEYWORD);
+export const WorkerStatusKey = defineSearchAttributeKey('WorkerStatus', SearchAttributeType.KEYWORD);
+
+/** Asks the worker to stop; the argument is the reason recorded in its status (e.g. "deleted"). */
+export const stopSignal = defineSignal<[reason?: string]>('stop');
+
+export interface WorkerState {
+  worker_id: string;
+  status: WorkerStatus;
+  agent_type: AgentType;
+  task_id: string | null;
+  request_id: string;
+  container_id: string | null;
+  image: string | null;
+  ip_address: string | null;
+  created_at: string;
+  started_at: string | null;
+  stopped_at: string | null;
+  error: string | null;
+  error_code: string | null;
+  stop_reason: string | null;
+}
+
+export const stateQuery = defineQuery<WorkerState>('state');

@@ -1,0 +1,184 @@
+/**
+ * One worker's whole life, as a durable workflow (id `worker-{worker_id}`):
+ * STARTING -> image -> container -> instructions -> start -> wrapper ready -> RUNNING
+ * -> (stop requested) -> stop and remove -> STOPPED, or FAILED with a reason at any step.
+ * Deterministic code only: activities do all I/O.
+ */
+import {
+  ActivityFailure,
+  ApplicationFailure,
+  CancellationScope,
+  condition,
+  isCancellation,
+  proxyActivities,
+  setHandler,
+  TimeoutFailure,
+  upsertSearchAttributes,
+  workflowInfo,
+} from '@temporalio/workflow';
+import type { RetryPolicy } from '@temporalio/common';
+import type { DockerActivities } from '../activities/docker';
+import type { ImageActivities } from '../activities/images';
+import type { RedisActivities, StatusUpdate } from '../activities/redis';
+import type { ErrorCode, LifecycleEvent, WorkerOutcome, WorkerSpec, WorkerStatus } from '../src/contract';
+import { instructionsFileName, renderInstructions, WORKSPACE_DIR } from '../src/instructions';
+import { stateQuery, stopSignal, WorkerStatusKey, type WorkerState } from './messages';
+
+const CONTRACT_CODES: readonly string[] = ['INVALID_REQUEST', 'NOT_FOUND', 'CAPACITY_TIMEOUT', 'BUILD_FAILED', 'UNAVAILABLE', 'INTERNAL'];
+
+/** Turns whatever ended the start sequence into a code from the contract and a readable reason. */
+function describeFailure(err: unknown): { code: ErrorCode; message: string } {
+  if (err instanceof ActivityFailure) {
+    const cause = err.cause;
+    if (cause instanceof ApplicationFailure) {
+      const code = (cause.type && CONTRACT_CODES.includes(cause.type) ? cause.type : 'INTERNAL') as ErrorCode;
+      return { code, message: cause.message };
+    }
+    if (cause instanceof TimeoutFailure) {
+      return { code: 'INTERNAL', message: `${err.activityType} timed out (${cause.timeoutType})` };
+    }
+    return { code: 'INTERNAL', message: `${err.activityType} failed: ${cause?.message ?? err.message}` };
+  }
+  return { code: 'INTERNAL', message: err instanceof Error ? err.message : String(err) };
+}
+
+export async function workerLifecycle(spec: WorkerSpec): Promise<WorkerOutcome> {
+  const dockerRetry: RetryPolicy = { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '20s', maximumAttempts: 10 };
+  const docker = proxyActivities<DockerActivities>({
+    taskQueue: spec.dockerTaskQueue,
+    startToCloseTimeout: '2 minutes',
+    retry: dockerRetry,
+  });
+  const images = proxyActivities<ImageActivities>({
+    taskQueue: spec.dockerTaskQueue,
+    startToCloseTimeout: '30 minutes',
+    heartbeatTimeout: '2 minutes',
+    retry: { ...dockerRetry, maximumAttempts: 3 },
+  });
+  const wrapper = proxyActivities<DockerActivities>({
+    taskQueue: spec.dockerTaskQueue,
+    startToCloseTimeout: `${spec.readyTimeoutS + 30} seconds`,
+    heartbeatTimeout: '30 seconds',
+    retry: { ...dockerRetry, maximumAttempts: 3 },
+  });
+  // Clean-up must not give up while Docker is away: retry without limit, slowly.
+  const cleanup = proxyActivities<DockerActivities>({
+    taskQueue: spec.dockerTaskQueue,
+    startToCloseTimeout: `${spec.stopGraceSeconds + 60} seconds`,
+    retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' },
+  });
+  const redis = proxyActivities<RedisActivities>({
+    startToCloseTimeout: '30 seconds',
+    retry: { initialInterval: '500ms', backoffCoefficient: 2, maximumInterval: '10s' },
+  });
+
+  const now = () => new Date().toISOString();
+  const state: WorkerState = {
+    worker_id: spec.workerId,
+    status: 'STARTING',
+    agent_type: spec.agentType,
+    task_id: spec.taskId ?? null,
+    request_id: spec.requestId,
+    container_id: null,
+    image: null,
+    ip_address: null,
+    created_at: workflowInfo().startTime.toISOString(),
+    started_at: null,
+    stopped_at: null,
+    error: null,
+    error_code: null,
+    stop_reason: null,
+  };
+  let startScope: CancellationScope | undefined;
+  setHandler(stateQuery, () => state);
+  setHandler(stopSignal, (reason) => {
+    if (state.stop_reason !== null) return;
+    state.stop_reason = reason ?? 'deleted';
+    startScope?.cancel(); // interrupts a start in progress (e.g. a long image build)
+  });
+
+  const transition = async (
+    status: WorkerStatus,
+    event: LifecycleEvent,
+    fields: StatusUpdate['fields'] = {},
+    detail?: Record<string, unknown>,
+  ) => {
+    state.status = status;
+    upsertSearchAttributes([{ key: WorkerStatusKey, value: status }]);
+    await redis.recordStatus({
+      workerId: spec.workerId,
+      fields: { status, ...fields },
+      event,
+      taskId: spec.taskId,
+      requestId: spec.requestId,
+      detail,
+      final: status === 'STOPPED' || status === 'FAILED',
+    });
+  };
+
+  await transition('STARTING', 'starting', {
+    worker_id: spec.workerId,
+    agent_type: spec.agentType,
+    task_id: spec.taskId ?? null,
+    request_id: spec.requestId,
+    created_at: state.created_at,
+  });
+
+  let failure: { code: ErrorCode; message: string } | undefined;
+  try {
+    startScope = new CancellationScope();
+    await startScope.run(async () => {
+      const image = await images.ensureImage({ agentType: spec.agentType });
+      state.image = image.tag;
+      const { containerId } = await docker.createContainer({ spec, image: image.tag });
+      state.container_id = containerId;
+      await docker.writeFile({
+        containerId,
+        dir: WORKSPACE_DIR,
+        name: instructionsFileName(spec.agentType),
+        content: renderInstructions(spec.instructions, spec.allowedCommands),
+      });
+      const { ipAddress } = await docker.startContainer({ containerId });
+      state.ip_address = ipAddress;
+      await wrapper.waitForWrapper({ workerId: spec.workerId, containerId, timeoutS: spec.readyTimeoutS });
+    });
+    startScope = undefined;
+    state.started_at = now();
+    await transition('RUNNING', 'running', {
+      container_id: state.container_id,
+      image: state.image,
+      ip_address: state.ip_address,
+      started_at: state.started_at,
+      last_activity_at: state.started_at,
+    });
+    if (spec.initialPrompt !== undefined) {
+      await redis.pushInput({ workerId: spec.workerId, content: spec.initialPrompt, taskId: spec.taskId });
+    }
+    await condition(() => state.stop_reason !== null);
+  } catch (err) {
+    if (isCancellation(err)) {
+      state.stop_reason ??= 'cancelled';
+    } else {
+      failure = describeFailure(err);
+    }
+  }
+
+  // Clean-up runs whatever happened above, and even when the workflow itself is being cancelled.
+  return await CancellationScope.nonCancellable(async () => {
+    await transition(state.status, 'stopping', {}, { reason: failure ? 'failed' : state.stop_reason });
+    await cleanup.removeContainer({ workerId: spec.workerId, graceSeconds: spec.stopGraceSeconds });
+    state.stopped_at = now();
+    if (failure) {
+      state.error = failure.message;
+      state.error_code = failure.code;
+      await transition('FAILED', 'failed', { stopped_at: state.stopped_at, error: failure.message, error_code: failure.code }, {
+        code: failure.code,
+        message: failure.message,
+      });
+      return { worker_id: spec.workerId, status: 'FAILED', reason: failure.message, error: failure };
+    }
+    const reason = state.stop_reason ?? 'deleted';
+    await transition('STOPPED', 'stopped', { stopped_at: state.stopped_at, reason }, { reason });
+    return { worker_id: spec.workerId, status: 'STOPPED', reason };
+  });
+}
