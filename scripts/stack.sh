@@ -158,12 +158,20 @@ ensure_node_modules() {
 }
 
 ensure_build() {
+  local stamp="$DATA/build.stamp"
+  if [[ -f "$stamp" && -f dist/src/manager.js && -f dist/wrapper/wrapper.js ]] \
+    && [[ -z "$(find src workflows activities scripts test docker tsconfig.json package-lock.json -newer "$stamp" -print -quit)" ]]; then
+    return
+  fi
   log "building TypeScript and the in-container wrapper"
   npm run --silent build >"$DATA/build.log" 2>&1 || { cat "$DATA/build.log" >&2; die "build failed"; }
+  touch "$stamp"
 }
 
 main() {
   local started=$SECONDS
+  # --test: also what the test suite uses (docker-compose to validate temporal-dev.yml).
+  if [[ "${1:-}" == "--test" ]]; then command -v docker-compose >/dev/null || apt_install docker-compose; fi
   ensure_docker
   ensure_redis
   ensure_temporal

@@ -1,0 +1,139 @@
+/**
+ * Test helpers against the real stack that scripts/test.sh brings up (Temporal dev server,
+ * Redis, Docker). Each test file gets its own task queues so files never steal each other's tasks.
+ */
+import { randomUUID } from 'node:crypto';
+import path from 'node:path';
+import { Client, Connection } from '@temporalio/client';
+import { DefaultLogger, makeTelemetryFilterString, NativeConnection, Runtime, Worker, type WorkerOptions } from '@temporalio/worker';
+import Docker from 'dockerode';
+import Redis from 'ioredis';
+import { WorkerManagerClient } from '../../src/client';
+import { loadConfig, type Config } from '../../src/config';
+import type { StatusObject, WorkerStatus } from '../../src/contract';
+import { createManagerWorkers } from '../../src/worker';
+
+export const ROOT = path.resolve(__dirname, '..', '..');
+export const WORKFLOW_BUNDLE = path.join(ROOT, '.data', 'test-workflow-bundle.js');
+
+let runtimeQuiet = false;
+/** Keeps the SDK's INFO lines out of test output; warnings and errors still show. */
+export function quietTemporalLogs(): void {
+  if (runtimeQuiet) return;
+  runtimeQuiet = true;
+  // Tests provoke activity failures on purpose; the SDK would log each one at WARN.
+  Runtime.install({
+    logger: new DefaultLogger('ERROR'),
+    telemetryOptions: { logging: { filter: makeTelemetryFilterString({ core: 'ERROR' }) } },
+  });
+}
+
+export function testConfig(overrides: Record<string, string> = {}): Config {
+  const queue = `test-${randomUUID().slice(0, 8)}`;
+  return loadConfig({ ...process.env, TEMPORAL_TASK_QUEUE: queue, DOCKER_HOST_ID: 'test', ...overrides });
+}
+
+export interface RunningManager {
+  config: Config;
+  client: WorkerManagerClient;
+  redis: Redis;
+  docker: Docker;
+  temporal: Client;
+  stop(): Promise<void>;
+}
+
+/** Runs the manager's Temporal workers in this process, with the real activities. */
+export async function startManager(overrides: Record<string, string> = {}): Promise<RunningManager> {
+  quietTemporalLogs();
+  const config = testConfig(overrides);
+  const docker = new Docker();
+  const redis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: 3 });
+  const connection = await NativeConnection.connect({ address: config.TEMPORAL_ADDRESS });
+  const workers = await createManagerWorkers({ connection, config, docker, redis, workflowBundlePath: WORKFLOW_BUNDLE });
+  const running = workers.map((w) => w.run());
+  const client = await WorkerManagerClient.connect(config);
+  return {
+    config,
+    client,
+    redis,
+    docker,
+    temporal: client.temporal,
+    async stop() {
+      for (const w of workers) w.shutdown();
+      await Promise.allSettled(running);
+      await client.close();
+      await connection.close();
+      redis.disconnect();
+    },
+  };
+}
+
+/** A Temporal worker with the real workflows and the given (fake) activities on a fresh task queue. */
+export async function startWorkflowWorker(activities: WorkerOptions['activities']): Promise<{
+  taskQueue: string;
+  client: Client;
+  stop(): Promise<void>;
+}> {
+  quietTemporalLogs();
+  const taskQueue = `wf-test-${randomUUID().slice(0, 8)}`;
+  const address = process.env.TEMPORAL_ADDRESS || '127.0.0.1:7233';
+  const nativeConnection = await NativeConnection.connect({ address });
+  const worker = await Worker.create({
+    connection: nativeConnection,
+    taskQueue,
+    workflowBundle: { codePath: WORKFLOW_BUNDLE },
+    activities,
+  });
+  const running = worker.run();
+  const connection = await Connection.connect({ address });
+  const client = new Client({ connection });
+  return {
+    taskQueue,
+    client,
+    async stop() {
+      worker.shutdown();
+      await running;
+      await connection.close();
+      await nativeConnection.close();
+    },
+  };
+}
+
+export async function eventually<T>(
+  what: string,
+  fn: () => Promise<T | undefined | false>,
+  { timeoutMs = 90_000, intervalMs = 100 } = {},
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v !== undefined && v !== false) return v as T;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}
+
+export async function waitForStatus(client: WorkerManagerClient, workerId: string, wanted: WorkerStatus[]): Promise<StatusObject> {
+  return eventually(`worker ${workerId} to reach ${wanted.join('/')}`, async () => {
+    const s = await client.status(workerId).catch(() => undefined);
+    if (s && (s.status === 'FAILED' || s.status === 'STOPPED') && !wanted.includes(s.status)) {
+      throw new Error(`worker ended ${s.status}: ${s.error ?? ''}`);
+    }
+    return s && wanted.includes(s.status) ? s : undefined;
+  });
+}
+
+export async function containerExists(docker: Docker, nameOrId: string): Promise<boolean> {
+  try {
+    await docker.getContainer(nameOrId).inspect();
+    return true;
+  } catch (err) {
+    if ((err as { statusCode?: number }).statusCode === 404) return false;
+    throw err;
+  }
+}

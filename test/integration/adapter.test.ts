@@ -1,0 +1,171 @@
+/**
+ * The Redis command adapter as orchestrators in any language use it: XADD to worker:commands,
+ * read the reply stream. Real Redis, real Temporal, real Docker.
+ */
+import { randomUUID } from 'node:crypto';
+import Redis from 'ioredis';
+import { CommandAdapter } from '../../src/adapter';
+import type { StatusObject } from '../../src/contract';
+import { CONSUMER_GROUP, keys } from '../../src/keys';
+import { containerExists, eventually, startManager, type RunningManager } from '../helpers/stack';
+
+interface Reply {
+  request_id: string;
+  command: string;
+  ok: string;
+  result?: string;
+  error?: string;
+}
+
+const silent = { info() {}, warn() {}, error() {} };
+
+describe('Redis command adapter', () => {
+  let m: RunningManager;
+  let adapter: CommandAdapter;
+  let blocking: Redis;
+  const replyTo = `worker:responses:test-${randomUUID().slice(0, 8)}`;
+
+  beforeAll(async () => {
+    m = await startManager();
+    blocking = new Redis(m.config.REDIS_URL, { maxRetriesPerRequest: null });
+    adapter = new CommandAdapter({
+      client: m.client,
+      redis: m.redis,
+      blockingRedis: blocking,
+      consumer: `test-${randomUUID().slice(0, 8)}`,
+      concurrency: 4,
+      log: silent,
+      blockMs: 500,
+    });
+    adapter.start();
+  });
+  afterAll(async () => {
+    await adapter?.stop();
+    await m?.redis.del(replyTo);
+    await m?.stop();
+  });
+
+  async function send(fields: Record<string, string>): Promise<string> {
+    return (await m.redis.xadd(keys.commands, '*', ...Object.entries(fields).flat())) as string;
+  }
+
+  async function replyFor(requestId: string, stream = replyTo): Promise<Reply> {
+    return eventually(`reply to ${requestId}`, async () => {
+      const entries = await m.redis.xrange(stream, '-', '+');
+      for (const [, f] of entries) {
+        const obj: Record<string, string> = {};
+        for (let i = 0; i < f.length; i += 2) obj[f[i]!] = f[i + 1]!;
+        if (obj.request_id === requestId) return obj as unknown as Reply;
+      }
+      return undefined;
+    });
+  }
+
+  async function command(command: string, payload: unknown): Promise<Reply> {
+    const requestId = `t-${randomUUID()}`;
+    await send({ request_id: requestId, command, payload: JSON.stringify(payload), reply_to: replyTo });
+    return replyFor(requestId);
+  }
+
+  test('create, status until RUNNING, list, delete, delete again: the contract end to end', async () => {
+    const requestId = `t-${randomUUID()}`;
+    await send({
+      request_id: requestId,
+      command: 'create',
+      payload: JSON.stringify({ agent_type: 'CLAUDE', instructions: '# hi', task_id: 'task-7' }),
+      reply_to: replyTo,
+    });
+    const created = await replyFor(requestId);
+    expect(created).toMatchObject({ request_id: requestId, command: 'create', ok: '1' });
+    const { worker_id: id, status } = JSON.parse(created.result!);
+    expect(status).toBe('STARTING');
+
+    const running = await eventually('RUNNING via the status command', async () => {
+      const r = await command('status', { worker_id: id });
+      const s = JSON.parse(r.result ?? '{}') as StatusObject;
+      return s.status === 'RUNNING' ? s : undefined;
+    });
+    expect(running).toMatchObject({ worker_id: id, agent_type: 'CLAUDE', task_id: 'task-7', request_id: requestId });
+    expect(await containerExists(m.docker, `worker-${id}`)).toBe(true);
+
+    const listed = JSON.parse((await command('list', { status: 'RUNNING' })).result!) as { workers: StatusObject[] };
+    expect(listed.workers.map((w) => w.worker_id)).toContain(id);
+    expect(listed.workers.every((w) => w.status === 'RUNNING')).toBe(true);
+
+    const del = await command('delete', { worker_id: id });
+    expect(del.ok).toBe('1');
+    expect(JSON.parse(del.result!)).toEqual({ worker_id: id, status: 'STOPPED' });
+    expect(await containerExists(m.docker, `worker-${id}`)).toBe(false);
+
+    const again = await command('delete', { worker_id: id });
+    expect(JSON.parse(again.result!)).toEqual({ worker_id: id, status: 'STOPPED' });
+    const stopped = JSON.parse((await command('list', { status: 'STOPPED' })).result!) as { workers: StatusObject[] };
+    expect(stopped.workers.map((w) => w.worker_id)).toContain(id);
+  });
+
+  test('a repeated create with the same request_id returns the first worker_id and starts nothing new', async () => {
+    const requestId = `t-${randomUUID()}`;
+    const payload = JSON.stringify({ agent_type: 'CLAUDE' });
+    await send({ request_id: requestId, command: 'create', payload, reply_to: replyTo });
+    await send({ request_id: requestId, command: 'create', payload, reply_to: replyTo });
+    const replies = await eventually('two replies', async () => {
+      const all = (await m.redis.xrange(replyTo, '-', '+')).filter(([, f]) => f.includes(requestId));
+      return all.length === 2 ? all : undefined;
+    });
+    const ids = replies.map(([, f]) => JSON.parse(f[f.indexOf('result') + 1]!).worker_id);
+    expect(ids[0]).toBe(ids[1]);
+    const containers = await eventually('the container', async () => {
+      const list = await m.docker.listContainers({ all: true, filters: { label: [`com.codegen.worker_id=${ids[0]}`] } });
+      return list.length ? list : undefined;
+    });
+    expect(containers).toHaveLength(1);
+    await command('delete', { worker_id: ids[0] });
+  });
+
+  test('malformed entries get INVALID_REQUEST naming each bad field, and commands behind them are served', async () => {
+    const bad = await command('create', { agent_type: 'GPT', allowed_commands: 'git', colour: 'red' });
+    expect(bad.ok).toBe('0');
+    const err = JSON.parse(bad.error!);
+    expect(err.code).toBe('INVALID_REQUEST');
+    expect(Object.keys(err.details).sort()).toEqual(['agent_type', 'allowed_commands', 'colour']);
+
+    const notJson = `t-${randomUUID()}`;
+    await send({ request_id: notJson, command: 'create', payload: '{agent_type:', reply_to: replyTo });
+    expect(JSON.parse((await replyFor(notJson)).error!).details).toEqual({ payload: 'must be valid JSON' });
+
+    const noCommand = `t-${randomUUID()}`;
+    await send({ request_id: noCommand, command: 'explode', reply_to: replyTo, extra: 'x' });
+    const noCommandErr = JSON.parse((await replyFor(noCommand)).error!);
+    expect(Object.keys(noCommandErr.details).sort()).toEqual(['command', 'extra']);
+
+    // A bad reply_to is named, and the reply goes to the default stream.
+    const badReply = `t-${randomUUID()}`;
+    await send({ request_id: badReply, command: 'list', reply_to: 'elsewhere' });
+    const r = await replyFor(badReply, 'worker:responses');
+    expect(JSON.parse(r.error!).details).toHaveProperty('reply_to');
+
+    const badStatus = await command('status', { worker_id: 'nope' });
+    expect(JSON.parse(badStatus.error!)).toMatchObject({ code: 'INVALID_REQUEST', details: { worker_id: expect.any(String) } });
+    const badList = await command('list', { status: 'SLEEPING' });
+    expect(JSON.parse(badList.error!).details).toHaveProperty('status');
+
+    const unknown = await command('status', { worker_id: randomUUID() });
+    expect(JSON.parse(unknown.error!).code).toBe('NOT_FOUND');
+    const unknownDelete = await command('delete', { worker_id: randomUUID() });
+    expect(JSON.parse(unknownDelete.error!).code).toBe('NOT_FOUND');
+  });
+
+  test('an entry without a usable request_id goes to worker:commands:dead with the reason, and is acknowledged', async () => {
+    const marker = randomUUID();
+    const id = await send({ command: 'list', payload: '{}', note: marker });
+    const dead = await eventually('the dead letter', async () => {
+      const entries = await m.redis.xrevrange(keys.deadLetters, '+', '-', 'COUNT', 50);
+      return entries.find(([, f]) => f[f.indexOf('original_id') + 1] === id);
+    });
+    const f = dead[1];
+    expect(f[f.indexOf('reason') + 1]).toContain('request_id');
+    expect(f[f.indexOf('fields') + 1]).toContain(marker);
+    const pending = (await m.redis.xpending(keys.commands, CONSUMER_GROUP, '-', '+', 100)) as [string, ...unknown[]][];
+    expect(pending.map((p) => p[0])).not.toContain(id);
+  });
+});

@@ -1,0 +1,212 @@
+/**
+ * The workerLifecycle workflow on the real Temporal dev server, with its activities swapped for
+ * recording fakes (the SDK's way: the Worker gets other activity implementations).
+ */
+import { randomUUID } from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { Context } from '@temporalio/activity';
+import type { Client } from '@temporalio/client';
+import { ApplicationFailure } from '@temporalio/common';
+import { historyToJSON } from '@temporalio/common/lib/proto-utils';
+import type { DockerActivities } from '../../activities/docker';
+import type { ImageActivities } from '../../activities/images';
+import type { RedisActivities, StatusUpdate } from '../../activities/redis';
+import type { WorkerSpec } from '../../src/contract';
+import { renderInstructions } from '../../src/instructions';
+import { stateQuery, stopSignal, WorkerStatusKey } from '../../workflows/messages';
+import type { workerLifecycle } from '../../workflows/workerLifecycle';
+import { eventually, ROOT, startWorkflowWorker } from '../helpers/stack';
+
+type Activities = DockerActivities & ImageActivities & RedisActivities;
+
+interface FakeOptions {
+  buildFails?: boolean;
+  hangInImageBuild?: boolean;
+}
+
+function fakeActivities(opts: FakeOptions = {}) {
+  const calls: string[] = [];
+  const statuses: StatusUpdate[] = [];
+  const files: { name: string; content: string; dir: string }[] = [];
+  const inputs: { content: string; taskId?: string }[] = [];
+  const activities: Activities = {
+    async ensureImage() {
+      calls.push('ensureImage');
+      if (opts.buildFails) {
+        throw ApplicationFailure.create({ type: 'BUILD_FAILED', nonRetryable: true, message: 'building worker:x failed: E: Unable to locate package nosuch' });
+      }
+      if (opts.hangInImageBuild) {
+        for (;;) {
+          Context.current().heartbeat();
+          await Context.current().sleep(100); // rejects once the workflow cancels the activity
+        }
+      }
+      return { tag: 'worker:fake', hash: 'fake', built: false };
+    },
+    async createContainer() {
+      calls.push('createContainer');
+      return { containerId: 'c0ffee' };
+    },
+    async writeFile(input) {
+      calls.push('writeFile');
+      files.push({ name: input.name, content: input.content, dir: input.dir });
+      return { bytes: Buffer.byteLength(input.content) };
+    },
+    async startContainer() {
+      calls.push('startContainer');
+      return { ipAddress: '172.18.0.9' };
+    },
+    async waitForWrapper() {
+      calls.push('waitForWrapper');
+    },
+    async removeContainer() {
+      calls.push('removeContainer');
+      return { removed: true };
+    },
+    async recordStatus(update) {
+      statuses.push(update);
+    },
+    async pushInput(input) {
+      calls.push('pushInput');
+      inputs.push(input);
+    },
+  };
+  return { activities, calls, statuses, files, inputs };
+}
+
+function specFor(taskQueue: string, overrides: Partial<WorkerSpec> = {}): WorkerSpec {
+  return {
+    workerId: randomUUID(),
+    requestId: `req-${randomUUID()}`,
+    agentType: 'CLAUDE',
+    instructions: '# Rules\nSay "hi" & `echo $(whoami)`\n',
+    allowedCommands: ['git', 'npm test'],
+    modules: ['GIT'],
+    authMode: 'api_key',
+    memoryBytes: 512 * 1024 ** 2,
+    nanoCpus: 5e8,
+    idleTimeoutS: 600,
+    sessionTimeoutS: 1800,
+    dockerTaskQueue: taskQueue,
+    stopGraceSeconds: 1,
+    readyTimeoutS: 10,
+    ...overrides,
+  };
+}
+
+async function start(client: Client, taskQueue: string, spec: WorkerSpec) {
+  return client.workflow.start<typeof workerLifecycle>('workerLifecycle', {
+    taskQueue,
+    workflowId: `worker-${spec.workerId}`,
+    args: [spec],
+  });
+}
+
+const statusesOf = (s: StatusUpdate[]) => s.filter((u) => u.fields.status).map((u) => `${u.fields.status}:${u.event}`);
+
+describe('workerLifecycle workflow (fake activities, real dev server)', () => {
+  let env: Awaited<ReturnType<typeof startWorkflowWorker>>;
+  let fake: ReturnType<typeof fakeActivities>;
+  let options: FakeOptions = {};
+
+  beforeAll(async () => {
+    // One worker for the file; each test sets the behaviour of the fakes it needs.
+    const current = () => fake.activities as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
+    const delegating = Object.fromEntries(
+      Object.keys(fakeActivities().activities).map((name) => [name, (...args: unknown[]) => current()[name]!(...args)]),
+    );
+    env = await startWorkflowWorker(delegating);
+  });
+  afterAll(async () => env?.stop());
+  beforeEach(() => {
+    options = {};
+    fake = fakeActivities(options);
+  });
+  const use = (o: FakeOptions) => {
+    Object.assign(options, o);
+    fake = fakeActivities(options);
+  };
+
+  test('runs image -> container -> instructions -> start -> ready, then stops and removes on the stop signal', async () => {
+    const spec = specFor(env.taskQueue);
+    const handle = await start(env.client, env.taskQueue, spec);
+    await eventually('RUNNING', async () => (await handle.query(stateQuery)).status === 'RUNNING');
+
+    expect(fake.calls).toEqual(['ensureImage', 'createContainer', 'writeFile', 'startContainer', 'waitForWrapper']);
+    expect(fake.files).toEqual([{ dir: '/workspace', name: 'CLAUDE.md', content: renderInstructions(spec.instructions, spec.allowedCommands) }]);
+    const state = await handle.query(stateQuery);
+    expect(state).toMatchObject({ container_id: 'c0ffee', image: 'worker:fake', ip_address: '172.18.0.9', agent_type: 'CLAUDE' });
+
+    await handle.signal(stopSignal, 'deleted');
+    const outcome = await handle.result();
+    expect(outcome).toEqual({ worker_id: spec.workerId, status: 'STOPPED', reason: 'deleted' });
+    expect(fake.calls.at(-1)).toBe('removeContainer');
+    expect(statusesOf(fake.statuses)).toEqual(['STARTING:starting', 'RUNNING:running', 'RUNNING:stopping', 'STOPPED:stopped']);
+    expect(fake.statuses.at(-1)).toMatchObject({ final: true, fields: { reason: 'deleted' } });
+    const desc = await handle.describe();
+    expect(desc.typedSearchAttributes.get(WorkerStatusKey)).toBe('STOPPED');
+
+    if (process.env.RECORD_HISTORY) {
+      const dir = path.join(ROOT, 'test', 'fixtures', 'histories');
+      mkdirSync(dir, { recursive: true });
+      writeFileSync(path.join(dir, 'workerLifecycle-stop.json'), historyToJSON(await handle.fetchHistory()));
+    }
+  });
+
+  test('FACTORY workers get AGENTS.md', async () => {
+    const spec = specFor(env.taskQueue, { agentType: 'FACTORY', allowedCommands: [] });
+    const handle = await start(env.client, env.taskQueue, spec);
+    await eventually('RUNNING', async () => (await handle.query(stateQuery)).status === 'RUNNING');
+    expect(fake.files.map((f) => [f.name, f.content])).toEqual([['AGENTS.md', spec.instructions]]);
+    await handle.signal(stopSignal);
+    expect((await handle.result()).status).toBe('STOPPED');
+  });
+
+  test('a failed image build ends FAILED with BUILD_FAILED and the reason, and still cleans up', async () => {
+    use({ buildFails: true });
+    const spec = specFor(env.taskQueue);
+    const handle = await start(env.client, env.taskQueue, spec);
+    const outcome = await handle.result();
+    expect(outcome.status).toBe('FAILED');
+    expect(outcome.error?.code).toBe('BUILD_FAILED');
+    expect(outcome.reason).toContain('Unable to locate package nosuch');
+    expect(fake.calls).toEqual(['ensureImage', 'removeContainer']);
+    const last = fake.statuses.at(-1)!;
+    expect(last).toMatchObject({ event: 'failed', final: true, fields: { status: 'FAILED', error_code: 'BUILD_FAILED' } });
+    expect(last.fields.error).toContain('Unable to locate package nosuch');
+  });
+
+  test('a stop during the image build interrupts it: no container is made, the worker ends STOPPED', async () => {
+    use({ hangInImageBuild: true });
+    const spec = specFor(env.taskQueue);
+    const handle = await start(env.client, env.taskQueue, spec);
+    await eventually('the build to start', async () => fake.calls.includes('ensureImage'));
+    await handle.signal(stopSignal, 'deleted');
+    const outcome = await handle.result();
+    expect(outcome).toMatchObject({ status: 'STOPPED', reason: 'deleted' });
+    expect(fake.calls).toEqual(['ensureImage', 'removeContainer']);
+  });
+
+  test('cancelling the workflow still removes the container (non-cancellable clean-up)', async () => {
+    const spec = specFor(env.taskQueue);
+    const handle = await start(env.client, env.taskQueue, spec);
+    await eventually('RUNNING', async () => (await handle.query(stateQuery)).status === 'RUNNING');
+    await handle.cancel();
+    const outcome = await handle.result();
+    expect(outcome).toMatchObject({ status: 'STOPPED', reason: 'cancelled' });
+    expect(fake.calls.at(-1)).toBe('removeContainer');
+    expect(fake.statuses.at(-1)?.fields.status).toBe('STOPPED');
+  });
+
+  test('headless mode: the initial prompt is pushed to the input stream once RUNNING', async () => {
+    const spec = specFor(env.taskQueue, { initialPrompt: 'fix the tests', taskId: 'T-1' });
+    const handle = await start(env.client, env.taskQueue, spec);
+    await eventually('the prompt', async () => fake.inputs.length > 0);
+    expect(fake.inputs).toEqual([{ workerId: spec.workerId, content: 'fix the tests', taskId: 'T-1' }]);
+    expect(fake.calls.indexOf('pushInput')).toBeGreaterThan(fake.calls.indexOf('waitForWrapper'));
+    expect(statusesOf(fake.statuses)).toContain('RUNNING:running');
+    await handle.signal(stopSignal);
+    await handle.result();
+  });
+});
