@@ -37,7 +37,10 @@ wait_for() {
 APT_UPDATED=0
 apt_install() {
   local missing=()
-  for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  # dpkg -s also succeeds for removed packages whose config files remain: check the state.
+  for pkg in "$@"; do
+    [[ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" == "install ok installed" ]] || missing+=("$pkg")
+  done
   ((${#missing[@]} == 0)) && return 0
   command -v apt-get >/dev/null || die "need the Debian packages ${missing[*]} but apt-get is not available"
   log "installing ${missing[*]} (apt)"
