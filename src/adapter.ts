@@ -64,7 +64,8 @@ export function parseEntry(fields: string[]): ParseResult {
   if (requestId === undefined) return { kind: 'dead', reason: 'missing field request_id' };
   if (!REQUEST_ID_RE.test(requestId)) return { kind: 'dead', reason: 'request_id must be 1-128 characters of [A-Za-z0-9._:-]' };
 
-  const details: Record<string, string> = {};
+  // No prototype: a field named __proto__ must be reported like any other.
+  const details: Record<string, string> = Object.create(null);
   for (const d of duplicates) details[d] = 'field appears more than once';
   let replyTo = DEFAULT_REPLY_STREAM;
   const rawReplyTo = map.get('reply_to');

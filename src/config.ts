@@ -17,8 +17,7 @@ const memory = (def: string) =>
     .default(def)
     .refine((v) => (parseMemory(v) ?? 0) > 0, 'must be a size such as 512m, 1g or 268435456')
     .transform((v) => parseMemory(v) as number);
-export const ConfigSchema = z
-  .object({
+export const ConfigSchema = z.object({
     TEMPORAL_ADDRESS: z.string().min(1).default('127.0.0.1:7233'),
     TEMPORAL_NAMESPACE: z.string().min(1).default('default'),
     TEMPORAL_TASK_QUEUE: z.string().min(1).default('worker-manager'),
@@ -53,14 +52,6 @@ export const ConfigSchema = z
     WRAPPER_BUNDLE: z.string().default(path.join(ROOT, 'dist', 'wrapper', 'wrapper.js')),
     DOCKER_CONTEXT_DIR: z.string().default(path.join(ROOT, 'docker')),
     LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
-  })
-  .superRefine((c, ctx) => {
-    if (c.WORKER_MEMORY_LIMIT > c.WORKER_MEMORY_MAX) {
-      ctx.addIssue({ code: 'custom', path: ['WORKER_MEMORY_LIMIT'], message: 'must not exceed WORKER_MEMORY_MAX' });
-    }
-    if (c.WORKER_CPU_LIMIT > c.WORKER_CPU_MAX) {
-      ctx.addIssue({ code: 'custom', path: ['WORKER_CPU_LIMIT'], message: 'must not exceed WORKER_CPU_MAX' });
-    }
   });
 
 export type Config = z.infer<typeof ConfigSchema>;
@@ -77,22 +68,32 @@ export class ConfigError extends Error {
   }
 }
 
-/** Reads the configuration; empty variables count as unset. Throws ConfigError naming each bad variable. */
+/** Limits that must not exceed their maxima: checked whenever both sides are valid values. */
+const CEILINGS = [
+  ['WORKER_MEMORY_LIMIT', 'WORKER_MEMORY_MAX'],
+  ['WORKER_CPU_LIMIT', 'WORKER_CPU_MAX'],
+] as const;
+
+/**
+ * Reads the configuration; empty variables count as unset. Each variable is checked on its own,
+ * so one bad value never hides another: ConfigError names every bad variable at once.
+ */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
-  const relevant: Record<string, string> = {};
-  for (const key of Object.keys(ConfigSchema.shape)) {
-    const v = env[key];
-    if (v !== undefined && v !== '') relevant[key] = v;
-  }
-  const parsed = ConfigSchema.safeParse(relevant);
-  if (parsed.success) return parsed.data;
+  const values: Record<string, unknown> = {};
   const problems: Record<string, string> = {};
-  for (const issue of parsed.error.issues) {
-    const key = String(issue.path[0] ?? '(config)');
-    const got = relevant[key] !== undefined ? ` (got "${relevant[key]}")` : '';
-    problems[key] = `${issue.message}${got}`;
+  for (const [key, schema] of Object.entries(ConfigSchema.shape)) {
+    const raw = env[key] === '' ? undefined : env[key];
+    const r = (schema as z.ZodType).safeParse(raw);
+    if (r.success) values[key] = r.data;
+    else problems[key] = `${r.error.issues[0]?.message ?? 'invalid'}${raw !== undefined ? ` (got "${raw}")` : ''}`;
   }
-  throw new ConfigError(problems);
+  for (const [limit, max] of CEILINGS) {
+    if (!(limit in problems) && !(max in problems) && (values[limit] as number) > (values[max] as number)) {
+      problems[limit] = `must not exceed ${max} (got "${env[limit] ?? values[limit]}")`;
+    }
+  }
+  if (Object.keys(problems).length) throw new ConfigError(problems);
+  return values as Config;
 }
 
 /** The task queue whose Docker activities run against the named Docker host. */

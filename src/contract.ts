@@ -86,7 +86,13 @@ export const CreatePayload = z
     agent_type: AgentType,
     instructions: maxBytes(LIMITS.instructionsBytes, 'instructions').optional(),
     allowed_commands: z
-      .array(z.string().min(1, 'must not be empty').max(LIMITS.allowedCommandChars))
+      .array(
+        z
+          .string()
+          .min(1, 'must not be empty')
+          .max(LIMITS.allowedCommandChars)
+          .regex(/^[^\x00-\x1f\x7f]*$/, 'must be one line without control characters'),
+      )
       .max(LIMITS.allowedCommands)
       .optional(),
     modules: z.array(Module).optional(),
@@ -143,7 +149,7 @@ export { keys, CONSUMER_GROUP } from './keys';
 
 /** Flattens zod issues into `{ "field.path": "message" }` so a reply names every bad field. */
 export function describeIssues(error: z.ZodError, prefix = ''): Record<string, string> {
-  const out: Record<string, string> = {};
+  const out: Record<string, string> = Object.create(null); // a key named __proto__ is a key too
   for (const issue of error.issues) {
     const path = issue.path.map((p) => (typeof p === 'number' ? `[${p}]` : String(p)));
     let name = prefix;

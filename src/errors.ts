@@ -16,6 +16,8 @@ export class WorkerManagerError extends Error {
   }
 }
 
+const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'EPIPE']);
+
 const UNAVAILABLE_HINTS = [
   /ECONNREFUSED/, /ECONNRESET/, /ETIMEDOUT/, /EHOSTUNREACH/, /ENOTFOUND/, /socket hang up/i,
   /Connection is closed/i, /connect ENOENT/, /Deadline exceeded/i, /Reached the max retries per request/i,
@@ -24,11 +26,20 @@ const UNAVAILABLE_HINTS = [
 /** Maps any thrown value to a contract error: backing-service outages become UNAVAILABLE. */
 export function toContractError(err: unknown): WorkerManagerError {
   if (err instanceof WorkerManagerError) return err;
-  const e = err as { code?: unknown; message?: unknown; cause?: { code?: unknown } };
-  const message = typeof e?.message === 'string' ? e.message : String(err);
-  // gRPC status 14 (UNAVAILABLE) and 4 (DEADLINE_EXCEEDED), directly or as a ServiceError's cause.
-  const grpc = [e?.code, e?.cause?.code];
-  if (grpc.includes(14) || grpc.includes(4) || UNAVAILABLE_HINTS.some((re) => re.test(message))) {
+  const e = err as { code?: unknown; message?: unknown; cause?: { code?: unknown }; errors?: { code?: unknown; message?: unknown }[] };
+  // An AggregateError (Node trying each address of a host name) has an empty message of its own.
+  const inner = Array.isArray(e?.errors) ? e.errors : [];
+  const message =
+    (typeof e?.message === 'string' && e.message) ||
+    inner.map((x) => String(x?.message ?? '')).filter(Boolean).join('; ') ||
+    String(e?.code ?? err);
+  // gRPC status 14 (UNAVAILABLE) and 4 (DEADLINE_EXCEEDED), directly or as a ServiceError's cause;
+  // Node's network error codes, directly or inside an AggregateError.
+  const codes = [e?.code, e?.cause?.code, ...inner.map((x) => x?.code)];
+  if (
+    codes.some((c) => c === 14 || c === 4 || (typeof c === 'string' && NETWORK_CODES.has(c))) ||
+    UNAVAILABLE_HINTS.some((re) => re.test(message))
+  ) {
     return new WorkerManagerError('UNAVAILABLE', `a backing service is unavailable, retry later: ${message}`);
   }
   return new WorkerManagerError('INTERNAL', message);

@@ -13,8 +13,9 @@ export const WORKSPACE_DIR = '/workspace';
 
 export function renderInstructions(instructions: string, allowedCommands: readonly string[]): string {
   if (allowedCommands.length === 0) return instructions;
-  // Commands go in code spans so markdown in a command cannot change the section's structure.
-  const list = allowedCommands.map((c) => `- \`${c.replace(/`/g, "'")}\``).join('\n');
+  // Commands go in code spans, one line each, so markdown or line breaks in a command cannot
+  // change the section's structure (the contract schema already refuses control characters).
+  const list = allowedCommands.map((c) => `- \`${c.replace(/`/g, "'").replace(/[\x00-\x1f\x7f]+/g, ' ')}\``).join('\n');
   const section =
     '## Allowed commands\n\n' +
     'You may run only the following commands (and their subcommands and arguments). ' +
