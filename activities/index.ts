@@ -1,5 +1,7 @@
-import type { Config } from '../src/config';
+import type { Client } from '@temporalio/client';
 import type Docker from 'dockerode';
+import type { Config } from '../src/config';
+import { createCapacityActivities } from './capacity';
 import type Redis from 'ioredis';
 import { createDockerActivities } from './docker';
 import { createImageActivities } from './images';
@@ -9,6 +11,8 @@ export interface ActivityDeps {
   config: Config;
   docker: Docker;
   redis: Redis;
+  /** For activities that talk to Temporal itself (the capacity semaphore). */
+  client: Client;
 }
 
 /** Activities that need the Docker host: registered on that host's task queue. */
@@ -17,5 +21,8 @@ export const createHostActivities = (deps: ActivityDeps) => ({
   ...createImageActivities(deps),
 });
 
-/** Activities that need only Redis: registered on the main task queue. */
-export const createSharedActivities = (deps: ActivityDeps) => createRedisActivities(deps);
+/** Activities that need only Redis or Temporal: registered on the main task queue. */
+export const createSharedActivities = (deps: ActivityDeps) => ({
+  ...createRedisActivities(deps),
+  ...createCapacityActivities(deps),
+});

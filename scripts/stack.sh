@@ -139,8 +139,10 @@ ensure_temporal() {
   ensure_temporal_binary
   if temporal_ready; then log "Temporal dev server already running (UI http://localhost:8233)"; return; fi
   log "starting the Temporal dev server (SQLite: $DATA/temporal.db, log: $DATA/temporal.log)"
-  # Dynamic config: suggest continue-as-new early enough for tests of long-lived workflows.
+  # Dynamic config: suggest continue-as-new after 200 events (production servers: 4K+), so the
+  # long-lived capacity semaphore continues as new during tests and development, not only in prod.
   nohup "$TEMPORAL_BIN" server start-dev \
+    --dynamic-config-value limit.historyCount.suggestContinueAsNew=200 \
     --ip 127.0.0.1 --port 7233 --ui-port 8233 \
     --db-filename "$DATA/temporal.db" \
     --namespace default \

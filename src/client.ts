@@ -6,7 +6,7 @@
 import { Client, Connection, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
 import { WorkflowIdReusePolicy } from '@temporalio/common';
 import Redis from 'ioredis';
-import { dockerTaskQueue, loadConfig, type Config } from './config';
+import { capacityPool, dockerTaskQueue, loadConfig, type Config } from './config';
 import {
   CreatePayload,
   describeIssues,
@@ -27,7 +27,18 @@ import { toContractError, WorkerManagerError } from './errors';
 import { newRequestId, workerIdForRequest, workflowIdFor } from './ids';
 import { keys } from './keys';
 import type { workerLifecycle } from '../workflows/workerLifecycle';
-import { AgentTypeKey, stateQuery, stopSignal, WorkerIdKey, WorkerStatusKey, type WorkerState } from '../workflows/messages';
+import {
+  AgentTypeKey,
+  capacityQuery,
+  semaphoreWorkflowId,
+  setLimitUpdate,
+  stateQuery,
+  stopSignal,
+  WorkerIdKey,
+  WorkerStatusKey,
+  type WorkerState,
+} from '../workflows/messages';
+import type { PoolSnapshot } from '../workflows/permitPool';
 
 /** Modules the current worker image provides (GIT and CURL are in worker-base). */
 export const SUPPORTED_MODULES: readonly Module[] = ['GIT', 'CURL'];
@@ -137,6 +148,8 @@ export class WorkerManagerClient {
       dockerTaskQueue: dockerTaskQueue(c),
       stopGraceSeconds: c.WORKER_STOP_GRACE_SECONDS,
       readyTimeoutS: c.WORKER_READY_TIMEOUT_SECONDS,
+      capacityPool: capacityPool(c),
+      creationTimeoutS: c.WORKER_CREATION_TIMEOUT_SECONDS,
     };
   }
 
@@ -204,12 +217,49 @@ export class WorkerManagerClient {
     } catch (err) {
       throw toContractError(err);
     }
-    if (hash.status) return toStatusObject(hash);
+    if (hash.status) return this.withQueuePosition(toStatusObject(hash));
     try {
       const state = await this.temporal.workflow.getHandle(workflowIdFor(id)).query(stateQuery);
-      return stateToStatusObject(state);
+      return this.withQueuePosition(stateToStatusObject(state));
     } catch (err) {
       if (err instanceof WorkflowNotFoundError) throw new WorkerManagerError('NOT_FOUND', `no worker with id ${id}`);
+      throw toContractError(err);
+    }
+  }
+
+  /** A STARTING worker waiting for a slot gets its 1-based `queue_position` (0: not queued). */
+  private async withQueuePosition(s: StatusObject): Promise<StatusObject> {
+    if (s.status !== 'STARTING') return s;
+    const snap = await this.capacity().catch(() => undefined);
+    const entry = snap?.queue.find((w) => w.id === workflowIdFor(s.worker_id));
+    return { ...s, queue_position: entry?.position ?? 0 };
+  }
+
+  /** The capacity pool of this manager's Docker host: limit, holders, and the queue with positions. */
+  async capacity(): Promise<PoolSnapshot> {
+    const handle = this.temporal.workflow.getHandle(semaphoreWorkflowId(capacityPool(this.config)));
+    try {
+      return await handle.query(capacityQuery);
+    } catch (err) {
+      if (err instanceof WorkflowNotFoundError) {
+        // Not started yet: nobody has asked for a permit.
+        const limit = this.config.MAX_CONCURRENT_WORKERS;
+        return { limit, in_use: 0, available: limit, holders: [], queue: [] };
+      }
+      throw toContractError(err);
+    }
+  }
+
+  /** Changes the number of concurrent workers at once, without restarts. */
+  async setCapacityLimit(limit: number): Promise<PoolSnapshot> {
+    if (!Number.isInteger(limit) || limit < 0) throw invalid({ limit: 'must be a whole number of at least 0' });
+    const handle = this.temporal.workflow.getHandle(semaphoreWorkflowId(capacityPool(this.config)));
+    try {
+      return await handle.executeUpdate(setLimitUpdate, { args: [limit] });
+    } catch (err) {
+      if (err instanceof WorkflowNotFoundError) {
+        throw new WorkerManagerError('NOT_FOUND', 'the capacity pool has not started yet: it starts with the first create');
+      }
       throw toContractError(err);
     }
   }

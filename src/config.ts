@@ -40,6 +40,8 @@ export const ConfigSchema = z.object({
     IDLE_TIMEOUT_SECONDS: int(600),
     SESSION_TIMEOUT_SECONDS: int(1800),
     WORKER_CREATION_TIMEOUT_SECONDS: int(300),
+    /** How often the capacity semaphore checks that permit holders' workflows are still running. */
+    PERMIT_RECLAIM_SECONDS: int(30),
     WORKER_READY_TIMEOUT_SECONDS: int(60),
     WORKER_STOP_GRACE_SECONDS: int(10, 0),
     IMAGE_TTL_DAYS: int(7),
@@ -99,3 +101,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
 /** The task queue whose Docker activities run against the named Docker host. */
 export const dockerTaskQueue = (config: Pick<Config, 'TEMPORAL_TASK_QUEUE' | 'DOCKER_HOST_ID'>) =>
   `${config.TEMPORAL_TASK_QUEUE}-docker-${config.DOCKER_HOST_ID}`;
+
+/** The capacity pool of a Docker host: its semaphore workflow is `capacity-<pool>`. */
+export const capacityPool = (config: Pick<Config, 'TEMPORAL_TASK_QUEUE' | 'DOCKER_HOST_ID'>) =>
+  `${config.TEMPORAL_TASK_QUEUE}-${config.DOCKER_HOST_ID}`;

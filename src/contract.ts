@@ -133,7 +133,7 @@ export const STATUS_FIELDS = [
 export type StatusField = (typeof STATUS_FIELDS)[number];
 export type StatusObject = { worker_id: string; status: WorkerStatus } & {
   [K in Exclude<StatusField, 'worker_id' | 'status'>]: string | null;
-} & { error_code?: string | null };
+} & { error_code?: string | null; queue_position?: number };
 
 export interface ErrorBody {
   code: ErrorCode;
@@ -185,6 +185,10 @@ export interface WorkerSpec {
   stopGraceSeconds: number;
   /** How long the wrapper may take to connect to Redis after the container starts. */
   readyTimeoutS: number;
+  /** The capacity pool (semaphore) whose permit this worker holds: one per Docker host. */
+  capacityPool: string;
+  /** How long a create may wait in the creation queue before it fails with CAPACITY_TIMEOUT. */
+  creationTimeoutS: number;
 }
 
 export interface WorkerOutcome {

@@ -40,8 +40,15 @@ async function main(): Promise<void> {
     throw new Error(`Temporal at ${config.TEMPORAL_ADDRESS} does not answer: ${(err as Error).message}`);
   }
 
-  const workers = await createManagerWorkers({ connection, config, docker, redis, workflowBundlePath: process.env.WORKFLOW_BUNDLE });
   const client = await WorkerManagerClient.connect(config);
+  const workers = await createManagerWorkers({
+    connection,
+    config,
+    docker,
+    redis,
+    client: client.temporal,
+    workflowBundlePath: process.env.WORKFLOW_BUNDLE,
+  });
   const adapter = new CommandAdapter({
     client,
     redis,

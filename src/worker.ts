@@ -3,6 +3,7 @@
  * one on this Docker host's queue (Docker and image activities). Adding a Docker host means
  * running one more manager with another DOCKER_HOST_ID.
  */
+import type { Client } from '@temporalio/client';
 import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
 import type Docker from 'dockerode';
 import type Redis from 'ioredis';
@@ -14,6 +15,8 @@ export interface ManagerWorkerDeps {
   config: Config;
   docker: Docker;
   redis: Redis;
+  /** Temporal client for activities that signal or describe workflows. */
+  client: Client;
   /** A prebuilt workflow bundle (faster start); otherwise the workflows are bundled at start. */
   workflowBundlePath?: string;
 }

@@ -1,2 +1,3 @@
 // The workflow bundle's entry: every workflow the manager's Temporal worker runs.
 export { workerLifecycle } from './workerLifecycle';
+export { capacitySemaphore } from './capacitySemaphore';

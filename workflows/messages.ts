@@ -3,7 +3,7 @@
  * workflow-safe modules here: the workflow bundle imports this file.
  */
 import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
-import { defineQuery, defineSignal } from '@temporalio/workflow';
+import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
 import type { AgentType, WorkerStatus } from '../src/contract';
 
 export const WorkerIdKey = defineSearchAttributeKey('WorkerId', SearchAttributeType.KEYWORD);
@@ -31,3 +31,18 @@ export interface WorkerState {
 }
 
 export const stateQuery = defineQuery<WorkerState>('state');
+
+// ---- capacity semaphore (workflows/capacitySemaphore.ts) ----
+import type { PoolSnapshot } from './permitPool';
+
+export const semaphoreWorkflowId = (pool: string): string => `capacity-${pool}`;
+
+/** A worker asks for a permit; `deadline` (ms since epoch) is when it will give up waiting. */
+export const acquireSignal = defineSignal<[{ id: string; deadline: number }]>('acquire');
+/** A worker gives its permit back, or leaves the queue. */
+export const releaseSignal = defineSignal<[{ id: string }]>('release');
+/** Sent by the semaphore to the worker's workflow when its permit is granted. */
+export const permitGrantedSignal = defineSignal<[{ pool: string }]>('permitGranted');
+/** Changes the number of permits at once; returns the new state. */
+export const setLimitUpdate = defineUpdate<PoolSnapshot, [limit: number]>('setLimit');
+export const capacityQuery = defineQuery<PoolSnapshot>('capacity');

@@ -9,6 +9,7 @@ import {
   ApplicationFailure,
   CancellationScope,
   condition,
+  getExternalWorkflowHandle,
   isCancellation,
   proxyActivities,
   setHandler,
@@ -17,17 +18,29 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { RetryPolicy } from '@temporalio/common';
+import type { CapacityActivities } from '../activities/capacity';
 import type { DockerActivities } from '../activities/docker';
 import type { ImageActivities } from '../activities/images';
 import type { RedisActivities, StatusUpdate } from '../activities/redis';
 import type { ErrorCode, LifecycleEvent, WorkerOutcome, WorkerSpec, WorkerStatus } from '../src/contract';
 import { instructionsFileName, renderInstructions, WORKSPACE_DIR } from '../src/instructions';
-import { stateQuery, stopSignal, WorkerStatusKey, type WorkerState } from './messages';
+import {
+  permitGrantedSignal,
+  releaseSignal,
+  semaphoreWorkflowId,
+  stateQuery,
+  stopSignal,
+  WorkerStatusKey,
+  type WorkerState,
+} from './messages';
 
 const CONTRACT_CODES: readonly string[] = ['INVALID_REQUEST', 'NOT_FOUND', 'CAPACITY_TIMEOUT', 'BUILD_FAILED', 'UNAVAILABLE', 'INTERNAL'];
 
 /** Turns whatever ended the start sequence into a code from the contract and a readable reason. */
 function describeFailure(err: unknown): { code: ErrorCode; message: string } {
+  if (err instanceof ApplicationFailure && err.type && CONTRACT_CODES.includes(err.type)) {
+    return { code: err.type as ErrorCode, message: err.message };
+  }
   if (err instanceof ActivityFailure) {
     const cause = err.cause;
     if (cause instanceof ApplicationFailure) {
@@ -67,6 +80,10 @@ export async function workerLifecycle(spec: WorkerSpec): Promise<WorkerOutcome> 
     startToCloseTimeout: `${spec.stopGraceSeconds + 60} seconds`,
     retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' },
   });
+  const capacity = proxyActivities<CapacityActivities>({
+    startToCloseTimeout: '30 seconds',
+    retry: { initialInterval: '500ms', backoffCoefficient: 2, maximumInterval: '10s' },
+  });
   const redis = proxyActivities<RedisActivities>({
     startToCloseTimeout: '30 seconds',
     retry: { initialInterval: '500ms', backoffCoefficient: 2, maximumInterval: '10s' },
@@ -90,6 +107,11 @@ export async function workerLifecycle(spec: WorkerSpec): Promise<WorkerOutcome> 
     stop_reason: null,
   };
   let startScope: CancellationScope | undefined;
+  let permitRequested = false;
+  let permitGranted = false;
+  setHandler(permitGrantedSignal, () => {
+    permitGranted = true;
+  });
   setHandler(stateQuery, () => state);
   setHandler(stopSignal, (reason) => {
     if (state.stop_reason !== null) return;
@@ -128,6 +150,16 @@ export async function workerLifecycle(spec: WorkerSpec): Promise<WorkerOutcome> 
   try {
     startScope = new CancellationScope();
     await startScope.run(async () => {
+      // A permit first: at the limit, creates wait here in arrival order (STARTING, queued).
+      permitRequested = true;
+      const myId = workflowInfo().workflowId;
+      await capacity.requestPermit({ pool: spec.capacityPool, id: myId, deadline: Date.now() + spec.creationTimeoutS * 1000 });
+      if (!(await condition(() => permitGranted, `${spec.creationTimeoutS} seconds`))) {
+        throw ApplicationFailure.create({
+          type: 'CAPACITY_TIMEOUT',
+          message: `no worker slot freed within ${spec.creationTimeoutS} s (WORKER_CREATION_TIMEOUT_SECONDS)`,
+        });
+      }
       const image = await images.ensureImage({ agentType: spec.agentType });
       state.image = image.tag;
       const { containerId } = await docker.createContainer({ spec, image: image.tag });
@@ -167,6 +199,12 @@ export async function workerLifecycle(spec: WorkerSpec): Promise<WorkerOutcome> 
   return await CancellationScope.nonCancellable(async () => {
     await transition(state.status, 'stopping', {}, { reason: failure ? 'failed' : state.stop_reason });
     await cleanup.removeContainer({ workerId: spec.workerId, graceSeconds: spec.stopGraceSeconds });
+    if (permitRequested) {
+      // Frees the slot (or leaves the queue). If the semaphore is gone there is nothing to free.
+      await getExternalWorkflowHandle(semaphoreWorkflowId(spec.capacityPool))
+        .signal(releaseSignal, { id: workflowInfo().workflowId })
+        .catch(() => undefined);
+    }
     state.stopped_at = now();
     if (failure) {
       state.error = failure.message;

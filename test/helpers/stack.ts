@@ -49,9 +49,9 @@ export async function startManager(overrides: Record<string, string> = {}): Prom
   const docker = new Docker();
   const redis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: 3 });
   const connection = await NativeConnection.connect({ address: config.TEMPORAL_ADDRESS });
-  const workers = await createManagerWorkers({ connection, config, docker, redis, workflowBundlePath: WORKFLOW_BUNDLE });
-  const running = workers.map((w) => w.run());
   const client = await WorkerManagerClient.connect(config);
+  const workers = await createManagerWorkers({ connection, config, docker, redis, client: client.temporal, workflowBundlePath: WORKFLOW_BUNDLE });
+  const running = workers.map((w) => w.run());
   return {
     config,
     client,
@@ -68,27 +68,35 @@ export async function startManager(overrides: Record<string, string> = {}): Prom
   };
 }
 
-/** A Temporal worker with the real workflows and the given (fake) activities on a fresh task queue. */
-export async function startWorkflowWorker(activities: WorkerOptions['activities']): Promise<{
+/**
+ * A Temporal worker with the real workflows and the given (fake) activities on a fresh task
+ * queue; the activities may be built from the worker's client and a config naming that queue.
+ */
+export async function startWorkflowWorker(
+  activities: (ctx: { client: Client; config: Config }) => WorkerOptions['activities'],
+  overrides: Record<string, string> = {},
+): Promise<{
   taskQueue: string;
+  config: Config;
   client: Client;
   stop(): Promise<void>;
 }> {
   quietTemporalLogs();
   const taskQueue = `wf-test-${randomUUID().slice(0, 8)}`;
-  const address = process.env.TEMPORAL_ADDRESS || '127.0.0.1:7233';
-  const nativeConnection = await NativeConnection.connect({ address });
+  const config = loadConfig({ ...process.env, TEMPORAL_TASK_QUEUE: taskQueue, ...overrides });
+  const nativeConnection = await NativeConnection.connect({ address: config.TEMPORAL_ADDRESS });
+  const connection = await Connection.connect({ address: config.TEMPORAL_ADDRESS });
+  const client = new Client({ connection });
   const worker = await Worker.create({
     connection: nativeConnection,
     taskQueue,
     workflowBundle: { codePath: WORKFLOW_BUNDLE },
-    activities,
+    activities: activities({ client, config }),
   });
   const running = worker.run();
-  const connection = await Connection.connect({ address });
-  const client = new Client({ connection });
   return {
     taskQueue,
+    config,
     client,
     async stop() {
       worker.shutdown();

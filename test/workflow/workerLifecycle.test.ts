@@ -9,12 +9,13 @@ import { Context } from '@temporalio/activity';
 import type { Client } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import { historyToJSON } from '@temporalio/common/lib/proto-utils';
+import { createCapacityActivities } from '../../activities/capacity';
 import type { DockerActivities } from '../../activities/docker';
 import type { ImageActivities } from '../../activities/images';
 import type { RedisActivities, StatusUpdate } from '../../activities/redis';
 import type { WorkerSpec } from '../../src/contract';
 import { renderInstructions } from '../../src/instructions';
-import { stateQuery, stopSignal, WorkerStatusKey } from '../../workflows/messages';
+import { capacityQuery, semaphoreWorkflowId, stateQuery, stopSignal, WorkerStatusKey } from '../../workflows/messages';
 import type { workerLifecycle } from '../../workflows/workerLifecycle';
 import { eventually, ROOT, startWorkflowWorker } from '../helpers/stack';
 
@@ -91,6 +92,8 @@ function specFor(taskQueue: string, overrides: Partial<WorkerSpec> = {}): Worker
     dockerTaskQueue: taskQueue,
     stopGraceSeconds: 1,
     readyTimeoutS: 10,
+    capacityPool: taskQueue,
+    creationTimeoutS: 30,
     ...overrides,
   };
 }
@@ -116,7 +119,8 @@ describe('workerLifecycle workflow (fake activities, real dev server)', () => {
     const delegating = Object.fromEntries(
       Object.keys(fakeActivities().activities).map((name) => [name, (...args: unknown[]) => current()[name]!(...args)]),
     );
-    env = await startWorkflowWorker(delegating);
+    // The capacity semaphore is real: its activities talk to the dev server.
+    env = await startWorkflowWorker(({ client, config }) => ({ ...delegating, ...createCapacityActivities({ client, config }) }));
   });
   afterAll(async () => env?.stop());
   beforeEach(() => {
@@ -143,6 +147,11 @@ describe('workerLifecycle workflow (fake activities, real dev server)', () => {
     expect(outcome).toEqual({ worker_id: spec.workerId, status: 'STOPPED', reason: 'deleted' });
     expect(fake.calls.at(-1)).toBe('removeContainer');
     expect(statusesOf(fake.statuses)).toEqual(['STARTING:starting', 'RUNNING:running', 'RUNNING:stopping', 'STOPPED:stopped']);
+    // The permit went back: the pool is empty again.
+    await eventually('the permit to be released', async () => {
+      const snap = await env.client.workflow.getHandle(semaphoreWorkflowId(env.taskQueue)).query(capacityQuery);
+      return snap.in_use === 0 && snap.queue.length === 0;
+    });
     expect(fake.statuses.at(-1)).toMatchObject({ final: true, fields: { reason: 'deleted' } });
     const desc = await handle.describe();
     expect(desc.typedSearchAttributes.get(WorkerStatusKey)).toBe('STOPPED');

@@ -1,0 +1,55 @@
+/**
+ * Activities of the capacity semaphore: asking for a permit (starting the semaphore if it is not
+ * running yet) and finding holders whose workflows have closed.
+ */
+import { WorkflowIdConflictPolicy } from '@temporalio/common';
+import { WorkflowNotFoundError, type Client } from '@temporalio/client';
+import type { Config } from '../src/config';
+import type { capacitySemaphore } from '../workflows/capacitySemaphore';
+import { acquireSignal, semaphoreWorkflowId } from '../workflows/messages';
+
+export interface CapacityDeps {
+  config: Config;
+  client: Client;
+}
+
+const DESCRIBE_BATCH = 20;
+
+export function createCapacityActivities(deps: CapacityDeps) {
+  const { config, client } = deps;
+  return {
+    /** Signals `acquire`, starting the pool's semaphore with the configured limit when needed. */
+    async requestPermit(input: { pool: string; id: string; deadline: number }): Promise<void> {
+      await client.workflow.signalWithStart<typeof capacitySemaphore, [{ id: string; deadline: number }]>('capacitySemaphore', {
+        workflowId: semaphoreWorkflowId(input.pool),
+        taskQueue: config.TEMPORAL_TASK_QUEUE,
+        workflowIdConflictPolicy: WorkflowIdConflictPolicy.USE_EXISTING,
+        args: [{ pool: input.pool, state: { limit: config.MAX_CONCURRENT_WORKERS, holders: [], queue: [] }, reclaimIntervalS: config.PERMIT_RECLAIM_SECONDS }],
+        signal: acquireSignal,
+        signalArgs: [{ id: input.id, deadline: input.deadline }],
+      });
+    },
+
+    /** Of the given workflow ids, those whose workflow is no longer running (or never existed). */
+    async findClosedWorkflows(input: { workflowIds: string[] }): Promise<string[]> {
+      const closed: string[] = [];
+      for (let i = 0; i < input.workflowIds.length; i += DESCRIBE_BATCH) {
+        const batch = input.workflowIds.slice(i, i + DESCRIBE_BATCH);
+        await Promise.all(
+          batch.map(async (id) => {
+            try {
+              const d = await client.workflow.getHandle(id).describe();
+              if (d.status.name !== 'RUNNING') closed.push(id);
+            } catch (err) {
+              if (err instanceof WorkflowNotFoundError) closed.push(id);
+              else throw err;
+            }
+          }),
+        );
+      }
+      return closed;
+    },
+  };
+}
+
+export type CapacityActivities = ReturnType<typeof createCapacityActivities>;

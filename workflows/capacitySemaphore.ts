@@ -1,0 +1,105 @@
+/**
+ * The capacity semaphore of one pool (one Docker host): MAX_CONCURRENT_WORKERS permits and a
+ * FIFO creation queue, as a long-lived workflow (id `capacity-{pool}`). Worker lifecycles ask
+ * with the `acquire` signal and are answered with `permitGranted`; they give permits back with
+ * `release`. Permits of workflows that closed without releasing (terminated by an operator,
+ * failed hard) are reclaimed by a periodic check. Continues as new when the server suggests it.
+ */
+import {
+  allHandlersFinished,
+  condition,
+  continueAsNew,
+  getExternalWorkflowHandle,
+  log,
+  proxyActivities,
+  setHandler,
+  workflowInfo,
+} from '@temporalio/workflow';
+import type { CapacityActivities } from '../activities/capacity';
+import {
+  acquireSignal,
+  capacityQuery,
+  permitGrantedSignal,
+  releaseSignal,
+  setLimitUpdate,
+} from './messages';
+import { PermitPool, type PoolState } from './permitPool';
+
+export interface SemaphoreInput {
+  pool: string;
+  state: PoolState;
+  /** How often holders' and waiters' workflows are checked for having closed. */
+  reclaimIntervalS: number;
+}
+
+export const MAX_LIMIT = 10_000;
+
+export async function capacitySemaphore(input: SemaphoreInput): Promise<void> {
+  const pool = new PermitPool(input.state);
+  const { findClosedWorkflows } = proxyActivities<CapacityActivities>({
+    startToCloseTimeout: '1 minute',
+    retry: { maximumAttempts: 3 },
+  });
+  const inFlight = new Set<Promise<void>>();
+
+  // Tells each granted worker; a worker that is gone gives its permit straight back.
+  const notify = (ids: string[]): void => {
+    for (const id of ids) {
+      const p: Promise<void> = getExternalWorkflowHandle(id)
+        .signal(permitGrantedSignal, { pool: input.pool })
+        .catch(() => {
+          log.warn('granted a permit to a workflow that has closed; reclaiming it', { id });
+          notify(pool.release(id, Date.now()));
+        })
+        .finally(() => inFlight.delete(p));
+      inFlight.add(p);
+    }
+  };
+
+  setHandler(acquireSignal, ({ id, deadline }) => {
+    // A repeated acquire from a holder (a retried activity, a lost grant) re-sends its grant.
+    if (pool.isHolder(id)) notify([id]);
+    else notify(pool.acquire(id, Date.now(), deadline));
+  });
+  setHandler(releaseSignal, ({ id }) => notify(pool.release(id, Date.now())));
+  setHandler(
+    setLimitUpdate,
+    (limit) => {
+      notify(pool.setLimit(limit, Date.now()));
+      return pool.snapshot();
+    },
+    {
+      validator: (limit) => {
+        if (!Number.isInteger(limit) || limit < 0 || limit > MAX_LIMIT) {
+          throw new Error(`limit must be a whole number from 0 to ${MAX_LIMIT}`);
+        }
+      },
+    },
+  );
+  setHandler(capacityQuery, () => pool.snapshot());
+
+  const reclaimMs = input.reclaimIntervalS * 1000;
+  while (!workflowInfo().continueAsNewSuggested) {
+    if (pool.allIds().length === 0) {
+      // Nothing to watch: sleep until someone asks (no timers in an idle history).
+      await condition(() => pool.allIds().length > 0 || workflowInfo().continueAsNewSuggested);
+      continue;
+    }
+    const deadline = pool.nextDeadline();
+    const wait = deadline === undefined ? reclaimMs : Math.max(1, Math.min(reclaimMs, deadline - Date.now() + 1));
+    await condition(() => workflowInfo().continueAsNewSuggested, wait);
+    // Waiters past their deadline leave the queue (their own workflows fail with CAPACITY_TIMEOUT).
+    pool.expire(Date.now());
+    const ids = pool.allIds();
+    if (ids.length > 0) {
+      for (const id of await findClosedWorkflows({ workflowIds: ids })) {
+        log.warn('reclaiming the permit of a workflow that closed without releasing it', { id });
+        notify(pool.release(id, Date.now()));
+      }
+    }
+  }
+  // Hand over only a settled state: no handler half-way, no grant signal unsent.
+  await condition(allHandlersFinished);
+  while (inFlight.size > 0) await Promise.all([...inFlight]);
+  await continueAsNew<typeof capacitySemaphore>({ ...input, state: pool.toState() });
+}
