@@ -6,7 +6,7 @@ import { WorkflowIdConflictPolicy } from '@temporalio/common';
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type { Config } from '../src/config';
 import type { capacitySemaphore } from '../workflows/capacitySemaphore';
-import { acquireSignal, semaphoreWorkflowId } from '../workflows/messages';
+import { acquireSignal, permitGrantedSignal, semaphoreWorkflowId } from '../workflows/messages';
 
 export interface CapacityDeps {
   config: Config;
@@ -28,6 +28,25 @@ export function createCapacityActivities(deps: CapacityDeps) {
         signal: acquireSignal,
         signalArgs: [{ id: input.id, deadline: input.deadline }],
       });
+    },
+
+    /**
+     * Tells workers their permits are granted. Run by the semaphore as a local activity, so a
+     * grant costs no extra workflow task. Returns the ids whose workflow has closed.
+     */
+    async notifyGranted(input: { pool: string; ids: string[] }): Promise<{ gone: string[] }> {
+      const gone: string[] = [];
+      await Promise.all(
+        input.ids.map(async (id) => {
+          try {
+            await client.workflow.getHandle(id).signal(permitGrantedSignal, { pool: input.pool });
+          } catch (err) {
+            if (err instanceof WorkflowNotFoundError) gone.push(id);
+            else throw err;
+          }
+        }),
+      );
+      return { gone };
     },
 
     /** Of the given workflow ids, those whose workflow is no longer running (or never existed). */

@@ -69,6 +69,10 @@ async function main(): Promise<void> {
   process.on('SIGINT', () => void shutdown('SIGINT'));
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
 
+  // The configured limit applies from each start; setCapacityLimit changes it until the next one.
+  await client.setCapacityLimit(config.MAX_CONCURRENT_WORKERS).catch((err) => {
+    if ((err as { code?: string }).code !== 'NOT_FOUND') log.warn('could not apply MAX_CONCURRENT_WORKERS', { error: String(err) });
+  });
   adapter.start();
   log.info('worker-manager running', {
     temporal: config.TEMPORAL_ADDRESS,

@@ -9,9 +9,9 @@ import {
   allHandlersFinished,
   condition,
   continueAsNew,
-  getExternalWorkflowHandle,
   log,
   proxyActivities,
+  proxyLocalActivities,
   setHandler,
   workflowInfo,
 } from '@temporalio/workflow';
@@ -19,7 +19,6 @@ import type { CapacityActivities } from '../activities/capacity';
 import {
   acquireSignal,
   capacityQuery,
-  permitGrantedSignal,
   releaseSignal,
   setLimitUpdate,
 } from './messages';
@@ -40,20 +39,28 @@ export async function capacitySemaphore(input: SemaphoreInput): Promise<void> {
     startToCloseTimeout: '1 minute',
     retry: { maximumAttempts: 3 },
   });
+  // A local activity: its result is recorded in the workflow task that granted, so telling a
+  // worker costs no workflow task of its own (a signal-external would cost one per grant).
+  const { notifyGranted } = proxyLocalActivities<CapacityActivities>({
+    startToCloseTimeout: '10 seconds',
+    retry: { initialInterval: '200ms', maximumInterval: '5s', maximumAttempts: 10 },
+  });
   const inFlight = new Set<Promise<void>>();
 
-  // Tells each granted worker; a worker that is gone gives its permit straight back.
+  // Tells granted workers; a worker that is gone gives its permit straight back. If telling fails
+  // for good, the worker's own creation timeout releases the permit.
   const notify = (ids: string[]): void => {
-    for (const id of ids) {
-      const p: Promise<void> = getExternalWorkflowHandle(id)
-        .signal(permitGrantedSignal, { pool: input.pool })
-        .catch(() => {
+    if (ids.length === 0) return;
+    const p: Promise<void> = notifyGranted({ pool: input.pool, ids })
+      .then(({ gone }) => {
+        for (const id of gone) {
           log.warn('granted a permit to a workflow that has closed; reclaiming it', { id });
           notify(pool.release(id, Date.now()));
-        })
-        .finally(() => inFlight.delete(p));
-      inFlight.add(p);
-    }
+        }
+      })
+      .catch((err) => log.error('could not tell workers about their permits', { ids, error: String(err) }))
+      .finally(() => inFlight.delete(p));
+    inFlight.add(p);
   };
 
   setHandler(acquireSignal, ({ id, deadline }) => {

@@ -199,3 +199,37 @@ describe('failures end FAILED with a reason and leave nothing', () => {
     expect(outcome.error).toContain('did not connect to Redis');
   });
 });
+
+describe('at the concurrency limit (real containers)', () => {
+  let m: RunningManager;
+  beforeAll(async () => {
+    m = await startManager({ MAX_CONCURRENT_WORKERS: '1' });
+  });
+  afterAll(async () => m?.stop());
+
+  test('a second create waits STARTING with queue_position 1 and runs once the first is deleted', async () => {
+    const a = await m.client.create({ agent_type: 'CLAUDE' });
+    await waitForStatus(m.client, a.worker_id, ['RUNNING']);
+    const b = await m.client.create({ agent_type: 'CLAUDE' });
+    const queued = await eventually('b to be queued', async () => {
+      const s = await m.client.status(b.worker_id);
+      return s.queue_position === 1 ? s : undefined;
+    });
+    expect(queued.status).toBe('STARTING');
+    expect(await containerExists(m.docker, `worker-${b.worker_id}`)).toBe(false);
+    const cap = await m.client.capacity();
+    expect(cap).toMatchObject({ limit: 1, in_use: 1, available: 0 });
+    expect(cap.holders.map((h) => h.id)).toEqual([`worker-${a.worker_id}`]);
+    expect(cap.queue).toEqual([expect.objectContaining({ id: `worker-${b.worker_id}`, position: 1 })]);
+
+    await m.client.delete(a.worker_id);
+    const running = await waitForStatus(m.client, b.worker_id, ['RUNNING']);
+    expect(running.queue_position).toBeUndefined();
+    expect(await containerExists(m.docker, `worker-${b.worker_id}`)).toBe(true);
+
+    // The limit changes at once, without a restart.
+    expect(await m.client.setCapacityLimit(3)).toMatchObject({ limit: 3, in_use: 1, available: 2 });
+    await m.client.delete(b.worker_id);
+    await expect(m.client.setCapacityLimit(-2)).rejects.toMatchObject({ code: 'INVALID_REQUEST' });
+  });
+});

@@ -1,0 +1,200 @@
+/**
+ * `npm run bench [-- --quick]`: measures against the real stack and writes bench/results.json
+ * and bench/results.md. Timings live here, never in tests.
+ */
+import { randomUUID } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Client, Connection } from '@temporalio/client';
+import { bundleWorkflowCode, DefaultLogger, makeTelemetryFilterString, NativeConnection, Runtime, Worker } from '@temporalio/worker';
+import Docker from 'dockerode';
+import Redis from 'ioredis';
+import { createCapacityActivities } from '../activities/capacity';
+import { WorkerManagerClient } from '../src/client';
+import { loadConfig, type Config } from '../src/config';
+import { createManagerWorkers } from '../src/worker';
+import { acquireSignal, releaseSignal, semaphoreWorkflowId } from '../workflows/messages';
+import { summarize, type Summary } from './stats';
+
+const quick = process.argv.includes('--quick');
+const ROOT = path.resolve(__dirname, __dirname.includes(`${path.sep}dist${path.sep}`) ? '../..' : '..');
+
+interface Row {
+  name: string;
+  unit: string;
+  value?: number;
+  summary?: Summary;
+  target?: string;
+  met?: boolean;
+  note?: string;
+}
+
+const rows: Row[] = [];
+const log = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);
+
+async function semaphoreThroughput(config: Config): Promise<void> {
+  const holders = quick ? 6 : 10;
+  const cycles = quick ? 15 : 40;
+  const limit = 3;
+  log(`semaphore throughput: ${holders} holders x ${cycles} acquire/release cycles, limit ${limit}`);
+  const taskQueue = `bench-${randomUUID().slice(0, 8)}`;
+  const pool = taskQueue;
+  const { code } = await bundleWorkflowCode({ workflowsPath: path.join(ROOT, 'bench', 'workflows.ts'), logger: new DefaultLogger('WARN') });
+  const native = await NativeConnection.connect({ address: config.TEMPORAL_ADDRESS });
+  const connection = await Connection.connect({ address: config.TEMPORAL_ADDRESS });
+  const client = new Client({ connection, namespace: config.TEMPORAL_NAMESPACE });
+  const worker = await Worker.create({
+    connection: native,
+    namespace: config.TEMPORAL_NAMESPACE,
+    taskQueue,
+    workflowBundle: { code },
+    activities: {
+      ...createCapacityActivities({ client, config: { ...config, TEMPORAL_TASK_QUEUE: taskQueue } }),
+      async signalSemaphore(input: { pool: string; kind: 'acquire' | 'release'; id: string }) {
+        const sem = client.workflow.getHandle(semaphoreWorkflowId(input.pool));
+        if (input.kind === 'acquire') await sem.signal(acquireSignal, { id: input.id, deadline: Date.now() + 3_600_000 });
+        else await sem.signal(releaseSignal, { id: input.id });
+      },
+    },
+  });
+  const running = worker.run();
+  try {
+    await client.workflow.start('capacitySemaphore', {
+      taskQueue,
+      workflowId: semaphoreWorkflowId(pool),
+      args: [{ pool, state: { limit, holders: [], queue: [] }, reclaimIntervalS: 30 }],
+    });
+    const started = performance.now();
+    const handles = await Promise.all(
+      Array.from({ length: holders }, (_, i) =>
+        client.workflow.start('benchPermitCycler', { taskQueue, workflowId: `bench-holder-${pool}-${i}`, args: [pool, cycles] }),
+      ),
+    );
+    await Promise.all(handles.map((h) => h.result()));
+    const seconds = (performance.now() - started) / 1000;
+    const ops = holders * cycles * 2;
+    const rate = Math.round((ops / seconds) * 10) / 10;
+    const sem = client.workflow.getHandle(semaphoreWorkflowId(pool));
+    let runs = 0;
+    for await (const wf of client.workflow.list({ query: `WorkflowId="${semaphoreWorkflowId(pool)}"` })) runs += wf ? 1 : 0;
+    rows.push({
+      name: 'semaphore grants + releases per second (one pool, dev server)',
+      unit: 'ops/s',
+      value: rate,
+      target: '>= 50',
+      met: rate >= 50,
+      note: `${ops} ops in ${seconds.toFixed(1)} s; ${holders} holders, limit ${limit}; semaphore runs (continue-as-new every ~200 events here): ${runs}`,
+    });
+    await sem.terminate('benchmark done');
+  } finally {
+    worker.shutdown();
+    await running;
+    await connection.close();
+    await native.close();
+  }
+}
+
+/** From the docker `destroy` of a holder's container to the `start` of the next waiter's container. */
+async function releaseToNextStart(config: Config): Promise<void> {
+  const rounds = quick ? 4 : 12;
+  log(`release -> next waiter's container start: ${rounds} rounds at limit 1 (real containers)`);
+  const cfg: Config = { ...config, TEMPORAL_TASK_QUEUE: `bench-${randomUUID().slice(0, 8)}`, MAX_CONCURRENT_WORKERS: 1 };
+  const docker = new Docker();
+  const redis = new Redis(cfg.REDIS_URL);
+  const native = await NativeConnection.connect({ address: cfg.TEMPORAL_ADDRESS });
+  const wm = await WorkerManagerClient.connect(cfg);
+  const workers = await createManagerWorkers({ connection: native, config: cfg, docker, redis, client: wm.temporal });
+  const running = workers.map((w) => w.run());
+  const events = new Map<string, { start?: number; destroy?: number }>();
+  const stream = (await docker.getEvents({ filters: { type: ['container'], event: ['start', 'destroy'], label: ['com.codegen.managed=true'] } })) as NodeJS.ReadableStream;
+  stream.on('data', (buf: Buffer) => {
+    for (const line of buf.toString('utf8').split('\n').filter(Boolean)) {
+      const e = JSON.parse(line) as { Action: string; timeNano: number; Actor: { Attributes: Record<string, string> } };
+      const id = e.Actor.Attributes['com.codegen.worker_id'];
+      if (!id) continue;
+      const rec = events.get(id) ?? {};
+      if (e.Action === 'start') rec.start = e.timeNano / 1e6;
+      if (e.Action === 'destroy') rec.destroy = e.timeNano / 1e6;
+      events.set(id, rec);
+    }
+  });
+  const until = async (what: string, fn: () => Promise<boolean>) => {
+    const deadline = Date.now() + 120_000;
+    while (!(await fn())) {
+      if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  };
+  const samples: number[] = [];
+  try {
+    let holder = (await wm.create({ agent_type: 'CLAUDE' })).worker_id;
+    await until('first RUNNING', async () => (await wm.status(holder)).status === 'RUNNING');
+    for (let i = 0; i < rounds; i++) {
+      const waiter = (await wm.create({ agent_type: 'CLAUDE' })).worker_id;
+      await until('queued', async () => (await wm.status(waiter)).queue_position === 1);
+      const deleted = wm.delete(holder);
+      await until('next RUNNING', async () => (await wm.status(waiter)).status === 'RUNNING');
+      await deleted;
+      await until('events', async () => events.get(holder)?.destroy !== undefined && events.get(waiter)?.start !== undefined);
+      samples.push((events.get(waiter)!.start as number) - (events.get(holder)!.destroy as number));
+      holder = waiter;
+    }
+    await wm.delete(holder);
+  } finally {
+    (stream as unknown as { destroy(): void }).destroy();
+    for (const w of workers) w.shutdown();
+    await Promise.allSettled(running);
+    await wm.close();
+    await native.close();
+    redis.disconnect();
+  }
+  rows.push({
+    name: "release -> next waiter's container start",
+    unit: 'ms',
+    summary: summarize(samples),
+    note: 'docker destroy of the holder to docker start of the queued worker (release signal, grant, cached image, create, instructions, start)',
+  });
+}
+
+function markdown(): string {
+  const lines = [
+    `# Benchmarks (${quick ? 'quick' : 'full'} run, ${new Date().toISOString()})`,
+    '',
+    `Machine: ${os.cpus().length} cores, ${Math.round(os.totalmem() / 1024 ** 3)} GiB, Node ${process.version}.`,
+    '',
+    '| measurement | p50 | p95 | p99 | value | target | met | note |',
+    '|---|---|---|---|---|---|---|---|',
+  ];
+  for (const r of rows) {
+    const s = r.summary;
+    const cell = (v?: number) => (v === undefined ? '' : `${v} ${r.unit}`);
+    lines.push(
+      `| ${r.name} | ${cell(s?.p50)} | ${cell(s?.p95)} | ${cell(s?.p99)} | ${cell(r.value)} | ${r.target ?? ''} | ${r.met === undefined ? '' : r.met ? 'yes' : 'NO'} | ${r.note ?? ''}${s ? ` (n=${s.n})` : ''} |`,
+    );
+  }
+  return lines.join('\n') + '\n';
+}
+
+async function main(): Promise<void> {
+  Runtime.install({
+    logger: new DefaultLogger('ERROR'),
+    telemetryOptions: { logging: { filter: makeTelemetryFilterString({ core: 'ERROR' }) } },
+  });
+  const config = loadConfig();
+  await semaphoreThroughput(config);
+  await releaseToNextStart(config);
+  const out = path.join(ROOT, 'bench');
+  writeFileSync(path.join(out, 'results.json'), JSON.stringify({ generated_at: new Date().toISOString(), quick, cpus: os.cpus().length, node: process.version, rows }, null, 2) + '\n');
+  const md = markdown();
+  writeFileSync(path.join(out, 'results.md'), md);
+  process.stdout.write(md);
+}
+
+main().then(
+  () => process.exit(0),
+  (err) => {
+    process.stderr.write(`bench failed: ${err instanceof Error ? err.stack : String(err)}\n`);
+    process.exit(1);
+  },
+);
