@@ -12,6 +12,7 @@ import {
   log,
   proxyActivities,
   proxyLocalActivities,
+  setCurrentDetails,
   setHandler,
   workflowInfo,
 } from '@temporalio/workflow';
@@ -50,6 +51,7 @@ export async function capacitySemaphore(input: SemaphoreInput): Promise<void> {
   // Tells granted workers; a worker that is gone gives its permit straight back. If telling fails
   // for good, the worker's own creation timeout releases the permit.
   const notify = (ids: string[]): void => {
+    showState();
     if (ids.length === 0) return;
     const p: Promise<void> = notifyGranted({ pool: input.pool, ids })
       .then(({ gone }) => {
@@ -62,6 +64,17 @@ export async function capacitySemaphore(input: SemaphoreInput): Promise<void> {
       .finally(() => inFlight.delete(p));
     inFlight.add(p);
   };
+
+  // What the Temporal UI shows as this workflow's current details.
+  const showState = (): void => {
+    const snap = pool.snapshot();
+    const lines = [`**${snap.in_use} of ${snap.limit} permits in use**, ${snap.queue.length} waiting`, ''];
+    if (snap.holders.length) lines.push('Holders:', ...snap.holders.slice(0, 50).map((h) => `- ${h.id} (since ${h.since})`), '');
+    if (snap.queue.length) lines.push('Queue:', ...snap.queue.slice(0, 50).map((w) => `${w.position}. ${w.id} (until ${w.deadline})`));
+    if (snap.queue.length > 50) lines.push(`… and ${snap.queue.length - 50} more`);
+    setCurrentDetails(lines.join('\n'));
+  };
+  showState();
 
   setHandler(acquireSignal, ({ id, deadline }) => {
     // A repeated acquire from a holder (a retried activity, a lost grant) re-sends its grant.
@@ -96,7 +109,7 @@ export async function capacitySemaphore(input: SemaphoreInput): Promise<void> {
     const wait = deadline === undefined ? reclaimMs : Math.max(1, Math.min(reclaimMs, deadline - Date.now() + 1));
     await condition(() => workflowInfo().continueAsNewSuggested, wait);
     // Waiters past their deadline leave the queue (their own workflows fail with CAPACITY_TIMEOUT).
-    pool.expire(Date.now());
+    if (pool.expire(Date.now()).length) showState();
     const ids = pool.allIds();
     if (ids.length > 0) {
       for (const id of await findClosedWorkflows({ workflowIds: ids })) {

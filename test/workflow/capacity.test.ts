@@ -177,6 +177,10 @@ describe('capacity semaphore (real lifecycles, fake Docker)', () => {
     await eventually('two RUNNING', async () => (await snapshot(env.client, pool)).in_use === 2);
     const after = await env.client.workflow.getHandle(semaphoreWorkflowId(pool)).executeUpdate(setLimitUpdate, { args: [4] });
     expect(after).toMatchObject({ limit: 4, in_use: 4, queue: [] });
+    // What the Temporal UI shows as the semaphore's current details.
+    const meta = await env.client.workflow.getHandle(semaphoreWorkflowId(pool)).query<{ currentDetails?: string }>('__temporal_workflow_metadata');
+    expect(meta.currentDetails).toContain('4 of 4 permits in use');
+    for (const h of hs) expect(meta.currentDetails).toContain(h.workflowId);
     await eventually('all RUNNING', async () => (await Promise.all(hs.map(statusOf))).every((s) => s === 'RUNNING'));
     const refused = await env.client.workflow
       .getHandle(semaphoreWorkflowId(pool))
