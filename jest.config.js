@@ -6,6 +6,7 @@ module.exports = {
   transform: { '^.+\\.ts$': ['ts-jest', { diagnostics: false }] },
   // Type errors are caught by `tsc` in the build step that runs before the tests.
   globalSetup: '<rootDir>/test/global-setup.js',
-  testTimeout: 120000,
+  // Generous: the first run on a fresh machine builds the agent images (npm installs) inside tests.
+  testTimeout: 900000,
   slowTestThreshold: 30,
 };

@@ -120,8 +120,12 @@ export function createDockerActivities(deps: DockerDeps) {
             PidsLimit: config.WORKER_PIDS_LIMIT,
             NetworkMode: config.WORKER_NETWORK,
             ExtraHosts: ['host.docker.internal:host-gateway'],
-            SecurityOpt: ['no-new-privileges'],
-            CapDrop: ['ALL'],
+            // The DOCKER module runs its own engine: only with ALLOW_PRIVILEGED_WORKERS (the client
+            // refuses it otherwise), and then the container is privileged, so root inside it is
+            // root on the host. Everyone else: no new privileges, no capabilities.
+            ...(spec.modules.includes('DOCKER')
+              ? { Privileged: true }
+              : { SecurityOpt: ['no-new-privileges'], CapDrop: ['ALL'] }),
             Init: false, // tini is the image's entrypoint
             RestartPolicy: { Name: 'no' },
           },

@@ -1,25 +1,34 @@
 /**
- * Choosing and building worker images. An image's tag is a hash of everything that goes into it
- * (Dockerfile, every file in the build context, the base image's id, the agent type), so an
- * existing tag means there is nothing to build.
+ * Worker images: choosing one, building it once per content hash, and the inventory the image GC
+ * works from. An image's tag is `worker:<hash>`, a hash of the generated Dockerfile, every file in
+ * the build context and the base image's id, so an existing tag means there is nothing to build.
  */
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import path from 'node:path';
 import { Context } from '@temporalio/activity';
-import { ApplicationFailure } from '@temporalio/common';
+import { WorkflowFailedError, type Client } from '@temporalio/client';
+import { ApplicationFailure, WorkflowIdConflictPolicy, WorkflowIdReusePolicy } from '@temporalio/common';
 import type Docker from 'dockerode';
 import type Redis from 'ioredis';
 import { pack } from 'tar-stream';
-import type { Config } from '../src/config';
-import type { AgentType } from '../src/contract';
+import { dockerTaskQueue, type Config } from '../src/config';
+import type { AgentType, Module } from '../src/contract';
+import { EXTRA_CA_CONTEXT_FILE, imageModules, renderDockerfile } from '../src/dockerfile';
 import { keys } from '../src/keys';
+import type { ManagedImage } from '../workflows/gcPlan';
+import type { imageBuild } from '../workflows/imageBuild';
 import { LABELS } from './docker';
 
 export interface ImageDeps {
   config: Config;
   docker: Docker;
   redis: Redis;
+  client: Client;
+}
+
+export interface ImageRequest {
+  agentType: AgentType;
+  modules: Module[];
 }
 
 export interface ResolvedImage {
@@ -30,50 +39,63 @@ export interface ResolvedImage {
 
 interface BuildContext {
   files: { name: string; content: Buffer }[];
-  buildArgs: Record<string, string>;
   hash: string;
+  tag: string;
 }
 
 const BUILD_LOG_TAIL = 25;
+const statusCode = (err: unknown) => (err as { statusCode?: number }).statusCode;
+export const imageBuildWorkflowId = (hash: string) => `image-build-${hash}`;
+
+function buildFailed(message: string): ApplicationFailure {
+  return ApplicationFailure.create({ type: 'BUILD_FAILED', nonRetryable: true, message });
+}
 
 async function baseImageId(docker: Docker, baseImage: string): Promise<string> {
   try {
     return (await docker.getImage(baseImage).inspect()).Id;
   } catch (err) {
-    if ((err as { statusCode?: number }).statusCode === 404) {
-      throw ApplicationFailure.create({
-        type: 'BUILD_FAILED',
-        nonRetryable: true,
-        message: `base image ${baseImage} is not present on the Docker host; run "npm run stack" (it makes it locally) or pull it`,
-      });
+    if (statusCode(err) === 404) {
+      throw buildFailed(`base image ${baseImage} is not present on the Docker host; run "npm run stack" (it makes it locally) or pull it`);
     }
     throw err;
   }
 }
 
-async function buildContext(deps: ImageDeps, agentType: AgentType): Promise<BuildContext> {
-  const dockerfile = path.join(deps.config.DOCKER_CONTEXT_DIR, 'worker-base', 'Dockerfile');
-  const read = async (file: string, what: string) => {
-    try {
-      return await readFile(file);
-    } catch {
-      throw ApplicationFailure.create({
-        type: 'BUILD_FAILED',
-        nonRetryable: true,
-        message: `${what} is missing at ${file}; run "npm run build"`,
-      });
-    }
-  };
+async function readContextFile(file: string, what: string, hint: string): Promise<Buffer> {
+  try {
+    return await readFile(file);
+  } catch {
+    throw buildFailed(`${what} is missing at ${file}; ${hint}`);
+  }
+}
+
+async function buildContext(deps: Pick<ImageDeps, 'config' | 'docker'>, req: ImageRequest): Promise<BuildContext> {
+  const { config } = deps;
+  const dockerfile = renderDockerfile({
+    baseImage: config.BASE_IMAGE,
+    agentType: req.agentType,
+    modules: req.modules,
+    extraCa: config.EXTRA_CA_CERTS !== undefined,
+  });
   const files = [
-    { name: 'Dockerfile', content: await read(dockerfile, 'the worker-base Dockerfile') },
-    { name: 'wrapper.js', content: await read(deps.config.WRAPPER_BUNDLE, 'the wrapper bundle') },
+    { name: 'Dockerfile', content: Buffer.from(dockerfile, 'utf8') },
+    { name: 'wrapper.js', content: await readContextFile(config.WRAPPER_BUNDLE, 'the wrapper bundle', 'run "npm run build"') },
   ];
-  const buildArgs = { AGENT_TYPE: agentType };
+  if (config.EXTRA_CA_CERTS) {
+    files.push({ name: EXTRA_CA_CONTEXT_FILE, content: await readContextFile(config.EXTRA_CA_CERTS, 'EXTRA_CA_CERTS', 'fix the setting') });
+  }
   const h = createHash('sha256');
-  h.update(`base:${await baseImageId(deps.docker, deps.config.BASE_IMAGE)}\n`);
-  for (const [k, v] of Object.entries(buildArgs)) h.update(`arg:${k}=${v}\n`);
+  h.update(`base:${await baseImageId(deps.docker, config.BASE_IMAGE)}\n`);
   for (const f of files) h.update(`file:${f.name}:${f.content.length}\n`).update(f.content);
-  return { files, buildArgs, hash: h.digest('hex').slice(0, 16) };
+  const hash = h.digest('hex').slice(0, 16);
+  return { files, hash, tag: `worker:${hash}` };
+}
+
+/** The tag an agent type and modules resolve to right now, without building anything. */
+export async function imageTagFor(deps: Pick<ImageDeps, 'config' | 'docker'>, req: ImageRequest): Promise<{ tag: string; hash: string }> {
+  const { tag, hash } = await buildContext(deps, req);
+  return { tag, hash };
 }
 
 function tarOf(files: { name: string; content: Buffer }[]): NodeJS.ReadableStream {
@@ -83,6 +105,16 @@ function tarOf(files: { name: string; content: Buffer }[]): NodeJS.ReadableStrea
   return p as unknown as NodeJS.ReadableStream;
 }
 
+async function imageExists(docker: Docker, tag: string): Promise<boolean> {
+  try {
+    await docker.getImage(tag).inspect();
+    return true;
+  } catch (err) {
+    if (statusCode(err) === 404) return false;
+    throw err;
+  }
+}
+
 interface BuildEvent {
   stream?: string;
   status?: string;
@@ -90,75 +122,149 @@ interface BuildEvent {
   errorDetail?: { message?: string };
 }
 
-export function createImageActivities(deps: ImageDeps) {
-  const { docker, redis } = deps;
+/** The innermost message of a failed build workflow: the build log tail the activity reported. */
+function buildFailureMessage(err: WorkflowFailedError): string {
+  let cause: Error | undefined = err.cause;
+  while (cause && (cause as { cause?: Error }).cause) cause = (cause as { cause?: Error }).cause;
+  return cause?.message ?? err.message;
+}
 
-  async function build(tag: string, ctx: BuildContext, agentType: AgentType): Promise<void> {
-    const activity = Context.current();
-    const tail: string[] = [];
-    const remember = (line: string) => {
-      for (const l of line.split('\n')) {
-        if (!l.trim()) continue;
-        tail.push(l);
-        if (tail.length > BUILD_LOG_TAIL) tail.shift();
+export function createImageActivities(deps: ImageDeps) {
+  const { config, docker, redis, client } = deps;
+
+  return {
+    /**
+     * Returns the image for an agent type and modules. A missing image is built exactly once per
+     * hash, however many workers ask at once: they all join the build workflow `image-build-<hash>`.
+     */
+    async ensureImage(req: ImageRequest): Promise<ResolvedImage> {
+      const ctx = await buildContext(deps, req);
+      let built = false;
+      if (!(await imageExists(docker, ctx.tag))) {
+        const activity = Context.current();
+        const handle = await client.workflow.start<typeof imageBuild>('imageBuild', {
+          workflowId: imageBuildWorkflowId(ctx.hash),
+          taskQueue: config.TEMPORAL_TASK_QUEUE,
+          args: [{ hash: ctx.hash, tag: ctx.tag, agentType: req.agentType, modules: imageModules(req.modules), dockerTaskQueue: dockerTaskQueue(config) }],
+          // Join a build in progress; after a finished one (the image may since have been removed) start anew.
+          workflowIdConflictPolicy: WorkflowIdConflictPolicy.USE_EXISTING,
+          workflowIdReusePolicy: WorkflowIdReusePolicy.ALLOW_DUPLICATE,
+          staticSummary: `build ${ctx.tag} (${req.agentType}${req.modules.length ? ` + ${imageModules(req.modules).join(', ')}` : ''})`,
+        });
+        const beat = setInterval(() => activity.heartbeat({ waiting_for: handle.workflowId }), 5_000);
+        try {
+          // Stop waiting if this worker is deleted; the build goes on for whoever else waits.
+          await Promise.race([handle.result(), activity.cancelled]);
+        } catch (err) {
+          if (err instanceof WorkflowFailedError) throw buildFailed(buildFailureMessage(err));
+          throw err;
+        } finally {
+          clearInterval(beat);
+        }
+        built = true;
       }
-    };
-    activity.log.info('building worker image', { tag, agentType });
-    let stream: NodeJS.ReadableStream;
-    try {
-      stream = await docker.buildImage(tarOf(ctx.files), {
-        t: tag,
-        buildargs: ctx.buildArgs,
-        labels: { [LABELS.managed]: 'true', [LABELS.imageHash]: ctx.hash, [LABELS.agentType]: agentType },
+      // Last use feeds the image GC's LRU order.
+      await redis.zadd(keys.images, Date.now(), ctx.tag);
+      return { tag: ctx.tag, hash: ctx.hash, built };
+    },
+
+    /** The build itself (run by the imageBuild workflow): heartbeats its progress, can be cancelled. */
+    async buildImage(input: { hash: string; agentType: AgentType; modules: Module[] }): Promise<{ tag: string; seconds: number }> {
+      const activity = Context.current();
+      const ctx = await buildContext(deps, { agentType: input.agentType, modules: input.modules });
+      if (ctx.hash !== input.hash) {
+        throw buildFailed(`the build context changed while the build of ${input.hash} waited (now ${ctx.hash}); create the worker again`);
+      }
+      if (await imageExists(docker, ctx.tag)) return { tag: ctx.tag, seconds: 0 }; // an earlier attempt finished
+      const started = Date.now();
+      const tail: string[] = [];
+      const remember = (text: string) => {
+        for (const l of text.split('\n')) {
+          if (!l.trim()) continue;
+          tail.push(l);
+          if (tail.length > BUILD_LOG_TAIL) tail.shift();
+        }
+      };
+      activity.log.info('building worker image', { tag: ctx.tag, agentType: input.agentType, modules: input.modules });
+      const stream = await docker.buildImage(tarOf(ctx.files), {
+        t: ctx.tag,
+        labels: { [LABELS.managed]: 'true', [LABELS.imageHash]: ctx.hash, [LABELS.agentType]: input.agentType },
         rm: true,
         forcerm: true,
         abortSignal: activity.cancellationSignal,
       } as Docker.ImageBuildOptions);
-    } catch (err) {
-      throw new Error(`docker build could not start: ${(err as Error).message}`);
-    }
-    const failure = await new Promise<string | undefined>((resolve) => {
-      let error: string | undefined;
-      docker.modem.followProgress(
-        stream,
-        (err: Error | null) => resolve(err ? err.message : error),
-        (evt: BuildEvent) => {
-          if (evt.stream) remember(evt.stream);
-          if (evt.status) remember(evt.status);
-          if (evt.error) {
-            error = evt.errorDetail?.message ?? evt.error;
-            remember(error);
-          }
-          activity.heartbeat({ tag, last: tail[tail.length - 1] ?? '' });
-        },
-      );
-    });
-    if (activity.cancellationSignal.aborted) throw new Error('image build cancelled');
-    if (failure) {
-      throw ApplicationFailure.create({
-        type: 'BUILD_FAILED',
-        nonRetryable: true,
-        message: `building ${tag} failed: ${failure}\n--- last lines of the build log ---\n${tail.join('\n')}`,
+      const failure = await new Promise<string | undefined>((resolve) => {
+        let error: string | undefined;
+        docker.modem.followProgress(
+          stream,
+          (err: Error | null) => resolve(err ? err.message : error),
+          (evt: BuildEvent) => {
+            if (evt.stream) remember(evt.stream);
+            if (evt.status) remember(evt.status);
+            if (evt.error) {
+              error = evt.errorDetail?.message ?? evt.error;
+              remember(error);
+            }
+            activity.heartbeat({ tag: ctx.tag, last: tail[tail.length - 1] ?? '' });
+          },
+        );
       });
-    }
-  }
-
-  return {
-    /** Returns the image for an agent type, building it when its tag is not there yet. */
-    async ensureImage(input: { agentType: AgentType }): Promise<ResolvedImage> {
-      const ctx = await buildContext(deps, input.agentType);
-      const tag = `worker:${ctx.hash}`;
-      let built = false;
-      try {
-        await docker.getImage(tag).inspect();
-      } catch (err) {
-        if ((err as { statusCode?: number }).statusCode !== 404) throw err;
-        await build(tag, ctx, input.agentType);
-        built = true;
+      if (activity.cancellationSignal.aborted) throw new Error('image build cancelled');
+      if (failure) {
+        throw buildFailed(`building ${ctx.tag} failed: ${failure}\n--- last lines of the build log ---\n${tail.join('\n')}`);
       }
-      // Last use feeds the image GC's LRU order.
-      await redis.zadd(keys.images, Date.now(), tag);
-      return { tag, hash: ctx.hash, built };
+      return { tag: ctx.tag, seconds: Math.round((Date.now() - started) / 100) / 10 };
+    },
+
+    /** Managed images with their size, last use (Redis) and whether any container uses them. */
+    async listManagedImages(): Promise<ManagedImage[]> {
+      const images = await docker.listImages({ filters: { label: [`${LABELS.managed}=true`] } });
+      const containers = await docker.listContainers({ all: true });
+      const used = new Map<string, string[]>();
+      for (const c of containers) used.set(c.ImageID, [...(used.get(c.ImageID) ?? []), c.Names[0]?.replace(/^\//, '') ?? c.Id]);
+      const tags = images.flatMap((i) => i.RepoTags ?? []).filter((t) => t !== '<none>:<none>');
+      const scores = tags.length ? await redis.zmscore(keys.images, ...tags) : [];
+      const lastUse = new Map(tags.map((t, i) => [t, scores[i] ? Number(scores[i]) : undefined]));
+      return images.map((i) => {
+        const own = (i.RepoTags ?? []).filter((t) => t !== '<none>:<none>');
+        const uses = own.map((t) => lastUse.get(t)).filter((v): v is number => v !== undefined);
+        return {
+          id: i.Id,
+          tags: own,
+          sizeBytes: i.Size,
+          createdMs: i.Created * 1000,
+          lastUsedMs: uses.length ? Math.max(...uses) : undefined,
+          usedBy: used.get(i.Id) ?? [],
+        };
+      });
+    },
+
+    /**
+     * Removes images, never one a container uses: Docker refuses (409) and the image is kept with
+     * that reason. Removed images leave `worker:images` too. Returns what was removed and kept.
+     */
+    async removeImages(input: { images: { id: string; tags: string[] }[] }): Promise<{ removed: string[]; kept: { id: string; reason: string }[] }> {
+      const removed: string[] = [];
+      const kept: { id: string; reason: string }[] = [];
+      for (const image of input.images) {
+        try {
+          await docker.getImage(image.id).remove({ force: false, noprune: false });
+          removed.push(image.id);
+        } catch (err) {
+          if (statusCode(err) === 404) removed.push(image.id);
+          else if (statusCode(err) === 409) kept.push({ id: image.id, reason: 'in use by a container (refused by Docker)' });
+          else throw err;
+        }
+      }
+      const gone = input.images.filter((i) => removed.includes(i.id)).flatMap((i) => i.tags);
+      if (gone.length) await redis.zrem(keys.images, ...gone);
+      return { removed, kept };
+    },
+
+    /** Frees Docker's build cache (layers no image needs any more). */
+    async pruneBuildCache(): Promise<{ bytesFreed: number }> {
+      const res = (await docker.pruneBuilder()) as { SpaceReclaimed?: number };
+      return { bytesFreed: res.SpaceReclaimed ?? 0 };
     },
   };
 }

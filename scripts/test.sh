@@ -5,6 +5,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+source scripts/defaults.sh
 bash scripts/stack.sh --test
 mkdir -p .data test-artifacts
 results=.data/jest-results.json

@@ -4,6 +4,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+source scripts/defaults.sh
 bash scripts/stack.sh
 echo "Temporal UI: ${TEMPORAL_UI_URL:-http://localhost:8233}  (send commands with XADD worker:commands, see README)"
 exec node dist/src/manager.js

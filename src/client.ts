@@ -18,7 +18,6 @@ import {
   type CreateResult,
   type DeleteResult,
   type ListResult,
-  type Module,
   type StatusObject,
   type WorkerOutcome,
   type WorkerSpec,
@@ -39,9 +38,12 @@ import {
   type WorkerState,
 } from '../workflows/messages';
 import type { PoolSnapshot } from '../workflows/permitPool';
+import type { imageGc, ImageGcInput, ImageGcReport } from '../workflows/imageGc';
 
-/** Modules the current worker image provides (GIT and CURL are in worker-base). */
-export const SUPPORTED_MODULES: readonly Module[] = ['GIT', 'CURL'];
+/** The image GC's input from configuration, for the schedule and for on-demand runs. */
+export function imageGcInput(config: Config, dryRun: boolean): ImageGcInput {
+  return { dockerTaskQueue: dockerTaskQueue(config), ttlDays: config.IMAGE_TTL_DAYS, maxBytes: config.IMAGE_CACHE_MAX_BYTES, dryRun };
+}
 
 export interface WorkerManagerClientOptions {
   config: Config;
@@ -127,7 +129,9 @@ export class WorkerManagerClient {
     const cpus = p.resources?.cpus ?? c.WORKER_CPU_LIMIT;
     if (cpus > c.WORKER_CPU_MAX) problems['resources.cpus'] = `must be at most ${c.WORKER_CPU_MAX} (WORKER_CPU_MAX)`;
     (p.modules ?? []).forEach((m, i) => {
-      if (!SUPPORTED_MODULES.includes(m)) problems[`modules[${i}]`] = `${m} is not available in this manager's worker images yet (available: ${SUPPORTED_MODULES.join(', ')})`;
+      if (m === 'DOCKER' && !c.ALLOW_PRIVILEGED_WORKERS) {
+        problems[`modules[${i}]`] = 'DOCKER needs a privileged container (root in it is root on the host); the manager must set ALLOW_PRIVILEGED_WORKERS=true to allow it';
+      }
     });
     if (p.auth?.mode === 'host_session') problems['auth.mode'] = 'host_session is not supported by this manager yet; use api_key';
     if (Object.keys(problems).length) throw invalid(problems);
@@ -260,6 +264,20 @@ export class WorkerManagerClient {
       if (err instanceof WorkflowNotFoundError) {
         throw new WorkerManagerError('NOT_FOUND', 'the capacity pool has not started yet: it starts with the first create');
       }
+      throw toContractError(err);
+    }
+  }
+
+  /** Runs the image GC now (as the daily schedule does); with dryRun it only reports. */
+  async runImageGc(opts: { dryRun?: boolean } = {}): Promise<ImageGcReport> {
+    try {
+      return await this.temporal.workflow.execute<typeof imageGc>('imageGc', {
+        workflowId: `image-gc-run-${new Date().toISOString().replace(/[:.]/g, '-')}-${Math.random().toString(36).slice(2, 6)}`,
+        taskQueue: this.config.TEMPORAL_TASK_QUEUE,
+        args: [imageGcInput(this.config, opts.dryRun ?? false)],
+        staticSummary: opts.dryRun ? 'image GC (dry run, on demand)' : 'image GC (on demand)',
+      });
+    } catch (err) {
       throw toContractError(err);
     }
   }

@@ -2,6 +2,7 @@
  * All configuration, from environment variables, through one zod schema. A bad value stops
  * start-up with a message that names every bad variable and what it should be.
  */
+import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
@@ -45,6 +46,12 @@ export const ConfigSchema = z.object({
     WORKER_READY_TIMEOUT_SECONDS: int(60),
     WORKER_STOP_GRACE_SECONDS: int(10, 0),
     IMAGE_TTL_DAYS: int(7),
+    /** Disk budget of managed worker images; the GC removes least-recently-used ones above it. */
+    IMAGE_CACHE_MAX_BYTES: memory('40g'),
+    /** A PEM bundle trusted inside image builds and containers (apt, npm, pip, Node.js). */
+    EXTRA_CA_CERTS: z.string().refine((p) => existsSync(p), 'must name an existing PEM file').optional(),
+    /** The DOCKER module needs a privileged container: refused unless this is true. */
+    ALLOW_PRIVILEGED_WORKERS: z.enum(['true', 'false'], { message: 'must be true or false' }).default('false').transform((v) => v === 'true'),
     BASE_IMAGE: z.string().min(1).default('debian:bookworm-slim'),
     /** How long the status hash of a STOPPED or FAILED worker stays in Redis. */
     STATUS_RETENTION_SECONDS: int(86400),
@@ -52,7 +59,6 @@ export const ConfigSchema = z.object({
     /** Name of this manager's consumer in the `worker-manager` group; stable across restarts. */
     MANAGER_ID: z.string().regex(/^[A-Za-z0-9._:-]{1,64}$/, 'must be 1-64 characters of [A-Za-z0-9._:-]').default(hostname().slice(0, 64).replace(/[^A-Za-z0-9._:-]/g, '-') || 'manager'),
     WRAPPER_BUNDLE: z.string().default(path.join(ROOT, 'dist', 'wrapper', 'wrapper.js')),
-    DOCKER_CONTEXT_DIR: z.string().default(path.join(ROOT, 'docker')),
     LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
   });
 

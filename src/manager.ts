@@ -10,6 +10,7 @@ import { CommandAdapter } from './adapter';
 import { WorkerManagerClient } from './client';
 import { ConfigError, dockerTaskQueue, loadConfig, type Config } from './config';
 import { createLog } from './log';
+import { ensureImageGcSchedule, imageGcScheduleId } from './schedules';
 import { createManagerWorkers } from './worker';
 
 async function main(): Promise<void> {
@@ -69,6 +70,8 @@ async function main(): Promise<void> {
   process.on('SIGINT', () => void shutdown('SIGINT'));
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
 
+  const gc = await ensureImageGcSchedule(client.temporal, config);
+  log.info(`image GC schedule ${imageGcScheduleId(config)} ${gc}`);
   // The configured limit applies from each start; setCapacityLimit changes it until the next one.
   await client.setCapacityLimit(config.MAX_CONCURRENT_WORKERS).catch((err) => {
     if ((err as { code?: string }).code !== 'NOT_FOUND') log.warn('could not apply MAX_CONCURRENT_WORKERS', { error: String(err) });

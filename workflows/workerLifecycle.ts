@@ -160,7 +160,7 @@ export async function workerLifecycle(spec: WorkerSpec): Promise<WorkerOutcome> 
           message: `no worker slot freed within ${spec.creationTimeoutS} s (WORKER_CREATION_TIMEOUT_SECONDS)`,
         });
       }
-      const image = await images.ensureImage({ agentType: spec.agentType });
+      const image = await images.ensureImage({ agentType: spec.agentType, modules: spec.modules });
       state.image = image.tag;
       const { containerId } = await docker.createContainer({ spec, image: image.tag });
       state.container_id = containerId;

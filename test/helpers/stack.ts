@@ -3,6 +3,7 @@
  * Redis, Docker). Each test file gets its own task queues so files never steal each other's tasks.
  */
 import { randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, makeTelemetryFilterString, NativeConnection, Runtime, Worker, type WorkerOptions } from '@temporalio/worker';
@@ -28,9 +29,30 @@ export function quietTemporalLogs(): void {
   });
 }
 
+/** Runs a command in a fresh container of an image (entrypoint replaced) and returns its output. */
+export async function runInImage(docker: Docker, image: string, cmd: string[]): Promise<{ code: number; output: string }> {
+  const c = await docker.createContainer({ Image: image, Entrypoint: cmd.slice(0, 1), Cmd: cmd.slice(1), User: 'worker' });
+  try {
+    await c.start();
+    const { StatusCode } = (await c.wait()) as { StatusCode: number };
+    const logs = (await c.logs({ stdout: true, stderr: true })) as unknown as Buffer;
+    const { demuxLogs } = await import('../../activities/docker');
+    return { code: StatusCode, output: demuxLogs(logs) };
+  } finally {
+    await c.remove({ force: true });
+  }
+}
+
+/** As scripts/defaults.sh does for `npm test`, so running one file with `npx jest` builds the same images. */
+const HOST_CA = '/etc/ssl/certs/ca-certificates.crt';
+export const testEnv = (): NodeJS.ProcessEnv => ({
+  ...process.env,
+  EXTRA_CA_CERTS: process.env.EXTRA_CA_CERTS ?? (existsSync(HOST_CA) ? HOST_CA : undefined),
+});
+
 export function testConfig(overrides: Record<string, string> = {}): Config {
   const queue = `test-${randomUUID().slice(0, 8)}`;
-  return loadConfig({ ...process.env, TEMPORAL_TASK_QUEUE: queue, DOCKER_HOST_ID: 'test', ...overrides });
+  return loadConfig({ ...testEnv(), TEMPORAL_TASK_QUEUE: queue, DOCKER_HOST_ID: 'test', ...overrides });
 }
 
 export interface RunningManager {
@@ -83,7 +105,7 @@ export async function startWorkflowWorker(
 }> {
   quietTemporalLogs();
   const taskQueue = `wf-test-${randomUUID().slice(0, 8)}`;
-  const config = loadConfig({ ...process.env, TEMPORAL_TASK_QUEUE: taskQueue, ...overrides });
+  const config = loadConfig({ ...testEnv(), TEMPORAL_TASK_QUEUE: taskQueue, ...overrides });
   const nativeConnection = await NativeConnection.connect({ address: config.TEMPORAL_ADDRESS });
   const connection = await Connection.connect({ address: config.TEMPORAL_ADDRESS });
   const client = new Client({ connection });
@@ -126,6 +148,7 @@ export async function eventually<T>(
   }
 }
 
+/** Waits for a worker's status; long enough for a first image build on a fresh machine. */
 export async function waitForStatus(client: WorkerManagerClient, workerId: string, wanted: WorkerStatus[]): Promise<StatusObject> {
   return eventually(`worker ${workerId} to reach ${wanted.join('/')}`, async () => {
     const s = await client.status(workerId).catch(() => undefined);
@@ -133,7 +156,7 @@ export async function waitForStatus(client: WorkerManagerClient, workerId: strin
       throw new Error(`worker ended ${s.status}: ${s.error ?? ''}`);
     }
     return s && wanted.includes(s.status) ? s : undefined;
-  });
+  }, { timeoutMs: 600_000, intervalMs: 100 });
 }
 
 export async function containerExists(docker: Docker, nameOrId: string): Promise<boolean> {

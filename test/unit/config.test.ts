@@ -52,10 +52,24 @@ describe('loadConfig defaults', () => {
     expect(c.MANAGER_ID).toMatch(/^[A-Za-z0-9._:-]{1,64}$/);
   });
 
-  it('points the wrapper bundle and Docker context at absolute paths', () => {
+  it('points the wrapper bundle at an absolute path', () => {
     expect(c.WRAPPER_BUNDLE.startsWith('/')).toBe(true);
     expect(c.WRAPPER_BUNDLE.endsWith('wrapper.js')).toBe(true);
-    expect(c.DOCKER_CONTEXT_DIR.startsWith('/')).toBe(true);
+  });
+
+  it('refuses privileged workers and trusts no extra CA unless told to', () => {
+    expect(c.ALLOW_PRIVILEGED_WORKERS).toBe(false);
+    expect(c.EXTRA_CA_CERTS).toBeUndefined();
+  });
+
+  it('names a missing EXTRA_CA_CERTS file and a bad ALLOW_PRIVILEGED_WORKERS', () => {
+    let err: unknown;
+    try {
+      loadConfig({ EXTRA_CA_CERTS: '/no/such/bundle.pem', ALLOW_PRIVILEGED_WORKERS: 'maybe' });
+    } catch (e) {
+      err = e;
+    }
+    expect(Object.keys((err as { problems: Record<string, string> }).problems).sort()).toEqual(['ALLOW_PRIVILEGED_WORKERS', 'EXTRA_CA_CERTS']);
   });
 });
 

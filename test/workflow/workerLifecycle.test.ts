@@ -19,7 +19,7 @@ import { capacityQuery, semaphoreWorkflowId, stateQuery, stopSignal, WorkerStatu
 import type { workerLifecycle } from '../../workflows/workerLifecycle';
 import { eventually, ROOT, startWorkflowWorker } from '../helpers/stack';
 
-type Activities = DockerActivities & ImageActivities & RedisActivities;
+type Activities = DockerActivities & Pick<ImageActivities, 'ensureImage'> & RedisActivities;
 
 interface FakeOptions {
   buildFails?: boolean;

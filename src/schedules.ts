@@ -1,0 +1,38 @@
+/**
+ * Temporal Schedules the manager owns, created idempotently at start-up.
+ */
+import { ScheduleAlreadyRunning, ScheduleOverlapPolicy, type Client } from '@temporalio/client';
+import { imageGcInput } from './client';
+import type { Config } from './config';
+
+/** `image-gc` for the default host and queue; suffixed otherwise, so each Docker host has its own. */
+export function imageGcScheduleId(config: Config): string {
+  const isDefault = config.TEMPORAL_TASK_QUEUE === 'worker-manager' && config.DOCKER_HOST_ID === 'local';
+  return isDefault ? 'image-gc' : `image-gc-${config.TEMPORAL_TASK_QUEUE}-${config.DOCKER_HOST_ID}`;
+}
+
+/** Creates the daily image GC schedule, or brings an existing one's action up to date. */
+export async function ensureImageGcSchedule(client: Client, config: Config): Promise<'created' | 'updated'> {
+  const scheduleId = imageGcScheduleId(config);
+  const action = {
+    type: 'startWorkflow' as const,
+    workflowType: 'imageGc',
+    taskQueue: config.TEMPORAL_TASK_QUEUE,
+    args: [imageGcInput(config, false)],
+    workflowId: `${scheduleId}-run`,
+  };
+  try {
+    await client.schedule.create({
+      scheduleId,
+      spec: { intervals: [{ every: '1 day' }] },
+      action,
+      policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 hour' },
+      memo: { purpose: 'removes worker images unused for IMAGE_TTL_DAYS, then LRU over IMAGE_CACHE_MAX_BYTES' },
+    });
+    return 'created';
+  } catch (err) {
+    if (!(err instanceof ScheduleAlreadyRunning)) throw err;
+    await client.schedule.getHandle(scheduleId).update((prev) => ({ ...prev, action }));
+    return 'updated';
+  }
+}
