@@ -15,7 +15,15 @@ export interface ImageBuildInput {
   dockerTaskQueue: string;
 }
 
-export async function imageBuild(input: ImageBuildInput): Promise<{ tag: string; seconds: number }> {
+export interface ImageBuildResult {
+  tag: string;
+  /** Wall time of the docker build; 0 when an earlier attempt had already built it. */
+  seconds: number;
+  agentType: AgentType;
+  modules: Module[];
+}
+
+export async function imageBuild(input: ImageBuildInput): Promise<ImageBuildResult> {
   const { buildImage } = proxyActivities<ImageActivities>({
     taskQueue: input.dockerTaskQueue,
     startToCloseTimeout: '30 minutes',
@@ -23,5 +31,6 @@ export async function imageBuild(input: ImageBuildInput): Promise<{ tag: string;
     retry: { initialInterval: '5s', maximumAttempts: 3, nonRetryableErrorTypes: ['BUILD_FAILED'] },
     summary: `docker build ${input.tag}`,
   });
-  return await buildImage({ hash: input.hash, agentType: input.agentType, modules: input.modules });
+  const { tag, seconds } = await buildImage({ hash: input.hash, agentType: input.agentType, modules: input.modules });
+  return { tag, seconds, agentType: input.agentType, modules: input.modules };
 }
