@@ -53,6 +53,23 @@ export function demuxLogs(buf: Buffer): string {
   return i === 0 ? buf.toString('utf8') : Buffer.concat(out).toString('utf8');
 }
 
+/**
+ * Credentials and endpoints for the agent CLI, from the manager's own configuration: they reach
+ * the container at create time and never pass through workflow inputs or history.
+ */
+export function agentEnv(config: Config, spec: Pick<WorkerSpec, 'agentType' | 'authMode'>): string[] {
+  const out: string[] = [];
+  if (spec.agentType === 'CLAUDE') {
+    if (spec.authMode === 'api_key' && config.ANTHROPIC_API_KEY) out.push(`ANTHROPIC_API_KEY=${config.ANTHROPIC_API_KEY}`);
+    if (config.ANTHROPIC_BASE_URL) out.push(`ANTHROPIC_BASE_URL=${config.ANTHROPIC_BASE_URL}`);
+  } else {
+    if (config.FACTORY_API_KEY) out.push(`FACTORY_API_KEY=${config.FACTORY_API_KEY}`);
+    if (config.FACTORY_BASE_URL) out.push(`WORKER_FACTORY_BASE_URL=${config.FACTORY_BASE_URL}`);
+    if (config.FACTORY_MODEL_NAME) out.push(`WORKER_FACTORY_MODEL_NAME=${config.FACTORY_MODEL_NAME}`);
+  }
+  return out;
+}
+
 export function createDockerActivities(deps: DockerDeps) {
   const { config, docker, redis } = deps;
 
@@ -99,7 +116,13 @@ export function createDockerActivities(deps: DockerDeps) {
         `WORKER_REDIS_URL=${config.WORKER_REDIS_URL}`,
         `WORKER_AGENT_TYPE=${spec.agentType}`,
         `WORKER_INSTRUCTIONS_FILE=${WORKSPACE_DIR}/${spec.agentType === 'CLAUDE' ? 'CLAUDE.md' : 'AGENTS.md'}`,
+        `WORKER_ALLOWED_COMMANDS=${JSON.stringify(spec.allowedCommands)}`,
+        `WORKER_TASK_TIMEOUT_S=${config.TASK_TIMEOUT_SECONDS}`,
+        // The wrapper's share of docker stop's grace period: the rest is for flushing and exiting.
+        `WORKER_SHUTDOWN_GRACE_S=${Math.max(1, spec.stopGraceSeconds - 5)}`,
+        'CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1',
         ...(spec.taskId ? [`WORKER_TASK_ID=${spec.taskId}`] : []),
+        ...agentEnv(config, spec),
       ];
       try {
         const c = await docker.createContainer({
@@ -120,6 +143,8 @@ export function createDockerActivities(deps: DockerDeps) {
             PidsLimit: config.WORKER_PIDS_LIMIT,
             NetworkMode: config.WORKER_NETWORK,
             ExtraHosts: ['host.docker.internal:host-gateway'],
+            // host_session auth: the host's Claude directory, read-only (the client checked its root).
+            ...(spec.authMode === 'host_session' && spec.hostClaudeDir ? { Binds: [`${spec.hostClaudeDir}:/opt/worker/host-claude:ro`] } : {}),
             // The DOCKER module runs its own engine: only with ALLOW_PRIVILEGED_WORKERS (the client
             // refuses it otherwise), and then the container is privileged, so root inside it is
             // root on the host. Everyone else: no new privileges, no capabilities.

@@ -5,6 +5,7 @@
  */
 import { Client, Connection, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
 import { WorkflowIdReusePolicy } from '@temporalio/common';
+import path from 'node:path';
 import Redis from 'ioredis';
 import { capacityPool, dockerTaskQueue, loadConfig, type Config } from './config';
 import {
@@ -51,6 +52,16 @@ export interface WorkerManagerClientOptions {
   redis: Redis;
   /** Closed by close(): connections this client opened itself. */
   owned?: { connection?: Connection; redis?: boolean };
+}
+
+/** True when `dir` is absolute and, once `..` and `.` are resolved, inside one of the roots. */
+export function isUnderRoot(dir: string, roots: readonly string[]): boolean {
+  if (!path.isAbsolute(dir) || dir.includes('\0')) return false;
+  const resolved = path.resolve(dir);
+  return roots.some((r) => {
+    const root = path.resolve(r);
+    return resolved === root || resolved.startsWith(root.endsWith(path.sep) ? root : root + path.sep);
+  });
 }
 
 function invalid(details: Record<string, string>): WorkerManagerError {
@@ -133,7 +144,12 @@ export class WorkerManagerClient {
         problems[`modules[${i}]`] = 'DOCKER needs a privileged container (root in it is root on the host); the manager must set ALLOW_PRIVILEGED_WORKERS=true to allow it';
       }
     });
-    if (p.auth?.mode === 'host_session') problems['auth.mode'] = 'host_session is not supported by this manager yet; use api_key';
+    if (p.auth?.mode === 'host_session') {
+      const dir = p.auth.host_claude_dir;
+      if (!c.HOST_SESSION_ROOTS.length) problems['auth.mode'] = 'host_session is off on this manager (HOST_SESSION_ROOTS is empty); use api_key';
+      else if (!dir) problems['auth.host_claude_dir'] = 'required with mode host_session';
+      else if (!isUnderRoot(dir, c.HOST_SESSION_ROOTS)) problems['auth.host_claude_dir'] = `must be an absolute path inside one of HOST_SESSION_ROOTS (${c.HOST_SESSION_ROOTS.join(', ')})`;
+    }
     if (Object.keys(problems).length) throw invalid(problems);
     return {
       workerId: workerIdForRequest(requestId),
@@ -145,6 +161,7 @@ export class WorkerManagerClient {
       ...(p.task_id !== undefined ? { taskId: p.task_id } : {}),
       ...(p.initial_prompt !== undefined ? { initialPrompt: p.initial_prompt } : {}),
       authMode: p.auth?.mode ?? 'api_key',
+      ...(p.auth?.host_claude_dir !== undefined ? { hostClaudeDir: path.resolve(p.auth.host_claude_dir) } : {}),
       memoryBytes,
       nanoCpus: Math.round(cpus * 1e9),
       idleTimeoutS: p.idle_timeout_s ?? c.IDLE_TIMEOUT_SECONDS,

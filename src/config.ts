@@ -59,6 +59,21 @@ export const ConfigSchema = z.object({
     /** Name of this manager's consumer in the `worker-manager` group; stable across restarts. */
     MANAGER_ID: z.string().regex(/^[A-Za-z0-9._:-]{1,64}$/, 'must be 1-64 characters of [A-Za-z0-9._:-]').default(hostname().slice(0, 64).replace(/[^A-Za-z0-9._:-]/g, '-') || 'manager'),
     WRAPPER_BUNDLE: z.string().default(path.join(ROOT, 'dist', 'wrapper', 'wrapper.js')),
+    /** Agent credentials and endpoints: passed into containers at create time, never into Temporal. */
+    ANTHROPIC_API_KEY: z.string().min(1).optional(),
+    ANTHROPIC_BASE_URL: z.url({ message: 'must be a URL' }).optional(),
+    FACTORY_API_KEY: z.string().min(1).optional(),
+    /** An Anthropic-compatible endpoint for droid (a custom model), e.g. a proxy or a test fake. */
+    FACTORY_BASE_URL: z.url({ message: 'must be a URL' }).optional(),
+    FACTORY_MODEL_NAME: z.string().min(1).optional(),
+    /** A task's time limit when its input names none. */
+    TASK_TIMEOUT_SECONDS: int(1800),
+    /** Comma-separated host folders under which auth.host_claude_dir may lie (empty: host_session off). */
+    HOST_SESSION_ROOTS: z
+      .string()
+      .default('')
+      .transform((v) => v.split(',').map((s) => s.trim()).filter(Boolean))
+      .refine((roots) => roots.every((r) => path.isAbsolute(r)), 'must be absolute paths, comma-separated'),
     LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
   });
 

@@ -1,82 +1,344 @@
 /**
  * The in-container wrapper: the worker's side of the data plane, talking only to Redis.
- * This first version announces readiness, keeps the heartbeat key alive and shuts down cleanly
- * on SIGTERM; it is bundled into a single file (scripts/build-wrapper.js) and copied into the image.
+ * Reads prompts from `worker:{id}:input` one at a time and in order, runs the agent CLI for each
+ * (keeping its session across prompts), streams its output to `worker:{id}:output`, keeps the
+ * heartbeat alive and publishes lifecycle events. Bundled into one file (scripts/build-wrapper.js).
  */
-import { readFileSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { cpSync, existsSync, mkdirSync, readFileSync, statfsSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
 import Redis from 'ioredis';
 import { keys } from '../keys';
+import { adapters, extractResult, type AgentAdapter } from './agents';
+import { EventSink } from './events';
 
 const HEARTBEAT_INTERVAL_MS = 10_000;
 const HEARTBEAT_TTL_S = 30;
+const KILL_GRACE_MS = 3_000;
 
-function env(name: string): string {
-  const v = process.env[name];
-  if (!v) {
+function env(name: string, fallback?: string): string {
+  const v = process.env[name] ?? fallback;
+  if (v === undefined || v === '') {
     process.stderr.write(`wrapper: missing environment variable ${name}\n`);
     process.exit(2);
   }
   return v;
 }
 
-function memoryFromCgroup(): { used_bytes: number | null; limit_bytes: number | null } {
-  const read = (p: string) => {
-    try {
-      return readFileSync(p, 'utf8').trim();
-    } catch {
-      return null;
-    }
+const say = (msg: string) => process.stderr.write(`wrapper: ${msg}\n`);
+
+// ---------------------------------------------------------------- metrics for the heartbeat
+function readNum(file: string): number | null {
+  try {
+    const s = readFileSync(file, 'utf8').trim();
+    return /^\d+$/.test(s) ? Number(s) : null;
+  } catch {
+    return null;
+  }
+}
+
+function memory(): { used_bytes: number | null; limit_bytes: number | null } {
+  return {
+    used_bytes: readNum('/sys/fs/cgroup/memory.current') ?? readNum('/sys/fs/cgroup/memory/memory.usage_in_bytes'),
+    limit_bytes: readNum('/sys/fs/cgroup/memory.max') ?? readNum('/sys/fs/cgroup/memory/memory.limit_in_bytes'),
   };
-  const num = (s: string | null) => (s && /^\d+$/.test(s) ? Number(s) : null);
-  // cgroup v2 first, then v1.
-  const used = num(read('/sys/fs/cgroup/memory.current')) ?? num(read('/sys/fs/cgroup/memory/memory.usage_in_bytes'));
-  const limit = num(read('/sys/fs/cgroup/memory.max')) ?? num(read('/sys/fs/cgroup/memory/memory.limit_in_bytes'));
-  return { used_bytes: used, limit_bytes: limit };
+}
+
+/** CPU time used by the whole container, in microseconds (cgroup v2, then v1). */
+function cpuMicros(): number | null {
+  try {
+    const m = /usage_usec (\d+)/.exec(readFileSync('/sys/fs/cgroup/cpu.stat', 'utf8'));
+    if (m) return Number(m[1]);
+  } catch {
+    /* cgroup v1 below */
+  }
+  const ns = readNum('/sys/fs/cgroup/cpuacct/cpuacct.usage');
+  return ns === null ? null : ns / 1000;
+}
+
+function diskFree(dir: string): number | null {
+  try {
+    const s = statfsSync(dir);
+    return s.bavail * s.bsize;
+  } catch {
+    return null;
+  }
+}
+
+// ---------------------------------------------------------------- input
+interface Task {
+  entryId: string;
+  taskId: string;
+  prompt: string;
+  timeoutS: number;
+}
+
+function fieldsToMap(fields: string[]): Map<string, string> {
+  const m = new Map<string, string>();
+  for (let i = 0; i + 1 < fields.length; i += 2) if (!m.has(fields[i] as string)) m.set(fields[i] as string, fields[i + 1] as string);
+  return m;
 }
 
 async function main(): Promise<void> {
   const workerId = env('WORKER_ID');
-  const redis = new Redis(env('WORKER_REDIS_URL'), {
-    maxRetriesPerRequest: null,
-    retryStrategy: (times) => Math.min(100 * 2 ** times, 5_000),
-  });
-  const startedAt = Date.now();
+  const agentType = env('WORKER_AGENT_TYPE');
+  const adapter: AgentAdapter | undefined = adapters[agentType];
+  if (!adapter) {
+    say(`unknown WORKER_AGENT_TYPE ${agentType}`);
+    process.exit(2);
+  }
+  const workspace = env('WORKER_WORKSPACE', '/workspace');
+  const allowedCommands = JSON.parse(env('WORKER_ALLOWED_COMMANDS', '[]')) as string[];
+  const defaultTimeoutS = Number(env('WORKER_TASK_TIMEOUT_S', '1800'));
+  const shutdownGraceMs = Number(env('WORKER_SHUTDOWN_GRACE_S', '5')) * 1000;
+  const agentCommand = process.env.WORKER_AGENT_COMMAND; // tests and benchmarks: a stand-in executable
+  prepareAgentHome(agentType);
+  const model = process.env.WORKER_AGENT_MODEL;
 
+  const redisUrl = env('WORKER_REDIS_URL');
+  const retryStrategy = (times: number) => Math.min(100 * 2 ** Math.min(times, 6), 5_000);
+  // Commands fail at once while Redis is away (no unbounded offline queue): the sink keeps them.
+  const redis = new Redis(redisUrl, { maxRetriesPerRequest: 1, enableOfflineQueue: false, retryStrategy });
+  const reader = new Redis(redisUrl, { maxRetriesPerRequest: null, retryStrategy });
+  redis.on('error', () => undefined); // reported through the operations that fail
+  reader.on('error', () => undefined);
+  await waitConnected(redis);
+
+  let lastSinkError = 0;
+  const sink = new EventSink({
+    redis,
+    stream: keys.output(workerId),
+    onError: (err) => {
+      if (Date.now() - lastSinkError > 5_000) say(`output write failed (kept, retrying): ${err.message}`);
+      lastSinkError = Date.now();
+    },
+  });
+  await sink.start();
+
+  const lifecycle = (event: string, taskId?: string, detail?: Record<string, unknown>) => {
+    const f = ['worker_id', workerId, 'event', event, 'timestamp', new Date().toISOString()];
+    if (taskId) f.push('task_id', taskId);
+    if (detail) f.push('detail', JSON.stringify(detail));
+    redis.xadd(keys.lifecycle, 'MAXLEN', '~', '100000', '*', ...f).catch((e: Error) => say(`lifecycle ${event} not written: ${e.message}`));
+  };
+
+  // ---- heartbeat
+  const startedAt = Date.now();
+  let current: { task: Task; child?: ChildProcess; stop?: 'timeout' | 'cancelled' | 'shutdown' } | undefined;
+  let lastCpu = { at: Date.now(), micros: cpuMicros() };
   const beat = async () => {
+    const now = Date.now();
+    const micros = cpuMicros();
+    const cpuPercent = micros !== null && lastCpu.micros !== null && now > lastCpu.at ? Math.round(((micros - lastCpu.micros) / 1000 / (now - lastCpu.at)) * 1000) / 10 : null;
+    lastCpu = { at: now, micros };
     const payload = {
       worker_id: workerId,
-      state: 'idle',
-      task_id: null,
-      memory: memoryFromCgroup(),
-      uptime_s: Math.round((Date.now() - startedAt) / 1000),
-      timestamp: new Date().toISOString(),
+      state: current ? 'busy' : 'idle',
+      task_id: current?.task.taskId ?? null,
+      cpu_percent: cpuPercent,
+      memory: memory(),
+      disk_free_bytes: diskFree(workspace),
+      uptime_s: Math.round((now - startedAt) / 1000),
+      output: sink.stats,
+      timestamp: new Date(now).toISOString(),
     };
     await redis.set(keys.heartbeat(workerId), JSON.stringify(payload), 'EX', HEARTBEAT_TTL_S);
   };
-
   await beat();
-  await redis.xadd(keys.lifecycle, '*', 'worker_id', workerId, 'event', 'ready', 'timestamp', new Date().toISOString());
-  const timer = setInterval(() => beat().catch((e) => process.stderr.write(`wrapper: heartbeat failed: ${e}\n`)), HEARTBEAT_INTERVAL_MS);
+  const heartbeat = setInterval(() => beat().catch((e: Error) => say(`heartbeat failed: ${e.message}`)), HEARTBEAT_INTERVAL_MS);
 
+  // ---- input: the cursor is the last entry taken, kept in Redis so a restart neither replays nor skips.
+  const cursorKey = `${keys.input(workerId)}:cursor`;
+  const sessionKey = `worker:${workerId}:session`;
+  let session = (await redis.get(sessionKey)) ?? undefined;
+  let readFrom = (await redis.get(cursorKey)) ?? '0';
+  // A task that was running when the wrapper last stopped ends now, so it gets its task_completed.
+  const interrupted = await redis.get(`${cursorKey}:running`);
+  if (interrupted) {
+    sink.push('error', 'the wrapper restarted while this task ran; it was not completed', interrupted);
+    sink.push('task_completed', JSON.stringify({ status: 'error', exit_code: -1, duration_ms: 0 }), interrupted);
+    await redis.del(`${cursorKey}:running`);
+  }
+  const queue: Task[] = [];
+  const cancelled = new Set<string>();
   let stopping = false;
+  let wake: (() => void) | undefined;
+
+  const readInput = async () => {
+    while (!stopping) {
+      try {
+        if (queue.length >= 100) {
+          await new Promise((r) => setTimeout(r, 200)); // enough read ahead
+          continue;
+        }
+        const res = (await reader.xread('COUNT', 50, 'BLOCK', 5000, 'STREAMS', keys.input(workerId), readFrom)) as [string, [string, string[]][]][] | null;
+        for (const [id, fields] of res?.[0]?.[1] ?? []) {
+          readFrom = id;
+          const f = fieldsToMap(fields);
+          const type = f.get('type') ?? 'prompt';
+          const taskId = f.get('task_id') || `task-${id}`;
+          if (type === 'cancel') {
+            if (current?.task.taskId === taskId) stopTask('cancelled');
+            else cancelled.add(taskId);
+          } else if (type === 'prompt') {
+            const timeout = Number(f.get('timeout_s'));
+            queue.push({ entryId: id, taskId, prompt: f.get('content') ?? '', timeoutS: Number.isFinite(timeout) && timeout > 0 ? timeout : defaultTimeoutS });
+            wake?.();
+          } else {
+            sink.push('error', `input ${id}: unknown type "${type}" (expected prompt or cancel)`, taskId);
+          }
+        }
+      } catch (err) {
+        if (stopping) break;
+        say(`input read failed, retrying: ${(err as Error).message}`);
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    }
+  };
+
+  const killGroup = (child: ChildProcess, signal: NodeJS.Signals) => {
+    try {
+      if (child.pid) process.kill(-child.pid, signal); // the agent's whole process group
+    } catch {
+      /* already gone */
+    }
+  };
+  function stopTask(reason: 'timeout' | 'cancelled' | 'shutdown'): void {
+    if (!current?.child || current.stop) return;
+    current.stop = reason;
+    const child = current.child;
+    killGroup(child, 'SIGTERM');
+    setTimeout(() => killGroup(child, 'SIGKILL'), KILL_GRACE_MS).unref();
+  }
+
+  const runTask = async (task: Task): Promise<void> => {
+    const started = Date.now();
+    await redis.mset(cursorKey, task.entryId, `${cursorKey}:running`, task.taskId).catch(() => undefined);
+    current = { task };
+    lifecycle('busy', task.taskId);
+    lifecycle('task_started', task.taskId);
+    sink.push('task_started', JSON.stringify({ prompt_bytes: Buffer.byteLength(task.prompt) }), task.taskId);
+    let status: 'ok' | 'error' | 'timeout' | 'cancelled' = 'ok';
+    let exitCode = 0;
+    if (cancelled.delete(task.taskId)) {
+      status = 'cancelled';
+    } else {
+      const spec = adapter.command(task.prompt, { session, allowedCommands, model, promptFile: path.join(os.tmpdir(), `prompt-${task.taskId.replace(/[^A-Za-z0-9._-]/g, '_')}.txt`) });
+      for (const [file, content] of Object.entries(spec.files ?? {})) writeFileSync(file, content);
+      const command = agentCommand ?? spec.command;
+      const args = agentCommand ? [] : spec.args;
+      let final: { text: string; isError: boolean } | undefined;
+      const stderrTail: string[] = [];
+      const child = spawn(command, args, { cwd: workspace, detached: true, stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, WORKER_TASK_ID: task.taskId } });
+      current.child = child;
+      child.stdin?.on('error', () => undefined);
+      child.stdin?.end(spec.stdin ?? '');
+      const timer = setTimeout(() => stopTask('timeout'), task.timeoutS * 1000);
+      const out = createInterface({ input: child.stdout! });
+      out.on('line', (line) => {
+        const parsed = adapter.parseLine(line);
+        if (parsed.session) session = parsed.session;
+        for (const e of parsed.events) sink.push(e.type, e.content, task.taskId);
+        if (parsed.final) final = parsed.final;
+      });
+      const err = createInterface({ input: child.stderr! });
+      err.on('line', (line) => {
+        sink.push('stderr', line, task.taskId);
+        stderrTail.push(line);
+        if (stderrTail.length > 20) stderrTail.shift();
+      });
+      const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null; error?: Error }>((resolve) => {
+        child.on('error', (error) => resolve({ code: null, signal: null, error }));
+        child.on('close', (code, signal) => resolve({ code, signal }));
+      });
+      clearTimeout(timer);
+      exitCode = exit.code ?? (exit.signal ? 128 + (os.constants.signals[exit.signal] ?? 0) : -1);
+      if (current.stop === 'timeout') status = 'timeout';
+      else if (current.stop === 'cancelled' || current.stop === 'shutdown') status = 'cancelled';
+      else if (exit.error) {
+        status = 'error';
+        sink.push('error', `could not run ${command}: ${exit.error.message}`, task.taskId);
+      } else if (final?.isError || exitCode !== 0) status = 'error';
+      if (final && !final.isError) sink.push('result', extractResult(final.text), task.taskId);
+      else if (final?.isError) sink.push('error', final.text, task.taskId);
+      else if (status === 'error' && !exit.error) sink.push('error', `the agent exited with code ${exitCode}${stderrTail.length ? `: ${stderrTail.join('\n')}` : ''}`, task.taskId);
+      if (status === 'timeout') sink.push('error', `the task exceeded its timeout of ${task.timeoutS} s`, task.taskId);
+      if (session) await redis.set(sessionKey, session).catch(() => undefined);
+    }
+    const duration = Date.now() - started;
+    sink.push('task_completed', JSON.stringify({ status, exit_code: exitCode, duration_ms: duration }), task.taskId);
+    await sink.flush();
+    await redis.del(`${cursorKey}:running`).catch(() => undefined);
+    current = undefined;
+    lifecycle('task_completed', task.taskId, { status, exit_code: exitCode, duration_ms: duration });
+    lifecycle('idle');
+  };
+
   const shutdown = async (signal: string) => {
     if (stopping) return;
     stopping = true;
-    clearInterval(timer);
-    process.stderr.write(`wrapper: ${signal}, shutting down\n`);
-    try {
-      await redis.del(keys.heartbeat(workerId));
-      await redis.quit();
-    } finally {
-      process.exit(0);
-    }
+    say(`${signal}: stopping (no new input; the running task has ${shutdownGraceMs / 1000} s)`);
+    reader.disconnect();
+    wake?.();
+    const deadline = Date.now() + shutdownGraceMs;
+    while (current && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    if (current) stopTask('shutdown');
+    while (current) await new Promise((r) => setTimeout(r, 50));
+    clearInterval(heartbeat);
+    const left = await sink.close(Date.now() + 3_000);
+    if (left) say(`${left} output events could not be written before exit`);
+    lifecycle('stopped', undefined, { source: 'wrapper', signal });
+    await redis.del(keys.heartbeat(workerId)).catch(() => undefined);
+    await redis.quit().catch(() => undefined);
+    process.exit(0);
   };
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));
-  process.stdout.write(`wrapper: worker ${workerId} ready\n`);
+
+  lifecycle('ready');
+  lifecycle('idle');
+  say(`worker ${workerId} (${agentType}) ready`);
+  void readInput();
+  while (!stopping) {
+    const task = queue.shift();
+    if (!task) {
+      await new Promise<void>((r) => (wake = r));
+      wake = undefined;
+      continue;
+    }
+    await runTask(task);
+  }
+}
+
+/** Sets up the agent's home: droid's custom model (a configured base URL), a host Claude session. */
+function prepareAgentHome(agentType: string): void {
+  const home = os.homedir();
+  const baseUrl = process.env.WORKER_FACTORY_BASE_URL;
+  if (agentType === 'FACTORY' && baseUrl) {
+    mkdirSync(path.join(home, '.factory'), { recursive: true });
+    const model = { model: process.env.WORKER_FACTORY_MODEL_NAME ?? 'claude-sonnet-4-5', displayName: 'Configured', baseUrl, apiKey: process.env.FACTORY_API_KEY ?? 'none', provider: 'anthropic', maxOutputTokens: 8192 };
+    writeFileSync(path.join(home, '.factory', 'settings.json'), JSON.stringify({ customModels: [model] }, null, 2));
+    process.env.WORKER_AGENT_MODEL ??= 'custom:Configured-0';
+  }
+  // host_session auth: the host's Claude directory is mounted read-only; Claude Code needs a writable copy.
+  const hostClaude = '/opt/worker/host-claude';
+  if (existsSync(hostClaude)) cpSync(hostClaude, path.join(home, '.claude'), { recursive: true });
+}
+
+async function waitConnected(redis: Redis): Promise<void> {
+  if (redis.status === 'ready') return;
+  await new Promise<void>((resolve) => {
+    const ok = () => {
+      redis.off('ready', ok);
+      resolve();
+    };
+    redis.on('ready', ok);
+  });
 }
 
 main().catch((err) => {
-  process.stderr.write(`wrapper: fatal: ${err instanceof Error ? err.stack : String(err)}\n`);
+  say(`fatal: ${err instanceof Error ? err.stack : String(err)}`);
   process.exit(1);
 });

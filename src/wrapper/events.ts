@@ -1,0 +1,122 @@
+/**
+ * The wrapper's output path to `worker:{id}:output`: events are buffered and written in
+ * pipelines, flushed at `batchSize` events or every `flushMs`, whichever comes first.
+ * The buffer is bounded: when Redis is slow or away, excess stdout/stderr lines are dropped and
+ * counted, and a `dropped` event with the count is written once Redis takes writes again.
+ * Every other type (result, error, task_completed, ...) is never dropped: it waits and retries.
+ */
+import type Redis from 'ioredis';
+import type { OutputType } from './agents';
+
+const DROPPABLE: ReadonlySet<OutputType> = new Set(['stdout', 'stderr']);
+
+export interface SinkOptions {
+  redis: Redis;
+  stream: string;
+  batchSize?: number;
+  flushMs?: number;
+  /** Droppable events held at most; beyond it new stdout/stderr lines are dropped. */
+  maxBuffered?: number;
+  /** Entries kept in the output stream (approximate MAXLEN). */
+  maxLen?: number;
+  /** Called with write errors (rate-limited by the caller as it likes). */
+  onError?: (err: Error) => void;
+}
+
+interface Pending {
+  fields: string[];
+  droppable: boolean;
+}
+
+export class EventSink {
+  private buffer: Pending[] = [];
+  private droppableCount = 0;
+  private seq = 0;
+  private dropped = 0;
+  private flushing?: Promise<void>;
+  private timer?: NodeJS.Timeout;
+  private readonly batchSize: number;
+  private readonly flushMs: number;
+  private readonly maxBuffered: number;
+  private readonly maxLen: number;
+
+  constructor(private readonly opts: SinkOptions) {
+    this.batchSize = opts.batchSize ?? 100;
+    this.flushMs = opts.flushMs ?? 250;
+    this.maxBuffered = opts.maxBuffered ?? 10_000;
+    this.maxLen = opts.maxLen ?? 100_000;
+  }
+
+  /** Continues `seq` from the last event in the stream, so it stays increasing across restarts. */
+  async start(): Promise<void> {
+    const last = (await this.opts.redis.xrevrange(this.opts.stream, '+', '-', 'COUNT', 1))[0];
+    if (last) {
+      const f = last[1];
+      const i = f.indexOf('seq');
+      if (i >= 0) this.seq = Number(f[i + 1]) || 0;
+    }
+    this.timer = setInterval(() => void this.flush(), this.flushMs);
+  }
+
+  get stats(): { buffered: number; dropped: number; seq: number } {
+    return { buffered: this.buffer.length, dropped: this.dropped, seq: this.seq };
+  }
+
+  push(type: OutputType, content: string, taskId: string | undefined): void {
+    const droppable = DROPPABLE.has(type);
+    if (droppable && this.droppableCount >= this.maxBuffered) {
+      this.dropped++;
+      return;
+    }
+    this.seq++;
+    const fields = ['type', type, 'content', content, 'task_id', taskId ?? '', 'timestamp', new Date().toISOString(), 'seq', String(this.seq)];
+    this.buffer.push({ fields, droppable });
+    if (droppable) this.droppableCount++;
+    if (this.buffer.length >= this.batchSize) void this.flush();
+  }
+
+  /** Writes what is buffered; concurrent calls share one flush. Never throws. */
+  flush(): Promise<void> {
+    if (!this.flushing) {
+      this.flushing = this.drain().finally(() => {
+        this.flushing = undefined;
+      });
+    }
+    return this.flushing;
+  }
+
+  /** Stops the timer and writes everything, retrying until `deadlineMs` (epoch ms). Returns what is left. */
+  async close(deadlineMs: number): Promise<number> {
+    if (this.timer) clearInterval(this.timer);
+    while ((this.buffer.length > 0 || this.dropped > 0) && Date.now() < deadlineMs) {
+      await this.flush();
+      if (this.buffer.length > 0) await new Promise((r) => setTimeout(r, 100));
+    }
+    return this.buffer.length;
+  }
+
+  private async drain(): Promise<void> {
+    while (this.buffer.length > 0) {
+      const batch = this.buffer.slice(0, Math.max(this.batchSize, 500));
+      // MULTI: a batch lands whole or not at all, so a retry never duplicates events.
+      const pipeline = this.opts.redis.multi();
+      for (const p of batch) pipeline.xadd(this.opts.stream, 'MAXLEN', '~', String(this.maxLen), '*', ...p.fields);
+      try {
+        const results = (await pipeline.exec()) ?? [];
+        const failed = results.find(([err]) => err);
+        if (failed) throw failed[0] as Error;
+      } catch (err) {
+        this.opts.onError?.(err as Error);
+        return; // kept; the next tick retries
+      }
+      this.buffer.splice(0, batch.length);
+      this.droppableCount -= batch.filter((p) => p.droppable).length;
+      if (this.dropped > 0) {
+        // Redis takes writes again: say how many lines were lost while it did not.
+        const count = this.dropped;
+        this.dropped = 0;
+        this.push('dropped', JSON.stringify({ count }), undefined);
+      }
+    }
+  }
+}
