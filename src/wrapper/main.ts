@@ -217,6 +217,7 @@ async function main(): Promise<void> {
     const started = Date.now();
     await redis.mset(cursorKey, task.entryId, `${cursorKey}:running`, task.taskId).catch(() => undefined);
     current = { task };
+    void beat().catch(() => undefined); // the heartbeat says busy at once, not at the next tick
     lifecycle('busy', task.taskId);
     lifecycle('task_started', task.taskId);
     sink.push('task_started', JSON.stringify({ prompt_bytes: Buffer.byteLength(task.prompt) }), task.taskId);
@@ -272,6 +273,7 @@ async function main(): Promise<void> {
     await sink.flush();
     await redis.del(`${cursorKey}:running`).catch(() => undefined);
     current = undefined;
+    void beat().catch(() => undefined);
     lifecycle('task_completed', task.taskId, { status, exit_code: exitCode, duration_ms: duration });
     lifecycle('idle');
   };

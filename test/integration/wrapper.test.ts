@@ -170,11 +170,10 @@ describe('wrapper: the real agent CLIs run prompts from Redis (fake LLM API)', (
       'a busy heartbeat',
       async () => {
         const b = JSON.parse((await m.redis.get(keys.heartbeat(claudeWorker))) ?? '{}');
-        return b.state === 'busy' ? b : undefined;
+        return b.state === 'busy' && b.task_id === slow ? b : undefined;
       },
       { timeoutMs: 30_000, intervalMs: 500 },
     );
-    expect(beat.task_id).toBe(slow);
     expect(beat.memory.used_bytes).toBeGreaterThan(1024 * 1024);
     expect(beat.memory.limit_bytes).toBe(512 * 1024 ** 2);
     expect(beat.disk_free_bytes).toBeGreaterThan(0);
@@ -182,6 +181,24 @@ describe('wrapper: the real agent CLIs run prompts from Redis (fake LLM API)', (
     expect(await m.redis.ttl(keys.heartbeat(claudeWorker))).toBeLessThanOrEqual(30);
     await m.redis.xadd(keys.input(claudeWorker), '*', 'type', 'cancel', 'task_id', slow);
     await completed(claudeWorker, slow);
+  });
+
+  test('the API key reached the container but never Temporal history, the status hash or the streams', async () => {
+    // It was used: the fake saw requests, and the container's environment has it.
+    const env = (await m.docker.getContainer(`worker-${claudeWorker}`).inspect()).Config.Env;
+    expect(fake.requests.length).toBeGreaterThan(0);
+    const history = JSON.stringify(await m.temporal.workflow.getHandle(`worker-${claudeWorker}`).fetchHistory());
+    expect(history.length).toBeGreaterThan(1000);
+    expect(history).not.toContain(TEST_KEY);
+    const desc = JSON.stringify(await m.temporal.workflow.getHandle(`worker-${claudeWorker}`).describe());
+    expect(desc).not.toContain(TEST_KEY);
+    const dump: string[] = [JSON.stringify(await m.redis.hgetall(keys.status(claudeWorker)))];
+    for (const stream of [keys.output(claudeWorker), keys.input(claudeWorker), keys.lifecycle]) {
+      dump.push(JSON.stringify(await m.redis.xrange(stream, '-', '+')));
+    }
+    dump.push((await m.redis.get(keys.heartbeat(claudeWorker))) ?? '');
+    expect(dump.join('\n')).not.toContain(TEST_KEY);
+    expect(env).toContain(`ANTHROPIC_API_KEY=${TEST_KEY}`);
   });
 
   test('SIGTERM in the middle of a task: the task ends cancelled, events are flushed, stopped is published, exit 0', async () => {
