@@ -2,8 +2,9 @@
  * `npm run bench [-- --quick]`: measures against the real stack and writes bench/results.json
  * and bench/results.md. Timings live here, never in tests.
  */
+import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
@@ -16,11 +17,16 @@ import { defaultPayloadConverter } from '@temporalio/common';
 import type { ImageBuildInput, ImageBuildResult } from '../workflows/imageBuild';
 import { WorkerManagerClient } from '../src/client';
 import { loadConfig, type Config } from '../src/config';
+import { keys } from '../src/keys';
 import { createManagerWorkers } from '../src/worker';
+import { WRAPPER_NODE_FLAGS } from '../src/dockerfile';
 import { acquireSignal, releaseSignal, semaphoreWorkflowId } from '../workflows/messages';
 import { summarize, type Summary } from './stats';
 
 const quick = process.argv.includes('--quick');
+/** `--only NAME` runs one section: images, wrapper, semaphore, release. */
+const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
+const wanted = (name: string) => !only || only === name;
 const ROOT = path.resolve(__dirname, __dirname.includes(`${path.sep}dist${path.sep}`) ? '../..' : '..');
 
 interface Row {
@@ -213,6 +219,85 @@ async function images(config: Config): Promise<void> {
   }
 }
 
+/** A child that floods stdout through the real wrapper bundle into the real Redis. */
+async function wrapperFlood(config: Config): Promise<void> {
+  const lines = quick ? 50_000 : 200_000;
+  log(`wrapper flood: ${lines} stdout lines from a stand-in agent through the wrapper into Redis`);
+  const redis = new Redis(config.REDIS_URL);
+  const workerId = randomUUID();
+  const tmp = mkdtempSync(path.join(os.tmpdir(), 'wm-bench-'));
+  const proc = spawn(process.execPath, [...WRAPPER_NODE_FLAGS, path.join(ROOT, 'dist', 'wrapper', 'wrapper.js')], {
+    env: {
+      PATH: process.env.PATH,
+      HOME: tmp,
+      WORKER_ID: workerId,
+      WORKER_REDIS_URL: config.REDIS_URL,
+      WORKER_AGENT_TYPE: 'CLAUDE',
+      WORKER_WORKSPACE: tmp,
+      WORKER_AGENT_COMMAND: path.join(ROOT, 'test', 'fixtures', 'standin-agent.js'),
+      WORKER_OUTPUT_MAXLEN: String(lines * 2), // keep every line for counting
+    },
+    stdio: 'ignore',
+  });
+  let peakRssKb = 0;
+  const sampler = setInterval(() => {
+    try {
+      peakRssKb = Math.max(peakRssKb, Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${proc.pid}/status`, 'utf8'))?.[1] ?? 0));
+    } catch {
+      /* not yet, or gone */
+    }
+  }, 20);
+  try {
+    const deadline = Date.now() + 30_000;
+    while (!(await redis.exists(keys.heartbeat(workerId)))) {
+      if (Date.now() > deadline) throw new Error('the wrapper did not start');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await redis.xadd(keys.input(workerId), '*', 'type', 'prompt', 'content', `flood ${lines}`, 'task_id', 'flood');
+    let done = false;
+    while (!done) {
+      await new Promise((r) => setTimeout(r, 200));
+      const last = await redis.xrevrange(keys.output(workerId), '+', '-', 'COUNT', 1);
+      done = last[0]?.[1].includes('task_completed') ?? false;
+    }
+    const latencies: number[] = [];
+    let first = Infinity;
+    let lastMs = 0;
+    let count = 0;
+    let dropped = 0;
+    let from = '-';
+    for (;;) {
+      const batch = await redis.xrange(keys.output(workerId), from, '+', 'COUNT', 10_000);
+      for (const [id, f] of batch) {
+        const type = f[f.indexOf('type') + 1];
+        const entryMs = Number(id.split('-')[0]);
+        if (type === 'stdout') {
+          const printed = Number((f[f.indexOf('content') + 1] as string).split(' ')[2]);
+          latencies.push(entryMs - printed);
+          first = Math.min(first, printed);
+          lastMs = Math.max(lastMs, entryMs);
+          count++;
+        } else if (type === 'dropped') {
+          dropped += JSON.parse(f[f.indexOf('content') + 1] as string).count;
+        }
+      }
+      if (batch.length < 10_000) break;
+      from = `(${batch[batch.length - 1]![0]}`;
+    }
+    const rate = Math.round(count / ((lastMs - first) / 1000));
+    rows.push({ name: 'wrapper output events per second (stdout flood)', unit: 'events/s', value: rate, target: '>= 20000', met: rate >= 20_000, note: `${count} written, ${dropped} dropped` });
+    const lat = summarize(latencies);
+    rows.push({ name: 'wrapper latency, line printed -> stream entry', unit: 'ms', summary: lat, target: 'p99 < 400 ms', met: lat.p99 < 400 });
+    const rssMb = Math.round(peakRssKb / 102.4) / 10;
+    rows.push({ name: 'wrapper peak RSS under the flood', unit: 'MB', value: rssMb, target: '< 150 MB', met: rssMb < 150, note: `host Node ${process.version}; in containers the image's Node 18` });
+  } finally {
+    clearInterval(sampler);
+    proc.kill('SIGTERM');
+    await redis.del(keys.output(workerId), keys.input(workerId), `${keys.input(workerId)}:cursor`, `worker:${workerId}:session`);
+    redis.disconnect();
+  }
+}
+
 function markdown(): string {
   const lines = [
     `# Benchmarks (${quick ? 'quick' : 'full'} run, ${new Date().toISOString()})`,
@@ -238,9 +323,10 @@ async function main(): Promise<void> {
     telemetryOptions: { logging: { filter: makeTelemetryFilterString({ core: 'ERROR' }) } },
   });
   const config = loadConfig();
-  await images(config);
-  await semaphoreThroughput(config);
-  await releaseToNextStart(config);
+  if (wanted('images')) await images(config);
+  if (wanted('wrapper')) await wrapperFlood(config);
+  if (wanted('semaphore')) await semaphoreThroughput(config);
+  if (wanted('release')) await releaseToNextStart(config);
   const out = path.join(ROOT, 'bench');
   writeFileSync(path.join(out, 'results.json'), JSON.stringify({ generated_at: new Date().toISOString(), quick, cpus: os.cpus().length, node: process.version, rows }, null, 2) + '\n');
   const md = markdown();

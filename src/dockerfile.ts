@@ -15,6 +15,12 @@ export const PINNED = {
   copier: '9.19.1',
 } as const satisfies { agents: Record<AgentType, { npm: string; version: string; bin: string }>; copier: string };
 
+/**
+ * Node flags of the wrapper process: a small young generation keeps its memory flat under an
+ * output flood (bench: ~150 MB peak RSS with the default, ~127 MB with 4 MB, same throughput).
+ */
+export const WRAPPER_NODE_FLAGS = ['--max-semi-space-size=4'] as const;
+
 /** Where an extra CA bundle lands in the build context and in the image. */
 export const EXTRA_CA_CONTEXT_FILE = 'extra-ca.pem';
 const CA_BUNDLE = '/etc/ssl/certs/ca-certificates.crt';
@@ -110,7 +116,7 @@ export function renderDockerfile(spec: DockerfileSpec): string {
     'WORKDIR /workspace',
     '# tini reaps the agent\'s children and forwards SIGTERM to the wrapper',
     'ENTRYPOINT ["/usr/bin/tini", "--"]',
-    'CMD ["node", "/opt/worker/wrapper.js"]',
+    `CMD ${JSON.stringify(['node', ...WRAPPER_NODE_FLAGS, '/opt/worker/wrapper.js'])}`,
     '',
   );
   return lines.join('\n');

@@ -1,8 +1,10 @@
 /**
  * The wrapper's output path to `worker:{id}:output`: events are buffered and written in
  * pipelines, flushed at `batchSize` events or every `flushMs`, whichever comes first.
- * The buffer is bounded: when Redis is slow or away, excess stdout/stderr lines are dropped and
- * counted, and a `dropped` event with the count is written once Redis takes writes again.
+ * The buffer is bounded. While Redis keeps taking writes, a producer faster than it is slowed
+ * down instead (`shouldPause` / `whenDrained`: the agent's stdout is not read, so its writes
+ * block). When Redis is away or stalled, excess stdout/stderr lines are dropped and counted, and
+ * a `dropped` event with the count is written once Redis takes writes again.
  * Every other type (result, error, task_completed, ...) is never dropped: it waits and retries.
  */
 import type Redis from 'ioredis';
@@ -34,6 +36,9 @@ export class EventSink {
   private seq = 0;
   private dropped = 0;
   private flushing?: Promise<void>;
+  private lastWriteOk = Date.now();
+  private lastWriteFailed = false;
+  private drainWaiters: (() => void)[] = [];
   private timer?: NodeJS.Timeout;
   private readonly batchSize: number;
   private readonly flushMs: number;
@@ -43,7 +48,7 @@ export class EventSink {
   constructor(private readonly opts: SinkOptions) {
     this.batchSize = opts.batchSize ?? 100;
     this.flushMs = opts.flushMs ?? 250;
-    this.maxBuffered = opts.maxBuffered ?? 10_000;
+    this.maxBuffered = opts.maxBuffered ?? 5_000;
     this.maxLen = opts.maxLen ?? 100_000;
   }
 
@@ -60,6 +65,35 @@ export class EventSink {
 
   get stats(): { buffered: number; dropped: number; seq: number } {
     return { buffered: this.buffer.length, dropped: this.dropped, seq: this.seq };
+  }
+
+  /** Redis is taking writes: the last write did not fail and one succeeded within 2 s. */
+  get healthy(): boolean {
+    return !this.lastWriteFailed && Date.now() - this.lastWriteOk < 2_000;
+  }
+
+  /** The producer should wait: the buffer is filling while Redis is healthy (just slower). */
+  shouldPause(): boolean {
+    return this.droppableCount >= this.maxBuffered * 0.8 && this.healthy;
+  }
+
+  /**
+   * Calls `fn` once the buffer has drained below half, or as soon as Redis stops taking writes
+   * (then the producer goes on and excess lines are dropped rather than the agent blocked).
+   */
+  whenDrained(fn: () => void): void {
+    let called = false;
+    const once = () => {
+      if (called) return;
+      called = true;
+      clearInterval(watch);
+      fn();
+    };
+    const watch = setInterval(() => {
+      if (!this.healthy) once();
+    }, 200);
+    watch.unref();
+    this.drainWaiters.push(once);
   }
 
   push(type: OutputType, content: string, taskId: string | undefined): void {
@@ -97,7 +131,7 @@ export class EventSink {
 
   private async drain(): Promise<void> {
     while (this.buffer.length > 0) {
-      const batch = this.buffer.slice(0, Math.max(this.batchSize, 500));
+      const batch = this.buffer.slice(0, Math.max(this.batchSize, 2_000));
       // MULTI: a batch lands whole or not at all, so a retry never duplicates events.
       const pipeline = this.opts.redis.multi();
       for (const p of batch) pipeline.xadd(this.opts.stream, 'MAXLEN', '~', String(this.maxLen), '*', ...p.fields);
@@ -106,11 +140,19 @@ export class EventSink {
         const failed = results.find(([err]) => err);
         if (failed) throw failed[0] as Error;
       } catch (err) {
+        this.lastWriteFailed = true;
         this.opts.onError?.(err as Error);
         return; // kept; the next tick retries
       }
+      this.lastWriteFailed = false;
+      this.lastWriteOk = Date.now();
       this.buffer.splice(0, batch.length);
       this.droppableCount -= batch.filter((p) => p.droppable).length;
+      if (this.droppableCount < this.maxBuffered / 2 && this.drainWaiters.length) {
+        const waiters = this.drainWaiters;
+        this.drainWaiters = [];
+        for (const w of waiters) w();
+      }
       if (this.dropped > 0) {
         // Redis takes writes again: say how many lines were lost while it did not.
         const count = this.dropped;

@@ -110,6 +110,7 @@ async function main(): Promise<void> {
   const sink = new EventSink({
     redis,
     stream: keys.output(workerId),
+    maxLen: Number(env('WORKER_OUTPUT_MAXLEN', '100000')),
     onError: (err) => {
       if (Date.now() - lastSinkError > 5_000) say(`output write failed (kept, retrying): ${err.message}`);
       lastSinkError = Date.now();
@@ -238,11 +239,21 @@ async function main(): Promise<void> {
       child.stdin?.end(spec.stdin ?? '');
       const timer = setTimeout(() => stopTask('timeout'), task.timeoutS * 1000);
       const out = createInterface({ input: child.stdout! });
+      let paused = false;
       out.on('line', (line) => {
         const parsed = adapter.parseLine(line);
         if (parsed.session) session = parsed.session;
         for (const e of parsed.events) sink.push(e.type, e.content, task.taskId);
         if (parsed.final) final = parsed.final;
+        // Backpressure while Redis is healthy but slower than the agent: stop reading its stdout.
+        if (!paused && sink.shouldPause()) {
+          paused = true;
+          out.pause();
+          sink.whenDrained(() => {
+            paused = false;
+            out.resume();
+          });
+        }
       });
       const err = createInterface({ input: child.stderr! });
       err.on('line', (line) => {

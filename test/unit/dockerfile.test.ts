@@ -25,7 +25,7 @@ describe('renderDockerfile', () => {
     const d = renderDockerfile(base);
     expect(d).toMatch(/^USER worker$/m);
     expect(d).toContain('ENTRYPOINT ["/usr/bin/tini", "--"]');
-    expect(d).toContain('CMD ["node", "/opt/worker/wrapper.js"]');
+    expect(d).toMatch(/^CMD \["node",.*"\/opt\/worker\/wrapper.js"\]$/m);
     expect(d.indexOf('USER worker')).toBeGreaterThan(d.indexOf('npm install -g'));
   });
 
