@@ -293,7 +293,7 @@ async function wrapperFlood(config: Config): Promise<void> {
   } finally {
     clearInterval(sampler);
     proc.kill('SIGTERM');
-    await redis.del(keys.output(workerId), keys.input(workerId), `${keys.input(workerId)}:cursor`, `worker:${workerId}:session`);
+    await redis.del(keys.output(workerId), keys.input(workerId), keys.inputCursor(workerId), keys.session(workerId));
     redis.disconnect();
   }
 }

@@ -9,6 +9,12 @@ export const keys = {
   input: (id: string) => `worker:${id}:input`,
   output: (id: string) => `worker:${id}:output`,
   heartbeat: (id: string) => `worker:heartbeat:${id}`,
+  /** The wrapper's read position in the input stream (the last entry it took). */
+  inputCursor: (id: string) => `worker:${id}:input:cursor`,
+  /** The task the wrapper was running, while it runs (a restart ends it with an error). */
+  inputRunning: (id: string) => `worker:${id}:input:cursor:running`,
+  /** The agent CLI's session id, resumed by the next prompt. */
+  session: (id: string) => `worker:${id}:session`,
 } as const;
 
 export const CONSUMER_GROUP = 'worker-manager';

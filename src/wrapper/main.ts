@@ -151,16 +151,17 @@ async function main(): Promise<void> {
   const heartbeat = setInterval(() => beat().catch((e: Error) => say(`heartbeat failed: ${e.message}`)), HEARTBEAT_INTERVAL_MS);
 
   // ---- input: the cursor is the last entry taken, kept in Redis so a restart neither replays nor skips.
-  const cursorKey = `${keys.input(workerId)}:cursor`;
-  const sessionKey = `worker:${workerId}:session`;
+  const cursorKey = keys.inputCursor(workerId);
+  const runningKey = keys.inputRunning(workerId);
+  const sessionKey = keys.session(workerId);
   let session = (await redis.get(sessionKey)) ?? undefined;
   let readFrom = (await redis.get(cursorKey)) ?? '0';
   // A task that was running when the wrapper last stopped ends now, so it gets its task_completed.
-  const interrupted = await redis.get(`${cursorKey}:running`);
+  const interrupted = await redis.get(runningKey);
   if (interrupted) {
     sink.push('error', 'the wrapper restarted while this task ran; it was not completed', interrupted);
     sink.push('task_completed', JSON.stringify({ status: 'error', exit_code: -1, duration_ms: 0 }), interrupted);
-    await redis.del(`${cursorKey}:running`);
+    await redis.del(runningKey);
   }
   const queue: Task[] = [];
   const cancelled = new Set<string>();
@@ -216,7 +217,7 @@ async function main(): Promise<void> {
 
   const runTask = async (task: Task): Promise<void> => {
     const started = Date.now();
-    await redis.mset(cursorKey, task.entryId, `${cursorKey}:running`, task.taskId).catch(() => undefined);
+    await redis.mset(cursorKey, task.entryId, runningKey, task.taskId).catch(() => undefined);
     current = { task };
     void beat().catch(() => undefined); // the heartbeat says busy at once, not at the next tick
     lifecycle('busy', task.taskId);
@@ -282,7 +283,7 @@ async function main(): Promise<void> {
     const duration = Date.now() - started;
     sink.push('task_completed', JSON.stringify({ status, exit_code: exitCode, duration_ms: duration }), task.taskId);
     await sink.flush();
-    await redis.del(`${cursorKey}:running`).catch(() => undefined);
+    await redis.del(runningKey).catch(() => undefined);
     current = undefined;
     void beat().catch(() => undefined);
     lifecycle('task_completed', task.taskId, { status, exit_code: exitCode, duration_ms: duration });

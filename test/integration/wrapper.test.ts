@@ -217,6 +217,11 @@ describe('wrapper: the real agent CLIs run prompts from Redis (fake LLM API)', (
     expect(stopped.length).toBeGreaterThan(0);
     await m.client.delete(claudeWorker);
     expect(await containerExists(m.docker, `worker-${claudeWorker}`)).toBe(false);
+    // The finished worker's data-plane keys expire with its status (nothing stays for good).
+    for (const k of [keys.output(claudeWorker), keys.input(claudeWorker), keys.inputCursor(claudeWorker), keys.session(claudeWorker)]) {
+      const ttl = await m.redis.ttl(k);
+      expect([k, ttl > 0 && ttl <= m.config.STATUS_RETENTION_SECONDS]).toEqual([k, true]);
+    }
   });
 
   test('allowed_commands are enforced by Claude Code itself: a command outside the list is denied', async () => {
