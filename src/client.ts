@@ -186,6 +186,7 @@ export class WorkerManagerClient {
         taskQueue: this.config.TEMPORAL_TASK_QUEUE,
         args: [spec],
         workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
+        memo: { docker_host: this.config.DOCKER_HOST_ID, modules: spec.modules, task_id: spec.taskId ?? null },
         typedSearchAttributes: [
           { key: WorkerIdKey, value: spec.workerId },
           { key: AgentTypeKey, value: spec.agentType },

@@ -9,6 +9,7 @@ import Redis from 'ioredis';
 import { CommandAdapter } from './adapter';
 import { WorkerManagerClient } from './client';
 import { ConfigError, dockerTaskQueue, loadConfig, type Config } from './config';
+import { ContainerWatcher } from './containerWatcher';
 import { createLog } from './log';
 import { ensureImageGcSchedule, imageGcScheduleId } from './schedules';
 import { createManagerWorkers } from './worker';
@@ -59,12 +60,16 @@ async function main(): Promise<void> {
     log: createLog('adapter', config.LOG_LEVEL),
   });
 
+  const watcher = new ContainerWatcher(docker, client.temporal, createLog('containers', config.LOG_LEVEL), config.DOCKER_HOST_ID);
+  await watcher.start();
+
   let shuttingDown = false;
   const shutdown = async (signal: string) => {
     if (shuttingDown) return;
     shuttingDown = true;
     log.info(`${signal}: shutting down (in-flight commands finish first)`);
     await adapter.stop();
+    watcher.stop();
     for (const w of workers) w.shutdown();
   };
   process.on('SIGINT', () => void shutdown('SIGINT'));

@@ -46,3 +46,16 @@ export const permitGrantedSignal = defineSignal<[{ pool: string }]>('permitGrant
 /** Changes the number of permits at once; returns the new state. */
 export const setLimitUpdate = defineUpdate<PoolSnapshot, [limit: number]>('setLimit');
 export const capacityQuery = defineQuery<PoolSnapshot>('capacity');
+
+// ---- container exits (src/containerWatcher.ts, from the Docker event stream) ----
+export interface ContainerExit {
+  exit_code: number;
+  oom_killed: boolean;
+  /** The container's last log lines, for the reason a person reads. */
+  logs: string;
+  /** What noticed it: the event stream or a reconciliation at start-up. */
+  source: 'events' | 'reconcile';
+}
+
+/** The worker's container stopped on its own (crash, OOM, killed from outside, finished). */
+export const containerExitedSignal = defineSignal<[ContainerExit]>('containerExited');

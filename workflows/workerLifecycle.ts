@@ -25,6 +25,7 @@ import type { RedisActivities, StatusUpdate } from '../activities/redis';
 import type { ErrorCode, LifecycleEvent, WorkerOutcome, WorkerSpec, WorkerStatus } from '../src/contract';
 import { instructionsFileName, renderInstructions, WORKSPACE_DIR } from '../src/instructions';
 import {
+  containerExitedSignal,
   permitGrantedSignal,
   releaseSignal,
   semaphoreWorkflowId,
@@ -112,6 +113,11 @@ export async function workerLifecycle(spec: WorkerSpec): Promise<WorkerOutcome> 
   setHandler(permitGrantedSignal, () => {
     permitGranted = true;
   });
+  // The container died on its own: only meaningful while we have not asked it to stop.
+  let exited: { exit_code: number; oom_killed: boolean; logs: string } | undefined;
+  setHandler(containerExitedSignal, (exit) => {
+    if (state.stop_reason === null && exited === undefined && state.container_id !== null) exited = exit;
+  });
   setHandler(stateQuery, () => state);
   setHandler(stopSignal, (reason) => {
     if (state.stop_reason !== null) return;
@@ -146,7 +152,7 @@ export async function workerLifecycle(spec: WorkerSpec): Promise<WorkerOutcome> 
     created_at: state.created_at,
   });
 
-  let failure: { code: ErrorCode; message: string } | undefined;
+  let failure: { code: ErrorCode; message: string; reason?: string } | undefined;
   try {
     startScope = new CancellationScope();
     await startScope.run(async () => {
@@ -186,7 +192,16 @@ export async function workerLifecycle(spec: WorkerSpec): Promise<WorkerOutcome> 
     if (spec.initialPrompt !== undefined) {
       await redis.pushInput({ workerId: spec.workerId, content: spec.initialPrompt, taskId: spec.taskId });
     }
-    await condition(() => state.stop_reason !== null);
+    await condition(() => state.stop_reason !== null || exited !== undefined);
+    if (exited && state.stop_reason === null) {
+      const logs = exited.logs ? `; last log lines:\n${exited.logs}` : '';
+      if (exited.oom_killed) {
+        failure = { code: 'INTERNAL', reason: 'oom_killed', message: `oom_killed: the container ran out of memory (limit ${spec.memoryBytes} bytes)${logs}` };
+      } else if (exited.exit_code !== 0) {
+        failure = { code: 'INTERNAL', reason: 'container_exited', message: `the container exited with code ${exited.exit_code}${logs}` };
+      }
+      else state.stop_reason = 'exited';
+    }
   } catch (err) {
     if (isCancellation(err)) {
       state.stop_reason ??= 'cancelled';
@@ -209,11 +224,13 @@ export async function workerLifecycle(spec: WorkerSpec): Promise<WorkerOutcome> 
     if (failure) {
       state.error = failure.message;
       state.error_code = failure.code;
-      await transition('FAILED', 'failed', { stopped_at: state.stopped_at, error: failure.message, error_code: failure.code }, {
+      const reason = failure.reason ?? failure.code.toLowerCase();
+      await transition('FAILED', 'failed', { stopped_at: state.stopped_at, error: failure.message, error_code: failure.code, reason }, {
         code: failure.code,
+        reason,
         message: failure.message,
       });
-      return { worker_id: spec.workerId, status: 'FAILED', reason: failure.message, error: failure };
+      return { worker_id: spec.workerId, status: 'FAILED', reason: failure.message, error: { code: failure.code, message: failure.message } };
     }
     const reason = state.stop_reason ?? 'deleted';
     await transition('STOPPED', 'stopped', { stopped_at: state.stopped_at, reason }, { reason });

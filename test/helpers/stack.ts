@@ -10,6 +10,7 @@ import { DefaultLogger, makeTelemetryFilterString, NativeConnection, Runtime, Wo
 import Docker from 'dockerode';
 import Redis from 'ioredis';
 import { WorkerManagerClient } from '../../src/client';
+import { ContainerWatcher } from '../../src/containerWatcher';
 import { loadConfig, type Config } from '../../src/config';
 import type { StatusObject, WorkerStatus } from '../../src/contract';
 import { createManagerWorkers } from '../../src/worker';
@@ -27,6 +28,20 @@ export function quietTemporalLogs(): void {
     logger: new DefaultLogger('ERROR'),
     telemetryOptions: { logging: { filter: makeTelemetryFilterString({ core: 'ERROR' }) } },
   });
+}
+
+/** Runs a command in a running container (as `worker` unless told otherwise); returns its output. */
+export async function execIn(container: Docker.Container, cmd: string[], user = 'worker'): Promise<string> {
+  const exec = await container.exec({ Cmd: cmd, AttachStdout: true, AttachStderr: true, User: user });
+  const stream = await exec.start({ hijack: true, stdin: false });
+  const chunks: Buffer[] = [];
+  await new Promise<void>((resolve) => {
+    stream.on('data', (c: Buffer) => chunks.push(c));
+    stream.on('end', () => resolve());
+    stream.on('error', () => resolve());
+  });
+  const { demuxLogs } = await import('../../activities/docker');
+  return demuxLogs(Buffer.concat(chunks)).trim();
 }
 
 /** Runs a command in a fresh container of an image (entrypoint replaced) and returns its output. */
@@ -56,6 +71,7 @@ export function testConfig(overrides: Record<string, string> = {}): Config {
 }
 
 export interface RunningManager {
+  watcher: ContainerWatcher;
   config: Config;
   client: WorkerManagerClient;
   redis: Redis;
@@ -74,13 +90,18 @@ export async function startManager(overrides: Record<string, string> = {}): Prom
   const client = await WorkerManagerClient.connect(config);
   const workers = await createManagerWorkers({ connection, config, docker, redis, client: client.temporal, workflowBundlePath: WORKFLOW_BUNDLE });
   const running = workers.map((w) => w.run());
+  const silent = { info() {}, warn() {}, error() {} };
+  const watcher = new ContainerWatcher(docker, client.temporal, silent, config.DOCKER_HOST_ID);
+  await watcher.start();
   return {
+    watcher,
     config,
     client,
     redis,
     docker,
     temporal: client.temporal,
     async stop() {
+      watcher.stop();
       for (const w of workers) w.shutdown();
       await Promise.allSettled(running);
       await client.close();

@@ -9,7 +9,7 @@ import { renderInstructions } from '../../src/instructions';
 import { keys } from '../../src/keys';
 import { WorkerManagerError } from '../../src/errors';
 import { WorkerStatusKey } from '../../workflows/messages';
-import { containerExists, eventually, startManager, waitForStatus, type RunningManager } from '../helpers/stack';
+import { containerExists, eventually, execIn, startManager, waitForStatus, type RunningManager } from '../helpers/stack';
 
 /** Reads one file out of a container through Docker's archive API: content bytes and owner. */
 async function readContainerFile(container: Docker.Container, file: string): Promise<{ content: Buffer; uid: number; gid: number }> {
@@ -29,26 +29,6 @@ async function readContainerFile(container: Docker.Container, file: string): Pro
     ex.on('error', reject);
     stream.pipe(ex);
   });
-}
-
-async function execIn(container: Docker.Container, cmd: string[]): Promise<string> {
-  const exec = await container.exec({ Cmd: cmd, AttachStdout: true, AttachStderr: true });
-  const stream = await exec.start({ hijack: true, stdin: false });
-  const chunks: Buffer[] = [];
-  await new Promise<void>((resolve, reject) => {
-    stream.on('data', (c: Buffer) => chunks.push(c));
-    stream.on('end', resolve);
-    stream.on('error', reject);
-  });
-  const raw = Buffer.concat(chunks);
-  // Strip the 8-byte multiplexing headers.
-  const out: Buffer[] = [];
-  for (let i = 0; i + 8 <= raw.length; ) {
-    const len = raw.readUInt32BE(i + 4);
-    out.push(raw.subarray(i + 8, i + 8 + len));
-    i += 8 + len;
-  }
-  return Buffer.concat(out).toString('utf8').trim();
 }
 
 describe('worker lifecycle on the real stack (client API)', () => {

@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process';
 import os from 'node:os';
 import { keys } from '../../src/keys';
 import { startFakeAnthropic, type FakeAnthropic, type FakeRequest } from '../fixtures/fakeAnthropic';
-import { containerExists, eventually, startManager, waitForStatus, type RunningManager } from '../helpers/stack';
+import { containerExists, eventually, execIn, startManager, waitForStatus, type RunningManager } from '../helpers/stack';
 
 interface Out {
   id: string;
@@ -128,14 +128,7 @@ describe('wrapper: the real agent CLIs run prompts from Redis (fake LLM API)', (
     expect(use).toMatchObject({ name: 'Bash', input: { command: expect.stringContaining('agent.txt') } });
     expect(JSON.parse(events.find((e) => e.type === 'tool_result')!.content)).toMatchObject({ is_error: false });
     expect(events.find((e) => e.type === 'result')?.content).toBe('tool done');
-    const exec = await m.docker.getContainer(`worker-${claudeWorker}`).exec({ Cmd: ['cat', '/workspace/agent.txt'], AttachStdout: true });
-    const stream = await exec.start({ hijack: true, stdin: false });
-    const chunks: Buffer[] = [];
-    await new Promise((r) => {
-      stream.on('data', (c: Buffer) => chunks.push(c));
-      stream.on('end', r);
-    });
-    expect(Buffer.concat(chunks).subarray(8).toString()).toBe('made-by-agent\n');
+    expect(await execIn(m.docker.getContainer(`worker-${claudeWorker}`), ['cat', '/workspace/agent.txt'])).toBe('made-by-agent');
   });
 
   test('a second prompt continues the same session', async () => {
@@ -205,12 +198,10 @@ describe('wrapper: the real agent CLIs run prompts from Redis (fake LLM API)', (
     const slow = await send(claudeWorker, '[slow] until stopped');
     await eventually('the task to start', async () => (await output(claudeWorker)).some((e) => e.task_id === slow && e.type === 'task_started'));
     const container = m.docker.getContainer(`worker-${claudeWorker}`);
+    // Wait on the exit itself: once it has exited, the workflow hears of it and removes the container.
+    const exited = container.wait() as Promise<{ StatusCode: number }>;
     await container.kill({ signal: 'SIGTERM' });
-    const info = await eventually('the container to exit', async () => {
-      const i = await container.inspect();
-      return i.State.Running ? undefined : i;
-    }, { timeoutMs: 30_000 });
-    expect(info.State.ExitCode).toBe(0);
+    expect((await exited).StatusCode).toBe(0);
     const { done } = await completed(claudeWorker, slow, 5_000);
     expect(done.status).toBe('cancelled');
     const stopped = (await m.redis.xrange(keys.lifecycle, '-', '+')).filter(([, f]) => f[1] === claudeWorker && f[3] === 'stopped');
@@ -229,14 +220,7 @@ describe('wrapper: the real agent CLIs run prompts from Redis (fake LLM API)', (
     const taskId = await send(w, 'do it [forbidden]');
     const { events } = await completed(w, taskId);
     expect(JSON.parse(events.find((e) => e.type === 'tool_result')!.content).is_error).toBe(true);
-    const ls = await m.docker.getContainer(`worker-${w}`).exec({ Cmd: ['ls', '/workspace'], AttachStdout: true });
-    const stream = await ls.start({ hijack: true, stdin: false });
-    let listing = '';
-    await new Promise((r) => {
-      stream.on('data', (c: Buffer) => (listing += c.toString()));
-      stream.on('end', r);
-    });
-    expect(listing).not.toContain('forbidden.txt');
+    expect(await execIn(m.docker.getContainer(`worker-${w}`), ['ls', '/workspace'])).not.toContain('forbidden.txt');
     await m.client.delete(w);
   });
 

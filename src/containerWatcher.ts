@@ -1,0 +1,126 @@
+/**
+ * Watches the Docker event stream (not a polling loop) for managed containers that die, and
+ * tells their workflows. At start and after every reconnect it reconciles what it may have
+ * missed: exited managed containers, and RUNNING workers whose container is gone.
+ */
+import { WorkflowNotFoundError, type Client } from '@temporalio/client';
+import type Docker from 'dockerode';
+import { LABELS, demuxLogs } from '../activities/docker';
+import type { Log } from './adapter';
+import { workflowIdFor } from './ids';
+import { containerExitedSignal, type ContainerExit } from '../workflows/messages';
+
+const LOG_TAIL = 30;
+
+interface DockerEvent {
+  Action?: string;
+  id?: string;
+  Actor?: { ID?: string; Attributes?: Record<string, string> };
+}
+
+export class ContainerWatcher {
+  private stream?: NodeJS.ReadableStream & { destroy?: () => void };
+  private stopped = false;
+  private backoff = 500;
+
+  constructor(
+    private readonly docker: Docker,
+    private readonly temporal: Client,
+    private readonly log: Log,
+    /** Only this Docker host's workers are reconciled (their memo names the host). */
+    private readonly dockerHostId: string,
+  ) {}
+
+  async start(): Promise<void> {
+    await this.connect();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.stream?.destroy?.();
+  }
+
+  private async connect(): Promise<void> {
+    if (this.stopped) return;
+    try {
+      const stream = (await this.docker.getEvents({
+        filters: { type: ['container'], event: ['die'], label: [`${LABELS.managed}=true`] },
+      })) as NodeJS.ReadableStream & { destroy?: () => void };
+      this.stream = stream;
+      let pending = '';
+      stream.on('data', (chunk: Buffer) => {
+        pending += chunk.toString('utf8');
+        const lines = pending.split('\n');
+        pending = lines.pop() ?? '';
+        for (const line of lines.filter(Boolean)) {
+          try {
+            void this.onDie(JSON.parse(line) as DockerEvent, 'events');
+          } catch {
+            this.log.warn('unreadable Docker event', { line: line.slice(0, 200) });
+          }
+        }
+      });
+      const again = (why: string) => {
+        if (this.stopped || this.stream !== stream) return;
+        this.stream = undefined;
+        this.log.warn('Docker event stream ended; reconnecting', { why, retry_in_ms: this.backoff });
+        setTimeout(() => void this.connect(), this.backoff);
+        this.backoff = Math.min(this.backoff * 2, 30_000);
+      };
+      stream.on('end', () => again('end'));
+      stream.on('error', (err: Error) => again(err.message));
+      this.backoff = 500;
+      // Subscribed first, reconciled second: a death in between is seen at least once.
+      await this.reconcile();
+    } catch (err) {
+      this.log.warn('cannot watch Docker events yet; retrying', { error: (err as Error).message, retry_in_ms: this.backoff });
+      setTimeout(() => void this.connect(), this.backoff);
+      this.backoff = Math.min(this.backoff * 2, 30_000);
+    }
+  }
+
+  /** Exited managed containers, and RUNNING workers whose container has vanished. */
+  async reconcile(): Promise<number> {
+    let told = 0;
+    const containers = await this.docker.listContainers({ all: true, filters: { label: [`${LABELS.managed}=true`] } });
+    for (const c of containers) {
+      if (c.State === 'exited' || c.State === 'dead') {
+        await this.onDie({ id: c.Id, Actor: { ID: c.Id, Attributes: c.Labels } }, 'reconcile');
+        told++;
+      }
+    }
+    const present = new Set(containers.map((c) => c.Labels[LABELS.workerId]).filter(Boolean));
+    for await (const wf of this.temporal.workflow.list({ query: 'WorkflowType="workerLifecycle" AND ExecutionStatus="Running" AND WorkerStatus="RUNNING"' })) {
+      const workerId = wf.workflowId.replace(/^worker-/, '');
+      if (present.has(workerId) || wf.memo?.docker_host !== this.dockerHostId) continue;
+      await this.tell(workerId, { exit_code: -1, oom_killed: false, logs: 'the container is gone (removed while the manager was not watching)', source: 'reconcile' });
+      told++;
+    }
+    return told;
+  }
+
+  private async onDie(evt: DockerEvent, source: ContainerExit['source']): Promise<void> {
+    const id = evt.Actor?.ID ?? evt.id;
+    const workerId = evt.Actor?.Attributes?.[LABELS.workerId];
+    if (!id || !workerId) return;
+    let exit: ContainerExit = { exit_code: Number(evt.Actor?.Attributes?.exitCode ?? -1), oom_killed: false, logs: '', source };
+    try {
+      const info = await this.docker.getContainer(id).inspect();
+      if (info.State.Running) return; // restarted meanwhile
+      const buf = (await this.docker.getContainer(id).logs({ stdout: true, stderr: true, tail: LOG_TAIL })) as unknown as Buffer;
+      exit = { exit_code: info.State.ExitCode, oom_killed: info.State.OOMKilled, logs: demuxLogs(buf).trim(), source };
+    } catch {
+      /* removed already: what the event said is all there is */
+    }
+    await this.tell(workerId, exit);
+  }
+
+  private async tell(workerId: string, exit: ContainerExit): Promise<void> {
+    try {
+      await this.temporal.workflow.getHandle(workflowIdFor(workerId)).signal(containerExitedSignal, exit);
+      this.log.info('container exit reported to its workflow', { worker_id: workerId, exit_code: exit.exit_code, oom_killed: exit.oom_killed, source: exit.source });
+    } catch (err) {
+      if (!(err instanceof WorkflowNotFoundError)) this.log.warn('could not report a container exit', { worker_id: workerId, error: (err as Error).message });
+    }
+  }
+}

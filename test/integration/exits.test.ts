@@ -1,0 +1,64 @@
+/**
+ * Containers that stop on their own are noticed through the Docker event stream (and, for what
+ * happened while nobody watched, by reconciliation), and their workers end truthfully.
+ */
+import { ContainerWatcher } from '../../src/containerWatcher';
+import { containerExists, eventually, execIn, startManager, waitForStatus, type RunningManager } from '../helpers/stack';
+
+describe('container exits (Docker events)', () => {
+  let m: RunningManager;
+  beforeAll(async () => {
+    m = await startManager({ MAX_CONCURRENT_WORKERS: '3' });
+  });
+  afterAll(async () => m?.stop());
+
+  test('a container killed from outside ends FAILED with its exit code; the container and permit are freed', async () => {
+    const { worker_id: id } = await m.client.create({ agent_type: 'CLAUDE' });
+    await waitForStatus(m.client, id, ['RUNNING']);
+    await m.docker.getContainer(`worker-${id}`).kill({ signal: 'SIGKILL' });
+    const st = await waitForStatus(m.client, id, ['FAILED']);
+    expect(st.error).toContain('exited with code 137');
+    expect((await m.redis.hget(`worker:status:${id}`, 'reason'))).toBe('container_exited');
+    expect(await containerExists(m.docker, `worker-${id}`)).toBe(false);
+    await eventually('the permit back', async () => (await m.client.capacity()).holders.every((h) => h.id !== `worker-${id}`));
+  });
+
+  test('a memory hog under a small limit ends FAILED with reason oom_killed', async () => {
+    const { worker_id: id } = await m.client.create({ agent_type: 'CLAUDE', resources: { memory: '160m' } });
+    await waitForStatus(m.client, id, ['RUNNING']);
+    const c = m.docker.getContainer(`worker-${id}`);
+    // Make PID 1 the OOM killer's choice, then allocate far past the limit.
+    await execIn(c, ['sh', '-c', 'echo 1000 > /proc/1/oom_score_adj; python3 -c "b = bytearray(600 * 1024 * 1024); b[::4096] = b\'x\' * len(b[::4096])"']);
+    const st = await waitForStatus(m.client, id, ['FAILED']);
+    expect(st.error).toContain('oom_killed');
+    expect(await m.redis.hget(`worker:status:${id}`, 'reason')).toBe('oom_killed');
+    expect(await containerExists(m.docker, `worker-${id}`)).toBe(false);
+  });
+
+  test('a wrapper that exits cleanly ends the worker STOPPED with reason exited', async () => {
+    const { worker_id: id } = await m.client.create({ agent_type: 'CLAUDE' });
+    await waitForStatus(m.client, id, ['RUNNING']);
+    await m.docker.getContainer(`worker-${id}`).kill({ signal: 'SIGTERM' });
+    const st = await waitForStatus(m.client, id, ['STOPPED']);
+    expect(await m.redis.hget(`worker:status:${id}`, 'reason')).toBe('exited');
+    expect(st.error).toBeNull();
+    expect(await containerExists(m.docker, `worker-${id}`)).toBe(false);
+  });
+
+  test('reconciliation reports a container that vanished while nobody watched', async () => {
+    const { worker_id: id } = await m.client.create({ agent_type: 'CLAUDE' });
+    await waitForStatus(m.client, id, ['RUNNING']);
+    m.watcher.stop(); // as if the manager were down
+    await m.docker.getContainer(`worker-${id}`).remove({ force: true });
+    await new Promise((r) => setTimeout(r, 1000));
+    expect((await m.client.status(id)).status).toBe('RUNNING'); // nobody noticed
+    await eventually('visibility to show it RUNNING', async () => {
+      for await (const wf of m.temporal.workflow.list({ query: `WorkflowId="worker-${id}" AND WorkerStatus="RUNNING"` })) return wf !== undefined;
+      return false;
+    });
+    const again = new ContainerWatcher(m.docker, m.temporal, { info() {}, warn() {}, error() {} }, m.config.DOCKER_HOST_ID);
+    expect(await again.reconcile()).toBeGreaterThanOrEqual(1);
+    const st = await waitForStatus(m.client, id, ['FAILED']);
+    expect(st.error).toContain('the container is gone');
+  });
+});
