@@ -246,11 +246,29 @@ export function createDockerActivities(deps: DockerDeps) {
       }
     },
 
+    /** Freezes the container (idle pause); its memory stays. Already paused is fine. */
+    async pauseContainer(input: { containerId: string }): Promise<void> {
+      const c = docker.getContainer(input.containerId);
+      const info = await c.inspect();
+      if (info.State.Paused) return;
+      if (!info.State.Running) throw ApplicationFailure.create({ type: 'INTERNAL', nonRetryable: true, message: 'the container is not running' });
+      await c.pause();
+    },
+
+    /** Thaws a paused container. Not paused is fine. */
+    async unpauseContainer(input: { containerId: string }): Promise<void> {
+      const c = docker.getContainer(input.containerId);
+      if (!(await c.inspect()).State.Paused) return;
+      await c.unpause();
+    },
+
     /** Stops (SIGTERM, then SIGKILL after the grace period) and removes the worker's container. */
     async removeContainer(input: { workerId: string; graceSeconds: number }): Promise<{ removed: boolean }> {
       const name = containerNameFor(input.workerId);
       const c = docker.getContainer(name);
       try {
+        // A paused container cannot take SIGTERM: thaw it first so the wrapper shuts down cleanly.
+        if ((await c.inspect()).State.Paused) await c.unpause();
         await c.stop({ t: input.graceSeconds });
       } catch (err) {
         if (statusCode(err) === 404) return { removed: false };

@@ -59,6 +59,37 @@ export function createRedisActivities(deps: RedisDeps) {
       await tx.exec();
     },
 
+    /**
+     * How active a worker has been: busy (its heartbeat says so, or input waits unread) and the
+     * time of its latest input or output entry. The idle timer asks this instead of being told
+     * about every event, so a flood of output costs the workflow nothing.
+     */
+    async workerActivity(input: { workerId: string }): Promise<{ busy: boolean; lastActivityMs: number }> {
+      const id = input.workerId;
+      const [beat, lastIn, lastOut, cursor] = await Promise.all([
+        redis.get(keys.heartbeat(id)),
+        redis.xrevrange(keys.input(id), '+', '-', 'COUNT', 1),
+        redis.xrevrange(keys.output(id), '+', '-', 'COUNT', 1),
+        redis.get(keys.inputCursor(id)),
+      ]);
+      const ms = (entryId?: string) => (entryId ? Number(entryId.split('-')[0]) : 0);
+      const after = (a: string, b: string) => {
+        const [am, as] = a.split('-').map(Number) as [number, number];
+        const [bm, bs] = b.split('-').map(Number) as [number, number];
+        return am > bm || (am === bm && as > bs);
+      };
+      const inId = lastIn[0]?.[0];
+      // Input the wrapper has not taken yet is work waiting: not idle.
+      const unread = inId !== undefined && (cursor === null || after(inId, cursor));
+      let busy = unread;
+      try {
+        busy ||= (JSON.parse(beat ?? '{}') as { state?: string }).state === 'busy';
+      } catch {
+        /* an unreadable heartbeat says nothing */
+      }
+      return { busy, lastActivityMs: Math.max(ms(inId), ms(lastOut[0]?.[0])) };
+    },
+
     /** Headless mode: the create's initial prompt goes to the worker's input stream once it runs. */
     async pushInput(input: { workerId: string; content: string; taskId?: string }): Promise<void> {
       const entry = ['type', 'prompt', 'content', input.content];

@@ -2,7 +2,7 @@
  * `npm run bench [-- --quick]`: measures against the real stack and writes bench/results.json
  * and bench/results.md. Timings live here, never in tests.
  */
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -19,12 +19,14 @@ import { WorkerManagerClient } from '../src/client';
 import { loadConfig, type Config } from '../src/config';
 import { keys } from '../src/keys';
 import { createManagerWorkers } from '../src/worker';
+import { WakeWatcher } from '../src/wakeWatcher';
+import { startFakeAnthropic } from '../test/fixtures/fakeAnthropic';
 import { WRAPPER_NODE_FLAGS } from '../src/dockerfile';
 import { acquireSignal, releaseSignal, semaphoreWorkflowId } from '../workflows/messages';
 import { summarize, type Summary } from './stats';
 
 const quick = process.argv.includes('--quick');
-/** `--only NAME` runs one section: images, wrapper, semaphore, release. */
+/** `--only NAME` runs one section: images, wrapper, semaphore, release, wake. */
 const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
 const wanted = (name: string) => !only || only === name;
 const ROOT = path.resolve(__dirname, __dirname.includes(`${path.sep}dist${path.sep}`) ? '../..' : '..');
@@ -298,6 +300,68 @@ async function wrapperFlood(config: Config): Promise<void> {
   }
 }
 
+/** Input written to a PAUSED worker -> its first output event; idle deadline -> paused. */
+async function wakeLatency(config: Config): Promise<void> {
+  const rounds = quick ? 3 : 8;
+  log(`wake latency: ${rounds} pause/wake rounds of a real worker (fake LLM API)`);
+  const gateway = /inet (\d+\.\d+\.\d+\.\d+)/.exec(execFileSync('ip', ['-4', '-o', 'addr', 'show', 'docker0'], { encoding: 'utf8' }))?.[1] ?? '172.17.0.1';
+  const fake = await startFakeAnthropic(gateway, () => ({ text: '<result>ok</result>' }));
+  const cfg: Config = { ...config, TEMPORAL_TASK_QUEUE: `bench-${randomUUID().slice(0, 8)}`, ANTHROPIC_BASE_URL: fake.url, ANTHROPIC_API_KEY: 'bench' };
+  const docker = new Docker();
+  const redis = new Redis(cfg.REDIS_URL);
+  const native = await NativeConnection.connect({ address: cfg.TEMPORAL_ADDRESS });
+  const wm = await WorkerManagerClient.connect(cfg);
+  const workers = await createManagerWorkers({ connection: native, config: cfg, docker, redis, client: wm.temporal });
+  const running = workers.map((w) => w.run());
+  const waker = new WakeWatcher(cfg.REDIS_URL, redis, wm.temporal, { info() {}, warn() {}, error() {} }, 30);
+  await waker.start();
+  const wake: number[] = [];
+  const pauseLag: number[] = [];
+  const idleS = 1;
+  const statusIs = async (id: string, s: string) => {
+    const deadline = Date.now() + 120_000;
+    for (;;) {
+      const st = await wm.status(id);
+      if (st.status === 'FAILED') throw new Error(`worker FAILED: ${st.error}`);
+      if (st.status === s) return;
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${s}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+  try {
+    const { worker_id: id } = await wm.create({ agent_type: 'CLAUDE', idle_timeout_s: idleS });
+    for (let i = 0; i < rounds; i++) {
+      await statusIs(id, 'PAUSED');
+      const life = await redis.xrevrange(keys.lifecycle, '+', '-', 'COUNT', 200);
+      const pausedAt = life.find(([, f]) => f[1] === id && f[3] === 'paused');
+      const lastOut = (await redis.xrevrange(keys.output(id), '+', '-', 'COUNT', 1))[0];
+      if (pausedAt && lastOut) pauseLag.push(Number(pausedAt[0].split('-')[0]) - Number(lastOut[0].split('-')[0]) - idleS * 1000);
+      const entry = (await redis.xadd(keys.input(id), '*', 'type', 'prompt', 'content', `round ${i}`, 'task_id', `wake-${i}`)) as string;
+      let first: string | undefined;
+      while (!first) {
+        const out = await redis.xrange(keys.output(id), `(${entry}`, '+', 'COUNT', 1);
+        first = out[0]?.[0];
+        if (!first) await new Promise((r) => setTimeout(r, 5));
+      }
+      wake.push(Number(first.split('-')[0]) - Number(entry.split('-')[0]));
+      // Let the task finish, so the next pause is a real idle one.
+      while (!(await redis.xrevrange(keys.output(id), '+', '-', 'COUNT', 1))[0]?.[1].includes('task_completed')) await new Promise((r) => setTimeout(r, 20));
+    }
+    await wm.delete(id);
+  } finally {
+    waker.stop();
+    for (const w of workers) w.shutdown();
+    await Promise.allSettled(running);
+    await wm.close();
+    await native.close();
+    redis.disconnect();
+    await fake.close();
+  }
+  const w = summarize(wake);
+  rows.push({ name: 'wake: input written to a PAUSED worker -> its first output event', unit: 'ms', summary: w, target: 'p50 < 300 ms', met: w.p50 < 300, note: 'keyspace notification, wake signal, docker unpause, wrapper reads the input' });
+  rows.push({ name: 'pause: idle deadline -> paused event', unit: 'ms', summary: summarize(pauseLag), note: `idle_timeout_s ${idleS}; the workflow's idle timer plus an activity check and docker pause` });
+}
+
 function markdown(): string {
   const lines = [
     `# Benchmarks (${quick ? 'quick' : 'full'} run, ${new Date().toISOString()})`,
@@ -327,6 +391,7 @@ async function main(): Promise<void> {
   if (wanted('wrapper')) await wrapperFlood(config);
   if (wanted('semaphore')) await semaphoreThroughput(config);
   if (wanted('release')) await releaseToNextStart(config);
+  if (wanted('wake')) await wakeLatency(config);
   const out = path.join(ROOT, 'bench');
   writeFileSync(path.join(out, 'results.json'), JSON.stringify({ generated_at: new Date().toISOString(), quick, cpus: os.cpus().length, node: process.version, rows }, null, 2) + '\n');
   const md = markdown();

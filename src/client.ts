@@ -11,6 +11,7 @@ import { capacityPool, dockerTaskQueue, loadConfig, type Config } from './config
 import {
   CreatePayload,
   describeIssues,
+  LIMITS,
   ListPayload,
   parseMemory,
   STATUS_FIELDS,
@@ -26,6 +27,7 @@ import {
 import { toContractError, WorkerManagerError } from './errors';
 import { newRequestId, workerIdForRequest, workflowIdFor } from './ids';
 import { keys } from './keys';
+import { wakeIfPaused } from './wakeWatcher';
 import type { workerLifecycle } from '../workflows/workerLifecycle';
 import {
   AgentTypeKey,
@@ -171,6 +173,7 @@ export class WorkerManagerClient {
       readyTimeoutS: c.WORKER_READY_TIMEOUT_SECONDS,
       capacityPool: capacityPool(c),
       creationTimeoutS: c.WORKER_CREATION_TIMEOUT_SECONDS,
+      holdPermitWhilePaused: c.PAUSED_WORKERS_HOLD_PERMITS,
     };
   }
 
@@ -295,6 +298,31 @@ export class WorkerManagerClient {
         args: [imageGcInput(this.config, opts.dryRun ?? false)],
         staticSummary: opts.dryRun ? 'image GC (dry run, on demand)' : 'image GC (on demand)',
       });
+    } catch (err) {
+      throw toContractError(err);
+    }
+  }
+
+  /**
+   * Sends a prompt (or a cancel) to a worker's input stream, the data plane orchestrators also
+   * write directly, and wakes the worker at once if it is PAUSED. Returns the task id.
+   */
+  async sendInput(workerId: string, input: { content?: string; task_id?: string; timeout_s?: number; type?: 'prompt' | 'cancel' }): Promise<{ task_id: string; entry_id: string }> {
+    const id = parseWorkerId(workerId);
+    const type = input.type ?? 'prompt';
+    const problems: Record<string, string> = {};
+    if (type === 'prompt' && (input.content === undefined || Buffer.byteLength(input.content) > LIMITS.promptBytes)) problems.content = `required, at most ${LIMITS.promptBytes} bytes`;
+    if (type === 'cancel' && !input.task_id) problems.task_id = 'required to cancel';
+    if (input.timeout_s !== undefined && !(Number.isInteger(input.timeout_s) && input.timeout_s > 0)) problems.timeout_s = 'must be a whole number of seconds above 0';
+    if (Object.keys(problems).length) throw invalid(problems);
+    const taskId = input.task_id ?? `task-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+    const fields = ['type', type, 'task_id', taskId];
+    if (input.content !== undefined) fields.push('content', input.content);
+    if (input.timeout_s !== undefined) fields.push('timeout_s', String(input.timeout_s));
+    try {
+      const entryId = (await this.redis.xadd(keys.input(id), '*', ...fields)) as string;
+      await wakeIfPaused(this.redis, this.temporal, id);
+      return { task_id: taskId, entry_id: entryId };
     } catch (err) {
       throw toContractError(err);
     }

@@ -41,6 +41,13 @@ export const ConfigSchema = z.object({
     IDLE_TIMEOUT_SECONDS: int(600),
     SESSION_TIMEOUT_SECONDS: int(1800),
     WORKER_CREATION_TIMEOUT_SECONDS: int(300),
+    /**
+     * Whether PAUSED workers keep their permit. Default true: a paused container still holds its
+     * memory. With false, pausing frees the slot and waking waits for one again.
+     */
+    PAUSED_WORKERS_HOLD_PERMITS: z.enum(['true', 'false'], { message: 'must be true or false' }).default('true').transform((v) => v === 'true'),
+    /** Seconds between checks for input to PAUSED workers that a keyspace notification missed. */
+    WAKE_POLL_SECONDS: int(30),
     /** How often the capacity semaphore checks that permit holders' workflows are still running. */
     PERMIT_RECLAIM_SECONDS: int(30),
     WORKER_READY_TIMEOUT_SECONDS: int(60),

@@ -189,6 +189,8 @@ export interface WorkerSpec {
   capacityPool: string;
   /** How long a create may wait in the creation queue before it fails with CAPACITY_TIMEOUT. */
   creationTimeoutS: number;
+  /** Whether a PAUSED worker keeps its permit (its container keeps its memory). */
+  holdPermitWhilePaused: boolean;
 }
 
 export interface WorkerOutcome {

@@ -11,6 +11,7 @@ import { WorkerManagerClient } from './client';
 import { ConfigError, dockerTaskQueue, loadConfig, type Config } from './config';
 import { ContainerWatcher } from './containerWatcher';
 import { createLog } from './log';
+import { WakeWatcher } from './wakeWatcher';
 import { ensureImageGcSchedule, imageGcScheduleId } from './schedules';
 import { createManagerWorkers } from './worker';
 
@@ -62,6 +63,8 @@ async function main(): Promise<void> {
 
   const watcher = new ContainerWatcher(docker, client.temporal, createLog('containers', config.LOG_LEVEL), config.DOCKER_HOST_ID);
   await watcher.start();
+  const waker = new WakeWatcher(config.REDIS_URL, redis, client.temporal, createLog('wake', config.LOG_LEVEL), config.WAKE_POLL_SECONDS);
+  await waker.start();
 
   let shuttingDown = false;
   const shutdown = async (signal: string) => {
@@ -70,6 +73,7 @@ async function main(): Promise<void> {
     log.info(`${signal}: shutting down (in-flight commands finish first)`);
     await adapter.stop();
     watcher.stop();
+    waker.stop();
     for (const w of workers) w.shutdown();
   };
   process.on('SIGINT', () => void shutdown('SIGINT'));

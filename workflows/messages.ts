@@ -59,3 +59,6 @@ export interface ContainerExit {
 
 /** The worker's container stopped on its own (crash, OOM, killed from outside, finished). */
 export const containerExitedSignal = defineSignal<[ContainerExit]>('containerExited');
+
+/** Thaws a PAUSED worker (sent when input arrives for it). Ignored when it is not paused. */
+export const wakeSignal = defineSignal('wake');

@@ -31,6 +31,7 @@ import {
   semaphoreWorkflowId,
   stateQuery,
   stopSignal,
+  wakeSignal,
   WorkerStatusKey,
   type WorkerState,
 } from './messages';
@@ -113,6 +114,10 @@ export async function workerLifecycle(spec: WorkerSpec): Promise<WorkerOutcome> 
   setHandler(permitGrantedSignal, () => {
     permitGranted = true;
   });
+  let wakeRequested = false;
+  setHandler(wakeSignal, () => {
+    wakeRequested = true;
+  });
   // The container died on its own: only meaningful while we have not asked it to stop.
   let exited: { exit_code: number; oom_killed: boolean; logs: string } | undefined;
   setHandler(containerExitedSignal, (exit) => {
@@ -142,6 +147,48 @@ export async function workerLifecycle(spec: WorkerSpec): Promise<WorkerOutcome> 
       detail,
       final: status === 'STOPPED' || status === 'FAILED',
     });
+  };
+
+  const ended = () => state.stop_reason !== null || exited !== undefined;
+  const releasePermit = () =>
+    getExternalWorkflowHandle(semaphoreWorkflowId(spec.capacityPool))
+      .signal(releaseSignal, { id: workflowInfo().workflowId })
+      .catch(() => undefined); // the semaphore is gone: nothing to free
+
+  /**
+   * RUNNING until idle for idleTimeoutS (no task running, no input or output), then PAUSED until
+   * input wakes it (RUNNING again) or sessionTimeoutS passes (stopped: session_timeout).
+   */
+  const runUntilEnded = async (): Promise<void> => {
+    const idleMs = spec.idleTimeoutS * 1000;
+    let runningSince = Date.now();
+    while (!ended()) {
+      const { busy, lastActivityMs } = await redis.workerActivity({ workerId: spec.workerId });
+      const idleFor = Date.now() - Math.max(lastActivityMs, runningSince);
+      if (busy || idleFor < idleMs) {
+        // A running task is never paused, however long it takes: look again later.
+        await condition(ended, busy ? idleMs : Math.max(1_000, idleMs - idleFor));
+        continue;
+      }
+      await docker.pauseContainer({ containerId: state.container_id as string });
+      if (!spec.holdPermitWhilePaused) await releasePermit();
+      wakeRequested = false;
+      await transition('PAUSED', 'paused', { last_activity_at: new Date(Math.max(lastActivityMs, runningSince)).toISOString() }, { idle_s: Math.round(idleFor / 1000) });
+      if (!(await condition(() => wakeRequested || ended(), `${spec.sessionTimeoutS} seconds`))) {
+        state.stop_reason = 'session_timeout';
+        return;
+      }
+      if (ended()) return;
+      if (!spec.holdPermitWhilePaused) {
+        permitGranted = false;
+        await capacity.requestPermit({ pool: spec.capacityPool, id: workflowInfo().workflowId, deadline: Date.now() + spec.creationTimeoutS * 1000 });
+        await condition(() => permitGranted || ended());
+        if (ended()) return;
+      }
+      await docker.unpauseContainer({ containerId: state.container_id as string });
+      runningSince = Date.now();
+      await transition('RUNNING', 'resumed', { last_activity_at: now() });
+    }
   };
 
   await transition('STARTING', 'starting', {
@@ -192,7 +239,7 @@ export async function workerLifecycle(spec: WorkerSpec): Promise<WorkerOutcome> 
     if (spec.initialPrompt !== undefined) {
       await redis.pushInput({ workerId: spec.workerId, content: spec.initialPrompt, taskId: spec.taskId });
     }
-    await condition(() => state.stop_reason !== null || exited !== undefined);
+    await runUntilEnded();
     if (exited && state.stop_reason === null) {
       const logs = exited.logs ? `; last log lines:\n${exited.logs}` : '';
       if (exited.oom_killed) {
@@ -214,12 +261,7 @@ export async function workerLifecycle(spec: WorkerSpec): Promise<WorkerOutcome> 
   return await CancellationScope.nonCancellable(async () => {
     await transition(state.status, 'stopping', {}, { reason: failure ? 'failed' : state.stop_reason });
     await cleanup.removeContainer({ workerId: spec.workerId, graceSeconds: spec.stopGraceSeconds });
-    if (permitRequested) {
-      // Frees the slot (or leaves the queue). If the semaphore is gone there is nothing to free.
-      await getExternalWorkflowHandle(semaphoreWorkflowId(spec.capacityPool))
-        .signal(releaseSignal, { id: workflowInfo().workflowId })
-        .catch(() => undefined);
-    }
+    if (permitRequested) await releasePermit(); // frees the slot, or leaves the queue
     state.stopped_at = now();
     if (failure) {
       state.error = failure.message;

@@ -2,7 +2,9 @@
  * Test helpers against the real stack that scripts/test.sh brings up (Temporal dev server,
  * Redis, Docker). Each test file gets its own task queues so files never steal each other's tasks.
  */
+import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import os from 'node:os';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
@@ -11,6 +13,7 @@ import Docker from 'dockerode';
 import Redis from 'ioredis';
 import { WorkerManagerClient } from '../../src/client';
 import { ContainerWatcher } from '../../src/containerWatcher';
+import { WakeWatcher } from '../../src/wakeWatcher';
 import { loadConfig, type Config } from '../../src/config';
 import type { StatusObject, WorkerStatus } from '../../src/contract';
 import { createManagerWorkers } from '../../src/worker';
@@ -93,6 +96,8 @@ export async function startManager(overrides: Record<string, string> = {}): Prom
   const silent = { info() {}, warn() {}, error() {} };
   const watcher = new ContainerWatcher(docker, client.temporal, silent, config.DOCKER_HOST_ID);
   await watcher.start();
+  const waker = new WakeWatcher(config.REDIS_URL, redis, client.temporal, silent, config.WAKE_POLL_SECONDS);
+  await waker.start();
   return {
     watcher,
     config,
@@ -102,6 +107,7 @@ export async function startManager(overrides: Record<string, string> = {}): Prom
     temporal: client.temporal,
     async stop() {
       watcher.stop();
+      waker.stop();
       for (const w of workers) w.shutdown();
       await Promise.allSettled(running);
       await client.close();
@@ -188,4 +194,14 @@ export async function containerExists(docker: Docker, nameOrId: string): Promise
     if ((err as { statusCode?: number }).statusCode === 404) return false;
     throw err;
   }
+}
+
+/** The host's address on docker0: what host.docker.internal reaches from worker containers. */
+export function bridgeAddress(): string {
+  const a = os.networkInterfaces().docker0?.find((i) => i.family === 'IPv4');
+  if (a) return a.address;
+  // Node leaves out interfaces without carrier (docker0 while no container uses the default bridge).
+  const m = /inet (\d+\.\d+\.\d+\.\d+)/.exec(execFileSync('ip', ['-4', '-o', 'addr', 'show', 'docker0'], { encoding: 'utf8' }));
+  if (!m) throw new Error('no address on docker0: is the Docker engine running?');
+  return m[1]!;
 }

@@ -3,11 +3,9 @@
  * Anthropic API: prompts from Redis in, contract output events out.
  */
 import { randomUUID } from 'node:crypto';
-import { execFileSync } from 'node:child_process';
-import os from 'node:os';
 import { keys } from '../../src/keys';
 import { startFakeAnthropic, type FakeAnthropic, type FakeRequest } from '../fixtures/fakeAnthropic';
-import { containerExists, eventually, execIn, startManager, waitForStatus, type RunningManager } from '../helpers/stack';
+import { bridgeAddress, containerExists, eventually, execIn, startManager, waitForStatus, type RunningManager } from '../helpers/stack';
 
 interface Out {
   id: string;
@@ -15,16 +13,6 @@ interface Out {
   content: string;
   task_id: string;
   seq: number;
-}
-
-/** The host's address on docker0: what host.docker.internal reaches from worker containers. */
-function bridgeAddress(): string {
-  const a = os.networkInterfaces().docker0?.find((i) => i.family === 'IPv4');
-  if (a) return a.address;
-  // Node leaves out interfaces without carrier (docker0 while no container uses the default bridge).
-  const m = /inet (\d+\.\d+\.\d+\.\d+)/.exec(execFileSync('ip', ['-4', '-o', 'addr', 'show', 'docker0'], { encoding: 'utf8' }));
-  if (!m) throw new Error('no address on docker0: is the Docker engine running?');
-  return m[1]!;
 }
 
 const TEST_KEY = `sk-test-${randomUUID()}`;

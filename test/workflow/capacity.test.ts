@@ -38,6 +38,9 @@ function countingDocker() {
     removeContainer: async ({ workerId }) => ({ removed: alive.get(poolOf.get(workerId) ?? '')?.delete(workerId) ?? false }),
     recordStatus: async () => undefined,
     pushInput: async () => undefined,
+    pauseContainer: async () => undefined,
+    unpauseContainer: async () => undefined,
+    workerActivity: async () => ({ busy: false, lastActivityMs: Date.now() }),
   };
   return { fakes, created, maxAlive: (pool: string) => maxAlive.get(pool) ?? 0 };
 }
@@ -76,6 +79,7 @@ describe('capacity semaphore (real lifecycles, fake Docker)', () => {
       readyTimeoutS: 5,
       capacityPool: pool,
       creationTimeoutS,
+      holdPermitWhilePaused: true,
     };
   }
 

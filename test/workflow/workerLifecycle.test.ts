@@ -15,7 +15,7 @@ import type { ImageActivities } from '../../activities/images';
 import type { RedisActivities, StatusUpdate } from '../../activities/redis';
 import type { WorkerSpec } from '../../src/contract';
 import { renderInstructions } from '../../src/instructions';
-import { capacityQuery, semaphoreWorkflowId, stateQuery, stopSignal, WorkerStatusKey } from '../../workflows/messages';
+import { capacityQuery, semaphoreWorkflowId, stateQuery, stopSignal, wakeSignal, WorkerStatusKey } from '../../workflows/messages';
 import type { workerLifecycle } from '../../workflows/workerLifecycle';
 import { eventually, ROOT, startWorkflowWorker } from '../helpers/stack';
 
@@ -24,6 +24,9 @@ type Activities = DockerActivities & Pick<ImageActivities, 'ensureImage'> & Redi
 interface FakeOptions {
   buildFails?: boolean;
   hangInImageBuild?: boolean;
+  /** What workerActivity reports: busy, and the time of the last input/output. */
+  busy?: boolean;
+  lastActivityMs?: () => number;
 }
 
 function fakeActivities(opts: FakeOptions = {}) {
@@ -65,6 +68,15 @@ function fakeActivities(opts: FakeOptions = {}) {
       calls.push('removeContainer');
       return { removed: true };
     },
+    async pauseContainer() {
+      calls.push('pauseContainer');
+    },
+    async unpauseContainer() {
+      calls.push('unpauseContainer');
+    },
+    async workerActivity() {
+      return { busy: opts.busy ?? false, lastActivityMs: opts.lastActivityMs?.() ?? Date.now() };
+    },
     async recordStatus(update) {
       statuses.push(update);
     },
@@ -94,6 +106,7 @@ function specFor(taskQueue: string, overrides: Partial<WorkerSpec> = {}): Worker
     readyTimeoutS: 10,
     capacityPool: taskQueue,
     creationTimeoutS: 30,
+    holdPermitWhilePaused: true,
     ...overrides,
   };
 }
@@ -217,5 +230,53 @@ describe('workerLifecycle workflow (fake activities, real dev server)', () => {
     expect(statusesOf(fake.statuses)).toContain('RUNNING:running');
     await handle.signal(stopSignal);
     await handle.result();
+  });
+
+  describe('idle pause, wake and session timeout', () => {
+    const snapshot = () => env.client.workflow.getHandle(semaphoreWorkflowId(env.taskQueue)).query(capacityQuery);
+
+    test('idle past idle_timeout_s: PAUSED; a wake signal: RUNNING again; then session timeout: STOPPED', async () => {
+      use({ lastActivityMs: () => 0 });
+      const spec = specFor(env.taskQueue, { idleTimeoutS: 1, sessionTimeoutS: 3 });
+      const handle = await start(env.client, env.taskQueue, spec);
+      await eventually('PAUSED', async () => (await handle.query(stateQuery)).status === 'PAUSED');
+      expect(fake.calls).toContain('pauseContainer');
+      await eventually('the paused status', async () => fake.statuses.find((u) => u.fields.status === 'PAUSED')?.event === 'paused');
+      expect((await handle.describe()).typedSearchAttributes.get(WorkerStatusKey)).toBe('PAUSED');
+      // Paused workers keep their permit by default.
+      expect((await snapshot()).holders.map((h) => h.id)).toContain(handle.workflowId);
+
+      await handle.signal(wakeSignal);
+      await eventually('resumed', async () => fake.statuses.some((u) => u.event === 'resumed'));
+      expect(fake.calls).toContain('unpauseContainer');
+      // Still idle: it pauses again, and this time nobody wakes it.
+      const outcome = await handle.result();
+      expect(outcome).toMatchObject({ status: 'STOPPED', reason: 'session_timeout' });
+      expect(fake.calls.filter((c) => c === 'pauseContainer').length).toBe(2);
+      expect(fake.calls.at(-1)).toBe('removeContainer');
+    });
+
+    test('a busy worker is never paused, however long its task', async () => {
+      use({ busy: true, lastActivityMs: () => 0 });
+      const handle = await start(env.client, env.taskQueue, specFor(env.taskQueue, { idleTimeoutS: 1 }));
+      await eventually('RUNNING', async () => (await handle.query(stateQuery)).status === 'RUNNING');
+      await new Promise((r) => setTimeout(r, 3500));
+      expect((await handle.query(stateQuery)).status).toBe('RUNNING');
+      expect(fake.calls).not.toContain('pauseContainer');
+      await handle.signal(stopSignal);
+      await handle.result();
+    });
+
+    test('with PAUSED_WORKERS_HOLD_PERMITS=false a paused worker frees its slot and waits for one to wake', async () => {
+      use({ lastActivityMs: () => 0 });
+      const handle = await start(env.client, env.taskQueue, specFor(env.taskQueue, { idleTimeoutS: 1, holdPermitWhilePaused: false }));
+      await eventually('PAUSED', async () => (await handle.query(stateQuery)).status === 'PAUSED');
+      await eventually('the permit back', async () => !(await snapshot()).holders.some((h) => h.id === handle.workflowId));
+      await handle.signal(wakeSignal);
+      await eventually('resumed', async () => fake.statuses.some((u) => u.event === 'resumed'));
+      expect((await snapshot()).holders.map((h) => h.id)).toContain(handle.workflowId);
+      await handle.signal(stopSignal, 'deleted');
+      expect(await handle.result()).toMatchObject({ status: 'STOPPED', reason: 'deleted' });
+    });
   });
 });
