@@ -3,7 +3,8 @@
  */
 import type Redis from 'ioredis';
 import type { Config } from '../src/config';
-import type { LifecycleEvent, StatusField } from '../src/contract';
+import { Context } from '@temporalio/activity';
+import type { LifecycleEvent, StatusField, TaskResult } from '../src/contract';
 import { keys } from '../src/keys';
 
 export interface RedisDeps {
@@ -90,10 +91,63 @@ export function createRedisActivities(deps: RedisDeps) {
       return { busy, lastActivityMs: Math.max(ms(inId), ms(lastOut[0]?.[0])) };
     },
 
+    /**
+     * Headless mode: waits (heartbeating, on a connection of its own) for the task's
+     * task_completed on the worker's output stream, then records the result in
+     * `worker:task:{task_id}` (with a TTL) and the statistics, once.
+     */
+    async awaitTaskResult(input: { workerId: string; taskId: string; timeoutS: number }): Promise<TaskResult> {
+      const activity = Context.current();
+      const conn = redis.duplicate({ maxRetriesPerRequest: null });
+      const deadline = Date.now() + (input.timeoutS + 120) * 1000;
+      let from = '0';
+      let result: string | null = null;
+      let error: string | undefined;
+      try {
+        for (;;) {
+          if (Date.now() > deadline) throw new Error(`no task_completed for ${input.taskId} within ${input.timeoutS + 120} s`);
+          activity.heartbeat();
+          const res = (await conn.xread('COUNT', 500, 'BLOCK', 2000, 'STREAMS', keys.output(input.workerId), from)) as [string, [string, string[]][]][] | null;
+          for (const [id, f] of res?.[0]?.[1] ?? []) {
+            from = id;
+            const get = (k: string) => f[f.indexOf(k) + 1] as string;
+            if (!f.includes('task_id') || get('task_id') !== input.taskId) continue;
+            const type = get('type');
+            if (type === 'result') result = get('content');
+            if (type === 'error') error = error ? `${error}\n${get('content')}` : get('content');
+            if (type === 'task_completed') {
+              const done = JSON.parse(get('content')) as { status: TaskResult['status']; duration_ms: number };
+              const out: TaskResult = {
+                task_id: input.taskId,
+                worker_id: input.workerId,
+                status: done.status,
+                result: result ?? (done.status === 'ok' ? '' : (error ?? null)),
+                duration_ms: done.duration_ms,
+                ...(error ? { error } : {}),
+              };
+              // Counted once even if this activity is retried: only the first SET NX counts.
+              if (await redis.set(keys.task(input.taskId), JSON.stringify(out), 'EX', config.TASK_RESULT_TTL_SECONDS, 'NX')) {
+                await redis
+                  .multi()
+                  .hincrby(keys.stats, `tasks_${out.status}`, 1)
+                  .lpush(keys.taskDurations, String(out.duration_ms))
+                  .ltrim(keys.taskDurations, 0, 999)
+                  .exec();
+              }
+              return out;
+            }
+          }
+        }
+      } finally {
+        conn.disconnect();
+      }
+    },
+
     /** Headless mode: the create's initial prompt goes to the worker's input stream once it runs. */
-    async pushInput(input: { workerId: string; content: string; taskId?: string }): Promise<void> {
+    async pushInput(input: { workerId: string; content: string; taskId?: string; timeoutS?: number }): Promise<void> {
       const entry = ['type', 'prompt', 'content', input.content];
       if (input.taskId) entry.push('task_id', input.taskId);
+      if (input.timeoutS) entry.push('timeout_s', String(input.timeoutS));
       await redis.xadd(keys.input(input.workerId), '*', ...entry);
     },
   };

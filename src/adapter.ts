@@ -208,8 +208,8 @@ export class CommandAdapter {
     const { client } = this.opts;
     try {
       const p = cmd.payload as Record<string, unknown>;
-      if (cmd.command !== 'create') {
-        // create's payload is checked, with the configured limits, by the client.
+      if (cmd.command !== 'create' && cmd.command !== 'task') {
+        // create's and task's payloads are checked, with the configured limits, by the client.
         const check = PAYLOAD_SCHEMAS[cmd.command].safeParse(p);
         if (!check.success) {
           const details = describeIssues(check.error);
@@ -225,6 +225,10 @@ export class CommandAdapter {
           return { result: await client.status(p.worker_id as string) };
         case 'list':
           return { result: await client.list(p) };
+        case 'task':
+          return { result: await client.runTask(p, { requestId: cmd.requestId }) };
+        case 'stats':
+          return { result: await client.stats() };
       }
     } catch (err) {
       const e = toContractError(err);

@@ -5,6 +5,7 @@
  */
 import { Client, Connection, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
 import { WorkflowIdReusePolicy } from '@temporalio/common';
+import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import Redis from 'ioredis';
 import { capacityPool, dockerTaskQueue, loadConfig, type Config } from './config';
@@ -12,6 +13,9 @@ import {
   CreatePayload,
   describeIssues,
   LIMITS,
+  TaskPayload,
+  WORKER_STATUSES,
+  type TaskResult,
   ListPayload,
   parseMemory,
   STATUS_FIELDS,
@@ -25,7 +29,7 @@ import {
   type WorkerSpec,
 } from './contract';
 import { toContractError, WorkerManagerError } from './errors';
-import { newRequestId, workerIdForRequest, workflowIdFor } from './ids';
+import { newRequestId, workerIdForRequest, workerIdForTask, workflowIdFor } from './ids';
 import { keys } from './keys';
 import { wakeIfPaused } from './wakeWatcher';
 import type { workerLifecycle } from '../workflows/workerLifecycle';
@@ -64,6 +68,13 @@ export function isUnderRoot(dir: string, roots: readonly string[]): boolean {
     const root = path.resolve(r);
     return resolved === root || resolved.startsWith(root.endsWith(path.sep) ? root : root + path.sep);
   });
+}
+
+export interface WorkerStats {
+  workers: Record<(typeof WORKER_STATUSES)[number], number>;
+  tasks: { ok: number; error: number; timeout: number; cancelled: number };
+  spawn_ms: { mean: number | null; p95: number | null; samples: number };
+  task_ms: { mean: number | null; samples: number };
 }
 
 function invalid(details: Record<string, string>): WorkerManagerError {
@@ -182,7 +193,67 @@ export class WorkerManagerClient {
    * The same requestId always maps to the same worker: a repeat starts nothing new.
    */
   async create(payload: CreatePayload | unknown, opts: { requestId?: string } = {}): Promise<CreateResult> {
-    const spec = this.buildSpec(payload, opts.requestId ?? newRequestId());
+    return this.startLifecycle(this.buildSpec(payload, opts.requestId ?? newRequestId()));
+  }
+
+  /**
+   * Headless task (seed 004): spawns a worker, runs the prompt, collects the result, removes the
+   * worker. The task id (given or generated) names the worker, so the same task id twice runs once.
+   */
+  async runTask(payload: TaskPayload | unknown, opts: { requestId?: string } = {}): Promise<TaskResult> {
+    const parsed = TaskPayload.safeParse(payload ?? {});
+    if (!parsed.success) throw invalid(describeIssues(parsed.error));
+    const { prompt, timeout_s, ...rest } = parsed.data;
+    const taskId = rest.task_id ?? `task-${randomUUID()}`;
+    const spec: WorkerSpec = {
+      ...this.buildSpec({ ...rest, task_id: taskId, initial_prompt: prompt }, opts.requestId ?? newRequestId()),
+      workerId: workerIdForTask(taskId),
+      headless: { timeoutS: timeout_s ?? this.config.TASK_TIMEOUT_SECONDS },
+    };
+    await this.startLifecycle(spec);
+    return this.taskResult(taskId);
+  }
+
+  /** A task's result: from Redis while kept there, else from its workflow's history (waits if still running). */
+  async taskResult(taskId: string): Promise<TaskResult> {
+    const kept = await this.redis.get(keys.task(taskId)).catch(() => null);
+    if (kept) return JSON.parse(kept) as TaskResult;
+    const handle = this.temporal.workflow.getHandle<typeof workerLifecycle>(workflowIdFor(workerIdForTask(taskId)));
+    try {
+      const outcome = await handle.result();
+      return outcome.task ?? { task_id: taskId, worker_id: outcome.worker_id, status: 'error', result: null, duration_ms: 0, error: outcome.error?.message ?? `the worker ended ${outcome.status} (${outcome.reason})` };
+    } catch (err) {
+      if (err instanceof WorkflowNotFoundError) throw new WorkerManagerError('NOT_FOUND', `no task with id ${taskId}`);
+      throw toContractError(err);
+    }
+  }
+
+  /** Workers per status, task outcomes, spawn and task times. */
+  async stats(): Promise<WorkerStats> {
+    const { workers } = await this.list();
+    const byStatus = Object.fromEntries(WORKER_STATUSES.map((s) => [s, 0])) as Record<(typeof WORKER_STATUSES)[number], number>;
+    for (const w of workers) byStatus[w.status]++;
+    const spawn = workers
+      .filter((w) => w.created_at && w.started_at)
+      .map((w) => Date.parse(w.started_at as string) - Date.parse(w.created_at as string))
+      .filter((ms) => ms >= 0)
+      .sort((a, b) => a - b);
+    try {
+      const counters = await this.redis.hgetall(keys.stats);
+      const durations = (await this.redis.lrange(keys.taskDurations, 0, -1)).map(Number);
+      const mean = (xs: number[]) => (xs.length ? Math.round(xs.reduce((a, b) => a + b, 0) / xs.length) : null);
+      return {
+        workers: byStatus,
+        tasks: { ok: Number(counters.tasks_ok ?? 0), error: Number(counters.tasks_error ?? 0), timeout: Number(counters.tasks_timeout ?? 0), cancelled: Number(counters.tasks_cancelled ?? 0) },
+        spawn_ms: { mean: mean(spawn), p95: spawn.length ? spawn[Math.min(spawn.length - 1, Math.ceil(0.95 * spawn.length) - 1)]! : null, samples: spawn.length },
+        task_ms: { mean: mean(durations), samples: durations.length },
+      };
+    } catch (err) {
+      throw toContractError(err);
+    }
+  }
+
+  private async startLifecycle(spec: WorkerSpec): Promise<CreateResult> {
     try {
       await this.temporal.workflow.start<typeof workerLifecycle>('workerLifecycle', {
         workflowId: workflowIdFor(spec.workerId),

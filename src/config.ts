@@ -75,6 +75,8 @@ export const ConfigSchema = z.object({
     FACTORY_MODEL_NAME: z.string().min(1).optional(),
     /** A task's time limit when its input names none. */
     TASK_TIMEOUT_SECONDS: int(1800),
+    /** How long a headless task's result stays in Redis (worker:task:{task_id}). */
+    TASK_RESULT_TTL_SECONDS: int(7 * 86400),
     /** Comma-separated host folders under which auth.host_claude_dir may lie (empty: host_session off). */
     HOST_SESSION_ROOTS: z
       .string()

@@ -29,7 +29,7 @@ export const ERROR_CODES = [
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 
-export const COMMANDS = ['create', 'delete', 'status', 'list'] as const;
+export const COMMANDS = ['create', 'delete', 'status', 'list', 'task', 'stats'] as const;
 export const CommandName = z.enum(COMMANDS);
 export type CommandName = z.infer<typeof CommandName>;
 
@@ -106,6 +106,30 @@ export const CreatePayload = z
   .strict();
 export type CreatePayload = z.infer<typeof CreatePayload>;
 
+/** A headless task: a worker that runs one prompt, returns its result and is removed. */
+export const TaskPayload = CreatePayload.omit({ initial_prompt: true })
+  .extend({
+    prompt: z.string().min(1, 'must not be empty').refine((s) => Buffer.byteLength(s, 'utf8') <= LIMITS.promptBytes, {
+      message: `prompt must be at most ${LIMITS.promptBytes} bytes (UTF-8)`,
+    }),
+    timeout_s: z.number().int().positive().optional(),
+  })
+  .strict();
+export type TaskPayload = z.infer<typeof TaskPayload>;
+
+export const TASK_STATUSES = ['ok', 'error', 'timeout', 'cancelled'] as const;
+export type TaskStatus = (typeof TASK_STATUSES)[number];
+
+export interface TaskResult {
+  task_id: string;
+  worker_id: string;
+  status: TaskStatus;
+  /** The text inside <result>...</result> (or the final answer); the error text when it failed. */
+  result: string | null;
+  duration_ms: number;
+  error?: string;
+}
+
 export const WorkerRef = z.object({ worker_id: WorkerId }).strict();
 export type WorkerRef = z.infer<typeof WorkerRef>;
 
@@ -117,6 +141,8 @@ export const PAYLOAD_SCHEMAS = {
   delete: WorkerRef,
   status: WorkerRef,
   list: ListPayload,
+  task: TaskPayload,
+  stats: z.object({}).strict(),
 } as const satisfies Record<CommandName, z.ZodType>;
 
 export const DEFAULT_REPLY_STREAM = 'worker:responses';
@@ -191,6 +217,8 @@ export interface WorkerSpec {
   creationTimeoutS: number;
   /** Whether a PAUSED worker keeps its permit (its container keeps its memory). */
   holdPermitWhilePaused: boolean;
+  /** Headless task mode: run initialPrompt as task `taskId`, collect its result, then stop. */
+  headless?: { timeoutS: number };
 }
 
 export interface WorkerOutcome {
@@ -198,4 +226,6 @@ export interface WorkerOutcome {
   status: Extract<WorkerStatus, 'STOPPED' | 'FAILED'>;
   reason: string;
   error?: { code: ErrorCode; message: string };
+  /** Headless mode: the task's result, kept in the workflow's history. */
+  task?: TaskResult;
 }

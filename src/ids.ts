@@ -17,6 +17,9 @@ export function workerIdForRequest(requestId: string): string {
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20, 32)}`;
 }
 
+/** A headless task's worker id: derived from its task id, so the task's workflow is found from the task id alone. */
+export const workerIdForTask = (taskId: string): string => workerIdForRequest(`task:${taskId}`);
+
 export const newRequestId = (): string => `auto-${randomUUID()}`;
 
 export const workflowIdFor = (workerId: string): string => `worker-${workerId}`;

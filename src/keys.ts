@@ -13,6 +13,11 @@ export const keys = {
   inputCursor: (id: string) => `worker:${id}:input:cursor`,
   /** The task the wrapper was running, while it runs (a restart ends it with an error). */
   inputRunning: (id: string) => `worker:${id}:input:cursor:running`,
+  /** A headless task's result (JSON), kept for TASK_RESULT_TTL_SECONDS. */
+  task: (taskId: string) => `worker:task:${taskId}`,
+  /** Counters of finished tasks by status, and recent task durations (ms). */
+  stats: 'worker:stats',
+  taskDurations: 'worker:stats:task_ms',
   /** The agent CLI's session id, resumed by the next prompt. */
   session: (id: string) => `worker:${id}:session`,
 } as const;

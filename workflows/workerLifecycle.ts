@@ -22,7 +22,7 @@ import type { CapacityActivities } from '../activities/capacity';
 import type { DockerActivities } from '../activities/docker';
 import type { ImageActivities } from '../activities/images';
 import type { RedisActivities, StatusUpdate } from '../activities/redis';
-import type { ErrorCode, LifecycleEvent, WorkerOutcome, WorkerSpec, WorkerStatus } from '../src/contract';
+import type { ErrorCode, LifecycleEvent, TaskResult, WorkerOutcome, WorkerSpec, WorkerStatus } from '../src/contract';
 import { instructionsFileName, renderInstructions, WORKSPACE_DIR } from '../src/instructions';
 import {
   containerExitedSignal,
@@ -86,6 +86,12 @@ export async function workerLifecycle(spec: WorkerSpec): Promise<WorkerOutcome> 
     startToCloseTimeout: '30 seconds',
     retry: { initialInterval: '500ms', backoffCoefficient: 2, maximumInterval: '10s' },
   });
+  const tasks = proxyActivities<RedisActivities>({
+    startToCloseTimeout: `${(spec.headless?.timeoutS ?? 0) + 180} seconds`,
+    heartbeatTimeout: '30 seconds',
+    retry: { initialInterval: '1s', maximumInterval: '10s' },
+  });
+  let taskResult: TaskResult | undefined;
   const redis = proxyActivities<RedisActivities>({
     startToCloseTimeout: '30 seconds',
     retry: { initialInterval: '500ms', backoffCoefficient: 2, maximumInterval: '10s' },
@@ -237,9 +243,22 @@ export async function workerLifecycle(spec: WorkerSpec): Promise<WorkerOutcome> 
       last_activity_at: state.started_at,
     });
     if (spec.initialPrompt !== undefined) {
-      await redis.pushInput({ workerId: spec.workerId, content: spec.initialPrompt, taskId: spec.taskId });
+      await redis.pushInput({ workerId: spec.workerId, content: spec.initialPrompt, taskId: spec.taskId, timeoutS: spec.headless?.timeoutS });
     }
-    await runUntilEnded();
+    if (spec.headless && spec.taskId) {
+      // Headless: wait for the task's result (or a stop, or the container dying), then stop.
+      const waiting = new CancellationScope();
+      const result = waiting.run(() => tasks.awaitTaskResult({ workerId: spec.workerId, taskId: spec.taskId as string, timeoutS: spec.headless!.timeoutS }));
+      result.catch(() => undefined);
+      await Promise.race([result, condition(ended)]);
+      if (ended()) waiting.cancel();
+      else {
+        taskResult = await result;
+        state.stop_reason = 'task_completed';
+      }
+    } else {
+      await runUntilEnded();
+    }
     if (exited && state.stop_reason === null) {
       const logs = exited.logs ? `; last log lines:\n${exited.logs}` : '';
       if (exited.oom_killed) {
@@ -272,10 +291,12 @@ export async function workerLifecycle(spec: WorkerSpec): Promise<WorkerOutcome> 
         reason,
         message: failure.message,
       });
-      return { worker_id: spec.workerId, status: 'FAILED', reason: failure.message, error: { code: failure.code, message: failure.message } };
+      const failedTask: TaskResult | undefined =
+        spec.headless && spec.taskId ? { task_id: spec.taskId, worker_id: spec.workerId, status: 'error', result: null, duration_ms: 0, error: failure.message } : undefined;
+      return { worker_id: spec.workerId, status: 'FAILED', reason: failure.message, error: { code: failure.code, message: failure.message }, ...(failedTask ? { task: failedTask } : {}) };
     }
     const reason = state.stop_reason ?? 'deleted';
     await transition('STOPPED', 'stopped', { stopped_at: state.stopped_at, reason }, { reason });
-    return { worker_id: spec.workerId, status: 'STOPPED', reason };
+    return { worker_id: spec.workerId, status: 'STOPPED', reason, ...(taskResult ? { task: taskResult } : {}) };
   });
 }

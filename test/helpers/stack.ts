@@ -106,6 +106,12 @@ export async function startManager(overrides: Record<string, string> = {}): Prom
     docker,
     temporal: client.temporal,
     async stop() {
+      // A failed test must not leave workers behind for the tests after it: delete what still runs.
+      const leftovers: string[] = [];
+      for await (const wf of client.temporal.workflow.list({ query: `TaskQueue="${config.TEMPORAL_TASK_QUEUE}" AND WorkflowType="workerLifecycle" AND ExecutionStatus="Running"` })) {
+        leftovers.push(wf.workflowId.replace(/^worker-/, ''));
+      }
+      await Promise.race([Promise.allSettled(leftovers.map((id) => client.delete(id))), new Promise((r) => setTimeout(r, 60_000))]);
       watcher.stop();
       waker.stop();
       for (const w of workers) w.shutdown();

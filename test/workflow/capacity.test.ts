@@ -14,7 +14,7 @@ import type { PoolSnapshot } from '../../workflows/permitPool';
 import type { workerLifecycle } from '../../workflows/workerLifecycle';
 import { eventually, startWorkflowWorker } from '../helpers/stack';
 
-type Fakes = DockerActivities & Pick<ImageActivities, 'ensureImage'> & RedisActivities;
+type Fakes = DockerActivities & Pick<ImageActivities, 'ensureImage'> & Omit<RedisActivities, 'awaitTaskResult'>;
 
 /** Fake Docker: counts containers per worker, and alive at once per capacity pool. */
 function countingDocker() {

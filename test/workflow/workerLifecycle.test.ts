@@ -74,6 +74,10 @@ function fakeActivities(opts: FakeOptions = {}) {
     async unpauseContainer() {
       calls.push('unpauseContainer');
     },
+    async awaitTaskResult(input) {
+      calls.push('awaitTaskResult');
+      return { task_id: input.taskId, worker_id: input.workerId, status: 'ok' as const, result: 'fake result', duration_ms: 5 };
+    },
     async workerActivity() {
       return { busy: opts.busy ?? false, lastActivityMs: opts.lastActivityMs?.() ?? Date.now() };
     },
@@ -230,6 +234,13 @@ describe('workerLifecycle workflow (fake activities, real dev server)', () => {
     expect(statusesOf(fake.statuses)).toContain('RUNNING:running');
     await handle.signal(stopSignal);
     await handle.result();
+  });
+
+  test('headless: the prompt runs as the task, its result is the workflow result, and the worker stops', async () => {
+    const spec = specFor(env.taskQueue, { initialPrompt: 'do the thing', taskId: 'T-9', headless: { timeoutS: 30 } });
+    const outcome = await (await start(env.client, env.taskQueue, spec)).result();
+    expect(outcome).toMatchObject({ status: 'STOPPED', reason: 'task_completed', task: { task_id: 'T-9', status: 'ok', result: 'fake result' } });
+    expect(fake.calls.slice(-3)).toEqual(['pushInput', 'awaitTaskResult', 'removeContainer']);
   });
 
   describe('idle pause, wake and session timeout', () => {
