@@ -261,6 +261,15 @@ export class WorkerManagerClient {
         args: [spec],
         workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
         memo: { docker_host: this.config.DOCKER_HOST_ID, modules: spec.modules, task_id: spec.taskId ?? null },
+        // What the Temporal UI shows at the top of the workflow: no secrets here (none in the spec).
+        staticSummary: `${spec.agentType} worker${spec.taskId ? ` for task ${spec.taskId}` : ''}${spec.headless ? ' (headless)' : ''}`,
+        staticDetails: [
+          `**Agent** ${spec.agentType} · **modules** ${spec.modules.join(', ') || 'none beyond git and curl'}`,
+          `**Resources** ${Math.round(spec.memoryBytes / 1024 ** 2)} MiB, ${spec.nanoCpus / 1e9} CPU · **Docker host** ${this.config.DOCKER_HOST_ID}`,
+          `**Idle pause** after ${spec.idleTimeoutS} s · **session timeout** ${spec.sessionTimeoutS} s · **request** ${spec.requestId}`,
+          ...(spec.taskId ? [`**Task** ${spec.taskId}`] : []),
+          ...(spec.allowedCommands.length ? [`**Allowed commands** ${spec.allowedCommands.map((c) => `\`${c}\``).join(', ')}`] : []),
+        ].join('\n\n'),
         typedSearchAttributes: [
           { key: WorkerIdKey, value: spec.workerId },
           { key: AgentTypeKey, value: spec.agentType },

@@ -46,6 +46,8 @@ export const ConfigSchema = z.object({
      * memory. With false, pausing frees the slot and waking waits for one again.
      */
     PAUSED_WORKERS_HOLD_PERMITS: z.enum(['true', 'false'], { message: 'must be true or false' }).default('true').transform((v) => v === 'true'),
+    /** Seconds between sweeps for worker containers whose workflow is gone (also at start). */
+    REAPER_INTERVAL_SECONDS: int(300),
     /** Seconds between checks for input to PAUSED workers that a keyspace notification missed. */
     WAKE_POLL_SECONDS: int(30),
     /** How often the capacity semaphore checks that permit holders' workflows are still running. */

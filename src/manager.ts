@@ -11,6 +11,7 @@ import { WorkerManagerClient } from './client';
 import { ConfigError, dockerTaskQueue, loadConfig, type Config } from './config';
 import { ContainerWatcher } from './containerWatcher';
 import { createLog } from './log';
+import { reapOrphans } from './orphanReaper';
 import { WakeWatcher } from './wakeWatcher';
 import { ensureImageGcSchedule, imageGcScheduleId } from './schedules';
 import { createManagerWorkers } from './worker';
@@ -66,6 +67,14 @@ async function main(): Promise<void> {
   const waker = new WakeWatcher(config.REDIS_URL, redis, client.temporal, createLog('wake', config.LOG_LEVEL), config.WAKE_POLL_SECONDS);
   await waker.start();
 
+  const reaperLog = createLog('reaper', config.LOG_LEVEL);
+  const reap = () =>
+    reapOrphans(docker, client.temporal, reaperLog)
+      .then((r) => r.removed.length && reaperLog.info('orphan sweep', { removed: r.removed.length, kept: r.kept }))
+      .catch((err) => reaperLog.warn('orphan sweep failed', { error: (err as Error).message }));
+  await reap();
+  const reaper = setInterval(() => void reap(), config.REAPER_INTERVAL_SECONDS * 1000);
+
   let shuttingDown = false;
   const shutdown = async (signal: string) => {
     if (shuttingDown) return;
@@ -74,6 +83,7 @@ async function main(): Promise<void> {
     await adapter.stop();
     watcher.stop();
     waker.stop();
+    clearInterval(reaper);
     for (const w of workers) w.shutdown();
   };
   process.on('SIGINT', () => void shutdown('SIGINT'));

@@ -12,6 +12,7 @@ import {
   getExternalWorkflowHandle,
   isCancellation,
   proxyActivities,
+  setCurrentDetails,
   setHandler,
   TimeoutFailure,
   upsertSearchAttributes,
@@ -144,6 +145,14 @@ export async function workerLifecycle(spec: WorkerSpec): Promise<WorkerOutcome> 
   ) => {
     state.status = status;
     upsertSearchAttributes([{ key: WorkerStatusKey, value: status }]);
+    // The Temporal UI's "current details" of this worker.
+    setCurrentDetails(
+      [
+        `**${status}** since ${now()} (${event})`,
+        state.container_id ? `container \`${state.container_id.slice(0, 12)}\` · image \`${state.image}\` · ip ${state.ip_address ?? '-'}` : 'no container yet',
+        ...(fields.error ? [`error: ${String(fields.error).slice(0, 500)}`] : []),
+      ].join('\n\n'),
+    );
     await redis.recordStatus({
       workerId: spec.workerId,
       fields: { status, ...fields },

@@ -2,7 +2,9 @@
  * Containers that stop on their own are noticed through the Docker event stream (and, for what
  * happened while nobody watched, by reconciliation), and their workers end truthfully.
  */
+import { randomUUID } from 'node:crypto';
 import { ContainerWatcher } from '../../src/containerWatcher';
+import { reapOrphans } from '../../src/orphanReaper';
 import { containerExists, eventually, execIn, startManager, waitForStatus, type RunningManager } from '../helpers/stack';
 
 describe('container exits (Docker events)', () => {
@@ -60,5 +62,33 @@ describe('container exits (Docker events)', () => {
     expect(await again.reconcile()).toBeGreaterThanOrEqual(1);
     const st = await waitForStatus(m.client, id, ['FAILED']);
     expect(st.error).toContain('the container is gone');
+  });
+});
+
+describe('orphan reaper', () => {
+  let m: RunningManager;
+  beforeAll(async () => {
+    m = await startManager();
+  });
+  afterAll(async () => m?.stop());
+
+  test('removes a worker container without a live workflow, keeps a live worker, and reports what it did', async () => {
+    const { worker_id: live } = await m.client.create({ agent_type: 'CLAUDE' });
+    const st = await waitForStatus(m.client, live, ['RUNNING']);
+    const orphanId = randomUUID();
+    const orphan = await m.docker.createContainer({
+      Image: st.image as string,
+      name: `worker-${orphanId}`,
+      Labels: { 'com.codegen.managed': 'true', 'com.codegen.worker_id': orphanId, 'com.codegen.agent_type': 'CLAUDE' },
+      Entrypoint: ['sleep'],
+      Cmd: ['600'],
+    });
+    await orphan.start();
+    const report = await reapOrphans(m.docker, m.temporal, { info() {}, warn() {}, error() {} });
+    expect(report.removed).toEqual(expect.arrayContaining([{ container: `worker-${orphanId}`, worker_id: orphanId, why: 'it has no workflow' }]));
+    expect(report.removed.map((r) => r.worker_id)).not.toContain(live);
+    expect(await containerExists(m.docker, `worker-${orphanId}`)).toBe(false);
+    expect(await containerExists(m.docker, `worker-${live}`)).toBe(true);
+    await m.client.delete(live);
   });
 });

@@ -89,9 +89,15 @@ describe('worker lifecycle on the real stack (client API)', () => {
     const beat = JSON.parse((await m.redis.get(keys.heartbeat(id))) as string);
     expect(beat.memory.limit_bytes).toBe(256 * 1024 ** 2);
 
-    // Operators find the worker in the Temporal UI by its search attributes.
+    // Operators find the worker in the Temporal UI by its search attributes, and read its state there.
     const handle = m.temporal.workflow.getHandle(`worker-${id}`);
-    expect((await handle.describe()).typedSearchAttributes.get(WorkerStatusKey)).toBe('RUNNING');
+    const desc = await handle.describe();
+    expect(desc.typedSearchAttributes.get(WorkerStatusKey)).toBe('RUNNING');
+    expect(await desc.staticSummary()).toBe('CLAUDE worker for task T-42');
+    expect(await desc.staticDetails()).toContain('256 MiB');
+    const meta = await handle.query<{ currentDetails?: string }>('__temporal_workflow_metadata');
+    expect(meta.currentDetails).toContain('**RUNNING**');
+    expect(meta.currentDetails).toContain(info.Id.slice(0, 12));
     await eventually('visibility to list the worker', async () => {
       for await (const wf of m.temporal.workflow.list({ query: `WorkerId="${id}" AND WorkerStatus="RUNNING" AND AgentType="CLAUDE"` })) {
         if (wf.workflowId === `worker-${id}`) return true;
