@@ -110,17 +110,35 @@ async function semaphoreThroughput(config: Config): Promise<void> {
   }
 }
 
-/** From the docker `destroy` of a holder's container to the `start` of the next waiter's container. */
-async function releaseToNextStart(config: Config): Promise<void> {
-  const rounds = quick ? 4 : 12;
-  log(`release -> next waiter's container start: ${rounds} rounds at limit 1 (real containers)`);
-  const cfg: Config = { ...config, TEMPORAL_TASK_QUEUE: `bench-${randomUUID().slice(0, 8)}`, MAX_CONCURRENT_WORKERS: 1 };
+/** The manager's Temporal workers and client, in this process, for one benchmark section. */
+async function inProcessManager(cfg: Config) {
   const docker = new Docker();
   const redis = new Redis(cfg.REDIS_URL);
   const native = await NativeConnection.connect({ address: cfg.TEMPORAL_ADDRESS });
   const wm = await WorkerManagerClient.connect(cfg);
   const workers = await createManagerWorkers({ connection: native, config: cfg, docker, redis, client: wm.temporal });
   const running = workers.map((w) => w.run());
+  return {
+    docker,
+    redis,
+    wm,
+    async stop() {
+      for (const w of workers) w.shutdown();
+      await Promise.allSettled(running);
+      await wm.close();
+      await native.close();
+      redis.disconnect();
+    },
+  };
+}
+
+/** From the docker `destroy` of a holder's container to the `start` of the next waiter's container. */
+async function releaseToNextStart(config: Config): Promise<void> {
+  const rounds = quick ? 4 : 12;
+  log(`release -> next waiter's container start: ${rounds} rounds at limit 1 (real containers)`);
+  const cfg: Config = { ...config, TEMPORAL_TASK_QUEUE: `bench-${randomUUID().slice(0, 8)}`, MAX_CONCURRENT_WORKERS: 1 };
+  const manager = await inProcessManager(cfg);
+  const { docker, wm } = manager;
   const events = new Map<string, { start?: number; destroy?: number }>();
   const stream = (await docker.getEvents({ filters: { type: ['container'], event: ['start', 'destroy'], label: ['com.codegen.managed=true'] } })) as NodeJS.ReadableStream;
   stream.on('data', (buf: Buffer) => {
@@ -163,11 +181,7 @@ async function releaseToNextStart(config: Config): Promise<void> {
     await wm.delete(holder);
   } finally {
     (stream as unknown as { destroy(): void }).destroy();
-    for (const w of workers) w.shutdown();
-    await Promise.allSettled(running);
-    await wm.close();
-    await native.close();
-    redis.disconnect();
+    await manager.stop();
   }
   rows.push({
     name: "release -> next waiter's container start",
@@ -307,12 +321,8 @@ async function wakeLatency(config: Config): Promise<void> {
   const gateway = /inet (\d+\.\d+\.\d+\.\d+)/.exec(execFileSync('ip', ['-4', '-o', 'addr', 'show', 'docker0'], { encoding: 'utf8' }))?.[1] ?? '172.17.0.1';
   const fake = await startFakeAnthropic(gateway, () => ({ text: '<result>ok</result>' }));
   const cfg: Config = { ...config, TEMPORAL_TASK_QUEUE: `bench-${randomUUID().slice(0, 8)}`, ANTHROPIC_BASE_URL: fake.url, ANTHROPIC_API_KEY: 'bench' };
-  const docker = new Docker();
-  const redis = new Redis(cfg.REDIS_URL);
-  const native = await NativeConnection.connect({ address: cfg.TEMPORAL_ADDRESS });
-  const wm = await WorkerManagerClient.connect(cfg);
-  const workers = await createManagerWorkers({ connection: native, config: cfg, docker, redis, client: wm.temporal });
-  const running = workers.map((w) => w.run());
+  const manager = await inProcessManager(cfg);
+  const { redis, wm } = manager;
   const waker = new WakeWatcher(cfg.REDIS_URL, redis, wm.temporal, { info() {}, warn() {}, error() {} }, 30);
   await waker.start();
   const wake: number[] = [];
@@ -350,11 +360,7 @@ async function wakeLatency(config: Config): Promise<void> {
     await wm.delete(id);
   } finally {
     waker.stop();
-    for (const w of workers) w.shutdown();
-    await Promise.allSettled(running);
-    await wm.close();
-    await native.close();
-    redis.disconnect();
+    await manager.stop();
     await fake.close();
   }
   const w = summarize(wake);
