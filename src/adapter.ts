@@ -34,6 +34,9 @@ export interface AdapterOptions {
   concurrency: number;
   log: Log;
   blockMs?: number;
+  /** Entries another consumer read but left unanswered this long are claimed and served. */
+  claimIdleMs?: number;
+  claimEveryMs?: number;
 }
 
 /** A parsed entry that is good enough to reply to. */
@@ -105,6 +108,8 @@ type StreamEntries = [id: string, fields: string[]][];
 export class CommandAdapter {
   private stopping = false;
   private readonly inFlight = new Set<Promise<void>>();
+  /** Entry ids being served here: kept fresh in the group so nobody claims them. */
+  private readonly inFlightIds = new Set<string>();
   private loop?: Promise<void>;
 
   constructor(private readonly opts: AdapterOptions) {}
@@ -118,12 +123,56 @@ export class CommandAdapter {
     }
   }
 
+  private claimTimer?: NodeJS.Timeout;
+
   start(): void {
     this.loop = this.run();
+    this.claimTimer = setInterval(() => void this.touchInFlight().then(() => this.claimAbandoned()), this.opts.claimEveryMs ?? 30_000);
+  }
+
+  /**
+   * Resets the idle time of entries still being served here (a task or a slow delete may take
+   * minutes), so no manager claims a command that is in progress rather than abandoned.
+   */
+  async touchInFlight(): Promise<void> {
+    const ids = [...this.inFlightIds];
+    if (!ids.length) return;
+    await this.opts.redis
+      .call('XCLAIM', keys.commands, CONSUMER_GROUP, this.opts.consumer, '0', ...ids, 'JUSTID')
+      .catch((err: Error) => this.opts.log.warn('could not refresh in-flight commands', { error: err.message }));
+  }
+
+  /**
+   * Serves entries that another manager read and never acknowledged (it crashed between reading
+   * and replying): every command is idempotent by request_id or read-only, so serving again is safe.
+   */
+  async claimAbandoned(): Promise<number> {
+    const { redis, log } = this.opts;
+    let claimed = 0;
+    try {
+      let cursor = '0-0';
+      do {
+        const res = (await redis.call(
+          'XAUTOCLAIM', keys.commands, CONSUMER_GROUP, this.opts.consumer, String(this.opts.claimIdleMs ?? 60_000), cursor, 'COUNT', '50',
+        )) as [string, StreamEntries, string[]?];
+        cursor = res[0];
+        for (const [id, fields] of res[1] ?? []) {
+          if (!fields || this.inFlightIds.has(id)) continue; // deleted meanwhile, or being served here
+          claimed++;
+          const p = this.handle(id, fields).finally(() => this.inFlight.delete(p));
+          this.inFlight.add(p);
+        }
+      } while (cursor !== '0-0' && !this.stopping);
+      if (claimed) log.warn('served commands another consumer had left unanswered', { count: claimed });
+    } catch (err) {
+      if (!this.stopping) log.warn('could not claim abandoned commands', { error: (err as Error).message });
+    }
+    return claimed;
   }
 
   async stop(): Promise<void> {
     this.stopping = true;
+    if (this.claimTimer) clearInterval(this.claimTimer);
     this.opts.blockingRedis.disconnect();
     await this.loop?.catch(() => undefined);
     await Promise.allSettled([...this.inFlight]);
@@ -171,6 +220,15 @@ export class CommandAdapter {
   }
 
   private async handle(id: string, fields: string[]): Promise<void> {
+    this.inFlightIds.add(id);
+    try {
+      await this.serve(id, fields);
+    } finally {
+      this.inFlightIds.delete(id);
+    }
+  }
+
+  private async serve(id: string, fields: string[]): Promise<void> {
     const { redis, log } = this.opts;
     const parsed = parseEntry(fields ?? []);
     // Keep trying to write the reply: an unanswered entry stays pending and is retried at restart.

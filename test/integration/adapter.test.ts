@@ -168,4 +168,65 @@ describe('Redis command adapter', () => {
     const pending = (await m.redis.xpending(keys.commands, CONSUMER_GROUP, '-', '+', 100)) as [string, ...unknown[]][];
     expect(pending.map((p) => p[0])).not.toContain(id);
   });
+
+  test('a command another manager read and never answered (it crashed) is claimed and answered once', async () => {
+    await adapter.stop(); // no live reader: the "crashed manager" below certainly holds the entry
+    const requestId = `t-${randomUUID()}`;
+    const entryId = await send({ request_id: requestId, command: 'list', payload: '{"status":"RUNNING"}', reply_to: replyTo });
+    const dead = new Redis(m.config.REDIS_URL);
+    const taken = (await dead.call('XREADGROUP', 'GROUP', CONSUMER_GROUP, `dead-${randomUUID().slice(0, 8)}`, 'COUNT', '100', 'STREAMS', keys.commands, '>')) as [string, [string, string[]][]][] | null;
+    dead.disconnect();
+    expect((taken?.[0]?.[1] ?? []).map(([id]) => id)).toContain(entryId);
+    await new Promise((r) => setTimeout(r, 300));
+    expect((await m.redis.xrange(replyTo, '-', '+')).some(([, f]) => f.includes(requestId))).toBe(false); // nobody answered
+
+    const blocking2 = new Redis(m.config.REDIS_URL, { maxRetriesPerRequest: null });
+    const claimer = new CommandAdapter({ client: m.client, redis: m.redis, blockingRedis: blocking2, consumer: `claimer-${randomUUID().slice(0, 8)}`, concurrency: 2, log: silent, claimIdleMs: 100 });
+    try {
+      expect(await claimer.claimAbandoned()).toBeGreaterThanOrEqual(1);
+      const r = await replyFor(requestId);
+      expect(r.ok).toBe('1');
+      await new Promise((r2) => setTimeout(r2, 300));
+      expect((await m.redis.xrange(replyTo, '-', '+')).filter(([, f]) => f.includes(requestId))).toHaveLength(1); // once
+      const pending = (await m.redis.xpending(keys.commands, CONSUMER_GROUP, '-', '+', 1000)) as [string, ...unknown[]][];
+      expect(pending.map(([id]) => id)).not.toContain(entryId);
+    } finally {
+      await claimer.stop();
+      blocking2.disconnect();
+    }
+  });
+
+  test('a command still being served is kept fresh, so it is not claimed however long it takes', async () => {
+    // A slow command: the adapter serves it while its entry stays pending; a claimer with a tiny
+    // idle threshold must not take it once the serving adapter has refreshed it.
+    const slowClient = Object.create(m.client) as typeof m.client;
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    slowClient.list = async (f) => {
+      await gate;
+      return m.client.list(f);
+    };
+    const blocking3 = new Redis(m.config.REDIS_URL, { maxRetriesPerRequest: null });
+    const serving = new CommandAdapter({ client: slowClient, redis: m.redis, blockingRedis: blocking3, consumer: `serving-${randomUUID().slice(0, 8)}`, concurrency: 2, log: silent, blockMs: 200, claimEveryMs: 3_600_000 });
+    const blocking4 = new Redis(m.config.REDIS_URL, { maxRetriesPerRequest: null });
+    const claimer = new CommandAdapter({ client: m.client, redis: m.redis, blockingRedis: blocking4, consumer: `claimer2-${randomUUID().slice(0, 8)}`, concurrency: 2, log: silent, claimIdleMs: 200 });
+    serving.start();
+    try {
+      const requestId = `t-${randomUUID()}`;
+      await send({ request_id: requestId, command: 'list', reply_to: replyTo });
+      await new Promise((r) => setTimeout(r, 500)); // read by `serving`, idle for 500 ms
+      await serving.touchInFlight();
+      expect(await claimer.claimAbandoned()).toBe(0);
+      release();
+      await replyFor(requestId);
+      await new Promise((r) => setTimeout(r, 300));
+      expect((await m.redis.xrange(replyTo, '-', '+')).filter(([, f]) => f.includes(requestId))).toHaveLength(1);
+    } finally {
+      release();
+      await serving.stop();
+      await claimer.stop();
+      blocking3.disconnect();
+      blocking4.disconnect();
+    }
+  });
 });
