@@ -16,6 +16,8 @@ TEMPORAL_VERSION="v1.5.1"
 TOOLS="$ROOT/.tools"
 DATA="${WM_DATA_DIR:-$ROOT/.data}"
 TEMPORAL_BIN="$TOOLS/temporal-$TEMPORAL_VERSION/temporal"
+# Also kept per user, outside the checkout: every fresh clone (CI makes one per run) reuses it.
+TEMPORAL_USER_CACHE="${WM_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/worker-manager}/temporal-$TEMPORAL_VERSION/temporal"
 BASE_IMAGE="debian:bookworm-slim"
 DEBIAN_MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 mkdir -p "$TOOLS" "$DATA"
@@ -116,6 +118,11 @@ ensure_redis() {
 # ---------------------------------------------------------------- Temporal
 ensure_temporal_binary() {
   if [[ -x "$TEMPORAL_BIN" ]]; then return; fi
+  if [[ -x "$TEMPORAL_USER_CACHE" ]]; then
+    mkdir -p "$(dirname "$TEMPORAL_BIN")" && cp "$TEMPORAL_USER_CACHE" "$TEMPORAL_BIN"
+    log "Temporal CLI $TEMPORAL_VERSION taken from $TEMPORAL_USER_CACHE"
+    return
+  fi
   command -v go >/dev/null || apt_install golang-go
   log "building the Temporal CLI $TEMPORAL_VERSION from Go modules (first time only, a few minutes; log: $DATA/temporal-build.log)"
   mkdir -p "$(dirname "$TEMPORAL_BIN")"
@@ -126,6 +133,7 @@ ensure_temporal_binary() {
   and register the Keyword search attributes WorkerId, AgentType and WorkerStatus on it:
     temporal operator search-attribute create --name WorkerStatus --type Keyword ..."
   fi
+  mkdir -p "$(dirname "$TEMPORAL_USER_CACHE")" && cp "$TEMPORAL_BIN" "$TEMPORAL_USER_CACHE" || true
 }
 
 temporal_ready() {
