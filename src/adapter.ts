@@ -205,6 +205,8 @@ export class CommandAdapter {
           else cursor = entries[entries.length - 1]![0];
         }
         for (const [id, fields] of entries) {
+          // Re-reading this consumer's pending entries after an error must not serve one twice.
+          if (this.inFlightIds.has(id)) continue;
           const p = this.handle(id, fields).finally(() => this.inFlight.delete(p));
           this.inFlight.add(p);
         }
