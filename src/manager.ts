@@ -53,6 +53,9 @@ async function main(): Promise<void> {
     client: client.temporal,
     workflowBundlePath: process.env.WORKFLOW_BUNDLE,
   });
+  // Running before anything below: applying the limit is a workflow update, which only a running
+  // worker can process (the manager hung at start when the semaphore already existed).
+  const running = Promise.all(workers.map((w) => w.run()));
   const adapter = new CommandAdapter({
     client,
     redis,
@@ -84,7 +87,8 @@ async function main(): Promise<void> {
     watcher.stop();
     waker.stop();
     clearInterval(reaper);
-    for (const w of workers) w.shutdown();
+    // The SDK's workers react to SIGINT/SIGTERM themselves: shut down only those still running.
+    for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
   };
   process.on('SIGINT', () => void shutdown('SIGINT'));
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
@@ -105,7 +109,7 @@ async function main(): Promise<void> {
   });
   process.stderr.write(`\nworker-manager is up. Temporal UI: ${config.TEMPORAL_UI_URL}/namespaces/${config.TEMPORAL_NAMESPACE}/workflows\n\n`);
 
-  await Promise.all(workers.map((w) => w.run()));
+  await running;
   await client.close();
   await connection.close();
   redis.disconnect();
