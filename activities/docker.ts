@@ -29,7 +29,8 @@ export interface DockerDeps {
   redis: Redis;
 }
 
-const statusCode = (err: unknown) => (err as { statusCode?: number }).statusCode;
+/** The HTTP status of a Docker API error (404 gone, 304 no change, 409 conflict). */
+export const statusCode = (err: unknown) => (err as { statusCode?: number }).statusCode;
 const LOG_TAIL_LINES = 30;
 
 async function inspectByName(docker: Docker, name: string): Promise<Docker.ContainerInspectInfo | undefined> {

@@ -17,7 +17,7 @@ import { EXTRA_CA_CONTEXT_FILE, imageModules, renderDockerfile } from '../src/do
 import { keys } from '../src/keys';
 import type { ManagedImage } from '../workflows/gcPlan';
 import type { imageBuild } from '../workflows/imageBuild';
-import { LABELS } from './docker';
+import { LABELS, statusCode } from './docker';
 
 export interface ImageDeps {
   config: Config;
@@ -44,7 +44,6 @@ interface BuildContext {
 }
 
 const BUILD_LOG_TAIL = 25;
-const statusCode = (err: unknown) => (err as { statusCode?: number }).statusCode;
 export const imageBuildWorkflowId = (hash: string) => `image-build-${hash}`;
 
 function buildFailed(message: string): ApplicationFailure {

@@ -2,7 +2,7 @@
  * `npm run bench [-- --quick]`: measures against the real stack and writes bench/results.json
  * and bench/results.md. Timings live here, never in tests.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -21,6 +21,7 @@ import { keys } from '../src/keys';
 import { createManagerWorkers } from '../src/worker';
 import { WakeWatcher } from '../src/wakeWatcher';
 import { startFakeAnthropic } from '../test/fixtures/fakeAnthropic';
+import { bridgeAddress } from '../test/helpers/stack';
 import { WRAPPER_NODE_FLAGS } from '../src/dockerfile';
 import { acquireSignal, releaseSignal, semaphoreWorkflowId } from '../workflows/messages';
 import { summarize, type Summary } from './stats';
@@ -318,8 +319,7 @@ async function wrapperFlood(config: Config): Promise<void> {
 async function wakeLatency(config: Config): Promise<void> {
   const rounds = quick ? 3 : 8;
   log(`wake latency: ${rounds} pause/wake rounds of a real worker (fake LLM API)`);
-  const gateway = /inet (\d+\.\d+\.\d+\.\d+)/.exec(execFileSync('ip', ['-4', '-o', 'addr', 'show', 'docker0'], { encoding: 'utf8' }))?.[1] ?? '172.17.0.1';
-  const fake = await startFakeAnthropic(gateway, () => ({ text: '<result>ok</result>' }));
+  const fake = await startFakeAnthropic(bridgeAddress(), () => ({ text: '<result>ok</result>' }));
   const cfg: Config = { ...config, TEMPORAL_TASK_QUEUE: `bench-${randomUUID().slice(0, 8)}`, ANTHROPIC_BASE_URL: fake.url, ANTHROPIC_API_KEY: 'bench' };
   const manager = await inProcessManager(cfg);
   const { redis, wm } = manager;

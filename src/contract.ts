@@ -24,10 +24,8 @@ export const LIFECYCLE_EVENTS = [
 ] as const;
 export type LifecycleEvent = (typeof LIFECYCLE_EVENTS)[number];
 
-export const ERROR_CODES = [
-  'INVALID_REQUEST', 'NOT_FOUND', 'CAPACITY_TIMEOUT', 'BUILD_FAILED', 'UNAVAILABLE', 'INTERNAL',
-] as const;
-export type ErrorCode = (typeof ERROR_CODES)[number];
+import type { ErrorCode } from './errorCodes';
+export { ERROR_CODES, type ErrorCode } from './errorCodes';
 
 export const COMMANDS = ['create', 'delete', 'status', 'list', 'task', 'stats'] as const;
 export const CommandName = z.enum(COMMANDS);

@@ -24,6 +24,7 @@ import type { DockerActivities } from '../activities/docker';
 import type { ImageActivities } from '../activities/images';
 import type { RedisActivities, StatusUpdate } from '../activities/redis';
 import type { ErrorCode, LifecycleEvent, TaskResult, WorkerOutcome, WorkerSpec, WorkerStatus } from '../src/contract';
+import { ERROR_CODES } from '../src/errorCodes';
 import { instructionsFileName, renderInstructions, WORKSPACE_DIR } from '../src/instructions';
 import {
   containerExitedSignal,
@@ -37,7 +38,7 @@ import {
   type WorkerState,
 } from './messages';
 
-const CONTRACT_CODES: readonly string[] = ['INVALID_REQUEST', 'NOT_FOUND', 'CAPACITY_TIMEOUT', 'BUILD_FAILED', 'UNAVAILABLE', 'INTERNAL'];
+const CONTRACT_CODES: readonly string[] = ERROR_CODES;
 
 /** Turns whatever ended the start sequence into a code from the contract and a readable reason. */
 function describeFailure(err: unknown): { code: ErrorCode; message: string } {
