@@ -11,6 +11,7 @@ import type { Config } from '../src/config';
 import type { WorkerSpec } from '../src/contract';
 import { containerNameFor } from '../src/ids';
 import { WORKSPACE_DIR } from '../src/instructions';
+import { faultPoint } from '../src/faults';
 import { keys } from '../src/keys';
 
 export const LABELS = {
@@ -18,6 +19,8 @@ export const LABELS = {
   workerId: 'com.codegen.worker_id',
   agentType: 'com.codegen.agent_type',
   imageHash: 'com.codegen.image_hash',
+  /** The manager deployment (its TEMPORAL_TASK_QUEUE) whose workflows own the container: the orphan reaper's scope. */
+  taskQueue: 'com.codegen.task_queue',
 } as const;
 
 /** uid/gid of the `worker` user in docker/worker-base/Dockerfile. */
@@ -136,6 +139,7 @@ export function createDockerActivities(deps: DockerDeps) {
             [LABELS.managed]: 'true',
             [LABELS.workerId]: spec.workerId,
             [LABELS.agentType]: spec.agentType,
+            [LABELS.taskQueue]: config.TEMPORAL_TASK_QUEUE,
           },
           HostConfig: {
             Memory: spec.memoryBytes,
@@ -156,6 +160,7 @@ export function createDockerActivities(deps: DockerDeps) {
             RestartPolicy: { Name: 'no' },
           },
         });
+        faultPoint('after-container-create');
         return { containerId: c.id };
       } catch (err) {
         // Another attempt of this activity won the race for the name: use its container.
@@ -185,6 +190,7 @@ export function createDockerActivities(deps: DockerDeps) {
       p.finalize();
       const chunks: Buffer[] = [];
       for await (const chunk of p as unknown as AsyncIterable<Buffer>) chunks.push(chunk);
+      faultPoint('during-write-instructions');
       try {
         await docker.getContainer(input.containerId).putArchive(Buffer.concat(chunks), { path: input.dir });
       } catch (err) {
@@ -275,6 +281,7 @@ export function createDockerActivities(deps: DockerDeps) {
         if (statusCode(err) === 404) return { removed: false };
         if (statusCode(err) !== 304) throw err; // 304: not running
       }
+      faultPoint('during-delete');
       try {
         await c.remove({ force: true, v: true });
       } catch (err) {

@@ -14,6 +14,7 @@ import { pack } from 'tar-stream';
 import { dockerTaskQueue, type Config } from '../src/config';
 import type { AgentType, Module } from '../src/contract';
 import { EXTRA_CA_CONTEXT_FILE, imageModules, renderDockerfile } from '../src/dockerfile';
+import { faultPoint } from '../src/faults';
 import { keys } from '../src/keys';
 import type { ManagedImage } from '../workflows/gcPlan';
 import type { imageBuild } from '../workflows/imageBuild';
@@ -192,6 +193,7 @@ export function createImageActivities(deps: ImageDeps) {
         forcerm: true,
         abortSignal: activity.cancellationSignal,
       } as Docker.ImageBuildOptions);
+      faultPoint('during-image-build');
       const failure = await new Promise<string | undefined>((resolve) => {
         let error: string | undefined;
         docker.modem.followProgress(

@@ -72,7 +72,7 @@ async function main(): Promise<void> {
 
   const reaperLog = createLog('reaper', config.LOG_LEVEL);
   const reap = () =>
-    reapOrphans(docker, client.temporal, reaperLog)
+    reapOrphans(docker, client.temporal, reaperLog, config.TEMPORAL_TASK_QUEUE)
       .then((r) => r.removed.length && reaperLog.info('orphan sweep', { removed: r.removed.length, kept: r.kept }))
       .catch((err) => reaperLog.warn('orphan sweep failed', { error: (err as Error).message }));
   await reap();

@@ -2,6 +2,11 @@
  * Removes containers labelled as workers of ours whose workflow is not running (it was
  * terminated by an operator, or its history is gone): nothing else would ever remove them.
  * Run at manager start and periodically.
+ *
+ * Only containers labelled with this deployment's task queue are considered: a Docker engine may
+ * run the workers of several deployments (a staging and a production manager, the test suites),
+ * each with its own Temporal server or namespace, and one must never remove another's workers.
+ * (Containers made before the label existed carry none and are left alone.)
  */
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type Docker from 'dockerode';
@@ -14,9 +19,9 @@ export interface ReapReport {
   kept: number;
 }
 
-export async function reapOrphans(docker: Docker, temporal: Client, log: Log): Promise<ReapReport> {
+export async function reapOrphans(docker: Docker, temporal: Client, log: Log, taskQueue: string): Promise<ReapReport> {
   const report: ReapReport = { removed: [], kept: 0 };
-  const containers = await docker.listContainers({ all: true, filters: { label: [`${LABELS.managed}=true`, LABELS.workerId] } });
+  const containers = await docker.listContainers({ all: true, filters: { label: [`${LABELS.managed}=true`, LABELS.workerId, `${LABELS.taskQueue}=${taskQueue}`] } });
   for (const c of containers) {
     const workerId = c.Labels[LABELS.workerId] as string;
     let why: string | undefined;

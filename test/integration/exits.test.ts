@@ -79,12 +79,12 @@ describe('orphan reaper', () => {
     const orphan = await m.docker.createContainer({
       Image: st.image as string,
       name: `worker-${orphanId}`,
-      Labels: { 'com.codegen.managed': 'true', 'com.codegen.worker_id': orphanId, 'com.codegen.agent_type': 'CLAUDE' },
+      Labels: { 'com.codegen.managed': 'true', 'com.codegen.worker_id': orphanId, 'com.codegen.agent_type': 'CLAUDE', 'com.codegen.task_queue': m.config.TEMPORAL_TASK_QUEUE },
       Entrypoint: ['sleep'],
       Cmd: ['600'],
     });
     await orphan.start();
-    const report = await reapOrphans(m.docker, m.temporal, { info() {}, warn() {}, error() {} });
+    const report = await reapOrphans(m.docker, m.temporal, { info() {}, warn() {}, error() {} }, m.config.TEMPORAL_TASK_QUEUE);
     expect(report.removed).toEqual(expect.arrayContaining([{ container: `worker-${orphanId}`, worker_id: orphanId, why: 'it has no workflow' }]));
     expect(report.removed.map((r) => r.worker_id)).not.toContain(live);
     expect(await containerExists(m.docker, `worker-${orphanId}`)).toBe(false);

@@ -1,0 +1,20 @@
+/**
+ * Fault-injection points for the reliability suite (`npm run reliability`, test/reliability/).
+ * Inert unless the environment variable WM_FAULT_INJECT names a point: then the process kills
+ * itself with SIGKILL when it reaches that point, as a crash at that exact moment would. A manager
+ * restarted without the variable carries on from there. Never set it in production.
+ *
+ * The named points:
+ * - `during-image-build`     the docker build has started (activities/images.ts buildImage)
+ * - `after-container-create` the container exists but is not started (activities/docker.ts createContainer)
+ * - `during-write-instructions` just before CLAUDE.md / AGENTS.md is uploaded (activities/docker.ts writeFile)
+ * - `during-delete`          the container is stopped but not yet removed (activities/docker.ts removeContainer)
+ */
+export const FAULT_POINTS = ['during-image-build', 'after-container-create', 'during-write-instructions', 'during-delete'] as const;
+export type FaultPoint = (typeof FAULT_POINTS)[number];
+
+export function faultPoint(name: FaultPoint): void {
+  if (process.env.WM_FAULT_INJECT !== name) return;
+  process.stderr.write(`worker-manager: fault injection: SIGKILL at ${name}\n`);
+  process.kill(process.pid, 'SIGKILL');
+}

@@ -1,0 +1,298 @@
+/**
+ * Private services of one reliability run, so faults never touch the shared stack other people
+ * test against: a Temporal dev server (same CLI binary as scripts/stack.sh, its own ports and
+ * SQLite file), a Redis (own port, bound to loopback and the Docker bridge gateway, append-only
+ * file), a cuttable proxy in front of the Docker engine's socket, and managers as child processes.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, createWriteStream, existsSync, mkdirSync, openSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import Redis from 'ioredis';
+
+export const ROOT = path.resolve(__dirname, __dirname.includes(`${path.sep}dist${path.sep}`) ? '../../..' : '../..');
+export const DATA = path.join(ROOT, '.data', 'reliability');
+const TEMPORAL_VERSION = 'v1.5.1';
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 120_000, intervalMs = 250): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v !== undefined && v !== false) return v as T;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${Math.round(timeoutMs / 1000)} s waiting for ${what}${last ? `: ${(last as Error).message ?? String(last)}` : ''}`);
+    await sleep(intervalMs);
+  }
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+    s.on('error', reject);
+  });
+}
+
+/** The host's address on docker0: what host.docker.internal resolves to in worker containers. */
+export function bridgeGateway(): string {
+  const a = os.networkInterfaces().docker0?.find((i) => i.family === 'IPv4');
+  if (a) return a.address;
+  const { execFileSync } = require('node:child_process') as typeof import('node:child_process');
+  const m = /inet (\d+\.\d+\.\d+\.\d+)/.exec(execFileSync('ip', ['-4', '-o', 'addr', 'show', 'docker0'], { encoding: 'utf8' }));
+  if (!m) throw new Error('no address on docker0: is the Docker engine running?');
+  return m[1]!;
+}
+
+function exited(p: ChildProcess): Promise<void> {
+  return p.exitCode !== null || p.signalCode !== null ? Promise.resolve() : new Promise((r) => p.once('exit', () => r()));
+}
+
+export function temporalBinary(): string {
+  const candidates = [
+    path.join(ROOT, '.tools', `temporal-${TEMPORAL_VERSION}`, 'temporal'),
+    path.join(process.env.WM_CACHE_DIR ?? path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'worker-manager'), `temporal-${TEMPORAL_VERSION}`, 'temporal'),
+  ];
+  const found = candidates.find((c) => existsSync(c));
+  if (!found) throw new Error(`no Temporal CLI at ${candidates.join(' or ')}: run "npm run stack" first`);
+  return found;
+}
+
+/** A Temporal dev server of our own; restart() keeps its SQLite file, so history survives. */
+export class PrivateTemporal {
+  port = 0;
+  uiPort = 0;
+  proc?: ChildProcess;
+  readonly dbFile: string;
+  constructor(private readonly name: string) {
+    this.dbFile = path.join(DATA, `${name}-temporal.db`);
+  }
+  get address(): string {
+    return `127.0.0.1:${this.port}`;
+  }
+  async start(): Promise<void> {
+    if (!this.port) {
+      this.port = await freePort();
+      this.uiPort = await freePort();
+    }
+    const log = openSync(path.join(DATA, `${this.name}-temporal.log`), 'a');
+    // The same dynamic config and search attributes as scripts/stack.sh.
+    this.proc = spawn(temporalBinary(), [
+      'server', 'start-dev',
+      '--dynamic-config-value', 'limit.historyCount.suggestContinueAsNew=200',
+      '--ip', '127.0.0.1', '--port', String(this.port), '--ui-port', String(this.uiPort),
+      '--db-filename', this.dbFile, '--namespace', 'default',
+      '--search-attribute', 'WorkerId=Keyword', '--search-attribute', 'AgentType=Keyword', '--search-attribute', 'WorkerStatus=Keyword',
+      '--log-level', 'warn',
+    ], { stdio: ['ignore', log, log] });
+    closeSync(log);
+    await until('the private Temporal server', async () => {
+      if (this.proc?.exitCode !== null) throw new Error(`it exited (code ${this.proc?.exitCode}), see ${DATA}/${this.name}-temporal.log`);
+      return this.healthy();
+    }, 120_000, 300);
+  }
+  private healthy(): Promise<boolean> {
+    return new Promise((resolve) => {
+      const p = spawn(temporalBinary(), ['operator', 'cluster', 'health', '--address', this.address], { stdio: ['ignore', 'pipe', 'ignore'] });
+      let out = '';
+      p.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+      p.on('exit', () => resolve(/serving/i.test(out)));
+    });
+  }
+  /** A crash: SIGKILL, nothing flushed but what SQLite already committed. */
+  async kill(): Promise<void> {
+    const p = this.proc;
+    if (!p) return;
+    p.kill('SIGKILL');
+    await exited(p);
+  }
+  async stop(): Promise<void> {
+    const p = this.proc;
+    if (!p || p.exitCode !== null || p.signalCode !== null) return;
+    p.kill('SIGTERM');
+    await Promise.race([exited(p), sleep(10_000).then(() => p.kill('SIGKILL'))]);
+    await exited(p);
+  }
+  cleanup(): void {
+    for (const f of [this.dbFile, `${this.dbFile}-wal`, `${this.dbFile}-shm`]) rmSync(f, { force: true });
+  }
+}
+
+/**
+ * A Redis of our own on loopback and the Docker bridge gateway (worker containers reach it as
+ * host.docker.internal), with keyspace notifications as scripts/stack.sh sets them and an
+ * append-only file fsynced on every write: what the product expects of a production Redis,
+ * since its streams hold commands and input that must survive a restart.
+ */
+export class PrivateRedis {
+  port = 0;
+  proc?: ChildProcess;
+  readonly dir: string;
+  constructor(name: string) {
+    this.dir = path.join(DATA, `${name}-redis`);
+  }
+  get url(): string {
+    return `redis://127.0.0.1:${this.port}`;
+  }
+  get workerUrl(): string {
+    return `redis://host.docker.internal:${this.port}`;
+  }
+  async start(): Promise<void> {
+    mkdirSync(this.dir, { recursive: true });
+    if (!this.port) this.port = await freePort();
+    this.proc = spawn('redis-server', [
+      '--port', String(this.port), '--bind', `127.0.0.1 ${bridgeGateway()}`, '--protected-mode', 'no',
+      '--dir', this.dir, '--appendonly', 'yes', '--appendfsync', 'always', '--save', '',
+      '--notify-keyspace-events', 'Kt', '--logfile', path.join(this.dir, 'redis.log'),
+    ], { stdio: 'ignore' });
+    const probe = new Redis(this.url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    probe.on('error', () => undefined);
+    try {
+      await until('the private Redis', async () => {
+        if (this.proc?.exitCode !== null) throw new Error(`redis-server exited, see ${this.dir}/redis.log`);
+        try {
+          if (probe.status !== 'ready') await probe.connect();
+          return (await probe.ping()) === 'PONG';
+        } catch {
+          probe.disconnect();
+          return false;
+        }
+      }, 30_000, 100);
+    } finally {
+      probe.disconnect();
+    }
+  }
+  /** A crash: SIGKILL (with appendfsync always, every acknowledged write is on disk). */
+  async kill(): Promise<void> {
+    const p = this.proc;
+    if (!p) return;
+    p.kill('SIGKILL');
+    await exited(p);
+  }
+  async stop(): Promise<void> {
+    const p = this.proc;
+    if (!p || p.exitCode !== null || p.signalCode !== null) return;
+    p.kill('SIGTERM');
+    await exited(p);
+  }
+  cleanup(): void {
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * A unix socket that forwards to the Docker engine's socket. cut() closes it and every open
+ * connection (the manager sees the engine as unreachable: ENOENT / ECONNRESET); restore() listens
+ * again. The real engine is never touched.
+ */
+export class DockerProxy {
+  readonly socketPath: string;
+  private server?: net.Server;
+  private readonly conns = new Set<net.Socket>();
+  constructor(name: string, private readonly target = '/var/run/docker.sock') {
+    this.socketPath = path.join(os.tmpdir(), `wm-rel-${name}-${process.pid}.sock`);
+  }
+  get dockerHost(): string {
+    return `unix://${this.socketPath}`;
+  }
+  get up(): boolean {
+    return this.server !== undefined;
+  }
+  async restore(): Promise<void> {
+    if (this.server) return;
+    rmSync(this.socketPath, { force: true });
+    const server = net.createServer((client) => {
+      const upstream = net.connect(this.target);
+      this.conns.add(client).add(upstream);
+      const drop = () => {
+        client.destroy();
+        upstream.destroy();
+        this.conns.delete(client);
+        this.conns.delete(upstream);
+      };
+      client.on('error', drop).on('close', drop);
+      upstream.on('error', drop).on('close', drop);
+      client.pipe(upstream);
+      upstream.pipe(client);
+    });
+    await new Promise<void>((resolve, reject) => server.listen(this.socketPath, resolve).once('error', reject));
+    this.server = server;
+  }
+  async cut(): Promise<void> {
+    const s = this.server;
+    this.server = undefined;
+    for (const c of this.conns) c.destroy();
+    this.conns.clear();
+    if (s) await new Promise<void>((r) => s.close(() => r()));
+    rmSync(this.socketPath, { force: true });
+  }
+}
+
+/** One manager process (node dist/src/manager.js), its output in a log file. */
+export class ManagerProcess {
+  proc?: ChildProcess;
+  starts = 0;
+  private output = '';
+  constructor(
+    readonly name: string,
+    private readonly env: NodeJS.ProcessEnv,
+  ) {}
+  get logFile(): string {
+    return path.join(DATA, `${this.name}-manager.log`);
+  }
+  /** Starts it and waits until it says it is up (or, with a fault armed, until it dies at its fault point). */
+  async start(extraEnv: Record<string, string> = {}, waitUp = true): Promise<void> {
+    this.starts++;
+    this.output = '';
+    const log = createWriteStream(this.logFile, { flags: 'a' });
+    log.write(`\n===== start ${this.starts} ${new Date().toISOString()} ${JSON.stringify(extraEnv)}\n`);
+    const p = spawn(process.execPath, [path.join(ROOT, 'dist', 'src', 'manager.js')], { env: { ...this.env, ...extraEnv }, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.proc = p;
+    const take = (c: Buffer) => {
+      log.write(c);
+      this.output += c.toString('utf8');
+      if (this.output.length > 200_000) this.output = this.output.slice(-100_000);
+    };
+    p.stdout!.on('data', take);
+    p.stderr!.on('data', take);
+    p.on('exit', (code, sig) => log.end(`===== exit code=${code} signal=${sig}\n`));
+    if (!waitUp) return;
+    await until(`manager ${this.name} to be up`, async () => {
+      if (p.exitCode !== null || p.signalCode !== null) throw new Error(`manager ${this.name} exited (${p.exitCode ?? p.signalCode}), see ${this.logFile}`);
+      return this.output.includes('worker-manager is up');
+    }, 180_000, 200);
+  }
+  get alive(): boolean {
+    return !!this.proc && this.proc.exitCode === null && this.proc.signalCode === null;
+  }
+  /** Resolves with the signal that ended the process (SIGKILL for an injected fault). */
+  async exit(): Promise<string | number | null> {
+    const p = this.proc;
+    if (!p) return null;
+    await exited(p);
+    return p.signalCode ?? p.exitCode;
+  }
+  saw(text: string | RegExp): boolean {
+    return typeof text === 'string' ? this.output.includes(text) : text.test(this.output);
+  }
+  async kill(): Promise<void> {
+    if (!this.alive) return;
+    this.proc!.kill('SIGKILL');
+    await exited(this.proc!);
+  }
+  async stop(): Promise<void> {
+    if (!this.alive) return;
+    const p = this.proc!;
+    p.kill('SIGTERM');
+    await Promise.race([exited(p), sleep(20_000)]);
+    if (this.alive) await this.kill();
+  }
+}
