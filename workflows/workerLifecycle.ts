@@ -70,13 +70,15 @@ export async function workerLifecycle(spec: WorkerSpec): Promise<WorkerOutcome> 
     taskQueue: spec.dockerTaskQueue,
     startToCloseTimeout: '30 minutes',
     heartbeatTimeout: '2 minutes',
-    retry: { ...dockerRetry, maximumAttempts: 3 },
+    // Build failures are BUILD_FAILED (not retried); other errors are the engine being away: a
+    // Docker outage must not fail every create in flight (3 attempts gave up after 3 s).
+    retry: dockerRetry,
   });
   const wrapper = proxyActivities<DockerActivities>({
     taskQueue: spec.dockerTaskQueue,
     startToCloseTimeout: `${spec.readyTimeoutS + 30} seconds`,
     heartbeatTimeout: '30 seconds',
-    retry: { ...dockerRetry, maximumAttempts: 3 },
+    retry: dockerRetry, // a wrapper that never connects is WRAPPER_NOT_READY, not retried
   });
   // Clean-up must not give up while Docker is away: retry without limit, slowly.
   const cleanup = proxyActivities<DockerActivities>({

@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import Docker from 'dockerode';
 import Redis from 'ioredis';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { WorkerManagerClient } from '../../src/client';
 import { capacityPool, loadConfig, type Config } from '../../src/config';
@@ -17,7 +17,7 @@ import { keys } from '../../src/keys';
 import type { FaultPoint } from '../../src/faults';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fakeAnthropic';
 import { audit, type AuditReport } from './audit';
-import { bridgeGateway, DATA, DockerProxy, ManagerProcess, PrivateRedis, PrivateTemporal, ROOT, sleep, until } from './services';
+import { bridgeGateway, DATA, FinalError, DockerProxy, ManagerProcess, PrivateRedis, PrivateTemporal, ROOT, sleep, until } from './services';
 
 export interface ScenarioResult {
   scenario: string;
@@ -80,6 +80,7 @@ export class Run {
     await this.temporal.stop();
     await this.redis.stop();
     if (!process.env.WM_RELIABILITY_KEEP) {
+      if (this.bundle.startsWith(DATA)) rmSync(this.bundle, { force: true });
       this.temporal.cleanup();
       this.redis.cleanup();
     }
@@ -158,9 +159,7 @@ export class Deployment {
         throw new FinalError(`worker ${id} ended ${s.status}: ${s.error ?? ''}`);
       }
       return s && wanted.includes(s.status) ? s : undefined;
-    }, timeoutMs, 250).catch((err) => {
-      throw err instanceof FinalError ? err : new Error(`${(err as Error).message}`);
-    });
+    }, timeoutMs, 250);
   }
 
   async containerExists(id: string): Promise<boolean> {
@@ -217,7 +216,6 @@ export class Deployment {
   }
 }
 
-class FinalError extends Error {}
 
 interface Tally {
   /** The scenario's deployment, once made (for the audit after a failure). */

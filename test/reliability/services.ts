@@ -17,6 +17,9 @@ const TEMPORAL_VERSION = 'v1.5.1';
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** Thrown inside an until() check: stop waiting at once (the awaited state can no longer come). */
+export class FinalError extends Error {}
+
 export async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 120_000, intervalMs = 250): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
@@ -25,6 +28,7 @@ export async function until<T>(what: string, fn: () => Promise<T | undefined | f
       const v = await fn();
       if (v !== undefined && v !== false) return v as T;
     } catch (err) {
+      if (err instanceof FinalError) throw err;
       last = err;
     }
     if (Date.now() > deadline) throw new Error(`timed out after ${Math.round(timeoutMs / 1000)} s waiting for ${what}${last ? `: ${(last as Error).message ?? String(last)}` : ''}`);
