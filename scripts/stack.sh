@@ -108,10 +108,12 @@ ensure_redis() {
     wait_for "old Redis stop" 10 bash -c '! redis-cli -h 127.0.0.1 -p 6379 ping'
   fi
   log "starting Redis on 127.0.0.1 and $gw (log: $DATA/redis.log)"
-  # Keyspace notifications on streams let the manager notice input for paused workers.
+  # Keyspace notifications on streams let the manager notice input for paused workers. The
+  # append-only file keeps commands and worker input across a Redis restart (a crash of the
+  # process loses nothing acknowledged; a crash of the machine at most the last second).
   redis-server --daemonize yes --port 6379 --bind "127.0.0.1 $gw" --protected-mode no \
     --dir "$DATA" --dbfilename redis.rdb --logfile "$DATA/redis.log" \
-    --notify-keyspace-events Kt --save "60 1000" >/dev/null
+    --notify-keyspace-events Kt --save "60 1000" --appendonly yes >/dev/null
   wait_for "Redis" 20 bash -c "redis-cli -h 127.0.0.1 -p 6379 ping | grep -q PONG" || die "Redis did not start, see $DATA/redis.log"
 }
 

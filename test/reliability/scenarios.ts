@@ -406,7 +406,7 @@ export function redisRestarted(run: Run): Promise<ScenarioResult> {
     await d.prompt(w1, 'before');
     await run.redis.kill();
     t.faults++;
-    t.notes.push('Redis SIGKILLed (append-only file, fsync always)');
+    t.notes.push('Redis SIGKILLed (append-only file)');
     // While it is away the orchestrator's commands wait in its own buffer; the client says UNAVAILABLE.
     await expectTaken(t, 'status through the client', async () => {
       const e = await d.client.status(w1).then(() => undefined, (err) => err as { code?: string });

@@ -132,9 +132,10 @@ export class PrivateTemporal {
 
 /**
  * A Redis of our own on loopback and the Docker bridge gateway (worker containers reach it as
- * host.docker.internal), with keyspace notifications as scripts/stack.sh sets them and an
- * append-only file fsynced on every write: what the product expects of a production Redis,
- * since its streams hold commands and input that must survive a restart.
+ * host.docker.internal), configured as scripts/stack.sh starts the shared one: keyspace
+ * notifications and the append-only file (fsync every second, so a crash of the Redis process
+ * loses nothing acknowledged). The product expects that persistence: its streams hold commands
+ * and worker input that must survive a restart.
  */
 export class PrivateRedis {
   port = 0;
@@ -154,7 +155,7 @@ export class PrivateRedis {
     if (!this.port) this.port = await freePort();
     this.proc = spawn('redis-server', [
       '--port', String(this.port), '--bind', `127.0.0.1 ${bridgeGateway()}`, '--protected-mode', 'no',
-      '--dir', this.dir, '--appendonly', 'yes', '--appendfsync', 'always', '--save', '',
+      '--dir', this.dir, '--appendonly', 'yes', '--save', '',
       '--notify-keyspace-events', 'Kt', '--logfile', path.join(this.dir, 'redis.log'),
     ], { stdio: 'ignore' });
     const probe = new Redis(this.url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
@@ -174,7 +175,7 @@ export class PrivateRedis {
       probe.disconnect();
     }
   }
-  /** A crash: SIGKILL (with appendfsync always, every acknowledged write is on disk). */
+  /** A crash: SIGKILL (every acknowledged write is already in the append-only file). */
   async kill(): Promise<void> {
     const p = this.proc;
     if (!p) return;
