@@ -72,7 +72,7 @@ describe('orphan reaper', () => {
   });
   afterAll(async () => m?.stop());
 
-  test('removes a worker container without a live workflow, keeps a live worker, and reports what it did', async () => {
+  test('removes a worker container without a live workflow, keeps a live worker and other deployments\' workers, and reports what it did', async () => {
     const { worker_id: live } = await m.client.create({ agent_type: 'CLAUDE' });
     const st = await waitForStatus(m.client, live, ['RUNNING']);
     const orphanId = randomUUID();
@@ -84,11 +84,22 @@ describe('orphan reaper', () => {
       Cmd: ['600'],
     });
     await orphan.start();
+    // A worker of another deployment on the same engine (its workflow lives elsewhere): not ours to reap.
+    const foreignId = randomUUID();
+    const foreign = await m.docker.createContainer({
+      Image: st.image as string,
+      name: `worker-${foreignId}`,
+      Labels: { 'com.codegen.managed': 'true', 'com.codegen.worker_id': foreignId, 'com.codegen.agent_type': 'CLAUDE', 'com.codegen.task_queue': `other-${foreignId}` },
+      Entrypoint: ['sleep'],
+      Cmd: ['600'],
+    });
     const report = await reapOrphans(m.docker, m.temporal, { info() {}, warn() {}, error() {} }, m.config.TEMPORAL_TASK_QUEUE);
     expect(report.removed).toEqual(expect.arrayContaining([{ container: `worker-${orphanId}`, worker_id: orphanId, why: 'it has no workflow' }]));
     expect(report.removed.map((r) => r.worker_id)).not.toContain(live);
     expect(await containerExists(m.docker, `worker-${orphanId}`)).toBe(false);
     expect(await containerExists(m.docker, `worker-${live}`)).toBe(true);
+    expect(await containerExists(m.docker, `worker-${foreignId}`)).toBe(true);
+    await foreign.remove({ force: true });
     await m.client.delete(live);
   });
 });
