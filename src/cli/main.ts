@@ -12,6 +12,11 @@ process.on('SIGINT', () => {
   interrupt();
 });
 
+// `wm logs ID | head`: the reader went away, which is no error of ours.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (err: NodeJS.ErrnoException) => process.exit(err.code === 'EPIPE' ? EXIT.OK : EXIT.FAILED));
+}
+
 runCli(process.argv.slice(2), {
   stdout: process.stdout,
   stderr: process.stderr,
