@@ -141,11 +141,10 @@ async function followOutput(
   const blocking: Redis = client.redis.duplicate({ maxRetriesPerRequest: 2 });
   let last = fromId;
   let stop = false;
-  const interrupted = ctx.io.interrupted.then(() => {
+  void ctx.io.interrupted.then(() => {
     stop = true;
     blocking.disconnect();
   });
-  void interrupted;
   try {
     let quietSince = Date.now();
     while (!stop) {
