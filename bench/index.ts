@@ -346,6 +346,64 @@ async function burst(config: Config): Promise<void> {
   }
 }
 
+/** Resident memory (kB) and CPU time (clock ticks, user + system) of a process, from /proc. */
+function procUsage(pid: number): { rssKb: number; hwmKb: number; ticks: number } {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(status)?.[1] ?? NaN);
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // fields from 3 (state) on
+  return { rssKb: kb('VmRSS'), hwmKb: kb('VmHWM'), ticks: Number(f[11]) + Number(f[12]) };
+}
+
+/**
+ * The manager as it runs in production (its own process, `node dist/src/manager.js`) with 10
+ * live workers: resident memory and CPU while they are idle. Its command adapter joins the
+ * shared consumer group, so run the benchmarks on a stack nobody else is sending commands to.
+ */
+async function managerFootprint(config: Config): Promise<void> {
+  const workers = 10;
+  const seconds = quick ? 10 : 30;
+  log(`manager RSS and CPU: its own process, ${workers} RUNNING workers, ${seconds} s idle`);
+  const queue = `bench-${randomUUID().slice(0, 8)}`;
+  const env = { ...process.env, TEMPORAL_TASK_QUEUE: queue, MANAGER_ID: queue, MAX_CONCURRENT_WORKERS: String(workers + 2), LOG_LEVEL: 'warn', DOCKER_HOST_ID: 'bench' };
+  const child = spawn(process.execPath, [path.join(ROOT, 'dist', 'src', 'manager.js')], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  await new Promise<void>((resolve, reject) => {
+    child.stderr!.on('data', (c: Buffer) => {
+      stderr += c.toString();
+      if (stderr.includes('worker-manager is up')) resolve();
+    });
+    child.on('exit', (code) => reject(new Error(`the manager exited (${code}): ${stderr.slice(-2000)}`)));
+  });
+  const cfg: Config = { ...config, TEMPORAL_TASK_QUEUE: queue, DOCKER_HOST_ID: 'bench' };
+  const wm = await WorkerManagerClient.connect(cfg);
+  const redis = new Redis(cfg.REDIS_URL);
+  const ids: string[] = [];
+  try {
+    for (let i = 0; i < workers; i++) ids.push((await wm.create({ agent_type: 'CLAUDE', idle_timeout_s: 3600 })).worker_id);
+    await until('all RUNNING', async () => (await Promise.all(ids.map((id) => statusOf(redis, id)))).every((s) => s === 'RUNNING'), 100);
+    await sleep(3_000); // settle after the start-up burst
+    const a = procUsage(child.pid!);
+    const t0 = performance.now();
+    const rss: number[] = [];
+    for (let i = 0; i < seconds; i++) {
+      await sleep(1_000);
+      rss.push(procUsage(child.pid!).rssKb / 1024);
+    }
+    const b = procUsage(child.pid!);
+    const cpuPct = Math.round(((b.ticks - a.ticks) / 100 / ((performance.now() - t0) / 1000)) * 1000) / 10;
+    const peak = Math.round(Math.max(...rss));
+    rows.push({ name: `manager RSS, ${workers} RUNNING workers, idle`, unit: 'MB', value: peak, target: '< 300 MB', met: peak < 300, note: `highest of ${seconds} one-second samples; peak since start (VmHWM) ${Math.round(b.hwmKb / 1024)} MB; workflows from the prebuilt bundle` });
+    rows.push({ name: `manager CPU, ${workers} RUNNING workers, idle`, unit: '%', value: cpuPct, note: `of one core, over ${seconds} s` });
+  } finally {
+    await Promise.allSettled(ids.map((id) => wm.delete(id)));
+    child.kill('SIGTERM');
+    await new Promise((r) => child.once('exit', r));
+    await wm.close();
+    redis.disconnect();
+  }
+}
+
 /** Resolving an image that exists (the create path on a cache hit), and recorded build times. */
 async function images(config: Config): Promise<void> {
   const samples = quick ? 20 : 100;
@@ -554,6 +612,7 @@ async function main(): Promise<void> {
   if (wanted('wake')) await wakeLatency(config);
   if (wanted('create')) await createPath(config);
   if (wanted('burst')) await burst(config);
+  if (wanted('rss')) await managerFootprint(config);
   const out = path.join(ROOT, 'bench');
   writeFileSync(path.join(out, 'results.json'), JSON.stringify({ generated_at: new Date().toISOString(), quick, cpus: os.cpus().length, node: process.version, rows }, null, 2) + '\n');
   const md = markdown();

@@ -3,6 +3,8 @@
  * The manager process: the Temporal workers (workflows, Docker and Redis activities) and the
  * Redis command adapter. Configuration comes from the environment (src/config.ts).
  */
+import { existsSync } from 'node:fs';
+import path from 'node:path';
 import { NativeConnection } from '@temporalio/worker';
 import Docker from 'dockerode';
 import Redis from 'ioredis';
@@ -16,6 +18,12 @@ import { WakeWatcher } from './wakeWatcher';
 import { ensureImageGcSchedule, imageGcScheduleId } from './schedules';
 import { createManagerWorkers } from './worker';
 import { createWarmPool } from './warmPool';
+
+/** dist/workflows.bundle.js, made by `npm run build` (scripts/build-workflows.js), when present. */
+function prebuiltWorkflowBundle(): string | undefined {
+  const p = path.join(__dirname, '..', 'workflows.bundle.js');
+  return existsSync(p) ? p : undefined;
+}
 
 async function main(): Promise<void> {
   let config: Config;
@@ -55,7 +63,7 @@ async function main(): Promise<void> {
     redis,
     client: client.temporal,
     warmPool,
-    workflowBundlePath: process.env.WORKFLOW_BUNDLE,
+    workflowBundlePath: process.env.WORKFLOW_BUNDLE ?? prebuiltWorkflowBundle(),
   });
   // Running before anything below: applying the limit is a workflow update, which only a running
   // worker can process (the manager hung at start when the semaphore already existed).
