@@ -232,18 +232,31 @@ export class CommandAdapter {
 
   private async serve(id: string, fields: string[]): Promise<void> {
     const { redis, log } = this.opts;
-    const parsed = parseEntry(fields ?? []);
+    const entry = parseEntry(fields ?? []);
     // Keep trying to write the reply: an unanswered entry stays pending and is retried at restart.
     for (let attempt = 0; ; attempt++) {
       try {
+        let parsed = entry;
         if (parsed.kind === 'dead') {
-          await redis
-            .multi()
-            .xadd(keys.deadLetters, 'MAXLEN', '~', '100000', '*', 'original_id', id, 'fields', JSON.stringify(fields), 'reason', parsed.reason)
-            .xack(keys.commands, CONSUMER_GROUP, id)
-            .exec();
+          checkExec(
+            await redis
+              .multi()
+              .xadd(keys.deadLetters, 'MAXLEN', '~', '100000', '*', 'original_id', id, 'fields', JSON.stringify(fields), 'reason', parsed.reason)
+              .xack(keys.commands, CONSUMER_GROUP, id)
+              .exec(),
+          );
           log.warn('command dead-lettered', { id, reason: parsed.reason });
           return;
+        }
+        // A reply_to naming a key that is not a stream could never take the reply (the XADD would
+        // fail while the XACK beside it succeeds): refuse it on the default stream, unexecuted.
+        const replyTo = parsed.kind === 'ok' ? parsed.cmd.replyTo : parsed.replyTo;
+        const type = replyTo === DEFAULT_REPLY_STREAM ? 'stream' : await redis.type(replyTo);
+        if (type !== 'none' && type !== 'stream') {
+          const base = parsed.kind === 'ok' ? { requestId: parsed.cmd.requestId, command: parsed.cmd.command, details: {} } : parsed;
+          const details: Record<string, string> = Object.assign(Object.create(null), base.details);
+          details.reply_to = `names a Redis key of type ${type}, not a stream`;
+          parsed = { kind: 'invalid', requestId: base.requestId, command: base.command, replyTo: DEFAULT_REPLY_STREAM, details };
         }
         if (parsed.kind === 'invalid') {
           const error: ErrorBody = { code: 'INVALID_REQUEST', message: `invalid command entry: ${Object.keys(parsed.details).join(', ')}`, details: parsed.details };
@@ -305,11 +318,20 @@ export class CommandAdapter {
     outcome: { result: unknown } | { error: ErrorBody },
   ): Promise<void> {
     const body = 'result' in outcome ? ['ok', '1', 'result', JSON.stringify(outcome.result)] : ['ok', '0', 'error', JSON.stringify(outcome.error)];
-    await this.opts.redis
-      .multi()
-      .xadd(stream, 'MAXLEN', '~', '100000', '*', 'request_id', requestId, 'command', command, ...body)
-      .xack(keys.commands, CONSUMER_GROUP, id)
-      .exec();
+    checkExec(
+      await this.opts.redis
+        .multi()
+        .xadd(stream, 'MAXLEN', '~', '100000', '*', 'request_id', requestId, 'command', command, ...body)
+        .xack(keys.commands, CONSUMER_GROUP, id)
+        .exec(),
+    );
   }
+}
+
+/** EXEC reports a failed command in its results rather than by rejecting: surface it. */
+function checkExec(results: [Error | null, unknown][] | null): void {
+  if (!results) throw new Error('the reply transaction was aborted');
+  const failed = results.find(([err]) => err);
+  if (failed) throw failed[0];
 }
 
