@@ -9,6 +9,7 @@ import {
   CommandName,
   COMMANDS,
   DEFAULT_REPLY_STREAM,
+  LIMITS,
   ReplyTo,
   REQUEST_ID_RE,
   type CommandName as Command,
@@ -52,7 +53,7 @@ export type ParseResult =
   | { kind: 'invalid'; requestId: string; command: string; replyTo: string; details: Record<string, string> }
   | { kind: 'dead'; reason: string };
 
-const MAX_PAYLOAD_BYTES = 512 * 1024;
+const MAX_PAYLOAD_BYTES = LIMITS.payloadBytes;
 
 /** Validates the envelope of a command entry; payload schemas are checked by the client. */
 export function parseEntry(fields: string[]): ParseResult {

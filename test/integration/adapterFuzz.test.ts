@@ -21,7 +21,8 @@ const ENVELOPE = ['request_id', 'command', 'payload', 'reply_to'];
 const MY_REPLY = 'worker:responses:fuzz';
 /** A reply_to that names an existing key which is not a stream. */
 const WRONG_TYPE_REPLY = 'worker:responses:fuzz-not-a-stream';
-const BIG = 'B'.repeat(600 * 1024); // over the 512 KiB payload limit
+const BIG = 'B'.repeat(600 * 1024); // a huge value, allowed where a field has no limit of its own
+const TOO_BIG = 'T'.repeat(LIMITS.payloadBytes + 1); // over the payload limit
 const errors: string[] = [];
 const log = { info() {}, warn() {}, error: (msg: string, meta?: Record<string, unknown>) => void errors.push(`${msg} ${JSON.stringify(meta)}`) };
 
@@ -74,7 +75,7 @@ const payload: fc.Arbitrary<Val> = fc.oneof(
   },
   { weight: 2, arbitrary: fc.jsonValue({ maxDepth: 3 }).map((v) => JSON.stringify(v)) },
   { weight: 1, arbitrary: fc.dictionary(fc.string({ maxLength: 10 }), fc.jsonValue({ maxDepth: 2 }), { maxKeys: 5 }).map((d) => JSON.stringify(d)) },
-  { weight: 1, arbitrary: fc.constantFrom('['.repeat(100_000), `{"a":${'['.repeat(50_000)}`, BIG, JSON.stringify({ status: BIG })) },
+  { weight: 1, arbitrary: fc.constantFrom('['.repeat(100_000), `{"a":${'['.repeat(50_000)}`, BIG, JSON.stringify({ status: BIG }), JSON.stringify({ status: TOO_BIG })) },
   // JSON holding bytes that are not UTF-8 inside a string.
   { weight: 1, arbitrary: notUtf8.map((b) => Buffer.concat([Buffer.from('{"status":"'), b, Buffer.from('"}')])) },
   { weight: 1, arbitrary: text },
@@ -141,7 +142,7 @@ function expectationOf(entryId: string, raw: [Val, Val][]): Expectation {
     } catch {
       /* not JSON */
     }
-    if (!obj || Buffer.byteLength(p) > 512 * 1024) bad.add('payload');
+    if (!obj || Buffer.byteLength(p) > LIMITS.payloadBytes) bad.add('payload');
   }
   return { entryId, fields, outcome: { kind: 'answered', requestId: rid, stream, badFields: [...bad] } };
 }
