@@ -13,6 +13,7 @@ import Redis from 'ioredis';
 import { keys } from '../keys';
 import { adapters, extractResult, type AgentAdapter } from './agents';
 import { EventSink } from './events';
+import { parseInputEntry, type InputTask } from './input';
 
 const HEARTBEAT_INTERVAL_MS = 10_000;
 const HEARTBEAT_TTL_S = 30;
@@ -68,18 +69,7 @@ function diskFree(dir: string): number | null {
 }
 
 // ---------------------------------------------------------------- input
-interface Task {
-  entryId: string;
-  taskId: string;
-  prompt: string;
-  timeoutS: number;
-}
-
-function fieldsToMap(fields: string[]): Map<string, string> {
-  const m = new Map<string, string>();
-  for (let i = 0; i + 1 < fields.length; i += 2) if (!m.has(fields[i] as string)) m.set(fields[i] as string, fields[i + 1] as string);
-  return m;
-}
+type Task = InputTask;
 
 /**
  * Warm-pool standby (src/warmPool.ts): a container made before it has an owner boots, connects
@@ -202,18 +192,15 @@ async function main(): Promise<void> {
         const res = (await reader.xread('COUNT', 50, 'BLOCK', 5000, 'STREAMS', keys.input(workerId), readFrom)) as [string, [string, string[]][]][] | null;
         for (const [id, fields] of res?.[0]?.[1] ?? []) {
           readFrom = id;
-          const f = fieldsToMap(fields);
-          const type = f.get('type') ?? 'prompt';
-          const taskId = f.get('task_id') || `task-${id}`;
-          if (type === 'cancel') {
-            if (current?.task.taskId === taskId) stopTask('cancelled');
-            else cancelled.add(taskId);
-          } else if (type === 'prompt') {
-            const timeout = Number(f.get('timeout_s'));
-            queue.push({ entryId: id, taskId, prompt: f.get('content') ?? '', timeoutS: Number.isFinite(timeout) && timeout > 0 ? timeout : defaultTimeoutS });
+          const entry = parseInputEntry(id, fields, defaultTimeoutS);
+          if (entry.kind === 'cancel') {
+            if (current?.task.taskId === entry.taskId) stopTask('cancelled');
+            else cancelled.add(entry.taskId);
+          } else if (entry.kind === 'prompt') {
+            queue.push(entry.task);
             wake?.();
           } else {
-            sink.push('error', `input ${id}: unknown type "${type}" (expected prompt or cancel)`, taskId);
+            sink.push('error', `input ${id}: unknown type "${entry.type}" (expected prompt or cancel)`, entry.taskId);
           }
         }
       } catch (err) {
