@@ -5,6 +5,7 @@
  * removed when the manager stops.
  */
 import { LABELS } from '../../activities/docker';
+import { createImageActivities } from '../../activities/images';
 import { capacityPool } from '../../src/config';
 import { renderInstructions } from '../../src/instructions';
 import { keys } from '../../src/keys';
@@ -111,5 +112,34 @@ describe('warm pool', () => {
     await m.warmPool!.stop();
     expect(await poolContainers()).toHaveLength(0);
     expect(await m.redis.exists(keys.poolReady(slot), keys.poolIdentity(slot))).toBe(0);
+  });
+
+  test('the image GC does not count warm containers as users of an image, and removes them with it', async () => {
+    // A throwaway managed image (a commit of the base image), and a "warm" container of it.
+    const seed = await m.docker.createContainer({ Image: m.config.BASE_IMAGE, Cmd: ['true'] });
+    const tag = `worker:gctest${Date.now().toString(16)}`;
+    const [repo, ver] = tag.split(':') as [string, string];
+    const committed = (await seed.commit({ repo, tag: ver, changes: 'LABEL com.codegen.managed="true"' })) as { Id: string };
+    await seed.remove({ force: true });
+    const slot = `wm-pool-test-gc-${Date.now().toString(16)}`;
+    const warm = await m.docker.createContainer({
+      name: slot,
+      Image: tag,
+      Cmd: ['sleep', '600'],
+      Labels: { [LABELS.managed]: 'true', [LABELS.pool]: 'gc-test' },
+    });
+    await m.redis.set(keys.poolReady(slot), '1', 'EX', 600);
+    try {
+      const images = createImageActivities({ config: m.config, docker: m.docker, redis: m.redis, client: m.temporal });
+      const listed = (await images.listManagedImages()).find((i) => i.id === committed.Id);
+      expect(listed?.usedBy).toEqual([]);
+      const r = await images.removeImages({ images: [{ id: committed.Id, tags: [tag] }] });
+      expect(r.removed).toEqual([committed.Id]);
+      expect(await containerExists(m.docker, slot)).toBe(false);
+      expect(await m.redis.exists(keys.poolReady(slot))).toBe(0);
+    } finally {
+      await warm.remove({ force: true }).catch(() => undefined);
+      await m.docker.getImage(committed.Id).remove({ force: true }).catch(() => undefined);
+    }
   });
 });
