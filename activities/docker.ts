@@ -10,6 +10,7 @@ import { pack } from 'tar-stream';
 import type { Config } from '../src/config';
 import type { WorkerSpec } from '../src/contract';
 import { containerNameFor } from '../src/ids';
+import { egressContainerEnv, EgressSetupError, ensureEgressNetwork, workerNetworkName } from '../src/egress';
 import { WORKSPACE_DIR } from '../src/instructions';
 import { keys } from '../src/keys';
 
@@ -111,7 +112,17 @@ export function createDockerActivities(deps: DockerDeps) {
       const name = containerNameFor(spec.workerId);
       const existing = await inspectByName(docker, name);
       if (existing) return { containerId: existing.Id };
-      await ensureNetwork();
+      // Egress allow-list (src/egress.ts): restricted workers join an internal network, whose host
+      // rules are (re)checked here, and get the proxy variables. Unset: the usual network.
+      let egressEnv: string[] = [];
+      if (config.WORKER_EGRESS_ALLOW) {
+        try {
+          egressEnv = egressContainerEnv((await ensureEgressNetwork(docker, config)).gatewayIp, config.WORKER_EGRESS_PROXY_PORT);
+        } catch (err) {
+          if (err instanceof EgressSetupError) throw ApplicationFailure.create({ type: 'INTERNAL', nonRetryable: true, message: err.message });
+          throw err;
+        }
+      } else await ensureNetwork();
       const env = [
         `WORKER_ID=${spec.workerId}`,
         `WORKER_REDIS_URL=${config.WORKER_REDIS_URL}`,
@@ -124,6 +135,7 @@ export function createDockerActivities(deps: DockerDeps) {
         'CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1',
         ...(spec.taskId ? [`WORKER_TASK_ID=${spec.taskId}`] : []),
         ...agentEnv(config, spec),
+        ...egressEnv,
       ];
       try {
         const c = await docker.createContainer({
@@ -142,7 +154,7 @@ export function createDockerActivities(deps: DockerDeps) {
             MemorySwap: spec.memoryBytes, // no swap beyond the limit
             NanoCpus: spec.nanoCpus,
             PidsLimit: config.WORKER_PIDS_LIMIT,
-            NetworkMode: config.WORKER_NETWORK,
+            NetworkMode: workerNetworkName(config),
             ExtraHosts: ['host.docker.internal:host-gateway'],
             // host_session auth: the host's Claude directory, read-only (the client checked its root).
             ...(spec.authMode === 'host_session' && spec.hostClaudeDir ? { Binds: [`${spec.hostClaudeDir}:/opt/worker/host-claude:ro`] } : {}),
@@ -208,7 +220,7 @@ export function createDockerActivities(deps: DockerDeps) {
         if (statusCode(err) !== 304) throw err; // 304: already started by an earlier attempt
       }
       const info = await c.inspect();
-      return { ipAddress: info.NetworkSettings.Networks[config.WORKER_NETWORK]?.IPAddress || null };
+      return { ipAddress: info.NetworkSettings.Networks[workerNetworkName(config)]?.IPAddress || null };
     },
 
     /**

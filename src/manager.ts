@@ -11,6 +11,7 @@ import { WorkerManagerClient } from './client';
 import { ConfigError, dockerTaskQueue, loadConfig, type Config } from './config';
 import { ContainerWatcher } from './containerWatcher';
 import { createLog } from './log';
+import { startEgressGateway } from './egress';
 import { reapOrphans } from './orphanReaper';
 import { WakeWatcher } from './wakeWatcher';
 import { ensureImageGcSchedule, imageGcScheduleId } from './schedules';
@@ -43,6 +44,10 @@ async function main(): Promise<void> {
   } catch (err) {
     throw new Error(`Temporal at ${config.TEMPORAL_ADDRESS} does not answer: ${(err as Error).message}`);
   }
+
+  // The egress allow-list's network, host rules and proxy, before any worker can be created.
+  const egressLog = createLog('egress', config.LOG_LEVEL);
+  const egress = await startEgressGateway({ config, docker, log: egressLog });
 
   const client = await WorkerManagerClient.connect(config);
   const workers = await createManagerWorkers({
@@ -110,6 +115,11 @@ async function main(): Promise<void> {
   process.stderr.write(`\nworker-manager is up. Temporal UI: ${config.TEMPORAL_UI_URL}/namespaces/${config.TEMPORAL_NAMESPACE}/workflows\n\n`);
 
   await running;
+  if (egress) {
+    // The host rules stay: restricted workers left running remain closed, not open.
+    egressLog.info('egress proxy stopped', { ...egress.proxy.stats() });
+    await egress.proxy.close();
+  }
   await client.close();
   await connection.close();
   redis.disconnect();
