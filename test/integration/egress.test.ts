@@ -5,11 +5,12 @@
  * Destinations are two HTTP servers on this machine's docker0 address; nothing leaves the host.
  * Without the allow-list nothing changes (lifecycle.test.ts checks the usual network).
  */
+import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import http from 'node:http';
 import type net from 'node:net';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fakeAnthropic';
-import { egressNetworkName, removeEgressNetwork, startEgressGateway } from '../../src/egress';
+import { chainFor, egressNetworkName, removeEgressNetwork, startEgressGateway } from '../../src/egress';
 import { bridgeAddress, execIn, startManager, waitForStatus, type RunningManager } from '../helpers/stack';
 
 describe('egress allow-list (real containers)', () => {
@@ -125,5 +126,26 @@ describe('egress allow-list (real containers)', () => {
     // It went through the proxy (the endpoint is not on the Docker host's direct ports).
     expect(gateway!.proxy.stats().allowed).toBeGreaterThan(before.allowed);
     expect(gateway!.proxy.stats().refused).toBe(before.refused);
+  });
+
+  test('host rules removed from outside are put back before the next restricted worker is created', async () => {
+    const bridge = gateway!.network.bridge;
+    const chain = chainFor(bridge);
+    // Someone flushes our chain and drops the jump to it.
+    execFileSync('iptables', ['-w', '-D', 'INPUT', '-i', bridge, '-j', chain]);
+    execFileSync('iptables', ['-w', '-F', chain]);
+    const { worker_id: id } = await m!.client.create({ agent_type: 'CLAUDE', instructions: '# egress test 2' });
+    await waitForStatus(m!.client, id, ['RUNNING']);
+    const input = execFileSync('iptables', ['-w', '-S', 'INPUT'], { encoding: 'utf8' });
+    expect(input).toContain(`-A INPUT -i ${bridge} -j ${chain}`);
+    expect(execFileSync('iptables', ['-w', '-S', chain], { encoding: 'utf8' })).toContain('REJECT');
+    const container = m!.docker.getContainer(`worker-${id}`);
+    const nodeDirect = await execIn(container, [
+      'node', '-e',
+      `require('net').connect(${allowedPort}, '${host}').on('connect', () => console.log('connected')).on('error', (e) => console.log(e.code))`,
+    ]);
+    expect(nodeDirect).toBe('EHOSTUNREACH');
+    expect(hits.blocked).toBe(0);
+    await m!.client.delete(id);
   });
 });
