@@ -316,12 +316,11 @@ export class EgressProxy {
     socket.on('error', () => undefined);
     let host: string;
     let port: number;
-    try {
-      const u = new URL(`http://${req.url ?? ''}`);
-      if (!u.port || u.pathname !== '/' || u.username) throw new Error('bad target');
-      host = u.hostname;
-      port = Number(u.port);
-    } catch {
+    const m = /^(\[[0-9A-Fa-f:.]+\]|[^\s:/@[\]]+):(\d{1,5})$/.exec(req.url ?? '');
+    if (m && Number(m[2]) >= 1 && Number(m[2]) <= 65535) {
+      host = m[1]!;
+      port = Number(m[2]);
+    } else {
       socket.end('HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nworker-manager egress: CONNECT needs host:port\n');
       return;
     }

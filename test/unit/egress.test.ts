@@ -235,6 +235,30 @@ describe('EgressProxy on loopback', () => {
     expect(out).toContain('allowed GET /t');
   });
 
+  it('tunnels CONNECT to port 80 and answers 400 to a CONNECT without host:port', async () => {
+    const p80 = new EgressProxy({ rules: parseAllowList('127.0.0.1:80')!, hostGatewayIp: '127.0.0.1', log: { info() {}, warn() {}, error() {} } });
+    const port = (await p80.listen('127.0.0.1', 0)).port;
+    const raw = (line: string) =>
+      new Promise<string>((resolve) => {
+        const s = net.connect(port, '127.0.0.1', () => s.write(`${line}\r\n\r\n`));
+        let buf = '';
+        s.on('data', (c) => {
+          buf += c;
+          if (buf.includes('\r\n\r\n')) s.destroy();
+        });
+        s.on('close', () => resolve(buf));
+        s.on('error', () => undefined);
+      });
+    try {
+      // Allowed: it is let through to the upstream (nothing listens on :80 here, so 502 or 200).
+      expect(await raw('CONNECT 127.0.0.1:80 HTTP/1.1')).toMatch(/^HTTP\/1\.1 (200|502)/);
+      expect(await raw('CONNECT 127.0.0.1 HTTP/1.1')).toMatch(/^HTTP\/1\.1 400/);
+      expect(await raw('CONNECT 127.0.0.1:99999 HTTP/1.1')).toMatch(/^HTTP\/1\.1 400/);
+    } finally {
+      await p80.close();
+    }
+  });
+
   it('refuses the rest with 403 and a reason, counts and logs it, and never reaches the destination', async () => {
     const before = proxy.stats();
     const plain = await viaProxy(`127.0.0.1:${blockedPort}`);
