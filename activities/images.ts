@@ -18,12 +18,16 @@ import { keys } from '../src/keys';
 import type { ManagedImage } from '../workflows/gcPlan';
 import type { imageBuild } from '../workflows/imageBuild';
 import { LABELS, statusCode } from './docker';
+import type { WarmPool } from '../src/warmPool';
+import { poolKeys } from '../src/warmPool';
 
 export interface ImageDeps {
   config: Config;
   docker: Docker;
   redis: Redis;
   client: Client;
+  /** The host's warm pool: its containers do not keep an image alive, and go before it. */
+  warmPool?: WarmPool;
 }
 
 export interface ImageRequest {
@@ -220,7 +224,8 @@ export function createImageActivities(deps: ImageDeps) {
       const images = await docker.listImages({ filters: { label: [`${LABELS.managed}=true`] } });
       const containers = await docker.listContainers({ all: true });
       const used = new Map<string, string[]>();
-      for (const c of containers) used.set(c.ImageID, [...(used.get(c.ImageID) ?? []), c.Names[0]?.replace(/^\//, '') ?? c.Id]);
+      // Unclaimed warm-pool containers are a cache: the GC removes them with their image.
+      for (const c of containers.filter((c) => !(c.Labels[LABELS.pool] && c.Names[0]?.startsWith('/wm-pool-')))) used.set(c.ImageID, [...(used.get(c.ImageID) ?? []), c.Names[0]?.replace(/^\//, '') ?? c.Id]);
       const tags = images.flatMap((i) => i.RepoTags ?? []).filter((t) => t !== '<none>:<none>');
       const scores = tags.length ? await redis.zmscore(keys.images, ...tags) : [];
       const lastUse = new Map(tags.map((t, i) => [t, scores[i] ? Number(scores[i]) : undefined]));
@@ -245,8 +250,16 @@ export function createImageActivities(deps: ImageDeps) {
     async removeImages(input: { images: { id: string; tags: string[] }[] }): Promise<{ removed: string[]; kept: { id: string; reason: string }[] }> {
       const removed: string[] = [];
       const kept: { id: string; reason: string }[] = [];
+      const pool = await docker.listContainers({ all: true, filters: { label: [`${LABELS.managed}=true`, LABELS.pool] } });
       for (const image of input.images) {
         try {
+          // Warm containers of this image go first (of every pool on this engine: Docker would refuse).
+          for (const c of pool.filter((c) => c.ImageID === image.id && c.Names[0]?.startsWith('/wm-pool-'))) {
+            await docker.getContainer(c.Id).remove({ force: true, v: true }).catch((err) => {
+              if (statusCode(err) !== 404) throw err;
+            });
+            await redis.del(...poolKeys(c.Names[0]!.slice(1)));
+          }
           await docker.getImage(image.id).remove({ force: false, noprune: false });
           removed.push(image.id);
         } catch (err) {

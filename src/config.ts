@@ -66,6 +66,13 @@ export const ConfigSchema = z.object({
     /** How long the status hash of a STOPPED or FAILED worker stays in Redis. */
     STATUS_RETENTION_SECONDS: int(86400),
     ADAPTER_CONCURRENCY: int(16),
+    /**
+     * Warm pool (src/warmPool.ts): paused, ready containers kept per image in demand, claimed by
+     * creates. 0 turns it off. They use worker slots (MAX_CONCURRENT_WORKERS) no worker needs.
+     */
+    WARM_POOL_SIZE: int(0, 0),
+    /** An image's warm containers are removed after this long without a create that used it. */
+    WARM_POOL_IDLE_SECONDS: int(1800),
     /** Name of this manager's consumer in the `worker-manager` group; stable across restarts. */
     MANAGER_ID: z.string().regex(/^[A-Za-z0-9._:-]{1,64}$/, 'must be 1-64 characters of [A-Za-z0-9._:-]').default(hostname().slice(0, 64).replace(/[^A-Za-z0-9._:-]/g, '-') || 'manager'),
     WRAPPER_BUNDLE: z.string().default(path.join(ROOT, 'dist', 'wrapper', 'wrapper.js')),

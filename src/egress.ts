@@ -10,14 +10,14 @@
  *     outside names, so DNS is no way out either.
  *  2. An internal network still reaches the host itself (its packets to host addresses are
  *     delivered locally, not forwarded): host-side iptables rules, in a chain of ours jumped to
- *     from INPUT and DOCKER-USER for that bridge only, let through exactly the proxy port on the
- *     network's gateway and the product's own ports on the Docker host (Redis, agent base URLs at
- *     host.docker.internal), and reject everything else at once (no hanging connects). They
+ *     from INPUT and DOCKER-USER for that bridge only, let through exactly the proxy's port and
+ *     the product's own ports at the Docker host's gateway address, host.docker.internal (Redis,
+ *     agent base URLs there), and reject everything else at once (no hanging connects). They
  *     need root on the Docker host; the manager installs them idempotently (check before insert)
  *     and re-checks them before every restricted container is created. They stay when the
  *     manager stops, so a stopped manager leaves workers closed, not open.
- *  3. An HTTP forward proxy (plain HTTP and CONNECT) in the manager process, on the network's
- *     gateway address, allows a request only when its target host:port matches the allow-list.
+ *  3. An HTTP forward proxy (plain HTTP and CONNECT) in the manager process, on the Docker host's
+ *     gateway address (host.docker.internal in every worker), allows a request only when its target host:port matches the allow-list.
  *     Matching is by name at request time, never by IPs resolved at start, so CDNs rotating
  *     addresses, names sharing an address, and names that fail to resolve at start (the
  *     devcontainer firewall's reported failures) do not matter. Containers get HTTP(S)_PROXY /
@@ -47,11 +47,11 @@ export const workerNetworkName = (config: Pick<Config, 'WORKER_NETWORK' | 'WORKE
 
 export interface EgressNetwork {
   name: string;
-  /** The bridge's own address on the network: where the proxy listens. */
+  /** The bridge's own address on the network. */
   gatewayIp: string;
   /** The Linux bridge interface the host rules match on. */
   bridge: string;
-  /** What host.docker.internal means (Docker's host-gateway: the default bridge's gateway). */
+  /** What host.docker.internal means (Docker's host-gateway: the default bridge's gateway); the proxy listens there. */
   hostGatewayIp: string;
 }
 
@@ -62,9 +62,9 @@ export class EgressSetupError extends Error {
   }
 }
 
-/** Ports on the Docker host (host.docker.internal) that restricted workers may reach directly. */
-export function productHostPorts(config: Pick<Config, 'WORKER_REDIS_URL' | 'ANTHROPIC_BASE_URL' | 'FACTORY_BASE_URL'>): number[] {
-  const ports = new Set<number>();
+/** Ports at host.docker.internal that restricted workers may reach directly: the proxy's and the product's. */
+export function productHostPorts(config: Pick<Config, 'WORKER_REDIS_URL' | 'ANTHROPIC_BASE_URL' | 'FACTORY_BASE_URL' | 'WORKER_EGRESS_PROXY_PORT'>): number[] {
+  const ports = new Set<number>([config.WORKER_EGRESS_PROXY_PORT]);
   for (const url of [config.WORKER_REDIS_URL, config.ANTHROPIC_BASE_URL, config.FACTORY_BASE_URL]) {
     if (!url) continue;
     const u = new URL(url);
@@ -80,9 +80,10 @@ export function effectiveRules(config: Pick<Config, 'WORKER_EGRESS_ALLOW' | 'ANT
   return [...(config.WORKER_EGRESS_ALLOW ?? []), ...implicit];
 }
 
-/** Environment for a restricted container: every common spelling of the proxy variables. */
-export function egressContainerEnv(gatewayIp: string, proxyPort: number): string[] {
-  const proxy = `http://${gatewayIp}:${proxyPort}`;
+/** A worker container's proxy variables (every common spelling) with the allow-list on; none without. */
+export function egressContainerEnv(config: Pick<Config, 'WORKER_EGRESS_ALLOW' | 'WORKER_EGRESS_PROXY_PORT'>): string[] {
+  if (!config.WORKER_EGRESS_ALLOW) return [];
+  const proxy = `http://${HOST_ALIAS}:${config.WORKER_EGRESS_PROXY_PORT}`;
   const noProxy = 'localhost,127.0.0.1,::1';
   return [
     `HTTP_PROXY=${proxy}`, `HTTPS_PROXY=${proxy}`, `http_proxy=${proxy}`, `https_proxy=${proxy}`,
@@ -98,10 +99,9 @@ export function egressContainerEnv(gatewayIp: string, proxyPort: number): string
 export const chainFor = (bridge: string) => `WM-${bridge}`.slice(0, 28);
 
 /** The chain's rules, in order (arguments after `-A <chain>`). */
-export function hostRuleSpecs(n: Pick<EgressNetwork, 'gatewayIp' | 'hostGatewayIp'>, proxyPort: number, hostPorts: number[]): string[][] {
+export function hostRuleSpecs(n: Pick<EgressNetwork, 'hostGatewayIp'>, hostPorts: number[]): string[][] {
   return [
     ['-m', 'conntrack', '--ctstate', 'RELATED,ESTABLISHED', '-j', 'RETURN'],
-    ['-p', 'tcp', '-d', `${n.gatewayIp}/32`, '--dport', String(proxyPort), '-j', 'RETURN'],
     ...hostPorts.map((p) => ['-p', 'tcp', '-d', `${n.hostGatewayIp}/32`, '--dport', String(p), '-j', 'RETURN']),
     ['-j', 'REJECT', '--reject-with', 'icmp-admin-prohibited'],
   ];
@@ -131,10 +131,10 @@ let rulesLock: Promise<unknown> = Promise.resolve();
  * Makes the bridge's chain hold exactly `hostRuleSpecs` and be jumped to from INPUT and
  * DOCKER-USER; a no-op (checks only) when it already does. Serialised within the process.
  */
-export function ensureHostRules(n: EgressNetwork, proxyPort: number, hostPorts: number[]): Promise<void> {
+export function ensureHostRules(n: EgressNetwork, hostPorts: number[]): Promise<void> {
   const next = rulesLock.then(async () => {
     const chain = chainFor(n.bridge);
-    const specs = hostRuleSpecs(n, proxyPort, hostPorts);
+    const specs = hostRuleSpecs(n, hostPorts);
     const listed = await iptables(['-S', chain]);
     let intact = listed.ok && listed.stdout.trim().split('\n').filter((l) => l.startsWith('-A ')).length === specs.length;
     for (const s of specs) {
@@ -213,7 +213,7 @@ export async function ensureEgressNetwork(docker: Docker, config: Config): Promi
   if (!gatewayIp) throw new EgressSetupError(`the Docker network ${name} has no IPv4 gateway`);
   const bridge = (info.Options?.['com.docker.network.bridge.name'] as string | undefined) ?? `br-${info.Id.slice(0, 12)}`;
   const n: EgressNetwork = { name, gatewayIp, bridge, hostGatewayIp: await hostGatewayIp(docker) };
-  await ensureHostRules(n, config.WORKER_EGRESS_PROXY_PORT, productHostPorts(config));
+  await ensureHostRules(n, productHostPorts(config));
   return n;
 }
 
@@ -408,8 +408,8 @@ export async function startEgressGateway(deps: { config: Config; docker: Docker;
   const network = await ensureEgressNetwork(docker, config);
   const rules = effectiveRules(config);
   const proxy = new EgressProxy({ rules, hostGatewayIp: network.hostGatewayIp, log });
-  await proxy.listen(network.gatewayIp, config.WORKER_EGRESS_PROXY_PORT);
-  const proxyUrl = `http://${network.gatewayIp}:${config.WORKER_EGRESS_PROXY_PORT}`;
+  await proxy.listen(network.hostGatewayIp, config.WORKER_EGRESS_PROXY_PORT);
+  const proxyUrl = `http://${network.hostGatewayIp}:${config.WORKER_EGRESS_PROXY_PORT}`;
   log.info('egress allow-list on', {
     network: network.name,
     proxy: proxyUrl,

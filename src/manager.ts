@@ -16,6 +16,7 @@ import { reapOrphans } from './orphanReaper';
 import { WakeWatcher } from './wakeWatcher';
 import { ensureImageGcSchedule, imageGcScheduleId } from './schedules';
 import { createManagerWorkers } from './worker';
+import { createWarmPool } from './warmPool';
 
 async function main(): Promise<void> {
   let config: Config;
@@ -50,12 +51,15 @@ async function main(): Promise<void> {
   const egress = await startEgressGateway({ config, docker, log: egressLog });
 
   const client = await WorkerManagerClient.connect(config);
+  const warmPool = createWarmPool({ config, docker, redis, temporal: client.temporal, log: createLog('warm-pool', config.LOG_LEVEL) });
+  await warmPool?.start();
   const workers = await createManagerWorkers({
     connection,
     config,
     docker,
     redis,
     client: client.temporal,
+    warmPool,
     workflowBundlePath: process.env.WORKFLOW_BUNDLE,
   });
   // Running before anything below: applying the limit is a workflow update, which only a running
@@ -92,6 +96,8 @@ async function main(): Promise<void> {
     watcher.stop();
     waker.stop();
     clearInterval(reaper);
+    // Warm containers are a cache of this process: they go with it.
+    await warmPool?.stop().catch((err) => log.warn('could not remove the warm pool', { error: String(err) }));
     // The SDK's workers react to SIGINT/SIGTERM themselves: shut down only those still running.
     for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
   };
@@ -111,6 +117,7 @@ async function main(): Promise<void> {
     task_queues: [config.TEMPORAL_TASK_QUEUE, dockerTaskQueue(config)],
     redis: config.REDIS_URL,
     commands: 'worker:commands',
+    warm_pool: config.WARM_POOL_SIZE,
   });
   process.stderr.write(`\nworker-manager is up. Temporal UI: ${config.TEMPORAL_UI_URL}/namespaces/${config.TEMPORAL_NAMESPACE}/workflows\n\n`);
 

@@ -81,7 +81,31 @@ function fieldsToMap(fields: string[]): Map<string, string> {
   return m;
 }
 
+/**
+ * Warm-pool standby (src/warmPool.ts): a container made before it has an owner boots, connects
+ * to Redis, says it is ready and waits, paused by the manager, for the identity a claim pushes.
+ * Then it writes the worker's instructions and carries on as if started with them.
+ */
+async function awaitIdentity(): Promise<void> {
+  const slot = process.env.WORKER_POOL_SLOT;
+  if (!slot || process.env.WORKER_ID) return;
+  const retryStrategy = (times: number) => Math.min(100 * 2 ** Math.min(times, 6), 5_000);
+  const standby = new Redis(env('WORKER_REDIS_URL'), { maxRetriesPerRequest: null, retryStrategy });
+  standby.on('error', () => undefined);
+  await waitConnected(standby);
+  await standby.set(keys.poolReady(slot), String(process.pid), 'EX', 86400);
+  const [, raw] = (await standby.blpop(keys.poolIdentity(slot), 0)) as [string, string];
+  standby.disconnect();
+  const identity = JSON.parse(raw) as { worker_id: string; allowed_commands: string[]; task_id?: string; instructions_path: string; instructions: string };
+  writeFileSync(identity.instructions_path, identity.instructions, { encoding: 'utf8', mode: 0o644 });
+  process.env.WORKER_ID = identity.worker_id;
+  process.env.WORKER_ALLOWED_COMMANDS = JSON.stringify(identity.allowed_commands);
+  if (identity.task_id) process.env.WORKER_TASK_ID = identity.task_id;
+  say(`claimed from the warm pool (${slot}) as worker ${identity.worker_id}`);
+}
+
 async function main(): Promise<void> {
+  await awaitIdentity();
   const workerId = env('WORKER_ID');
   const agentType = env('WORKER_AGENT_TYPE');
   const adapter: AgentAdapter | undefined = adapters[agentType];

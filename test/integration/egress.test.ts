@@ -13,6 +13,19 @@ import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fakeAnthropi
 import { chainFor, egressNetworkName, removeEgressNetwork, startEgressGateway } from '../../src/egress';
 import { bridgeAddress, execIn, startManager, waitForStatus, type RunningManager } from '../helpers/stack';
 
+/** A port free on `host` now (for the proxy: the default, 3128, may be a real manager's). */
+async function freePort(host: string): Promise<number> {
+  const probe = http.createServer();
+  await new Promise<void>((r) => probe.listen(0, host, () => r()));
+  const port = (probe.address() as net.AddressInfo).port;
+  await new Promise((r) => probe.close(r));
+  return port;
+}
+
+/** From inside a container, a direct TCP connection (no proxy): 'connected' or the error code. */
+const directConnect = (c: Parameters<typeof execIn>[0], host: string, port: number) =>
+  execIn(c, ['node', '-e', `require('net').connect(${port}, '${host}').on('connect', () => console.log('connected')).on('error', (e) => console.log(e.code))`]);
+
 describe('egress allow-list (real containers)', () => {
   const hits = { allowed: 0, blocked: 0 };
   const servers: http.Server[] = [];
@@ -43,6 +56,7 @@ describe('egress allow-list (real containers)', () => {
     // The agents' endpoint is allowed without being listed: the product needs it.
     fake = await startFakeAnthropic(host, () => ({ text: 'Done. <result>through the proxy</result>' }));
     m = await startManager({
+      WORKER_EGRESS_PROXY_PORT: String(await freePort(host)),
       ANTHROPIC_BASE_URL: fake.url,
       ANTHROPIC_API_KEY: 'test',
       WORKER_NETWORK: network,
@@ -71,7 +85,8 @@ describe('egress allow-list (real containers)', () => {
     const info = await container.inspect();
     expect(Object.keys(info.NetworkSettings.Networks)).toEqual([egressNetworkName(m!.config)]);
     expect((await m!.docker.getNetwork(egressNetworkName(m!.config)).inspect()).Internal).toBe(true);
-    expect(info.Config.Env).toEqual(expect.arrayContaining([`HTTPS_PROXY=${gateway!.proxyUrl}`, `http_proxy=${gateway!.proxyUrl}`]));
+    const proxyVar = `http://host.docker.internal:${m!.config.WORKER_EGRESS_PROXY_PORT}`;
+    expect(info.Config.Env).toEqual(expect.arrayContaining([`HTTPS_PROXY=${proxyVar}`, `http_proxy=${proxyVar}`]));
     expect(info.HostConfig.CapDrop).toContain('ALL'); // no NET_ADMIN needed in the container
 
     // Allowed, by name and by address, as plain HTTP and through a CONNECT tunnel (curl -p).
@@ -93,11 +108,7 @@ describe('egress allow-list (real containers)', () => {
     const direct = await sh(container, `curl -sS -m 20 --noproxy '*' http://host.docker.internal:${allowedPort}/ 2>&1`);
     expect(direct).not.toContain('hello from');
     expect(direct).not.toContain('rc=0');
-    const nodeDirect = await execIn(container, [
-      'node', '-e',
-      `require('net').connect(${blockedPort}, '${host}').on('connect', () => console.log('connected')).on('error', (e) => console.log(e.code))`,
-    ]);
-    expect(nodeDirect).toBe('EHOSTUNREACH');
+    expect(await directConnect(container, host, blockedPort)).toBe('EHOSTUNREACH');
     // No IPv6 route out either: the container has no IPv6 address but loopback.
     const v6 = await sh(container, "grep -v ' lo$' /proc/net/if_inet6 | wc -l");
     expect(v6).toBe('0\nrc=0');
@@ -140,12 +151,56 @@ describe('egress allow-list (real containers)', () => {
     expect(input).toContain(`-A INPUT -i ${bridge} -j ${chain}`);
     expect(execFileSync('iptables', ['-w', '-S', chain], { encoding: 'utf8' })).toContain('REJECT');
     const container = m!.docker.getContainer(`worker-${id}`);
-    const nodeDirect = await execIn(container, [
-      'node', '-e',
-      `require('net').connect(${allowedPort}, '${host}').on('connect', () => console.log('connected')).on('error', (e) => console.log(e.code))`,
-    ]);
-    expect(nodeDirect).toBe('EHOSTUNREACH');
+    expect(await directConnect(container, host, allowedPort)).toBe('EHOSTUNREACH');
     expect(hits.blocked).toBe(0);
     await m!.client.delete(id);
+  });
+});
+
+describe('egress allow-list with the warm pool (real containers)', () => {
+  let m: RunningManager | undefined;
+  let gateway: Awaited<ReturnType<typeof startEgressGateway>>;
+  let server: http.Server | undefined;
+  let port = 0;
+  let host = '';
+  const network = `wm-egress-warm-${randomUUID().slice(0, 8)}`;
+
+  beforeAll(async () => {
+    host = bridgeAddress();
+    server = http.createServer((_req, res) => res.end('warm ok\n'));
+    await new Promise<void>((r) => server!.listen(0, host, () => r()));
+    port = (server.address() as net.AddressInfo).port;
+    m = await startManager({
+      WORKER_NETWORK: network,
+      WORKER_EGRESS_ALLOW: `host.docker.internal:${port}`,
+      WORKER_EGRESS_PROXY_PORT: String(await freePort(host)),
+      WARM_POOL_SIZE: '1',
+      MAX_CONCURRENT_WORKERS: '2',
+    });
+    gateway = await startEgressGateway({ config: m.config, docker: m.docker, log: { info() {}, warn() {}, error() {} } });
+  });
+  afterAll(async () => {
+    await m?.stop(); // deletes workers and removes the pool's containers
+    await gateway?.proxy.close();
+    if (m) await removeEgressNetwork(m.docker, m.config);
+    server?.close();
+  });
+
+  test('a worker that claims a warm container is restricted like a cold one', async () => {
+    const first = (await m!.client.create({ agent_type: 'CLAUDE' })).worker_id;
+    await waitForStatus(m!.client, first, ['RUNNING']);
+    await m!.warmPool!.settled();
+    const second = (await m!.client.create({ agent_type: 'CLAUDE' })).worker_id;
+    const st = await waitForStatus(m!.client, second, ['RUNNING']);
+    const container = m!.docker.getContainer(`worker-${second}`);
+    const info = await container.inspect();
+    // It came from the pool (created before the second create), and sits on the restricted network.
+    expect(info.Id).toBe(st.container_id);
+    expect(info.Config.Env?.some((e) => e.startsWith('WORKER_POOL_SLOT='))).toBe(true);
+    expect(Object.keys(info.NetworkSettings.Networks)).toEqual([egressNetworkName(m!.config)]);
+    expect(await execIn(container, ['curl', '-sS', '-m', '20', `http://host.docker.internal:${port}/`])).toBe('warm ok');
+    expect(await directConnect(container, host, port)).toBe('EHOSTUNREACH');
+    await m!.client.delete(first);
+    await m!.client.delete(second);
   });
 });

@@ -120,7 +120,7 @@ describe('configuration', () => {
     expect(findAllowRule(rules, 'host.docker.internal', 8999)).toBeDefined();
     expect(findAllowRule(rules, 'host.docker.internal', 9000)).toBeUndefined();
     // Reachable directly on the Docker host: Redis and the endpoint at host.docker.internal.
-    expect(productHostPorts(c)).toEqual([6379, 8999]);
+    expect(productHostPorts(c)).toEqual([3128, 6379, 8999]);
   });
 
   it('a bad entry is a configuration error naming the variable and the entry', () => {
@@ -144,17 +144,18 @@ describe('configuration', () => {
 });
 
 describe('container settings and host rules', () => {
-  it('sets every spelling of the proxy variables', () => {
-    const env = egressContainerEnv('172.30.0.1', 3128);
-    for (const v of ['HTTP_PROXY', 'HTTPS_PROXY', 'http_proxy', 'https_proxy']) expect(env).toContain(`${v}=http://172.30.0.1:3128`);
+  it('sets every spelling of the proxy variables with the allow-list, and none without', () => {
+    const env = egressContainerEnv(loadConfig({ WORKER_EGRESS_ALLOW: 'none', WORKER_EGRESS_PROXY_PORT: '3999' }));
+    for (const v of ['HTTP_PROXY', 'HTTPS_PROXY', 'http_proxy', 'https_proxy']) expect(env).toContain(`${v}=http://host.docker.internal:3999`);
     expect(env).toContain('NO_PROXY=localhost,127.0.0.1,::1');
+    expect(egressContainerEnv(loadConfig({}))).toEqual([]);
   });
 
   it('lets through only the proxy port on the gateway and the product ports on the host, then rejects', () => {
-    const specs = hostRuleSpecs({ gatewayIp: '172.30.0.1', hostGatewayIp: '172.17.0.1' }, 3128, [6379]);
+    const specs = hostRuleSpecs({ hostGatewayIp: '172.17.0.1' }, productHostPorts(loadConfig({ WORKER_EGRESS_ALLOW: 'none' })));
     expect(specs.map((s) => s.join(' '))).toEqual([
       '-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN',
-      '-p tcp -d 172.30.0.1/32 --dport 3128 -j RETURN',
+      '-p tcp -d 172.17.0.1/32 --dport 3128 -j RETURN',
       '-p tcp -d 172.17.0.1/32 --dport 6379 -j RETURN',
       '-j REJECT --reject-with icmp-admin-prohibited',
     ]);
