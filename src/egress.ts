@@ -17,8 +17,8 @@
  *     and re-checks them before every restricted container is created. They stay when the
  *     manager stops, so a stopped manager leaves workers closed, not open.
  *  3. An HTTP forward proxy (plain HTTP and CONNECT) in the manager process, on the Docker host's
- *     gateway address (host.docker.internal in every worker), allows a request only when its target host:port matches the allow-list.
- *     Matching is by name at request time, never by IPs resolved at start, so CDNs rotating
+ *     gateway address (host.docker.internal in every worker), allows a request only when its
+ *     target host:port matches the allow-list. Matching is by name at request time, never by IPs resolved at start, so CDNs rotating
  *     addresses, names sharing an address, and names that fail to resolve at start (the
  *     devcontainer firewall's reported failures) do not matter. Containers get HTTP(S)_PROXY /
  *     NO_PROXY, which curl, git, npm, pip and Claude Code honour. Refusals are answered 403 with
@@ -400,7 +400,7 @@ export class EgressProxy {
 
 /**
  * What the manager starts when the allow-list is set: the restricted network with its host
- * rules, and the proxy on the network's gateway. Undefined when the allow-list is unset.
+ * rules, and the proxy at host.docker.internal (the Docker host's gateway address). Undefined when the allow-list is unset.
  */
 export async function startEgressGateway(deps: { config: Config; docker: Docker; log: Log }): Promise<{ proxy: EgressProxy; network: EgressNetwork; proxyUrl: string } | undefined> {
   const { config, docker, log } = deps;
