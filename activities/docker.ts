@@ -10,6 +10,7 @@ import { pack } from 'tar-stream';
 import type { Config } from '../src/config';
 import type { WorkerSpec } from '../src/contract';
 import { containerNameFor } from '../src/ids';
+import { egressContainerEnv, EgressSetupError, ensureEgressNetwork, workerNetworkName } from '../src/egress';
 import { WORKSPACE_DIR } from '../src/instructions';
 import { keys } from '../src/keys';
 import { instructionsFileName, renderInstructions } from '../src/instructions';
@@ -104,6 +105,7 @@ export function workerEnv(
     'CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1',
     ...(spec.taskId ? [`WORKER_TASK_ID=${spec.taskId}`] : []),
     ...agentEnv(config, spec),
+    ...egressContainerEnv(config), // the egress allow-list's proxy (src/egress.ts); none when unset
   ];
 }
 
@@ -122,7 +124,7 @@ export function containerOptions(
       MemorySwap: spec.memoryBytes, // no swap beyond the limit
       NanoCpus: spec.nanoCpus,
       PidsLimit: config.WORKER_PIDS_LIMIT,
-      NetworkMode: config.WORKER_NETWORK,
+      NetworkMode: workerNetworkName(config), // <WORKER_NETWORK>-egress with the egress allow-list
       ExtraHosts: ['host.docker.internal:host-gateway'],
       // host_session auth: the host's Claude directory, read-only (the client checked its root).
       ...(spec.authMode === 'host_session' && spec.hostClaudeDir ? { Binds: [`${spec.hostClaudeDir}:/opt/worker/host-claude:ro`] } : {}),
@@ -134,6 +136,19 @@ export function containerOptions(
       RestartPolicy: { Name: 'no' },
     },
   };
+}
+
+/**
+ * The egress allow-list's network and host rules (src/egress.ts), checked and repaired before
+ * each restricted container is created; a setup problem fails the worker with its reason.
+ */
+export async function ensureEgress(docker: Docker, config: Config): Promise<void> {
+  try {
+    await ensureEgressNetwork(docker, config);
+  } catch (err) {
+    if (err instanceof EgressSetupError) throw ApplicationFailure.create({ type: 'INTERNAL', nonRetryable: true, message: err.message });
+    throw err;
+  }
 }
 
 export function createDockerActivities(deps: DockerDeps) {
@@ -176,7 +191,8 @@ export function createDockerActivities(deps: DockerDeps) {
       const name = containerNameFor(spec.workerId);
       const existing = await inspectByName(docker, name);
       if (existing) return { containerId: existing.Id };
-      await ensureNetwork();
+      if (config.WORKER_EGRESS_ALLOW) await ensureEgress(docker, config);
+      else await ensureNetwork();
       try {
         const c = await docker.createContainer({
           name,
@@ -240,7 +256,7 @@ export function createDockerActivities(deps: DockerDeps) {
         if (statusCode(err) !== 304) throw err; // 304: already started by an earlier attempt
       }
       const info = await c.inspect();
-      return { ipAddress: info.NetworkSettings.Networks[config.WORKER_NETWORK]?.IPAddress || null };
+      return { ipAddress: info.NetworkSettings.Networks[workerNetworkName(config)]?.IPAddress || null };
     },
 
     /**
@@ -299,7 +315,7 @@ export function createDockerActivities(deps: DockerDeps) {
       if (existing && slot) {
         // A claim that a crash interrupted: finish it (the identity is delivered only once).
         await deliverIdentity(redis, docker, existing.Id, slot, spec);
-        launched = { containerId: existing.Id, ipAddress: existing.NetworkSettings.Networks[config.WORKER_NETWORK]?.IPAddress || null, warm: true };
+        launched = { containerId: existing.Id, ipAddress: existing.NetworkSettings.Networks[workerNetworkName(config)]?.IPAddress || null, warm: true };
       } else if (!existing && pooled) {
         const claimed = await warmPool!.claim(spec, image);
         if (claimed) launched = { ...claimed, warm: true };

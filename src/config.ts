@@ -7,6 +7,7 @@ import { hostname } from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
 import { parseMemory } from './contract';
+import { egressConfigProblems, parseAllowList } from './egressAllow';
 
 const ROOT = path.resolve(__dirname, '..', __dirname.includes(`${path.sep}dist${path.sep}`) ? '..' : '');
 
@@ -92,6 +93,24 @@ export const ConfigSchema = z.object({
       .default('')
       .transform((v) => v.split(',').map((s) => s.trim()).filter(Boolean))
       .refine((roots) => roots.every((r) => path.isAbsolute(r)), 'must be absolute paths, comma-separated'),
+    /**
+     * Egress allow-list for workers (src/egressAllow.ts, src/egress.ts). Unset: no restriction.
+     * Set: workers sit on an internal network and reach only these destinations, through the
+     * manager's proxy, plus what the product needs (Redis, the agents' base URLs).
+     */
+    WORKER_EGRESS_ALLOW: z
+      .string()
+      .optional()
+      .transform((v, ctx) => {
+        try {
+          return parseAllowList(v);
+        } catch (err) {
+          ctx.addIssue({ code: 'custom', message: (err as Error).message });
+          return z.NEVER;
+        }
+      }),
+    /** Port of the egress proxy on the restricted network's gateway address. */
+    WORKER_EGRESS_PROXY_PORT: z.coerce.number().int('must be a whole number').min(1, 'must be 1-65535').max(65535, 'must be 1-65535').default(3128),
     LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
   });
 
@@ -132,6 +151,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     if (!(limit in problems) && !(max in problems) && (values[limit] as number) > (values[max] as number)) {
       problems[limit] = `must not exceed ${max} (got "${env[limit] ?? values[limit]}")`;
     }
+  }
+  if (!('WORKER_EGRESS_ALLOW' in problems)) {
+    for (const [k, v] of Object.entries(egressConfigProblems(values as Parameters<typeof egressConfigProblems>[0]))) problems[k] ??= v;
   }
   if (Object.keys(problems).length) throw new ConfigError(problems);
   return values as Config;

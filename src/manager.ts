@@ -13,6 +13,7 @@ import { WorkerManagerClient } from './client';
 import { ConfigError, dockerTaskQueue, loadConfig, type Config } from './config';
 import { ContainerWatcher } from './containerWatcher';
 import { createLog } from './log';
+import { startEgressGateway } from './egress';
 import { reapOrphans } from './orphanReaper';
 import { WakeWatcher } from './wakeWatcher';
 import { ensureImageGcSchedule, imageGcScheduleId } from './schedules';
@@ -52,6 +53,10 @@ async function main(): Promise<void> {
   } catch (err) {
     throw new Error(`Temporal at ${config.TEMPORAL_ADDRESS} does not answer: ${(err as Error).message}`);
   }
+
+  // The egress allow-list's network, host rules and proxy, before any worker can be created.
+  const egressLog = createLog('egress', config.LOG_LEVEL);
+  const egress = await startEgressGateway({ config, docker, log: egressLog });
 
   const client = await WorkerManagerClient.connect(config);
   const warmPool = createWarmPool({ config, docker, redis, temporal: client.temporal, log: createLog('warm-pool', config.LOG_LEVEL) });
@@ -125,6 +130,11 @@ async function main(): Promise<void> {
   process.stderr.write(`\nworker-manager is up. Temporal UI: ${config.TEMPORAL_UI_URL}/namespaces/${config.TEMPORAL_NAMESPACE}/workflows\n\n`);
 
   await running;
+  if (egress) {
+    // The host rules stay: restricted workers left running remain closed, not open.
+    egressLog.info('egress proxy stopped', { ...egress.proxy.stats() });
+    await egress.proxy.close();
+  }
   await client.close();
   await connection.close();
   redis.disconnect();

@@ -19,7 +19,8 @@ import { randomBytes } from 'node:crypto';
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type Docker from 'dockerode';
 import type Redis from 'ioredis';
-import { containerOptions, LABELS, statusCode, workerEnv } from '../activities/docker';
+import { containerOptions, ensureEgress, LABELS, statusCode, workerEnv } from '../activities/docker';
+import { workerNetworkName } from './egress';
 import type { Log } from './adapter';
 import { capacityPool, type Config } from './config';
 import type { AgentType, WorkerSpec } from './contract';
@@ -145,7 +146,7 @@ export class WarmPool {
       const name = c.Names[0]?.replace(/^\//, '') ?? '';
       const ready = c.State === 'paused' && hash && name.startsWith('wm-pool-') && (await this.deps.redis.exists(keys.poolClaimed(name))) === 0;
       if (ready) {
-        const ip = c.NetworkSettings?.Networks?.[this.deps.config.WORKER_NETWORK]?.IPAddress || null;
+        const ip = c.NetworkSettings?.Networks?.[workerNetworkName(this.deps.config)]?.IPAddress || null;
         this.slotsOf(hash).push({ id: c.Id, name, hash, ipAddress: ip, since: Date.now() });
       } else if (name.startsWith('wm-pool-')) {
         await this.remove({ id: c.Id, name });
@@ -294,6 +295,7 @@ export class WarmPool {
         nanoCpus: Math.round(config.WORKER_CPU_LIMIT * 1e9),
         modules: [],
       };
+      if (config.WORKER_EGRESS_ALLOW) await ensureEgress(docker, config); // its network and host rules
       const c = await docker.createContainer({
         name,
         ...containerOptions(config, spec, tag),
@@ -311,7 +313,7 @@ export class WarmPool {
       }
       await c.pause();
       const info = await c.inspect();
-      this.slotsOf(hash).push({ id, name, hash, ipAddress: info.NetworkSettings.Networks[config.WORKER_NETWORK]?.IPAddress || null, since: Date.now() });
+      this.slotsOf(hash).push({ id, name, hash, ipAddress: info.NetworkSettings.Networks[workerNetworkName(config)]?.IPAddress || null, since: Date.now() });
       this.stats.created++;
     } catch (err) {
       if (id) await this.remove({ id, name }).catch(() => undefined);
