@@ -8,6 +8,7 @@ import type Docker from 'dockerode';
 import type Redis from 'ioredis';
 import { pack } from 'tar-stream';
 import type { Config } from '../src/config';
+import { redactUrl, workerRedisEnv } from '../src/connections';
 import type { WorkerSpec } from '../src/contract';
 import { containerNameFor } from '../src/ids';
 import { WORKSPACE_DIR } from '../src/instructions';
@@ -114,7 +115,7 @@ export function createDockerActivities(deps: DockerDeps) {
       await ensureNetwork();
       const env = [
         `WORKER_ID=${spec.workerId}`,
-        `WORKER_REDIS_URL=${config.WORKER_REDIS_URL}`,
+        ...workerRedisEnv(config), // URL, credentials, TLS material: create time only, never in history
         `WORKER_AGENT_TYPE=${spec.agentType}`,
         `WORKER_INSTRUCTIONS_FILE=${WORKSPACE_DIR}/${spec.agentType === 'CLAUDE' ? 'CLAUDE.md' : 'AGENTS.md'}`,
         `WORKER_ALLOWED_COMMANDS=${JSON.stringify(spec.allowedCommands)}`,
@@ -238,7 +239,7 @@ export function createDockerActivities(deps: DockerDeps) {
           throw ApplicationFailure.create({
             type: 'WRAPPER_NOT_READY',
             nonRetryable: true,
-            message: `the wrapper did not connect to Redis (${config.WORKER_REDIS_URL}) within ${input.timeoutS} s` +
+            message: `the wrapper did not connect to Redis (${redactUrl(config.WORKER_REDIS_URL)}) within ${input.timeoutS} s` +
               (logs ? `; last log lines:\n${logs}` : ''),
           });
         }
