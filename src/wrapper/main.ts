@@ -101,6 +101,8 @@ async function main(): Promise<void> {
   const redisUrl = env('WORKER_REDIS_URL');
   // URL, ACL credentials and TLS material (PEM text) from the container's create-time environment.
   const redisOptions = redisOptionsFor(redisEndpointFromEnv(process.env));
+  // The agent CLI (and whatever its tools run) inherits the environment: keep the Redis secrets from it.
+  for (const name of ['WORKER_REDIS_PASSWORD', 'WORKER_REDIS_TLS_KEY_PEM']) delete process.env[name];
   const retryStrategy = (times: number) => Math.min(100 * 2 ** Math.min(times, 6), 5_000);
   // Commands fail at once while Redis is away (no unbounded offline queue): the sink keeps them.
   const redis = new Redis({ ...redisOptions, maxRetriesPerRequest: 1, enableOfflineQueue: false, retryStrategy });

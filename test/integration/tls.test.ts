@@ -9,14 +9,18 @@
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import http2 from 'node:http2';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
 import { promisify } from 'node:util';
+import { Connection } from '@temporalio/client';
+import { NativeConnection } from '@temporalio/worker';
 import Redis from 'ioredis';
 import { CommandAdapter } from '../../src/adapter';
-import { redisOptionsFor } from '../../src/connections';
+import { loadConfig } from '../../src/config';
+import { redisOptionsFor, temporalConnectionOptions } from '../../src/connections';
 import { keys } from '../../src/keys';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fakeAnthropic';
 import { bridgeAddress, eventually, ROOT, startManager, waitForStatus, type RunningManager } from '../helpers/stack';
@@ -184,6 +188,59 @@ describe('secure connections: Redis over TLS with an ACL user, Temporal over mTL
     const hash = JSON.stringify(await redis.hgetall(keys.status(worker_id))) + JSON.stringify(await redis.xrange(keys.lifecycle, '-', '+'));
     expect(hash).not.toContain(PASSWORD);
     await m.client.delete(worker_id);
+  });
+
+  test('TEMPORAL_API_KEY: both kinds of connection send it as a bearer token over TLS, and a wrong one is refused', async () => {
+    // A gRPC proxy over TLS that lets a call through to the dev server only with the right key.
+    const KEY = `key-${randomUUID()}`;
+    const seen: string[] = [];
+    const upstream = http2.connect('http://127.0.0.1:7233');
+    upstream.on('error', () => undefined);
+    const proxy = http2.createSecureServer({ key: readFileSync(f('temporal.key')), cert: readFileSync(f('temporal.crt')) });
+    proxy.on('stream', (stream, headers) => {
+      seen.push(String(headers.authorization));
+      stream.on('error', () => undefined);
+      if (headers.authorization !== `Bearer ${KEY}`) {
+        stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '16', 'grpc-message': 'wrong API key' }, { endStream: true });
+        return;
+      }
+      const forward: http2.OutgoingHttpHeaders = {};
+      for (const [k, v] of Object.entries(headers)) if (!k.startsWith(':') || k === ':method' || k === ':path') forward[k] = v;
+      const req = upstream.request(forward);
+      req.on('error', () => stream.destroy());
+      let trailers: http2.OutgoingHttpHeaders = {};
+      req.on('trailers', (t) => (trailers = t));
+      req.on('response', (h) => {
+        if ('grpc-status' in h) return stream.respond(h, { endStream: true }); // trailers-only reply
+        stream.respond(h, { waitForTrailers: true });
+        stream.on('wantTrailers', () => stream.sendTrailers(trailers));
+        req.pipe(stream);
+      });
+      stream.pipe(req);
+    });
+    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+    const address = `127.0.0.1:${(proxy.address() as net.AddressInfo).port}`;
+    const options = (key: string) =>
+      temporalConnectionOptions(loadConfig({ TEMPORAL_ADDRESS: address, TEMPORAL_API_KEY: key, TEMPORAL_TLS_CA: f('ca.crt'), TEMPORAL_TLS_SERVER_NAME: TEMPORAL_NAME }));
+    try {
+      const client = await Connection.connect(options(KEY));
+      expect((await client.workflowService.getSystemInfo({})).capabilities).toBeTruthy();
+      await client.close();
+      const native = await NativeConnection.connect(options(KEY));
+      await native.close();
+      expect(seen.length).toBeGreaterThanOrEqual(2);
+      expect(new Set(seen)).toEqual(new Set([`Bearer ${KEY}`]));
+
+      const wrong = await Connection.connect({ ...options('not-the-key'), connectTimeout: 5_000 }).then(
+        (c) => c.workflowService.getSystemInfo({}).finally(() => c.close()),
+      ).catch((e: Error) => e);
+      // The client's connect check fails; the server's reason is its cause.
+      expect(`${String(wrong)} ${String((wrong as Error & { cause?: unknown }).cause)}`).toMatch(/wrong API key/);
+      await expect(NativeConnection.connect(options('not-the-key'))).rejects.toThrow(/wrong API key/);
+    } finally {
+      upstream.close();
+      await Promise.race([new Promise((r) => proxy.close(r)), new Promise((r) => setTimeout(r, 2_000))]);
+    }
   });
 
   /** Runs the manager process (dist/) and returns its exit code and stderr; it must exit by itself. */
