@@ -183,8 +183,12 @@ ensure_build() {
 
 main() {
   local started=$SECONDS
-  # --test: also what the test suite uses (docker-compose to validate temporal-dev.yml).
-  if [[ "${1:-}" == "--test" ]]; then command -v docker-compose >/dev/null || apt_install docker-compose; fi
+  # --test: also what the test suite uses (docker-compose to validate temporal-dev.yml; openssl
+  # makes the throwaway certificates of test/integration/tls.test.ts).
+  if [[ "${1:-}" == "--test" ]]; then
+    command -v docker-compose >/dev/null || apt_install docker-compose
+    command -v openssl >/dev/null || apt_install openssl
+  fi
   ensure_docker
   ensure_redis
   ensure_temporal
