@@ -174,7 +174,7 @@ ensure_node_modules() {
 
 ensure_build() {
   local stamp="$DATA/build.stamp"
-  if [[ -f "$stamp" && -f dist/src/manager.js && -f dist/wrapper/wrapper.js ]] \
+  if [[ -f "$stamp" && -f dist/src/manager.js && -f dist/wrapper/wrapper.js && -f dist/workflows.bundle.js ]] \
     && [[ -z "$(find src workflows activities scripts test bench docker tsconfig.json package-lock.json -newer "$stamp" -print -quit)" ]]; then
     return
   fi
@@ -185,8 +185,12 @@ ensure_build() {
 
 main() {
   local started=$SECONDS
-  # --test: also what the test suite uses (docker-compose to validate temporal-dev.yml).
-  if [[ "${1:-}" == "--test" ]]; then command -v docker-compose >/dev/null || apt_install docker-compose; fi
+  # --test: also what the test suite uses (docker-compose to validate temporal-dev.yml; openssl
+  # makes the throwaway certificates of test/integration/tls.test.ts).
+  if [[ "${1:-}" == "--test" ]]; then
+    command -v docker-compose >/dev/null || apt_install docker-compose
+    command -v openssl >/dev/null || apt_install openssl
+  fi
   ensure_docker
   ensure_redis
   ensure_temporal

@@ -3,18 +3,29 @@
  * The manager process: the Temporal workers (workflows, Docker and Redis activities) and the
  * Redis command adapter. Configuration comes from the environment (src/config.ts).
  */
+import { existsSync } from 'node:fs';
+import path from 'node:path';
 import { NativeConnection } from '@temporalio/worker';
 import Docker from 'dockerode';
 import Redis from 'ioredis';
 import { CommandAdapter } from './adapter';
 import { WorkerManagerClient } from './client';
 import { ConfigError, dockerTaskQueue, loadConfig, type Config } from './config';
+import { managerRedisOptions, redactUrl, temporalConnectionOptions, waitForRedis } from './connections';
 import { ContainerWatcher } from './containerWatcher';
 import { createLog } from './log';
+import { startEgressGateway } from './egress';
 import { reapOrphans } from './orphanReaper';
 import { WakeWatcher } from './wakeWatcher';
 import { ensureImageGcSchedule, imageGcScheduleId } from './schedules';
 import { createManagerWorkers } from './worker';
+import { createWarmPool } from './warmPool';
+
+/** dist/workflows.bundle.js, made by `npm run build` (scripts/build-workflows.js), when present. */
+function prebuiltWorkflowBundle(): string | undefined {
+  const p = path.join(__dirname, '..', 'workflows.bundle.js');
+  return existsSync(p) ? p : undefined;
+}
 
 async function main(): Promise<void> {
   let config: Config;
@@ -35,23 +46,41 @@ async function main(): Promise<void> {
   } catch (err) {
     throw new Error(`the Docker engine does not answer (${config.DOCKER_HOST ?? '/var/run/docker.sock'}): ${(err as Error).message}`);
   }
-  const redis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: 3 });
-  const blockingRedis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: null });
+  const redisLog = createLog('redis', config.LOG_LEVEL);
+  const redis = new Redis({ ...managerRedisOptions(config), maxRetriesPerRequest: 3 });
+  // Wrong credentials, a failed TLS handshake or a TLS port behind a redis:// URL stop the start
+  // with a message saying what to fix, rather than a retry loop of stack traces.
+  await waitForRedis(redis, config.REDIS_URL, (msg) => redisLog.warn(msg));
+  let lastRedisError = 0;
+  redis.on('error', (err: Error) => {
+    if (Date.now() - lastRedisError < 10_000) return;
+    lastRedisError = Date.now();
+    redisLog.warn('Redis connection error (reconnecting)', { error: err.message });
+  });
+  const blockingRedis = redis.duplicate({ maxRetriesPerRequest: null });
+  blockingRedis.on('error', () => undefined); // reported through the command connection above
   let connection: NativeConnection;
   try {
-    connection = await NativeConnection.connect({ address: config.TEMPORAL_ADDRESS });
+    connection = await NativeConnection.connect(temporalConnectionOptions(config));
   } catch (err) {
     throw new Error(`Temporal at ${config.TEMPORAL_ADDRESS} does not answer: ${(err as Error).message}`);
   }
 
+  // The egress allow-list's network, host rules and proxy, before any worker can be created.
+  const egressLog = createLog('egress', config.LOG_LEVEL);
+  const egress = await startEgressGateway({ config, docker, log: egressLog });
+
   const client = await WorkerManagerClient.connect(config);
+  const warmPool = createWarmPool({ config, docker, redis, temporal: client.temporal, log: createLog('warm-pool', config.LOG_LEVEL) });
+  await warmPool?.start();
   const workers = await createManagerWorkers({
     connection,
     config,
     docker,
     redis,
     client: client.temporal,
-    workflowBundlePath: process.env.WORKFLOW_BUNDLE,
+    warmPool,
+    workflowBundlePath: process.env.WORKFLOW_BUNDLE ?? prebuiltWorkflowBundle(),
   });
   // Running before anything below: applying the limit is a workflow update, which only a running
   // worker can process (the manager hung at start when the semaphore already existed).
@@ -67,7 +96,7 @@ async function main(): Promise<void> {
 
   const watcher = new ContainerWatcher(docker, client.temporal, createLog('containers', config.LOG_LEVEL), config.DOCKER_HOST_ID);
   await watcher.start();
-  const waker = new WakeWatcher(config.REDIS_URL, redis, client.temporal, createLog('wake', config.LOG_LEVEL), config.WAKE_POLL_SECONDS);
+  const waker = new WakeWatcher(redis, client.temporal, createLog('wake', config.LOG_LEVEL), config.WAKE_POLL_SECONDS);
   await waker.start();
 
   const reaperLog = createLog('reaper', config.LOG_LEVEL);
@@ -87,6 +116,8 @@ async function main(): Promise<void> {
     watcher.stop();
     waker.stop();
     clearInterval(reaper);
+    // Warm containers are a cache of this process: they go with it.
+    await warmPool?.stop().catch((err) => log.warn('could not remove the warm pool', { error: String(err) }));
     // The SDK's workers react to SIGINT/SIGTERM themselves: shut down only those still running.
     for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
   };
@@ -104,12 +135,18 @@ async function main(): Promise<void> {
     temporal: config.TEMPORAL_ADDRESS,
     namespace: config.TEMPORAL_NAMESPACE,
     task_queues: [config.TEMPORAL_TASK_QUEUE, dockerTaskQueue(config)],
-    redis: config.REDIS_URL,
+    redis: redactUrl(config.REDIS_URL),
     commands: 'worker:commands',
+    warm_pool: config.WARM_POOL_SIZE,
   });
   process.stderr.write(`\nworker-manager is up. Temporal UI: ${config.TEMPORAL_UI_URL}/namespaces/${config.TEMPORAL_NAMESPACE}/workflows\n\n`);
 
   await running;
+  if (egress) {
+    // The host rules stay: restricted workers left running remain closed, not open.
+    egressLog.info('egress proxy stopped', { ...egress.proxy.stats() });
+    await egress.proxy.close();
+  }
   await client.close();
   await connection.close();
   redis.disconnect();

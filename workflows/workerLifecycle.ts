@@ -12,6 +12,7 @@ import {
   getExternalWorkflowHandle,
   isCancellation,
   proxyActivities,
+  proxyLocalActivities,
   setCurrentDetails,
   setHandler,
   TimeoutFailure,
@@ -25,7 +26,6 @@ import type { ImageActivities } from '../activities/images';
 import type { RedisActivities, StatusUpdate } from '../activities/redis';
 import type { ErrorCode, LifecycleEvent, TaskResult, WorkerOutcome, WorkerSpec, WorkerStatus } from '../src/contract';
 import { ERROR_CODES } from '../src/errorCodes';
-import { instructionsFileName, renderInstructions, WORKSPACE_DIR } from '../src/instructions';
 import {
   containerExitedSignal,
   permitGrantedSignal,
@@ -74,9 +74,10 @@ export async function workerLifecycle(spec: WorkerSpec): Promise<WorkerOutcome> 
     // Docker outage must not fail every create in flight (3 attempts gave up after 3 s).
     retry: dockerRetry,
   });
-  const wrapper = proxyActivities<DockerActivities>({
+  // Create (or claim from the warm pool), instructions, start and wrapper ready: one activity.
+  const launcher = proxyActivities<DockerActivities>({
     taskQueue: spec.dockerTaskQueue,
-    startToCloseTimeout: `${spec.readyTimeoutS + 30} seconds`,
+    startToCloseTimeout: `${spec.readyTimeoutS + 150} seconds`,
     heartbeatTimeout: '30 seconds',
     retry: dockerRetry, // a wrapper that never connects is WRAPPER_NOT_READY, not retried
   });
@@ -86,7 +87,9 @@ export async function workerLifecycle(spec: WorkerSpec): Promise<WorkerOutcome> 
     startToCloseTimeout: `${spec.stopGraceSeconds + 60} seconds`,
     retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' },
   });
-  const capacity = proxyActivities<CapacityActivities>({
+  // Local activities (run by this workflow's own worker, inside the workflow task): asking for a
+  // permit and writing the status hash cost no extra round trip through the Temporal server.
+  const capacity = proxyLocalActivities<CapacityActivities>({
     startToCloseTimeout: '30 seconds',
     retry: { initialInterval: '500ms', backoffCoefficient: 2, maximumInterval: '10s' },
   });
@@ -97,6 +100,10 @@ export async function workerLifecycle(spec: WorkerSpec): Promise<WorkerOutcome> 
   });
   let taskResult: TaskResult | undefined;
   const redis = proxyActivities<RedisActivities>({
+    startToCloseTimeout: '30 seconds',
+    retry: { initialInterval: '500ms', backoffCoefficient: 2, maximumInterval: '10s' },
+  });
+  const statusWriter = proxyLocalActivities<RedisActivities>({
     startToCloseTimeout: '30 seconds',
     retry: { initialInterval: '500ms', backoffCoefficient: 2, maximumInterval: '10s' },
   });
@@ -156,7 +163,7 @@ export async function workerLifecycle(spec: WorkerSpec): Promise<WorkerOutcome> 
         ...(fields.error ? [`error: ${String(fields.error).slice(0, 500)}`] : []),
       ].join('\n\n'),
     );
-    await redis.recordStatus({
+    await statusWriter.recordStatus({
       workerId: spec.workerId,
       fields: { status, ...fields },
       event,
@@ -209,41 +216,43 @@ export async function workerLifecycle(spec: WorkerSpec): Promise<WorkerOutcome> 
     }
   };
 
-  await transition('STARTING', 'starting', {
-    worker_id: spec.workerId,
-    agent_type: spec.agentType,
-    task_id: spec.taskId ?? null,
-    request_id: spec.requestId,
-    created_at: state.created_at,
-  });
+  const starting = () =>
+    transition('STARTING', 'starting', {
+      worker_id: spec.workerId,
+      agent_type: spec.agentType,
+      task_id: spec.taskId ?? null,
+      request_id: spec.requestId,
+      created_at: state.created_at,
+    });
 
+  let warm = false; // the container came from the warm pool
   let failure: { code: ErrorCode; message: string; reason?: string } | undefined;
   try {
     startScope = new CancellationScope();
     await startScope.run(async () => {
+      // The image is resolved (or built) while the worker waits for a slot: a queued worker finds
+      // its image ready when its permit comes.
+      const imageResolved = images.ensureImage({ agentType: spec.agentType, modules: spec.modules });
+      imageResolved.catch(() => undefined); // awaited below; a failure is reported there
       // A permit first: at the limit, creates wait here in arrival order (STARTING, queued).
       permitRequested = true;
       const myId = workflowInfo().workflowId;
-      await capacity.requestPermit({ pool: spec.capacityPool, id: myId, deadline: Date.now() + spec.creationTimeoutS * 1000 });
+      await Promise.all([
+        starting(),
+        capacity.requestPermit({ pool: spec.capacityPool, id: myId, deadline: Date.now() + spec.creationTimeoutS * 1000 }),
+      ]);
       if (!(await condition(() => permitGranted, `${spec.creationTimeoutS} seconds`))) {
         throw ApplicationFailure.create({
           type: 'CAPACITY_TIMEOUT',
           message: `no worker slot freed within ${spec.creationTimeoutS} s (WORKER_CREATION_TIMEOUT_SECONDS)`,
         });
       }
-      const image = await images.ensureImage({ agentType: spec.agentType, modules: spec.modules });
+      const image = await imageResolved;
       state.image = image.tag;
-      const { containerId } = await docker.createContainer({ spec, image: image.tag });
-      state.container_id = containerId;
-      await docker.writeFile({
-        containerId,
-        dir: WORKSPACE_DIR,
-        name: instructionsFileName(spec.agentType),
-        content: renderInstructions(spec.instructions, spec.allowedCommands),
-      });
-      const { ipAddress } = await docker.startContainer({ containerId });
-      state.ip_address = ipAddress;
-      await wrapper.waitForWrapper({ workerId: spec.workerId, containerId, timeoutS: spec.readyTimeoutS });
+      const launched = await launcher.launchContainer({ spec, image: { tag: image.tag, hash: image.hash } });
+      state.container_id = launched.containerId;
+      state.ip_address = launched.ipAddress;
+      warm = launched.warm;
     });
     startScope = undefined;
     state.started_at = now();
@@ -253,7 +262,7 @@ export async function workerLifecycle(spec: WorkerSpec): Promise<WorkerOutcome> 
       ip_address: state.ip_address,
       started_at: state.started_at,
       last_activity_at: state.started_at,
-    });
+    }, { warm });
     if (spec.initialPrompt !== undefined) {
       await redis.pushInput({ workerId: spec.workerId, content: spec.initialPrompt, taskId: spec.taskId, timeoutS: spec.headless?.timeoutS });
     }

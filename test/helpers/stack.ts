@@ -15,8 +15,10 @@ import { WorkerManagerClient } from '../../src/client';
 import { ContainerWatcher } from '../../src/containerWatcher';
 import { WakeWatcher } from '../../src/wakeWatcher';
 import { loadConfig, type Config } from '../../src/config';
+import { managerRedisOptions, temporalConnectionOptions } from '../../src/connections';
 import type { StatusObject, WorkerStatus } from '../../src/contract';
 import { createManagerWorkers } from '../../src/worker';
+import { createWarmPool, type WarmPool } from '../../src/warmPool';
 
 export const ROOT = path.resolve(__dirname, '..', '..');
 export const WORKFLOW_BUNDLE = path.join(ROOT, '.data', 'test-workflow-bundle.js');
@@ -75,6 +77,7 @@ export function testConfig(overrides: Record<string, string> = {}): Config {
 
 export interface RunningManager {
   watcher: ContainerWatcher;
+  warmPool?: WarmPool;
   config: Config;
   client: WorkerManagerClient;
   redis: Redis;
@@ -88,18 +91,22 @@ export async function startManager(overrides: Record<string, string> = {}): Prom
   quietTemporalLogs();
   const config = testConfig(overrides);
   const docker = new Docker();
-  const redis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: 3 });
-  const connection = await NativeConnection.connect({ address: config.TEMPORAL_ADDRESS });
+  const redis = new Redis({ ...managerRedisOptions(config), maxRetriesPerRequest: 3 });
+  const connection = await NativeConnection.connect(temporalConnectionOptions(config));
   const client = await WorkerManagerClient.connect(config);
-  const workers = await createManagerWorkers({ connection, config, docker, redis, client: client.temporal, workflowBundlePath: WORKFLOW_BUNDLE });
+  const silentLog = { info() {}, warn() {}, error() {} };
+  const warmPool = createWarmPool({ config, docker, redis, temporal: client.temporal, log: silentLog });
+  await warmPool?.start();
+  const workers = await createManagerWorkers({ connection, config, docker, redis, client: client.temporal, warmPool, workflowBundlePath: WORKFLOW_BUNDLE });
   const running = workers.map((w) => w.run());
   const silent = { info() {}, warn() {}, error() {} };
   const watcher = new ContainerWatcher(docker, client.temporal, silent, config.DOCKER_HOST_ID);
   await watcher.start();
-  const waker = new WakeWatcher(config.REDIS_URL, redis, client.temporal, silent, config.WAKE_POLL_SECONDS);
+  const waker = new WakeWatcher(redis, client.temporal, silent, config.WAKE_POLL_SECONDS);
   await waker.start();
   return {
     watcher,
+    warmPool,
     config,
     client,
     redis,
@@ -114,6 +121,7 @@ export async function startManager(overrides: Record<string, string> = {}): Prom
       await Promise.race([Promise.allSettled(leftovers.map((id) => client.delete(id))), new Promise((r) => setTimeout(r, 60_000))]);
       watcher.stop();
       waker.stop();
+      await warmPool?.stop();
       for (const w of workers) w.shutdown();
       await Promise.allSettled(running);
       await client.close();
@@ -139,8 +147,8 @@ export async function startWorkflowWorker(
   quietTemporalLogs();
   const taskQueue = `wf-test-${randomUUID().slice(0, 8)}`;
   const config = loadConfig({ ...testEnv(), TEMPORAL_TASK_QUEUE: taskQueue, ...overrides });
-  const nativeConnection = await NativeConnection.connect({ address: config.TEMPORAL_ADDRESS });
-  const connection = await Connection.connect({ address: config.TEMPORAL_ADDRESS });
+  const nativeConnection = await NativeConnection.connect(temporalConnectionOptions(config));
+  const connection = await Connection.connect(temporalConnectionOptions(config));
   const client = new Client({ connection });
   const worker = await Worker.create({
     connection: nativeConnection,

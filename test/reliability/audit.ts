@@ -12,7 +12,7 @@ import type { Client } from '@temporalio/client';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import type Docker from 'dockerode';
 import type Redis from 'ioredis';
-import { LABELS } from '../../activities/docker';
+import { LABELS, workerIdOfContainer } from '../../activities/docker';
 import { capacityQuery, semaphoreWorkflowId } from '../../workflows/messages';
 import { sleep } from './services';
 
@@ -51,7 +51,8 @@ export async function auditOnce(opts: { docker: Docker; temporal: Client; redis:
 
   const containers = await docker.listContainers({ all: true, filters: { label: [`${LABELS.managed}=true`, `${LABELS.taskQueue}=${taskQueue}`] } });
   for (const c of containers) {
-    const id = c.Labels[LABELS.workerId];
+    const id = workerIdOfContainer(c.Labels, c.Names[0]);
+    if (!id && c.Labels[LABELS.pool]) continue; // an unclaimed warm-pool container belongs to its pool
     if (!id || !(await workflowRunning(temporal, `worker-${id}`))) report.orphanContainers.push(c.Names[0]?.replace(/^\//, '') ?? c.Id);
   }
 
