@@ -7,7 +7,8 @@
  * The named points:
  * - `during-image-build`     the docker build has started (activities/images.ts buildImage)
  * - `after-container-create` the container exists but is not started (activities/docker.ts createContainer)
- * - `during-write-instructions` just before CLAUDE.md / AGENTS.md is uploaded (activities/docker.ts writeFile)
+ * - `during-write-instructions` just before CLAUDE.md / AGENTS.md is uploaded (activities/docker.ts writeFile,
+ *                             run alongside the start by launchContainer)
  * - `during-delete`          the container is stopped but not yet removed (activities/docker.ts removeContainer)
  */
 export const FAULT_POINTS = ['during-image-build', 'after-container-create', 'during-write-instructions', 'during-delete'] as const;
