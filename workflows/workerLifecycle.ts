@@ -40,6 +40,12 @@ import {
 
 const CONTRACT_CODES: readonly string[] = ERROR_CODES;
 
+/** "812 B", "12 KiB": sizes in the activity summaries the Temporal UI shows. */
+const sizeText = (s: string): string => {
+  const bytes = new TextEncoder().encode(s).length;
+  return bytes < 1024 ? `${bytes} B` : `${Math.round(bytes / 1024)} KiB`;
+};
+
 /** Turns whatever ended the start sequence into a code from the contract and a readable reason. */
 function describeFailure(err: unknown): { code: ErrorCode; message: string } {
   if (err instanceof ApplicationFailure && err.type && CONTRACT_CODES.includes(err.type)) {
@@ -154,7 +160,7 @@ export async function workerLifecycle(spec: WorkerSpec): Promise<WorkerOutcome> 
         ...(fields.error ? [`error: ${String(fields.error).slice(0, 500)}`] : []),
       ].join('\n\n'),
     );
-    await redis.recordStatus({
+    await redis.recordStatus.executeWithOptions({ summary: `status ${status} (${event})` }, [{
       workerId: spec.workerId,
       fields: { status, ...fields },
       event,
@@ -162,7 +168,7 @@ export async function workerLifecycle(spec: WorkerSpec): Promise<WorkerOutcome> 
       requestId: spec.requestId,
       detail,
       final: status === 'STOPPED' || status === 'FAILED',
-    });
+    }]);
   };
 
   const ended = () => state.stop_reason !== null || exited !== undefined;
@@ -179,14 +185,14 @@ export async function workerLifecycle(spec: WorkerSpec): Promise<WorkerOutcome> 
     const idleMs = spec.idleTimeoutS * 1000;
     let runningSince = Date.now();
     while (!ended()) {
-      const { busy, lastActivityMs } = await redis.workerActivity({ workerId: spec.workerId });
+      const { busy, lastActivityMs } = await redis.workerActivity.executeWithOptions({ summary: 'check whether the worker is idle' }, [{ workerId: spec.workerId }]);
       const idleFor = Date.now() - Math.max(lastActivityMs, runningSince);
       if (busy || idleFor < idleMs) {
         // A running task is never paused, however long it takes: look again later.
         await condition(ended, busy ? idleMs : Math.max(1_000, idleMs - idleFor));
         continue;
       }
-      await docker.pauseContainer({ containerId: state.container_id as string });
+      await docker.pauseContainer.executeWithOptions({ summary: `pause container (idle ${Math.round(idleFor / 1000)} s)` }, [{ containerId: state.container_id as string }]);
       if (!spec.holdPermitWhilePaused) await releasePermit();
       wakeRequested = false;
       await transition('PAUSED', 'paused', { last_activity_at: new Date(Math.max(lastActivityMs, runningSince)).toISOString() }, { idle_s: Math.round(idleFor / 1000) });
@@ -197,11 +203,11 @@ export async function workerLifecycle(spec: WorkerSpec): Promise<WorkerOutcome> 
       if (ended()) return;
       if (!spec.holdPermitWhilePaused) {
         permitGranted = false;
-        await capacity.requestPermit({ pool: spec.capacityPool, id: workflowInfo().workflowId, deadline: Date.now() + spec.creationTimeoutS * 1000 });
+        await capacity.requestPermit.executeWithOptions({ summary: `ask pool ${spec.capacityPool} for a slot again (waking)` }, [{ pool: spec.capacityPool, id: workflowInfo().workflowId, deadline: Date.now() + spec.creationTimeoutS * 1000 }]);
         await condition(() => permitGranted || ended());
         if (ended()) return;
       }
-      await docker.unpauseContainer({ containerId: state.container_id as string });
+      await docker.unpauseContainer.executeWithOptions({ summary: 'unpause container (woken by input)' }, [{ containerId: state.container_id as string }]);
       runningSince = Date.now();
       await transition('RUNNING', 'resumed', { last_activity_at: now() });
     }
@@ -222,26 +228,27 @@ export async function workerLifecycle(spec: WorkerSpec): Promise<WorkerOutcome> 
       // A permit first: at the limit, creates wait here in arrival order (STARTING, queued).
       permitRequested = true;
       const myId = workflowInfo().workflowId;
-      await capacity.requestPermit({ pool: spec.capacityPool, id: myId, deadline: Date.now() + spec.creationTimeoutS * 1000 });
+      await capacity.requestPermit.executeWithOptions({ summary: `ask pool ${spec.capacityPool} for a worker slot` }, [{ pool: spec.capacityPool, id: myId, deadline: Date.now() + spec.creationTimeoutS * 1000 }]);
       if (!(await condition(() => permitGranted, `${spec.creationTimeoutS} seconds`))) {
         throw ApplicationFailure.create({
           type: 'CAPACITY_TIMEOUT',
           message: `no worker slot freed within ${spec.creationTimeoutS} s (WORKER_CREATION_TIMEOUT_SECONDS)`,
         });
       }
-      const image = await images.ensureImage({ agentType: spec.agentType, modules: spec.modules });
+      const image = await images.ensureImage.executeWithOptions({ summary: `image for ${spec.agentType}${spec.modules.length ? ` + ${spec.modules.join(', ')}` : ''}` }, [{ agentType: spec.agentType, modules: spec.modules }]);
       state.image = image.tag;
-      const { containerId } = await docker.createContainer({ spec, image: image.tag });
+      const { containerId } = await docker.createContainer.executeWithOptions({ summary: `create container for ${spec.agentType} from ${image.tag}` }, [{ spec, image: image.tag }]);
       state.container_id = containerId;
-      await docker.writeFile({
+      const content = renderInstructions(spec.instructions, spec.allowedCommands);
+      await docker.writeFile.executeWithOptions({ summary: `write ${instructionsFileName(spec.agentType)} (${sizeText(content)})` }, [{
         containerId,
         dir: WORKSPACE_DIR,
         name: instructionsFileName(spec.agentType),
-        content: renderInstructions(spec.instructions, spec.allowedCommands),
-      });
-      const { ipAddress } = await docker.startContainer({ containerId });
+        content,
+      }]);
+      const { ipAddress } = await docker.startContainer.executeWithOptions({ summary: `start container ${containerId.slice(0, 12)}` }, [{ containerId }]);
       state.ip_address = ipAddress;
-      await wrapper.waitForWrapper({ workerId: spec.workerId, containerId, timeoutS: spec.readyTimeoutS });
+      await wrapper.waitForWrapper.executeWithOptions({ summary: `wait for the wrapper to report ready (up to ${spec.readyTimeoutS} s)` }, [{ workerId: spec.workerId, containerId, timeoutS: spec.readyTimeoutS }]);
     });
     startScope = undefined;
     state.started_at = now();
@@ -253,12 +260,12 @@ export async function workerLifecycle(spec: WorkerSpec): Promise<WorkerOutcome> 
       last_activity_at: state.started_at,
     });
     if (spec.initialPrompt !== undefined) {
-      await redis.pushInput({ workerId: spec.workerId, content: spec.initialPrompt, taskId: spec.taskId, timeoutS: spec.headless?.timeoutS });
+      await redis.pushInput.executeWithOptions({ summary: `send the initial prompt (${sizeText(spec.initialPrompt)})` }, [{ workerId: spec.workerId, content: spec.initialPrompt, taskId: spec.taskId, timeoutS: spec.headless?.timeoutS }]);
     }
     if (spec.headless && spec.taskId) {
       // Headless: wait for the task's result (or a stop, or the container dying), then stop.
       const waiting = new CancellationScope();
-      const result = waiting.run(() => tasks.awaitTaskResult({ workerId: spec.workerId, taskId: spec.taskId as string, timeoutS: spec.headless!.timeoutS }));
+      const result = waiting.run(() => tasks.awaitTaskResult.executeWithOptions({ summary: `wait for task ${spec.taskId}'s result (up to ${spec.headless!.timeoutS} s)` }, [{ workerId: spec.workerId, taskId: spec.taskId as string, timeoutS: spec.headless!.timeoutS }]));
       result.catch(() => undefined);
       await Promise.race([result, condition(ended)]);
       if (ended()) waiting.cancel();
@@ -289,7 +296,7 @@ export async function workerLifecycle(spec: WorkerSpec): Promise<WorkerOutcome> 
   // Clean-up runs whatever happened above, and even when the workflow itself is being cancelled.
   return await CancellationScope.nonCancellable(async () => {
     await transition(state.status, 'stopping', {}, { reason: failure ? 'failed' : state.stop_reason });
-    await cleanup.removeContainer({ workerId: spec.workerId, graceSeconds: spec.stopGraceSeconds });
+    await cleanup.removeContainer.executeWithOptions({ summary: `stop (grace ${spec.stopGraceSeconds} s) and remove the container` }, [{ workerId: spec.workerId, graceSeconds: spec.stopGraceSeconds }]);
     if (permitRequested) await releasePermit(); // frees the slot, or leaves the queue
     state.stopped_at = now();
     if (failure) {
