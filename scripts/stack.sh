@@ -183,8 +183,12 @@ ensure_build() {
 
 main() {
   local started=$SECONDS
-  # --test: also what the test suite uses (docker-compose to validate temporal-dev.yml).
-  if [[ "${1:-}" == "--test" ]]; then command -v docker-compose >/dev/null || apt_install docker-compose; fi
+  # --test: also what the test suite uses (docker-compose to validate temporal-dev.yml; Debian's
+  # chromium, driven by playwright-core, for the Temporal UI browser test).
+  if [[ "${1:-}" == "--test" ]]; then
+    command -v docker-compose >/dev/null || apt_install docker-compose
+    apt_install chromium
+  fi
   ensure_docker
   ensure_redis
   ensure_temporal
