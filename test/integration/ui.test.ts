@@ -3,7 +3,8 @@
  * Debian's chromium (installed by scripts/stack.sh --test), headless, driven by playwright-core
  * (no browser download). A real worker on the real stack; the UI is the dev server's own
  * (http://localhost:8233, or TEMPORAL_UI_URL). Screenshots land in test-artifacts/ (git-ignored):
- * ui-workflow-list.png, ui-workflow-history.png, ui-workflow-metadata.png.
+ * ui-workflow-list.png, ui-workflow-history.png, ui-workflow-metadata.png, and ui-last-page.png (the
+ * page as the test left it, which after a failure shows where it stopped).
  */
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
@@ -45,6 +46,8 @@ describe('the Temporal UI shows a worker as an operator needs it (real browser)'
     );
   });
   afterAll(async () => {
+    // The page as the test left it: after a failure, where it stopped.
+    await page?.screenshot({ path: path.join(ARTIFACTS, 'ui-last-page.png') }).catch(() => undefined);
     await browser?.close();
     await m?.stop();
   });
