@@ -10,15 +10,31 @@ import { pack } from 'tar-stream';
 import type { Config } from '../src/config';
 import type { WorkerSpec } from '../src/contract';
 import { containerNameFor } from '../src/ids';
+import { egressContainerEnv, EgressSetupError, ensureEgressNetwork, workerNetworkName } from '../src/egress';
 import { WORKSPACE_DIR } from '../src/instructions';
 import { keys } from '../src/keys';
+import { instructionsFileName, renderInstructions } from '../src/instructions';
+import { deliverIdentity, poolKeys, poolSlotOf, type WarmImage, type WarmPool } from '../src/warmPool';
 
 export const LABELS = {
   managed: 'com.codegen.managed',
   workerId: 'com.codegen.worker_id',
   agentType: 'com.codegen.agent_type',
   imageHash: 'com.codegen.image_hash',
+  /** A warm-pool container (src/warmPool.ts): the Docker host id whose pool it belongs to. */
+  pool: 'com.codegen.pool',
 } as const;
+
+/**
+ * The worker id of a managed container: its label, or for a claimed warm-pool container (whose
+ * labels were fixed before it had an owner) its name, `worker-{id}`.
+ */
+export function workerIdOfContainer(labels: Record<string, string> | undefined, name: string | undefined): string | undefined {
+  const label = labels?.[LABELS.workerId];
+  if (label) return label;
+  const m = /^\/?worker-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/.exec(name ?? '');
+  return m?.[1];
+}
 
 /** uid/gid of the `worker` user in docker/worker-base/Dockerfile. */
 export const WORKER_UID = 1000;
@@ -27,6 +43,8 @@ export interface DockerDeps {
   config: Config;
   docker: Docker;
   redis: Redis;
+  /** This host's warm pool, when WARM_POOL_SIZE > 0. */
+  warmPool?: WarmPool;
 }
 
 /** The HTTP status of a Docker API error (404 gone, 304 no change, 409 conflict). */
@@ -71,8 +89,70 @@ export function agentEnv(config: Config, spec: Pick<WorkerSpec, 'agentType' | 'a
   return out;
 }
 
+/** Where a worker's settings reach its wrapper: everything but its identity (WORKER_ID). */
+export function workerEnv(
+  config: Config,
+  spec: Pick<WorkerSpec, 'agentType' | 'authMode' | 'allowedCommands' | 'stopGraceSeconds' | 'taskId'>,
+): string[] {
+  return [
+    `WORKER_REDIS_URL=${config.WORKER_REDIS_URL}`,
+    `WORKER_AGENT_TYPE=${spec.agentType}`,
+    `WORKER_INSTRUCTIONS_FILE=${WORKSPACE_DIR}/${spec.agentType === 'CLAUDE' ? 'CLAUDE.md' : 'AGENTS.md'}`,
+    `WORKER_ALLOWED_COMMANDS=${JSON.stringify(spec.allowedCommands)}`,
+    `WORKER_TASK_TIMEOUT_S=${config.TASK_TIMEOUT_SECONDS}`,
+    // The wrapper's share of docker stop's grace period: the rest is for flushing and exiting.
+    `WORKER_SHUTDOWN_GRACE_S=${Math.max(1, spec.stopGraceSeconds - 5)}`,
+    'CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1',
+    ...(spec.taskId ? [`WORKER_TASK_ID=${spec.taskId}`] : []),
+    ...agentEnv(config, spec),
+    ...egressContainerEnv(config), // the egress allow-list's proxy (src/egress.ts); none when unset
+  ];
+}
+
+/** The hardened container settings every worker gets (name, env and labels are the caller's). */
+export function containerOptions(
+  config: Config,
+  spec: Pick<WorkerSpec, 'memoryBytes' | 'nanoCpus' | 'authMode' | 'hostClaudeDir' | 'modules'>,
+  image: string,
+): Docker.ContainerCreateOptions {
+  return {
+    Image: image,
+    User: 'worker',
+    WorkingDir: WORKSPACE_DIR,
+    HostConfig: {
+      Memory: spec.memoryBytes,
+      MemorySwap: spec.memoryBytes, // no swap beyond the limit
+      NanoCpus: spec.nanoCpus,
+      PidsLimit: config.WORKER_PIDS_LIMIT,
+      NetworkMode: workerNetworkName(config), // <WORKER_NETWORK>-egress with the egress allow-list
+      ExtraHosts: ['host.docker.internal:host-gateway'],
+      // host_session auth: the host's Claude directory, read-only (the client checked its root).
+      ...(spec.authMode === 'host_session' && spec.hostClaudeDir ? { Binds: [`${spec.hostClaudeDir}:/opt/worker/host-claude:ro`] } : {}),
+      // The DOCKER module runs its own engine: only with ALLOW_PRIVILEGED_WORKERS (the client
+      // refuses it otherwise), and then the container is privileged, so root inside it is
+      // root on the host. Everyone else: no new privileges, no capabilities.
+      ...(spec.modules.includes('DOCKER') ? { Privileged: true } : { SecurityOpt: ['no-new-privileges'], CapDrop: ['ALL'] }),
+      Init: false, // tini is the image's entrypoint
+      RestartPolicy: { Name: 'no' },
+    },
+  };
+}
+
+/**
+ * The egress allow-list's network and host rules (src/egress.ts), checked and repaired before
+ * each restricted container is created; a setup problem fails the worker with its reason.
+ */
+export async function ensureEgress(docker: Docker, config: Config): Promise<void> {
+  try {
+    await ensureEgressNetwork(docker, config);
+  } catch (err) {
+    if (err instanceof EgressSetupError) throw ApplicationFailure.create({ type: 'INTERNAL', nonRetryable: true, message: err.message });
+    throw err;
+  }
+}
+
 export function createDockerActivities(deps: DockerDeps) {
-  const { config, docker, redis } = deps;
+  const { config, docker, redis, warmPool } = deps;
 
   async function ensureNetwork(): Promise<void> {
     try {
@@ -104,56 +184,24 @@ export function createDockerActivities(deps: DockerDeps) {
     }
   }
 
-  return {
+  const steps = {
     /** Creates the worker's container (not started), or returns the one an earlier attempt made. */
     async createContainer(input: { spec: WorkerSpec; image: string }): Promise<{ containerId: string }> {
       const { spec, image } = input;
       const name = containerNameFor(spec.workerId);
       const existing = await inspectByName(docker, name);
       if (existing) return { containerId: existing.Id };
-      await ensureNetwork();
-      const env = [
-        `WORKER_ID=${spec.workerId}`,
-        `WORKER_REDIS_URL=${config.WORKER_REDIS_URL}`,
-        `WORKER_AGENT_TYPE=${spec.agentType}`,
-        `WORKER_INSTRUCTIONS_FILE=${WORKSPACE_DIR}/${spec.agentType === 'CLAUDE' ? 'CLAUDE.md' : 'AGENTS.md'}`,
-        `WORKER_ALLOWED_COMMANDS=${JSON.stringify(spec.allowedCommands)}`,
-        `WORKER_TASK_TIMEOUT_S=${config.TASK_TIMEOUT_SECONDS}`,
-        // The wrapper's share of docker stop's grace period: the rest is for flushing and exiting.
-        `WORKER_SHUTDOWN_GRACE_S=${Math.max(1, spec.stopGraceSeconds - 5)}`,
-        'CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1',
-        ...(spec.taskId ? [`WORKER_TASK_ID=${spec.taskId}`] : []),
-        ...agentEnv(config, spec),
-      ];
+      if (config.WORKER_EGRESS_ALLOW) await ensureEgress(docker, config);
+      else await ensureNetwork();
       try {
         const c = await docker.createContainer({
           name,
-          Image: image,
-          User: 'worker',
-          WorkingDir: WORKSPACE_DIR,
-          Env: env,
+          ...containerOptions(config, spec, image),
+          Env: [`WORKER_ID=${spec.workerId}`, ...workerEnv(config, spec)],
           Labels: {
             [LABELS.managed]: 'true',
             [LABELS.workerId]: spec.workerId,
             [LABELS.agentType]: spec.agentType,
-          },
-          HostConfig: {
-            Memory: spec.memoryBytes,
-            MemorySwap: spec.memoryBytes, // no swap beyond the limit
-            NanoCpus: spec.nanoCpus,
-            PidsLimit: config.WORKER_PIDS_LIMIT,
-            NetworkMode: config.WORKER_NETWORK,
-            ExtraHosts: ['host.docker.internal:host-gateway'],
-            // host_session auth: the host's Claude directory, read-only (the client checked its root).
-            ...(spec.authMode === 'host_session' && spec.hostClaudeDir ? { Binds: [`${spec.hostClaudeDir}:/opt/worker/host-claude:ro`] } : {}),
-            // The DOCKER module runs its own engine: only with ALLOW_PRIVILEGED_WORKERS (the client
-            // refuses it otherwise), and then the container is privileged, so root inside it is
-            // root on the host. Everyone else: no new privileges, no capabilities.
-            ...(spec.modules.includes('DOCKER')
-              ? { Privileged: true }
-              : { SecurityOpt: ['no-new-privileges'], CapDrop: ['ALL'] }),
-            Init: false, // tini is the image's entrypoint
-            RestartPolicy: { Name: 'no' },
           },
         });
         return { containerId: c.id };
@@ -208,7 +256,7 @@ export function createDockerActivities(deps: DockerDeps) {
         if (statusCode(err) !== 304) throw err; // 304: already started by an earlier attempt
       }
       const info = await c.inspect();
-      return { ipAddress: info.NetworkSettings.Networks[config.WORKER_NETWORK]?.IPAddress || null };
+      return { ipAddress: info.NetworkSettings.Networks[workerNetworkName(config)]?.IPAddress || null };
     },
 
     /**
@@ -243,8 +291,46 @@ export function createDockerActivities(deps: DockerDeps) {
           });
         }
         activity.heartbeat();
-        await activity.sleep(50);
+        await activity.sleep(checks < 500 ? 10 : 50); // a booting wrapper takes a few hundred ms
       }
+    },
+
+  };
+
+  return {
+    ...steps,
+
+    /**
+     * The whole start of a worker's container in one activity (one round trip through Temporal
+     * instead of four): a warm-pool container claimed, or a container created, its instructions
+     * written while it starts, and then the wrapper connected to Redis. Idempotent: a retry finds
+     * the container by its name and finishes what the first attempt began.
+     */
+    async launchContainer(input: { spec: WorkerSpec; image: WarmImage }): Promise<{ containerId: string; ipAddress: string | null; warm: boolean }> {
+      const { spec, image } = input;
+      const pooled = warmPool?.fits(spec) ?? false;
+      const existing = await inspectByName(docker, containerNameFor(spec.workerId));
+      let launched: { containerId: string; ipAddress: string | null; warm: boolean } | undefined;
+      const slot = existing && poolSlotOf(existing);
+      if (existing && slot) {
+        // A claim that a crash interrupted: finish it (the identity is delivered only once).
+        await deliverIdentity(redis, docker, existing.Id, slot, spec);
+        launched = { containerId: existing.Id, ipAddress: existing.NetworkSettings.Networks[workerNetworkName(config)]?.IPAddress || null, warm: true };
+      } else if (!existing && pooled) {
+        const claimed = await warmPool!.claim(spec, image);
+        if (claimed) launched = { ...claimed, warm: true };
+      }
+      if (!launched) {
+        const { containerId } = await steps.createContainer({ spec, image: image.tag });
+        const [, started] = await Promise.all([
+          steps.writeFile({ containerId, dir: WORKSPACE_DIR, name: instructionsFileName(spec.agentType), content: renderInstructions(spec.instructions, spec.allowedCommands) }),
+          steps.startContainer({ containerId }),
+        ]);
+        launched = { containerId, ipAddress: started.ipAddress, warm: false };
+      }
+      await steps.waitForWrapper({ workerId: spec.workerId, containerId: launched.containerId, timeoutS: spec.readyTimeoutS });
+      if (pooled) warmPool!.noteDemand(image, spec.agentType);
+      return launched;
     },
 
     /** Freezes the container (idle pause); its memory stays. Already paused is fine. */
@@ -268,8 +354,12 @@ export function createDockerActivities(deps: DockerDeps) {
       const name = containerNameFor(input.workerId);
       const c = docker.getContainer(name);
       try {
+        const info = await c.inspect();
+        // A container that came from the warm pool: its claim keys go with it.
+        const slot = poolSlotOf(info);
+        if (slot) await redis.del(...poolKeys(slot));
         // A paused container cannot take SIGTERM: thaw it first so the wrapper shuts down cleanly.
-        if ((await c.inspect()).State.Paused) await c.unpause();
+        if (info.State.Paused) await c.unpause();
         await c.stop({ t: input.graceSeconds });
       } catch (err) {
         if (statusCode(err) === 404) return { removed: false };

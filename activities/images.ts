@@ -4,7 +4,7 @@
  * the build context and the base image's id, so an existing tag means there is nothing to build.
  */
 import { createHash } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { Context } from '@temporalio/activity';
 import { WorkflowFailedError, type Client } from '@temporalio/client';
 import { ApplicationFailure, WorkflowIdConflictPolicy, WorkflowIdReusePolicy } from '@temporalio/common';
@@ -18,12 +18,16 @@ import { keys } from '../src/keys';
 import type { ManagedImage } from '../workflows/gcPlan';
 import type { imageBuild } from '../workflows/imageBuild';
 import { LABELS, statusCode } from './docker';
+import type { WarmPool } from '../src/warmPool';
+import { poolKeys } from '../src/warmPool';
 
 export interface ImageDeps {
   config: Config;
   docker: Docker;
   redis: Redis;
   client: Client;
+  /** The host's warm pool: its containers do not keep an image alive, and go before it. */
+  warmPool?: WarmPool;
 }
 
 export interface ImageRequest {
@@ -61,9 +65,20 @@ async function baseImageId(docker: Docker, baseImage: string): Promise<string> {
   }
 }
 
-async function readContextFile(file: string, what: string, hint: string): Promise<Buffer> {
+/** Context files by path, kept while their size and mtime stay the same (read once, not per create). */
+const fileCache = new Map<string, { stamp: string; content: Buffer }>();
+/** Context hashes by what they were computed from (Dockerfile, file stamps, base image id). */
+const hashCache = new Map<string, string>();
+
+async function readContextFile(file: string, what: string, hint: string): Promise<{ content: Buffer; stamp: string }> {
   try {
-    return await readFile(file);
+    const st = await stat(file);
+    const stamp = `${file}:${st.size}:${st.mtimeMs}`;
+    const hit = fileCache.get(file);
+    if (hit?.stamp === stamp) return hit;
+    const entry = { stamp, content: await readFile(file) };
+    fileCache.set(file, entry);
+    return entry;
   } catch {
     throw buildFailed(`${what} is missing at ${file}; ${hint}`);
   }
@@ -77,17 +92,28 @@ async function buildContext(deps: Pick<ImageDeps, 'config' | 'docker'>, req: Ima
     modules: req.modules,
     extraCa: config.EXTRA_CA_CERTS !== undefined,
   });
+  const wrapper = await readContextFile(config.WRAPPER_BUNDLE, 'the wrapper bundle', 'run "npm run build"');
   const files = [
     { name: 'Dockerfile', content: Buffer.from(dockerfile, 'utf8') },
-    { name: 'wrapper.js', content: await readContextFile(config.WRAPPER_BUNDLE, 'the wrapper bundle', 'run "npm run build"') },
+    { name: 'wrapper.js', content: wrapper.content },
   ];
+  const stamps = [wrapper.stamp];
   if (config.EXTRA_CA_CERTS) {
-    files.push({ name: EXTRA_CA_CONTEXT_FILE, content: await readContextFile(config.EXTRA_CA_CERTS, 'EXTRA_CA_CERTS', 'fix the setting') });
+    const ca = await readContextFile(config.EXTRA_CA_CERTS, 'EXTRA_CA_CERTS', 'fix the setting');
+    files.push({ name: EXTRA_CA_CONTEXT_FILE, content: ca.content });
+    stamps.push(ca.stamp);
   }
-  const h = createHash('sha256');
-  h.update(`base:${await baseImageId(deps.docker, config.BASE_IMAGE)}\n`);
-  for (const f of files) h.update(`file:${f.name}:${f.content.length}\n`).update(f.content);
-  const hash = h.digest('hex').slice(0, 16);
+  const base = await baseImageId(deps.docker, config.BASE_IMAGE);
+  const memoKey = JSON.stringify([base, dockerfile, stamps]);
+  let hash = hashCache.get(memoKey);
+  if (!hash) {
+    const h = createHash('sha256');
+    h.update(`base:${base}\n`);
+    for (const f of files) h.update(`file:${f.name}:${f.content.length}\n`).update(f.content);
+    hash = h.digest('hex').slice(0, 16);
+    if (hashCache.size > 256) hashCache.clear();
+    hashCache.set(memoKey, hash);
+  }
   return { files, hash, tag: `worker:${hash}` };
 }
 
@@ -220,7 +246,8 @@ export function createImageActivities(deps: ImageDeps) {
       const images = await docker.listImages({ filters: { label: [`${LABELS.managed}=true`] } });
       const containers = await docker.listContainers({ all: true });
       const used = new Map<string, string[]>();
-      for (const c of containers) used.set(c.ImageID, [...(used.get(c.ImageID) ?? []), c.Names[0]?.replace(/^\//, '') ?? c.Id]);
+      // Unclaimed warm-pool containers are a cache: the GC removes them with their image.
+      for (const c of containers.filter((c) => !(c.Labels[LABELS.pool] && c.Names[0]?.startsWith('/wm-pool-')))) used.set(c.ImageID, [...(used.get(c.ImageID) ?? []), c.Names[0]?.replace(/^\//, '') ?? c.Id]);
       const tags = images.flatMap((i) => i.RepoTags ?? []).filter((t) => t !== '<none>:<none>');
       const scores = tags.length ? await redis.zmscore(keys.images, ...tags) : [];
       const lastUse = new Map(tags.map((t, i) => [t, scores[i] ? Number(scores[i]) : undefined]));
@@ -245,8 +272,16 @@ export function createImageActivities(deps: ImageDeps) {
     async removeImages(input: { images: { id: string; tags: string[] }[] }): Promise<{ removed: string[]; kept: { id: string; reason: string }[] }> {
       const removed: string[] = [];
       const kept: { id: string; reason: string }[] = [];
+      const pool = await docker.listContainers({ all: true, filters: { label: [`${LABELS.managed}=true`, LABELS.pool] } });
       for (const image of input.images) {
         try {
+          // Warm containers of this image go first (of every pool on this engine: Docker would refuse).
+          for (const c of pool.filter((c) => c.ImageID === image.id && c.Names[0]?.startsWith('/wm-pool-'))) {
+            await docker.getContainer(c.Id).remove({ force: true, v: true }).catch((err) => {
+              if (statusCode(err) !== 404) throw err;
+            });
+            await redis.del(...poolKeys(c.Names[0]!.slice(1)));
+          }
           await docker.getImage(image.id).remove({ force: false, noprune: false });
           removed.push(image.id);
         } catch (err) {

@@ -6,6 +6,7 @@ import type Redis from 'ioredis';
 import { createDockerActivities } from './docker';
 import { createImageActivities } from './images';
 import { createRedisActivities } from './redis';
+import type { WarmPool } from '../src/warmPool';
 
 export interface ActivityDeps {
   config: Config;
@@ -13,6 +14,8 @@ export interface ActivityDeps {
   redis: Redis;
   /** For activities that talk to Temporal itself (the capacity semaphore). */
   client: Client;
+  /** This host's warm pool, when enabled (WARM_POOL_SIZE > 0). */
+  warmPool?: WarmPool;
 }
 
 /** Activities that need the Docker host: registered on that host's task queue. */

@@ -12,6 +12,7 @@ import { bundleWorkflowCode, DefaultLogger, makeTelemetryFilterString, NativeCon
 import Docker from 'dockerode';
 import Redis from 'ioredis';
 import { createCapacityActivities } from '../activities/capacity';
+import { containerOptions, workerEnv } from '../activities/docker';
 import { createImageActivities, imageTagFor } from '../activities/images';
 import { defaultPayloadConverter } from '@temporalio/common';
 import type { ImageBuildInput, ImageBuildResult } from '../workflows/imageBuild';
@@ -19,6 +20,7 @@ import { WorkerManagerClient } from '../src/client';
 import { loadConfig, type Config } from '../src/config';
 import { keys } from '../src/keys';
 import { createManagerWorkers } from '../src/worker';
+import { createWarmPool } from '../src/warmPool';
 import { WakeWatcher } from '../src/wakeWatcher';
 import { startFakeAnthropic } from '../test/fixtures/fakeAnthropic';
 import { bridgeAddress } from '../test/helpers/stack';
@@ -27,7 +29,7 @@ import { acquireSignal, releaseSignal, semaphoreWorkflowId } from '../workflows/
 import { summarize, type Summary } from './stats';
 
 const quick = process.argv.includes('--quick');
-/** `--only NAME` runs one section: images, wrapper, semaphore, release, wake. */
+/** `--only NAME` runs one section: images, wrapper, semaphore, release, wake, create, burst, rss. */
 const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
 const wanted = (name: string) => !only || only === name;
 const ROOT = path.resolve(__dirname, __dirname.includes(`${path.sep}dist${path.sep}`) ? '../..' : '..');
@@ -117,13 +119,17 @@ async function inProcessManager(cfg: Config) {
   const redis = new Redis(cfg.REDIS_URL);
   const native = await NativeConnection.connect({ address: cfg.TEMPORAL_ADDRESS });
   const wm = await WorkerManagerClient.connect(cfg);
-  const workers = await createManagerWorkers({ connection: native, config: cfg, docker, redis, client: wm.temporal });
+  const warmPool = createWarmPool({ config: cfg, docker, redis, temporal: wm.temporal, log: { info() {}, warn: (m, x) => log(`warm pool: ${m} ${JSON.stringify(x ?? {})}`), error() {} } });
+  await warmPool?.start();
+  const workers = await createManagerWorkers({ connection: native, config: cfg, docker, redis, client: wm.temporal, warmPool });
   const running = workers.map((w) => w.run());
   return {
     docker,
     redis,
     wm,
+    warmPool,
     async stop() {
+      await warmPool?.stop();
       for (const w of workers) w.shutdown();
       await Promise.allSettled(running);
       await wm.close();
@@ -190,6 +196,212 @@ async function releaseToNextStart(config: Config): Promise<void> {
     summary: summarize(samples),
     note: 'docker destroy of the holder to docker start of the queued worker (release signal, grant, cached image, create, instructions, start)',
   });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls until fn is true (every `everyMs`), failing after two minutes. */
+async function until(what: string, fn: () => Promise<boolean>, everyMs = 2): Promise<void> {
+  const deadline = Date.now() + 120_000;
+  while (!(await fn())) {
+    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
+    await sleep(everyMs);
+  }
+}
+
+/** The worker's status as the status hash shows it (what orchestrators read). */
+const statusOf = async (redis: Redis, id: string) => {
+  const s = await redis.hget(keys.status(id), 'status');
+  if (s === 'FAILED') throw new Error(`worker ${id} FAILED: ${await redis.hget(keys.status(id), 'error')}`);
+  return s;
+};
+
+/**
+ * The baseline: `docker create` + `start` of the same image with the same settings as a worker,
+ * until its wrapper is connected to Redis (heartbeat key), as fast as this process can ask.
+ */
+async function rawDockerStart(docker: Docker, redis: Redis, cfg: Config, image: string): Promise<number> {
+  const id = randomUUID();
+  const spec = {
+    agentType: 'CLAUDE' as const,
+    authMode: 'api_key' as const,
+    allowedCommands: [],
+    stopGraceSeconds: cfg.WORKER_STOP_GRACE_SECONDS,
+    memoryBytes: cfg.WORKER_MEMORY_LIMIT,
+    nanoCpus: Math.round(cfg.WORKER_CPU_LIMIT * 1e9),
+    modules: [],
+  };
+  const t0 = performance.now();
+  const c = await docker.createContainer({
+    name: `bench-raw-${id}`,
+    ...containerOptions(cfg, spec, image),
+    Env: [`WORKER_ID=${id}`, ...workerEnv(cfg, spec)],
+    Labels: { 'com.codegen.bench': 'true' },
+  });
+  await c.start();
+  await until('raw wrapper ready', async () => (await redis.exists(keys.heartbeat(id))) === 1);
+  const ms = performance.now() - t0;
+  await c.remove({ force: true });
+  await redis.del(keys.heartbeat(id), keys.output(id), keys.inputCursor(id));
+  return ms;
+}
+
+/**
+ * create -> RUNNING with a cached image against the raw Docker baseline (alternating, so both see
+ * the same machine), delete -> container gone, and the same create with the warm pool.
+ */
+async function createPath(config: Config): Promise<void> {
+  const rounds = quick ? 5 : 15;
+  log(`create -> RUNNING vs raw docker create+start: ${rounds} rounds each (cached image), then delete -> gone`);
+  const cfg: Config = { ...config, TEMPORAL_TASK_QUEUE: `bench-${randomUUID().slice(0, 8)}`, MAX_CONCURRENT_WORKERS: 20 };
+  const manager = await inProcessManager(cfg);
+  const { docker, redis, wm } = manager;
+  const create: number[] = [];
+  const raw: number[] = [];
+  const del: number[] = [];
+  try {
+    // Warm-up: the image exists and the workflow code is loaded before anything is timed.
+    const first = (await wm.create({ agent_type: 'CLAUDE' })).worker_id;
+    await until('warm-up RUNNING', async () => (await statusOf(redis, first)) === 'RUNNING', 20);
+    const image = (await redis.hget(keys.status(first), 'image')) as string;
+    await wm.delete(first);
+    await rawDockerStart(docker, redis, cfg, image);
+    for (let i = 0; i < rounds; i++) {
+      raw.push(await rawDockerStart(docker, redis, cfg, image));
+      const t0 = performance.now();
+      const id = (await wm.create({ agent_type: 'CLAUDE' })).worker_id;
+      await until('RUNNING', async () => (await statusOf(redis, id)) === 'RUNNING');
+      create.push(performance.now() - t0);
+      const t1 = performance.now();
+      await wm.delete(id); // resolves once the container is gone
+      del.push(performance.now() - t1);
+    }
+  } finally {
+    await manager.stop();
+  }
+  // The same create with a warm pool of 2 for the image: each create claims a paused container.
+  const warmCfg: Config = { ...cfg, TEMPORAL_TASK_QUEUE: `bench-${randomUUID().slice(0, 8)}`, WARM_POOL_SIZE: 2 };
+  const warmManager = await inProcessManager(warmCfg);
+  const warm: number[] = [];
+  let claimed = 0;
+  try {
+    const { redis: wr, wm: wwm, warmPool } = warmManager;
+    const first = (await wwm.create({ agent_type: 'CLAUDE' })).worker_id; // makes the image "in demand"
+    await until('warm-up RUNNING', async () => (await statusOf(wr, first)) === 'RUNNING', 20);
+    await wwm.delete(first);
+    for (let i = 0; i < rounds; i++) {
+      await warmPool!.settled(); // refilled after the last claim: a claim is what is timed
+      const t0 = performance.now();
+      const id = (await wwm.create({ agent_type: 'CLAUDE' })).worker_id;
+      await until('RUNNING', async () => (await statusOf(wr, id)) === 'RUNNING');
+      warm.push(performance.now() - t0);
+      await wwm.delete(id);
+    }
+    claimed = warmPool!.stats.claims;
+  } finally {
+    await warmManager.stop();
+  }
+  const c = summarize(create);
+  const r = summarize(raw);
+  const w = summarize(warm);
+  const ratio = Math.round((c.p50 / r.p50) * 100) / 100;
+  rows.push({ name: 'raw docker create + start -> wrapper ready (baseline)', unit: 'ms', summary: r, note: 'same image, settings and readiness check as a worker, no manager' });
+  rows.push({ name: 'create -> RUNNING, cached image, no warm pool', unit: 'ms', summary: c, note: 'client.create to status RUNNING in the status hash' });
+  rows.push({ name: 'create -> RUNNING / raw docker baseline (p50 ratio)', unit: 'x', value: ratio, target: '<= 1.5', met: ratio <= 1.5 });
+  rows.push({ name: 'create -> RUNNING with the warm pool (WARM_POOL_SIZE 2)', unit: 'ms', summary: w, target: 'p50 < 150 ms', met: w.p50 < 150, note: `claims ${claimed} of ${rounds + 1} creates (the first one makes the image in demand)` });
+  rows.push({ name: 'delete -> container gone', unit: 'ms', summary: summarize(del), note: `client.delete resolves once the container is removed (stop grace ${cfg.WORKER_STOP_GRACE_SECONDS} s, the wrapper exits on SIGTERM)` });
+}
+
+/** 20 creates at once against a limit of 10: time until all were RUNNING, and the queue waits. */
+async function burst(config: Config): Promise<void> {
+  const n = 20;
+  const limit = 10;
+  log(`${n} creates against a limit of ${limit} (each worker is deleted 2 s after RUNNING)`);
+  const cfg: Config = { ...config, TEMPORAL_TASK_QUEUE: `bench-${randomUUID().slice(0, 8)}`, MAX_CONCURRENT_WORKERS: limit };
+  const manager = await inProcessManager(cfg);
+  const { redis, wm } = manager;
+  const waits: number[] = [];
+  try {
+    const warm = (await wm.create({ agent_type: 'CLAUDE' })).worker_id;
+    await until('warm-up RUNNING', async () => (await statusOf(redis, warm)) === 'RUNNING', 20);
+    await wm.delete(warm);
+    const t0 = performance.now();
+    const ids = await Promise.all(Array.from({ length: n }, () => wm.create({ agent_type: 'CLAUDE' }).then((r) => r.worker_id)));
+    const deletions: Promise<unknown>[] = [];
+    await Promise.all(
+      ids.map(async (id) => {
+        const created = performance.now();
+        await until('RUNNING', async () => (await statusOf(redis, id)) === 'RUNNING', 10);
+        waits.push(performance.now() - created);
+        deletions.push(sleep(2_000).then(() => wm.delete(id)));
+      }),
+    );
+    const all = performance.now() - t0;
+    await Promise.all(deletions);
+    const w = summarize(waits);
+    rows.push({ name: `${n} creates at limit ${limit}: until all RUNNING`, unit: 'ms', value: Math.round(all), note: 'the second ten wait for the first ten (each deleted 2 s after RUNNING)' });
+    rows.push({ name: `${n} creates at limit ${limit}: create -> RUNNING per worker (includes queue wait)`, unit: 'ms', summary: w });
+  } finally {
+    await manager.stop();
+  }
+}
+
+/** Resident memory (kB) and CPU time (clock ticks, user + system) of a process, from /proc. */
+function procUsage(pid: number): { rssKb: number; hwmKb: number; ticks: number } {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(status)?.[1] ?? NaN);
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // fields from 3 (state) on
+  return { rssKb: kb('VmRSS'), hwmKb: kb('VmHWM'), ticks: Number(f[11]) + Number(f[12]) };
+}
+
+/**
+ * The manager as it runs in production (its own process, `node dist/src/manager.js`) with 10
+ * live workers: resident memory and CPU while they are idle. Its command adapter joins the
+ * shared consumer group, so run the benchmarks on a stack nobody else is sending commands to.
+ */
+async function managerFootprint(config: Config): Promise<void> {
+  const workers = 10;
+  const seconds = quick ? 10 : 30;
+  log(`manager RSS and CPU: its own process, ${workers} RUNNING workers, ${seconds} s idle`);
+  const queue = `bench-${randomUUID().slice(0, 8)}`;
+  const env = { ...process.env, TEMPORAL_TASK_QUEUE: queue, MANAGER_ID: queue, MAX_CONCURRENT_WORKERS: String(workers + 2), LOG_LEVEL: 'warn', DOCKER_HOST_ID: 'bench' };
+  const child = spawn(process.execPath, [path.join(ROOT, 'dist', 'src', 'manager.js')], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  await new Promise<void>((resolve, reject) => {
+    child.stderr!.on('data', (c: Buffer) => {
+      stderr += c.toString();
+      if (stderr.includes('worker-manager is up')) resolve();
+    });
+    child.on('exit', (code) => reject(new Error(`the manager exited (${code}): ${stderr.slice(-2000)}`)));
+  });
+  const cfg: Config = { ...config, TEMPORAL_TASK_QUEUE: queue, DOCKER_HOST_ID: 'bench' };
+  const wm = await WorkerManagerClient.connect(cfg);
+  const redis = new Redis(cfg.REDIS_URL);
+  const ids: string[] = [];
+  try {
+    for (let i = 0; i < workers; i++) ids.push((await wm.create({ agent_type: 'CLAUDE', idle_timeout_s: 3600 })).worker_id);
+    await until('all RUNNING', async () => (await Promise.all(ids.map((id) => statusOf(redis, id)))).every((s) => s === 'RUNNING'), 100);
+    await sleep(3_000); // settle after the start-up burst
+    const a = procUsage(child.pid!);
+    const t0 = performance.now();
+    const rss: number[] = [];
+    for (let i = 0; i < seconds; i++) {
+      await sleep(1_000);
+      rss.push(procUsage(child.pid!).rssKb / 1024);
+    }
+    const b = procUsage(child.pid!);
+    const cpuPct = Math.round(((b.ticks - a.ticks) / 100 / ((performance.now() - t0) / 1000)) * 1000) / 10;
+    const peak = Math.round(Math.max(...rss));
+    rows.push({ name: `manager RSS, ${workers} RUNNING workers, idle`, unit: 'MB', value: peak, target: '< 300 MB', met: peak < 300, note: `highest of ${seconds} one-second samples; peak since start (VmHWM) ${Math.round(b.hwmKb / 1024)} MB; workflows from the prebuilt bundle` });
+    rows.push({ name: `manager CPU, ${workers} RUNNING workers, idle`, unit: '%', value: cpuPct, note: `of one core, over ${seconds} s` });
+  } finally {
+    await Promise.allSettled(ids.map((id) => wm.delete(id)));
+    child.kill('SIGTERM');
+    await new Promise((r) => child.once('exit', r));
+    await wm.close();
+    redis.disconnect();
+  }
 }
 
 /** Resolving an image that exists (the create path on a cache hit), and recorded build times. */
@@ -398,6 +610,9 @@ async function main(): Promise<void> {
   if (wanted('semaphore')) await semaphoreThroughput(config);
   if (wanted('release')) await releaseToNextStart(config);
   if (wanted('wake')) await wakeLatency(config);
+  if (wanted('create')) await createPath(config);
+  if (wanted('burst')) await burst(config);
+  if (wanted('rss')) await managerFootprint(config);
   const out = path.join(ROOT, 'bench');
   writeFileSync(path.join(out, 'results.json'), JSON.stringify({ generated_at: new Date().toISOString(), quick, cpus: os.cpus().length, node: process.version, rows }, null, 2) + '\n');
   const md = markdown();

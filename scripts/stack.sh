@@ -172,7 +172,7 @@ ensure_node_modules() {
 
 ensure_build() {
   local stamp="$DATA/build.stamp"
-  if [[ -f "$stamp" && -f dist/src/manager.js && -f dist/wrapper/wrapper.js ]] \
+  if [[ -f "$stamp" && -f dist/src/manager.js && -f dist/wrapper/wrapper.js && -f dist/workflows.bundle.js ]] \
     && [[ -z "$(find src workflows activities scripts test bench docker tsconfig.json package-lock.json -newer "$stamp" -print -quit)" ]]; then
     return
   fi

@@ -9,6 +9,7 @@ import {
   CommandName,
   COMMANDS,
   DEFAULT_REPLY_STREAM,
+  LIMITS,
   ReplyTo,
   REQUEST_ID_RE,
   type CommandName as Command,
@@ -52,7 +53,7 @@ export type ParseResult =
   | { kind: 'invalid'; requestId: string; command: string; replyTo: string; details: Record<string, string> }
   | { kind: 'dead'; reason: string };
 
-const MAX_PAYLOAD_BYTES = 512 * 1024;
+const MAX_PAYLOAD_BYTES = LIMITS.payloadBytes;
 
 /** Validates the envelope of a command entry; payload schemas are checked by the client. */
 export function parseEntry(fields: string[]): ParseResult {
@@ -232,18 +233,31 @@ export class CommandAdapter {
 
   private async serve(id: string, fields: string[]): Promise<void> {
     const { redis, log } = this.opts;
-    const parsed = parseEntry(fields ?? []);
+    const entry = parseEntry(fields ?? []);
     // Keep trying to write the reply: an unanswered entry stays pending and is retried at restart.
     for (let attempt = 0; ; attempt++) {
       try {
+        let parsed = entry;
         if (parsed.kind === 'dead') {
-          await redis
-            .multi()
-            .xadd(keys.deadLetters, 'MAXLEN', '~', '100000', '*', 'original_id', id, 'fields', JSON.stringify(fields), 'reason', parsed.reason)
-            .xack(keys.commands, CONSUMER_GROUP, id)
-            .exec();
+          checkExec(
+            await redis
+              .multi()
+              .xadd(keys.deadLetters, 'MAXLEN', '~', '100000', '*', 'original_id', id, 'fields', JSON.stringify(fields), 'reason', parsed.reason)
+              .xack(keys.commands, CONSUMER_GROUP, id)
+              .exec(),
+          );
           log.warn('command dead-lettered', { id, reason: parsed.reason });
           return;
+        }
+        // A reply_to naming a key that is not a stream could never take the reply (the XADD would
+        // fail while the XACK beside it succeeds): refuse it on the default stream, unexecuted.
+        const replyTo = parsed.kind === 'ok' ? parsed.cmd.replyTo : parsed.replyTo;
+        const type = replyTo === DEFAULT_REPLY_STREAM ? 'stream' : await redis.type(replyTo);
+        if (type !== 'none' && type !== 'stream') {
+          const base = parsed.kind === 'ok' ? { requestId: parsed.cmd.requestId, command: parsed.cmd.command, details: {} } : parsed;
+          const details: Record<string, string> = Object.assign(Object.create(null), base.details);
+          details.reply_to = `names a Redis key of type ${type}, not a stream`;
+          parsed = { kind: 'invalid', requestId: base.requestId, command: base.command, replyTo: DEFAULT_REPLY_STREAM, details };
         }
         if (parsed.kind === 'invalid') {
           const error: ErrorBody = { code: 'INVALID_REQUEST', message: `invalid command entry: ${Object.keys(parsed.details).join(', ')}`, details: parsed.details };
@@ -251,7 +265,9 @@ export class CommandAdapter {
           return;
         }
         const { cmd } = parsed;
+        injectFault('adapter-after-read', cmd.command);
         const outcome = await this.execute(cmd);
+        injectFault('adapter-before-reply', cmd.command);
         await this.reply(id, cmd.replyTo, cmd.requestId, cmd.command, outcome);
         return;
       } catch (err) {
@@ -305,11 +321,34 @@ export class CommandAdapter {
     outcome: { result: unknown } | { error: ErrorBody },
   ): Promise<void> {
     const body = 'result' in outcome ? ['ok', '1', 'result', JSON.stringify(outcome.result)] : ['ok', '0', 'error', JSON.stringify(outcome.error)];
-    await this.opts.redis
-      .multi()
-      .xadd(stream, 'MAXLEN', '~', '100000', '*', 'request_id', requestId, 'command', command, ...body)
-      .xack(keys.commands, CONSUMER_GROUP, id)
-      .exec();
+    checkExec(
+      await this.opts.redis
+        .multi()
+        .xadd(stream, 'MAXLEN', '~', '100000', '*', 'request_id', requestId, 'command', command, ...body)
+        .xack(keys.commands, CONSUMER_GROUP, id)
+        .exec(),
+    );
   }
+}
+
+/**
+ * Fault injection, for crash tests only (test/integration/adapterCrash.test.ts): with
+ * `WM_FAULT_INJECT=<point>[:<command>]` the process kills itself with SIGKILL at that point while
+ * serving a valid command (of that name, or any). Points: `adapter-after-read` (the entry is read
+ * and parsed, nothing done yet) and `adapter-before-reply` (the command ran, its reply and
+ * acknowledgement are not written). Inert unless the variable is set; never set it in production.
+ */
+function injectFault(point: 'adapter-after-read' | 'adapter-before-reply', command: string): void {
+  const spec = process.env.WM_FAULT_INJECT;
+  if (!spec) return;
+  const [at, only] = spec.split(':');
+  if (at === point && (!only || only === command)) process.kill(process.pid, 'SIGKILL');
+}
+
+/** EXEC reports a failed command in its results rather than by rejecting: surface it. */
+function checkExec(results: [Error | null, unknown][] | null): void {
+  if (!results) throw new Error('the reply transaction was aborted');
+  const failed = results.find(([err]) => err);
+  if (failed) throw failed[0];
 }
 

@@ -201,6 +201,12 @@ export class WorkerManagerClient {
    * worker. The task id (given or generated) names the worker, so the same task id twice runs once.
    */
   async runTask(payload: TaskPayload | unknown, opts: { requestId?: string } = {}): Promise<TaskResult> {
+    const { task_id } = await this.startTask(payload, opts);
+    return this.taskResult(task_id);
+  }
+
+  /** Starts a headless task without waiting for it (the CLI's `wm task` without --wait); taskResult() collects it. */
+  async startTask(payload: TaskPayload | unknown, opts: { requestId?: string } = {}): Promise<CreateResult & { task_id: string }> {
     const parsed = TaskPayload.safeParse(payload ?? {});
     if (!parsed.success) throw invalid(describeIssues(parsed.error));
     const { prompt, timeout_s, ...rest } = parsed.data;
@@ -210,8 +216,7 @@ export class WorkerManagerClient {
       workerId: workerIdForTask(taskId),
       headless: { timeoutS: timeout_s ?? this.config.TASK_TIMEOUT_SECONDS },
     };
-    await this.startLifecycle(spec);
-    return this.taskResult(taskId);
+    return { ...(await this.startLifecycle(spec)), task_id: taskId };
   }
 
   /** A task's result: from Redis while kept there, else from its workflow's history (waits if still running). */

@@ -7,6 +7,7 @@ import { hostname } from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
 import { parseMemory } from './contract';
+import { egressConfigProblems, parseAllowList } from './egressAllow';
 
 const ROOT = path.resolve(__dirname, '..', __dirname.includes(`${path.sep}dist${path.sep}`) ? '..' : '');
 
@@ -65,6 +66,13 @@ export const ConfigSchema = z.object({
     /** How long the status hash of a STOPPED or FAILED worker stays in Redis. */
     STATUS_RETENTION_SECONDS: int(86400),
     ADAPTER_CONCURRENCY: int(16),
+    /**
+     * Warm pool (src/warmPool.ts): paused, ready containers kept per image in demand, claimed by
+     * creates. 0 turns it off. They use worker slots (MAX_CONCURRENT_WORKERS) no worker needs.
+     */
+    WARM_POOL_SIZE: int(0, 0),
+    /** An image's warm containers are removed after this long without a create that used it. */
+    WARM_POOL_IDLE_SECONDS: int(1800),
     /** Name of this manager's consumer in the `worker-manager` group; stable across restarts. */
     MANAGER_ID: z.string().regex(/^[A-Za-z0-9._:-]{1,64}$/, 'must be 1-64 characters of [A-Za-z0-9._:-]').default(hostname().slice(0, 64).replace(/[^A-Za-z0-9._:-]/g, '-') || 'manager'),
     WRAPPER_BUNDLE: z.string().default(path.join(ROOT, 'dist', 'wrapper', 'wrapper.js')),
@@ -85,6 +93,24 @@ export const ConfigSchema = z.object({
       .default('')
       .transform((v) => v.split(',').map((s) => s.trim()).filter(Boolean))
       .refine((roots) => roots.every((r) => path.isAbsolute(r)), 'must be absolute paths, comma-separated'),
+    /**
+     * Egress allow-list for workers (src/egressAllow.ts, src/egress.ts). Unset: no restriction.
+     * Set: workers sit on an internal network and reach only these destinations, through the
+     * manager's proxy, plus what the product needs (Redis, the agents' base URLs).
+     */
+    WORKER_EGRESS_ALLOW: z
+      .string()
+      .optional()
+      .transform((v, ctx) => {
+        try {
+          return parseAllowList(v);
+        } catch (err) {
+          ctx.addIssue({ code: 'custom', message: (err as Error).message });
+          return z.NEVER;
+        }
+      }),
+    /** Port of the egress proxy on the restricted network's gateway address. */
+    WORKER_EGRESS_PROXY_PORT: z.coerce.number().int('must be a whole number').min(1, 'must be 1-65535').max(65535, 'must be 1-65535').default(3128),
     LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
   });
 
@@ -125,6 +151,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     if (!(limit in problems) && !(max in problems) && (values[limit] as number) > (values[max] as number)) {
       problems[limit] = `must not exceed ${max} (got "${env[limit] ?? values[limit]}")`;
     }
+  }
+  if (!('WORKER_EGRESS_ALLOW' in problems)) {
+    for (const [k, v] of Object.entries(egressConfigProblems(values as Parameters<typeof egressConfigProblems>[0]))) problems[k] ??= v;
   }
   if (Object.keys(problems).length) throw new ConfigError(problems);
   return values as Config;

@@ -5,7 +5,7 @@
  */
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type Docker from 'dockerode';
-import { LABELS, demuxLogs } from '../activities/docker';
+import { LABELS, demuxLogs, workerIdOfContainer } from '../activities/docker';
 import type { Log } from './adapter';
 import { workflowIdFor } from './ids';
 import { containerExitedSignal, type ContainerExit } from '../workflows/messages';
@@ -85,11 +85,11 @@ export class ContainerWatcher {
     const containers = await this.docker.listContainers({ all: true, filters: { label: [`${LABELS.managed}=true`] } });
     for (const c of containers) {
       if (c.State === 'exited' || c.State === 'dead') {
-        await this.onDie({ id: c.Id, Actor: { ID: c.Id, Attributes: c.Labels } }, 'reconcile');
+        await this.onDie({ id: c.Id, Actor: { ID: c.Id, Attributes: { ...c.Labels, name: c.Names[0]?.replace(/^\//, '') ?? '' } } }, 'reconcile');
         told++;
       }
     }
-    const present = new Set(containers.map((c) => c.Labels[LABELS.workerId]).filter(Boolean));
+    const present = new Set(containers.map((c) => workerIdOfContainer(c.Labels, c.Names[0])).filter(Boolean));
     for await (const wf of this.temporal.workflow.list({ query: 'WorkflowType="workerLifecycle" AND ExecutionStatus="Running" AND WorkerStatus="RUNNING"' })) {
       const workerId = wf.workflowId.replace(/^worker-/, '');
       if (present.has(workerId) || wf.memo?.docker_host !== this.dockerHostId) continue;
@@ -101,7 +101,8 @@ export class ContainerWatcher {
 
   private async onDie(evt: DockerEvent, source: ContainerExit['source']): Promise<void> {
     const id = evt.Actor?.ID ?? evt.id;
-    const workerId = evt.Actor?.Attributes?.[LABELS.workerId];
+    // A claimed warm-pool container has no worker label: its name says whose it is.
+    const workerId = workerIdOfContainer(evt.Actor?.Attributes, evt.Actor?.Attributes?.name);
     if (!id || !workerId) return;
     let exit: ContainerExit = { exit_code: Number(evt.Actor?.Attributes?.exitCode ?? -1), oom_killed: false, logs: '', source };
     try {

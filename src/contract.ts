@@ -39,6 +39,12 @@ export const LIMITS = {
   allowedCommandChars: 256,
   taskIdChars: 128,
   hostPathChars: 4096,
+  /**
+   * The command entry's `payload` (JSON text). Large enough that every field at its own limit fits
+   * whatever JSON escaping it needs: a control character such as NUL is escaped to 6 bytes
+   * (`\u0000`), so 256 KiB of instructions can take 1.5 MiB of JSON.
+   */
+  payloadBytes: 4 * 1024 * 1024,
 } as const;
 
 export const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;

@@ -21,6 +21,8 @@ const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOST
 const UNAVAILABLE_HINTS = [
   /ECONNREFUSED/, /ECONNRESET/, /ETIMEDOUT/, /EHOSTUNREACH/, /ENOTFOUND/, /socket hang up/i,
   /Connection is closed/i, /connect ENOENT/, /Deadline exceeded/i, /Reached the max retries per request/i,
+  // ioredis without an offline queue, while it is not connected:
+  /Stream isn.t writeable/i,
 ];
 
 /** Maps any thrown value to a contract error: backing-service outages become UNAVAILABLE. */

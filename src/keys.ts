@@ -20,6 +20,12 @@ export const keys = {
   taskDurations: 'worker:stats:task_ms',
   /** The agent CLI's session id, resumed by the next prompt. */
   session: (id: string) => `worker:${id}:session`,
+  /** A warm-pool container's identity, pushed when it is claimed (the wrapper waits on it). */
+  poolIdentity: (slot: string) => `worker:pool:${slot}`,
+  /** Set by a warm-pool container's wrapper once it is booted and waiting for an identity. */
+  poolReady: (slot: string) => `worker:pool:${slot}:ready`,
+  /** The worker that claimed a warm-pool container (claims it exactly once). */
+  poolClaimed: (slot: string) => `worker:pool:${slot}:claimed`,
 } as const;
 
 export const CONSUMER_GROUP = 'worker-manager';

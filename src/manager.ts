@@ -3,6 +3,8 @@
  * The manager process: the Temporal workers (workflows, Docker and Redis activities) and the
  * Redis command adapter. Configuration comes from the environment (src/config.ts).
  */
+import { existsSync } from 'node:fs';
+import path from 'node:path';
 import { NativeConnection } from '@temporalio/worker';
 import Docker from 'dockerode';
 import Redis from 'ioredis';
@@ -11,10 +13,18 @@ import { WorkerManagerClient } from './client';
 import { ConfigError, dockerTaskQueue, loadConfig, type Config } from './config';
 import { ContainerWatcher } from './containerWatcher';
 import { createLog } from './log';
+import { startEgressGateway } from './egress';
 import { reapOrphans } from './orphanReaper';
 import { WakeWatcher } from './wakeWatcher';
 import { ensureImageGcSchedule, imageGcScheduleId } from './schedules';
 import { createManagerWorkers } from './worker';
+import { createWarmPool } from './warmPool';
+
+/** dist/workflows.bundle.js, made by `npm run build` (scripts/build-workflows.js), when present. */
+function prebuiltWorkflowBundle(): string | undefined {
+  const p = path.join(__dirname, '..', 'workflows.bundle.js');
+  return existsSync(p) ? p : undefined;
+}
 
 async function main(): Promise<void> {
   let config: Config;
@@ -44,14 +54,21 @@ async function main(): Promise<void> {
     throw new Error(`Temporal at ${config.TEMPORAL_ADDRESS} does not answer: ${(err as Error).message}`);
   }
 
+  // The egress allow-list's network, host rules and proxy, before any worker can be created.
+  const egressLog = createLog('egress', config.LOG_LEVEL);
+  const egress = await startEgressGateway({ config, docker, log: egressLog });
+
   const client = await WorkerManagerClient.connect(config);
+  const warmPool = createWarmPool({ config, docker, redis, temporal: client.temporal, log: createLog('warm-pool', config.LOG_LEVEL) });
+  await warmPool?.start();
   const workers = await createManagerWorkers({
     connection,
     config,
     docker,
     redis,
     client: client.temporal,
-    workflowBundlePath: process.env.WORKFLOW_BUNDLE,
+    warmPool,
+    workflowBundlePath: process.env.WORKFLOW_BUNDLE ?? prebuiltWorkflowBundle(),
   });
   // Running before anything below: applying the limit is a workflow update, which only a running
   // worker can process (the manager hung at start when the semaphore already existed).
@@ -87,6 +104,8 @@ async function main(): Promise<void> {
     watcher.stop();
     waker.stop();
     clearInterval(reaper);
+    // Warm containers are a cache of this process: they go with it.
+    await warmPool?.stop().catch((err) => log.warn('could not remove the warm pool', { error: String(err) }));
     // The SDK's workers react to SIGINT/SIGTERM themselves: shut down only those still running.
     for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
   };
@@ -106,10 +125,16 @@ async function main(): Promise<void> {
     task_queues: [config.TEMPORAL_TASK_QUEUE, dockerTaskQueue(config)],
     redis: config.REDIS_URL,
     commands: 'worker:commands',
+    warm_pool: config.WARM_POOL_SIZE,
   });
   process.stderr.write(`\nworker-manager is up. Temporal UI: ${config.TEMPORAL_UI_URL}/namespaces/${config.TEMPORAL_NAMESPACE}/workflows\n\n`);
 
   await running;
+  if (egress) {
+    // The host rules stay: restricted workers left running remain closed, not open.
+    egressLog.info('egress proxy stopped', { ...egress.proxy.stats() });
+    await egress.proxy.close();
+  }
   await client.close();
   await connection.close();
   redis.disconnect();

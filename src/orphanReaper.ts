@@ -5,7 +5,7 @@
  */
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type Docker from 'dockerode';
-import { LABELS } from '../activities/docker';
+import { LABELS, workerIdOfContainer } from '../activities/docker';
 import type { Log } from './adapter';
 import { workflowIdFor } from './ids';
 
@@ -16,9 +16,11 @@ export interface ReapReport {
 
 export async function reapOrphans(docker: Docker, temporal: Client, log: Log): Promise<ReapReport> {
   const report: ReapReport = { removed: [], kept: 0 };
-  const containers = await docker.listContainers({ all: true, filters: { label: [`${LABELS.managed}=true`, LABELS.workerId] } });
+  const containers = await docker.listContainers({ all: true, filters: { label: [`${LABELS.managed}=true`] } });
   for (const c of containers) {
-    const workerId = c.Labels[LABELS.workerId] as string;
+    // Workers only: unclaimed warm-pool containers belong to their pool (src/warmPool.ts).
+    const workerId = workerIdOfContainer(c.Labels, c.Names[0]);
+    if (!workerId) continue;
     let why: string | undefined;
     try {
       const d = await temporal.workflow.getHandle(workflowIdFor(workerId)).describe();

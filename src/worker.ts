@@ -9,6 +9,7 @@ import type Docker from 'dockerode';
 import type Redis from 'ioredis';
 import { createHostActivities, createSharedActivities } from '../activities';
 import { dockerTaskQueue, type Config } from './config';
+import type { WarmPool } from './warmPool';
 
 export interface ManagerWorkerDeps {
   connection: NativeConnection;
@@ -17,6 +18,8 @@ export interface ManagerWorkerDeps {
   redis: Redis;
   /** Temporal client for activities that signal or describe workflows. */
   client: Client;
+  /** This host's warm pool (src/warmPool.ts), when enabled. */
+  warmPool?: WarmPool;
   /** A prebuilt workflow bundle (faster start); otherwise the workflows are bundled at start. */
   workflowBundlePath?: string;
 }

@@ -12,6 +12,7 @@ import {
   getExternalWorkflowHandle,
   isCancellation,
   proxyActivities,
+  proxyLocalActivities,
   setCurrentDetails,
   setHandler,
   TimeoutFailure,
@@ -25,7 +26,7 @@ import type { ImageActivities } from '../activities/images';
 import type { RedisActivities, StatusUpdate } from '../activities/redis';
 import type { ErrorCode, LifecycleEvent, TaskResult, WorkerOutcome, WorkerSpec, WorkerStatus } from '../src/contract';
 import { ERROR_CODES } from '../src/errorCodes';
-import { instructionsFileName, renderInstructions, WORKSPACE_DIR } from '../src/instructions';
+import { instructionsFileName, renderInstructions } from '../src/instructions';
 import {
   containerExitedSignal,
   permitGrantedSignal,
@@ -78,9 +79,10 @@ export async function workerLifecycle(spec: WorkerSpec): Promise<WorkerOutcome> 
     heartbeatTimeout: '2 minutes',
     retry: { ...dockerRetry, maximumAttempts: 3 },
   });
-  const wrapper = proxyActivities<DockerActivities>({
+  // Create (or claim from the warm pool), instructions, start and wrapper ready: one activity.
+  const launcher = proxyActivities<DockerActivities>({
     taskQueue: spec.dockerTaskQueue,
-    startToCloseTimeout: `${spec.readyTimeoutS + 30} seconds`,
+    startToCloseTimeout: `${spec.readyTimeoutS + 150} seconds`,
     heartbeatTimeout: '30 seconds',
     retry: { ...dockerRetry, maximumAttempts: 3 },
   });
@@ -90,7 +92,9 @@ export async function workerLifecycle(spec: WorkerSpec): Promise<WorkerOutcome> 
     startToCloseTimeout: `${spec.stopGraceSeconds + 60} seconds`,
     retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' },
   });
-  const capacity = proxyActivities<CapacityActivities>({
+  // Local activities (run by this workflow's own worker, inside the workflow task): asking for a
+  // permit and writing the status hash cost no extra round trip through the Temporal server.
+  const capacity = proxyLocalActivities<CapacityActivities>({
     startToCloseTimeout: '30 seconds',
     retry: { initialInterval: '500ms', backoffCoefficient: 2, maximumInterval: '10s' },
   });
@@ -101,6 +105,10 @@ export async function workerLifecycle(spec: WorkerSpec): Promise<WorkerOutcome> 
   });
   let taskResult: TaskResult | undefined;
   const redis = proxyActivities<RedisActivities>({
+    startToCloseTimeout: '30 seconds',
+    retry: { initialInterval: '500ms', backoffCoefficient: 2, maximumInterval: '10s' },
+  });
+  const statusWriter = proxyLocalActivities<RedisActivities>({
     startToCloseTimeout: '30 seconds',
     retry: { initialInterval: '500ms', backoffCoefficient: 2, maximumInterval: '10s' },
   });
@@ -160,7 +168,7 @@ export async function workerLifecycle(spec: WorkerSpec): Promise<WorkerOutcome> 
         ...(fields.error ? [`error: ${String(fields.error).slice(0, 500)}`] : []),
       ].join('\n\n'),
     );
-    await redis.recordStatus.executeWithOptions({ summary: `status ${status} (${event})` }, [{
+    await statusWriter.recordStatus.executeWithOptions({ summary: `status ${status} (${event})` }, [{
       workerId: spec.workerId,
       fields: { status, ...fields },
       event,
@@ -213,42 +221,47 @@ export async function workerLifecycle(spec: WorkerSpec): Promise<WorkerOutcome> 
     }
   };
 
-  await transition('STARTING', 'starting', {
-    worker_id: spec.workerId,
-    agent_type: spec.agentType,
-    task_id: spec.taskId ?? null,
-    request_id: spec.requestId,
-    created_at: state.created_at,
-  });
+  const starting = () =>
+    transition('STARTING', 'starting', {
+      worker_id: spec.workerId,
+      agent_type: spec.agentType,
+      task_id: spec.taskId ?? null,
+      request_id: spec.requestId,
+      created_at: state.created_at,
+    });
 
+  let warm = false; // the container came from the warm pool
   let failure: { code: ErrorCode; message: string; reason?: string } | undefined;
   try {
     startScope = new CancellationScope();
     await startScope.run(async () => {
+      // The image is resolved (or built) while the worker waits for a slot: a queued worker finds
+      // its image ready when its permit comes.
+      const imageResolved = images.ensureImage.executeWithOptions({ summary: `image for ${spec.agentType}${spec.modules.length ? ` + ${spec.modules.join(', ')}` : ''}` }, [{ agentType: spec.agentType, modules: spec.modules }]);
+      imageResolved.catch(() => undefined); // awaited below; a failure is reported there
       // A permit first: at the limit, creates wait here in arrival order (STARTING, queued).
       permitRequested = true;
       const myId = workflowInfo().workflowId;
-      await capacity.requestPermit.executeWithOptions({ summary: `ask pool ${spec.capacityPool} for a worker slot` }, [{ pool: spec.capacityPool, id: myId, deadline: Date.now() + spec.creationTimeoutS * 1000 }]);
+      await Promise.all([
+        starting(),
+        capacity.requestPermit.executeWithOptions({ summary: `ask pool ${spec.capacityPool} for a worker slot` }, [{ pool: spec.capacityPool, id: myId, deadline: Date.now() + spec.creationTimeoutS * 1000 }]),
+      ]);
       if (!(await condition(() => permitGranted, `${spec.creationTimeoutS} seconds`))) {
         throw ApplicationFailure.create({
           type: 'CAPACITY_TIMEOUT',
           message: `no worker slot freed within ${spec.creationTimeoutS} s (WORKER_CREATION_TIMEOUT_SECONDS)`,
         });
       }
-      const image = await images.ensureImage.executeWithOptions({ summary: `image for ${spec.agentType}${spec.modules.length ? ` + ${spec.modules.join(', ')}` : ''}` }, [{ agentType: spec.agentType, modules: spec.modules }]);
+      const image = await imageResolved;
       state.image = image.tag;
-      const { containerId } = await docker.createContainer.executeWithOptions({ summary: `create container for ${spec.agentType} from ${image.tag}` }, [{ spec, image: image.tag }]);
-      state.container_id = containerId;
-      const content = renderInstructions(spec.instructions, spec.allowedCommands);
-      await docker.writeFile.executeWithOptions({ summary: `write ${instructionsFileName(spec.agentType)} (${sizeText(content)})` }, [{
-        containerId,
-        dir: WORKSPACE_DIR,
-        name: instructionsFileName(spec.agentType),
-        content,
-      }]);
-      const { ipAddress } = await docker.startContainer.executeWithOptions({ summary: `start container ${containerId.slice(0, 12)}` }, [{ containerId }]);
-      state.ip_address = ipAddress;
-      await wrapper.waitForWrapper.executeWithOptions({ summary: `wait for the wrapper to report ready (up to ${spec.readyTimeoutS} s)` }, [{ workerId: spec.workerId, containerId, timeoutS: spec.readyTimeoutS }]);
+      const instructionsSize = sizeText(renderInstructions(spec.instructions, spec.allowedCommands));
+      const launched = await launcher.launchContainer.executeWithOptions(
+        { summary: `launch ${spec.agentType} container (warm pool or new), write ${instructionsFileName(spec.agentType)} (${instructionsSize}), wait for the wrapper (≤ ${spec.readyTimeoutS} s)` },
+        [{ spec, image: { tag: image.tag, hash: image.hash } }],
+      );
+      state.container_id = launched.containerId;
+      state.ip_address = launched.ipAddress;
+      warm = launched.warm;
     });
     startScope = undefined;
     state.started_at = now();
@@ -258,7 +271,7 @@ export async function workerLifecycle(spec: WorkerSpec): Promise<WorkerOutcome> 
       ip_address: state.ip_address,
       started_at: state.started_at,
       last_activity_at: state.started_at,
-    });
+    }, { warm });
     if (spec.initialPrompt !== undefined) {
       await redis.pushInput.executeWithOptions({ summary: `send the initial prompt (${sizeText(spec.initialPrompt)})` }, [{ workerId: spec.workerId, content: spec.initialPrompt, taskId: spec.taskId, timeoutS: spec.headless?.timeoutS }]);
     }

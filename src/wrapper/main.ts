@@ -13,6 +13,7 @@ import Redis from 'ioredis';
 import { keys } from '../keys';
 import { adapters, extractResult, type AgentAdapter } from './agents';
 import { EventSink } from './events';
+import { parseInputEntry, type InputTask } from './input';
 
 const HEARTBEAT_INTERVAL_MS = 10_000;
 const HEARTBEAT_TTL_S = 30;
@@ -68,20 +69,33 @@ function diskFree(dir: string): number | null {
 }
 
 // ---------------------------------------------------------------- input
-interface Task {
-  entryId: string;
-  taskId: string;
-  prompt: string;
-  timeoutS: number;
-}
+type Task = InputTask;
 
-function fieldsToMap(fields: string[]): Map<string, string> {
-  const m = new Map<string, string>();
-  for (let i = 0; i + 1 < fields.length; i += 2) if (!m.has(fields[i] as string)) m.set(fields[i] as string, fields[i + 1] as string);
-  return m;
+/**
+ * Warm-pool standby (src/warmPool.ts): a container made before it has an owner boots, connects
+ * to Redis, says it is ready and waits, paused by the manager, for the identity a claim pushes.
+ * Then it writes the worker's instructions and carries on as if started with them.
+ */
+async function awaitIdentity(): Promise<void> {
+  const slot = process.env.WORKER_POOL_SLOT;
+  if (!slot || process.env.WORKER_ID) return;
+  const retryStrategy = (times: number) => Math.min(100 * 2 ** Math.min(times, 6), 5_000);
+  const standby = new Redis(env('WORKER_REDIS_URL'), { maxRetriesPerRequest: null, retryStrategy });
+  standby.on('error', () => undefined);
+  await waitConnected(standby);
+  await standby.set(keys.poolReady(slot), String(process.pid), 'EX', 86400);
+  const [, raw] = (await standby.blpop(keys.poolIdentity(slot), 0)) as [string, string];
+  standby.disconnect();
+  const identity = JSON.parse(raw) as { worker_id: string; allowed_commands: string[]; task_id?: string; instructions_path: string; instructions: string };
+  writeFileSync(identity.instructions_path, identity.instructions, { encoding: 'utf8', mode: 0o644 });
+  process.env.WORKER_ID = identity.worker_id;
+  process.env.WORKER_ALLOWED_COMMANDS = JSON.stringify(identity.allowed_commands);
+  if (identity.task_id) process.env.WORKER_TASK_ID = identity.task_id;
+  say(`claimed from the warm pool (${slot}) as worker ${identity.worker_id}`);
 }
 
 async function main(): Promise<void> {
+  await awaitIdentity();
   const workerId = env('WORKER_ID');
   const agentType = env('WORKER_AGENT_TYPE');
   const adapter: AgentAdapter | undefined = adapters[agentType];
@@ -178,18 +192,15 @@ async function main(): Promise<void> {
         const res = (await reader.xread('COUNT', 50, 'BLOCK', 5000, 'STREAMS', keys.input(workerId), readFrom)) as [string, [string, string[]][]][] | null;
         for (const [id, fields] of res?.[0]?.[1] ?? []) {
           readFrom = id;
-          const f = fieldsToMap(fields);
-          const type = f.get('type') ?? 'prompt';
-          const taskId = f.get('task_id') || `task-${id}`;
-          if (type === 'cancel') {
-            if (current?.task.taskId === taskId) stopTask('cancelled');
-            else cancelled.add(taskId);
-          } else if (type === 'prompt') {
-            const timeout = Number(f.get('timeout_s'));
-            queue.push({ entryId: id, taskId, prompt: f.get('content') ?? '', timeoutS: Number.isFinite(timeout) && timeout > 0 ? timeout : defaultTimeoutS });
+          const entry = parseInputEntry(id, fields, defaultTimeoutS);
+          if (entry.kind === 'cancel') {
+            if (current?.task.taskId === entry.taskId) stopTask('cancelled');
+            else cancelled.add(entry.taskId);
+          } else if (entry.kind === 'prompt') {
+            queue.push(entry.task);
             wake?.();
           } else {
-            sink.push('error', `input ${id}: unknown type "${type}" (expected prompt or cancel)`, taskId);
+            sink.push('error', `input ${id}: unknown type "${entry.type}" (expected prompt or cancel)`, entry.taskId);
           }
         }
       } catch (err) {

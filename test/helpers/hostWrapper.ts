@@ -30,13 +30,16 @@ export class PrivateRedis {
   dir = mkdtempSync(path.join(os.tmpdir(), 'wm-redis-'));
   private proc?: ChildProcess;
 
+  /** `bind`: the addresses to listen on (add bridgeAddress() for containers to reach it). */
+  constructor(private readonly bind: string[] = ['127.0.0.1']) {}
+
   get url(): string {
     return `redis://127.0.0.1:${this.port}`;
   }
 
   async start(): Promise<void> {
     if (!this.port) this.port = await freePort();
-    this.proc = spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir, '--appendonly', 'yes', '--appendfsync', 'always', '--save', '', '--enable-debug-command', 'local'], { stdio: 'ignore' });
+    this.proc = spawn('redis-server', ['--port', String(this.port), '--bind', this.bind.join(' '), '--protected-mode', 'no', '--dir', this.dir, '--appendonly', 'yes', '--appendfsync', 'always', '--save', '', '--enable-debug-command', 'local'], { stdio: 'ignore' });
     const probe = new Redis(this.url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
     await eventually('private Redis', async () => {
       try {

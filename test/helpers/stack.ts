@@ -17,6 +17,7 @@ import { WakeWatcher } from '../../src/wakeWatcher';
 import { loadConfig, type Config } from '../../src/config';
 import type { StatusObject, WorkerStatus } from '../../src/contract';
 import { createManagerWorkers } from '../../src/worker';
+import { createWarmPool, type WarmPool } from '../../src/warmPool';
 
 export const ROOT = path.resolve(__dirname, '..', '..');
 export const WORKFLOW_BUNDLE = path.join(ROOT, '.data', 'test-workflow-bundle.js');
@@ -75,6 +76,7 @@ export function testConfig(overrides: Record<string, string> = {}): Config {
 
 export interface RunningManager {
   watcher: ContainerWatcher;
+  warmPool?: WarmPool;
   config: Config;
   client: WorkerManagerClient;
   redis: Redis;
@@ -91,7 +93,10 @@ export async function startManager(overrides: Record<string, string> = {}): Prom
   const redis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: 3 });
   const connection = await NativeConnection.connect({ address: config.TEMPORAL_ADDRESS });
   const client = await WorkerManagerClient.connect(config);
-  const workers = await createManagerWorkers({ connection, config, docker, redis, client: client.temporal, workflowBundlePath: WORKFLOW_BUNDLE });
+  const silentLog = { info() {}, warn() {}, error() {} };
+  const warmPool = createWarmPool({ config, docker, redis, temporal: client.temporal, log: silentLog });
+  await warmPool?.start();
+  const workers = await createManagerWorkers({ connection, config, docker, redis, client: client.temporal, warmPool, workflowBundlePath: WORKFLOW_BUNDLE });
   const running = workers.map((w) => w.run());
   const silent = { info() {}, warn() {}, error() {} };
   const watcher = new ContainerWatcher(docker, client.temporal, silent, config.DOCKER_HOST_ID);
@@ -100,6 +105,7 @@ export async function startManager(overrides: Record<string, string> = {}): Prom
   await waker.start();
   return {
     watcher,
+    warmPool,
     config,
     client,
     redis,
@@ -114,6 +120,7 @@ export async function startManager(overrides: Record<string, string> = {}): Prom
       await Promise.race([Promise.allSettled(leftovers.map((id) => client.delete(id))), new Promise((r) => setTimeout(r, 60_000))]);
       watcher.stop();
       waker.stop();
+      await warmPool?.stop();
       for (const w of workers) w.shutdown();
       await Promise.allSettled(running);
       await client.close();

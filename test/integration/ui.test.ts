@@ -69,6 +69,7 @@ describe('the Temporal UI shows a worker as an operator needs it (real browser)'
     const workflowId = `worker-${id}`;
     const container = (st.container_id as string).slice(0, 12);
     const claudeMdSummary = `write CLAUDE.md (${Buffer.byteLength(renderInstructions(instructions, allowed))} B)`;
+    const launchSummary = `launch CLAUDE container (warm pool or new), ${claudeMdSummary}, wait for the wrapper (≤ ${m.config.WORKER_READY_TIMEOUT_SECONDS} s)`;
 
     // The workflow list, filtered as the README tells operators to (and by this worker's id:
     // other tests run workers on the same server at the same time).
@@ -96,17 +97,20 @@ describe('the Temporal UI shows a worker as an operator needs it (real browser)'
     await page.getByRole('heading', { name: workflowId, level: 1 }).waitFor();
     await page.getByRole('tab', { name: /^History/, selected: true }).waitFor();
     // The timeline names each activity with its summary ...
-    await page.getByRole('button', { name: `writeFile • ${claudeMdSummary}` }).waitFor();
-    await page.getByRole('button', { name: `createContainer • create container for CLAUDE from ${st.image}` }).waitFor();
+    await page.getByRole('button', { name: `launchContainer • ${launchSummary}` }).waitFor();
+    await page.getByRole('button', { name: 'ensureImage • image for CLAUDE + GIT' }).waitFor();
     // ... and so does the compact event list, one row per activity.
     await page.getByRole('button', { name: 'Compact', exact: true }).click();
     const events = page.getByRole('table').filter({ has: page.getByRole('columnheader', { name: 'Event Type' }) });
     const activityRow = (type: string): Locator => events.getByRole('row').filter({ hasText: new RegExp(`Activity Type\\s*${type}\\s*Summary`) });
-    await activityRow('writeFile').waitFor();
-    expect(await activityRow('writeFile').innerText()).toContain(claudeMdSummary);
+    await activityRow('launchContainer').waitFor();
+    expect(await activityRow('launchContainer').innerText()).toContain(launchSummary);
     expect(await activityRow('ensureImage').innerText()).toContain('image for CLAUDE + GIT');
-    expect(await activityRow('startContainer').innerText()).toContain(`start container ${container}`);
-    expect(await activityRow('waitForWrapper').innerText()).toContain('wait for the wrapper to report ready');
+    expect(await activityRow('workerActivity').innerText()).toContain('check whether the worker is idle');
+    // The permit request and status writes are local activities: their summaries are in the list too.
+    const localRow = (summary: string | RegExp): Locator => events.getByRole('row').filter({ hasText: 'Local Activity' }).filter({ hasText: summary });
+    await localRow('status RUNNING (running)').waitFor();
+    await localRow(/ask pool \S+ for a worker slot/).waitFor();
     await page.getByRole('heading', { name: 'Event History', level: 2 }).scrollIntoViewIfNeeded();
     await page.screenshot({ path: path.join(ARTIFACTS, 'ui-workflow-history.png') });
 

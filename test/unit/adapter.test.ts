@@ -1,9 +1,10 @@
 import fc from 'fast-check';
 import { parseEntry, type ParseResult } from '../../src/adapter';
+import { LIMITS } from '../../src/contract';
 
 const COMMANDS = ['create', 'delete', 'status', 'list'];
 const ENVELOPE = ['request_id', 'command', 'payload', 'reply_to'];
-const MAX_PAYLOAD_BYTES = 512 * 1024;
+const MAX_PAYLOAD_BYTES = LIMITS.payloadBytes;
 
 const entry = (fields: Record<string, string>): string[] => Object.entries(fields).flat();
 
@@ -50,7 +51,7 @@ describe('parseEntry: good entries', () => {
     });
   });
 
-  it('accepts a payload of exactly 512 KiB', () => {
+  it('accepts a payload of exactly the limit', () => {
     const payload = JSON.stringify({ instructions: 'a'.repeat(MAX_PAYLOAD_BYTES - '{"instructions":""}'.length) });
     expect(Buffer.byteLength(payload)).toBe(MAX_PAYLOAD_BYTES);
     expectOk(parseEntry(entry({ request_id: 'r', command: 'create', payload })));
@@ -91,12 +92,12 @@ describe('parseEntry: invalid entries (answerable)', () => {
     expect(r.details.payload).toMatch(/object/);
   });
 
-  it('names a payload over 512 KiB, counted in UTF-8 bytes', () => {
+  it('names a payload over the limit, counted in UTF-8 bytes', () => {
     const big = JSON.stringify({ instructions: 'a'.repeat(MAX_PAYLOAD_BYTES) });
     expect(Object.keys(expectInvalid(parseEntry(entry({ request_id: 'r', command: 'create', payload: big }))).details)).toEqual([
       'payload',
     ]);
-    // Under 512 Ki characters but over 512 KiB.
+    // Under the limit in characters but over it in bytes.
     const wide = JSON.stringify({ instructions: 'é'.repeat(MAX_PAYLOAD_BYTES / 2) });
     expect(wide.length).toBeLessThan(MAX_PAYLOAD_BYTES);
     expect(Object.keys(expectInvalid(parseEntry(entry({ request_id: 'r', command: 'create', payload: wide }))).details)).toEqual([

@@ -17,6 +17,11 @@ describe('toContractError', () => {
     expect(e.message).toContain('No connection established');
   });
 
+  it("maps ioredis's error while disconnected without an offline queue to UNAVAILABLE", () => {
+    const e = toContractError(new Error("Stream isn't writeable and enableOfflineQueue options is false"));
+    expect(e.code).toBe('UNAVAILABLE');
+  });
+
   it('maps gRPC status 14 carried as the cause of a ServiceError to UNAVAILABLE', () => {
     const err = Object.assign(new Error('Failed to start workflow'), { cause: { code: 14 } });
     expect(toContractError(err).code).toBe('UNAVAILABLE');

@@ -24,6 +24,14 @@ function countingDocker() {
   const poolOf = new Map<string, string>();
   const fakes: Fakes = {
     ensureImage: async () => ({ tag: 'worker:fake', hash: 'fake', built: false }),
+    launchContainer: async ({ spec }) => {
+      const inPool = alive.get(spec.capacityPool) ?? new Set<string>();
+      alive.set(spec.capacityPool, inPool.add(spec.workerId));
+      poolOf.set(spec.workerId, spec.capacityPool);
+      created.set(spec.workerId, (created.get(spec.workerId) ?? 0) + 1);
+      maxAlive.set(spec.capacityPool, Math.max(maxAlive.get(spec.capacityPool) ?? 0, inPool.size));
+      return { containerId: `c-${spec.workerId}`, ipAddress: '10.0.0.1', warm: false };
+    },
     createContainer: async ({ spec }) => {
       const inPool = alive.get(spec.capacityPool) ?? new Set<string>();
       alive.set(spec.capacityPool, inPool.add(spec.workerId));

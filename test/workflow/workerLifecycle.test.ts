@@ -14,7 +14,6 @@ import type { DockerActivities } from '../../activities/docker';
 import type { ImageActivities } from '../../activities/images';
 import type { RedisActivities, StatusUpdate } from '../../activities/redis';
 import type { WorkerSpec } from '../../src/contract';
-import { renderInstructions } from '../../src/instructions';
 import { capacityQuery, semaphoreWorkflowId, stateQuery, stopSignal, wakeSignal, WorkerStatusKey } from '../../workflows/messages';
 import type { workerLifecycle } from '../../workflows/workerLifecycle';
 import { eventually, ROOT, startWorkflowWorker } from '../helpers/stack';
@@ -34,6 +33,7 @@ function fakeActivities(opts: FakeOptions = {}) {
   const statuses: StatusUpdate[] = [];
   const files: { name: string; content: string; dir: string }[] = [];
   const inputs: { content: string; taskId?: string }[] = [];
+  const launches: { workerId: string; agentType: string; image: { tag: string; hash: string } }[] = [];
   const activities: Activities = {
     async ensureImage() {
       calls.push('ensureImage');
@@ -47,6 +47,11 @@ function fakeActivities(opts: FakeOptions = {}) {
         }
       }
       return { tag: 'worker:fake', hash: 'fake', built: false };
+    },
+    async launchContainer(input) {
+      calls.push('launchContainer');
+      launches.push({ workerId: input.spec.workerId, agentType: input.spec.agentType, image: input.image });
+      return { containerId: 'c0ffee', ipAddress: '172.18.0.9', warm: false };
     },
     async createContainer() {
       calls.push('createContainer');
@@ -89,7 +94,7 @@ function fakeActivities(opts: FakeOptions = {}) {
       inputs.push(input);
     },
   };
-  return { activities, calls, statuses, files, inputs };
+  return { activities, calls, statuses, files, inputs, launches };
 }
 
 function specFor(taskQueue: string, overrides: Partial<WorkerSpec> = {}): WorkerSpec {
@@ -154,8 +159,9 @@ describe('workerLifecycle workflow (fake activities, real dev server)', () => {
     const handle = await start(env.client, env.taskQueue, spec);
     await eventually('RUNNING', async () => (await handle.query(stateQuery)).status === 'RUNNING');
 
-    expect(fake.calls).toEqual(['ensureImage', 'createContainer', 'writeFile', 'startContainer', 'waitForWrapper']);
-    expect(fake.files).toEqual([{ dir: '/workspace', name: 'CLAUDE.md', content: renderInstructions(spec.instructions, spec.allowedCommands) }]);
+    // Create (or claim), instructions, start and wrapper ready are one activity on the Docker host.
+    expect(fake.calls).toEqual(['ensureImage', 'launchContainer']);
+    expect(fake.launches).toEqual([{ workerId: spec.workerId, agentType: 'CLAUDE', image: { tag: 'worker:fake', hash: 'fake' } }]);
     const state = await handle.query(stateQuery);
     expect(state).toMatchObject({ container_id: 'c0ffee', image: 'worker:fake', ip_address: '172.18.0.9', agent_type: 'CLAUDE' });
 
@@ -180,11 +186,11 @@ describe('workerLifecycle workflow (fake activities, real dev server)', () => {
     }
   });
 
-  test('FACTORY workers get AGENTS.md', async () => {
+  test('a FACTORY worker is launched as one (its instructions become AGENTS.md in the activity)', async () => {
     const spec = specFor(env.taskQueue, { agentType: 'FACTORY', allowedCommands: [] });
     const handle = await start(env.client, env.taskQueue, spec);
     await eventually('RUNNING', async () => (await handle.query(stateQuery)).status === 'RUNNING');
-    expect(fake.files.map((f) => [f.name, f.content])).toEqual([['AGENTS.md', spec.instructions]]);
+    expect(fake.launches.map((l) => l.agentType)).toEqual(['FACTORY']);
     await handle.signal(stopSignal);
     expect((await handle.result()).status).toBe('STOPPED');
   });
@@ -230,7 +236,7 @@ describe('workerLifecycle workflow (fake activities, real dev server)', () => {
     const handle = await start(env.client, env.taskQueue, spec);
     await eventually('the prompt', async () => fake.inputs.length > 0);
     expect(fake.inputs).toEqual([{ workerId: spec.workerId, content: 'fix the tests', taskId: 'T-1' }]);
-    expect(fake.calls.indexOf('pushInput')).toBeGreaterThan(fake.calls.indexOf('waitForWrapper'));
+    expect(fake.calls.indexOf('pushInput')).toBeGreaterThan(fake.calls.indexOf('launchContainer'));
     expect(statusesOf(fake.statuses)).toContain('RUNNING:running');
     await handle.signal(stopSignal);
     await handle.result();
