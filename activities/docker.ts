@@ -8,6 +8,7 @@ import type Docker from 'dockerode';
 import type Redis from 'ioredis';
 import { pack } from 'tar-stream';
 import type { Config } from '../src/config';
+import { redactUrl, workerRedisEnv } from '../src/connections';
 import type { WorkerSpec } from '../src/contract';
 import { containerNameFor } from '../src/ids';
 import { egressContainerEnv, EgressSetupError, ensureEgressNetwork, workerNetworkName } from '../src/egress';
@@ -95,7 +96,7 @@ export function workerEnv(
   spec: Pick<WorkerSpec, 'agentType' | 'authMode' | 'allowedCommands' | 'stopGraceSeconds' | 'taskId'>,
 ): string[] {
   return [
-    `WORKER_REDIS_URL=${config.WORKER_REDIS_URL}`,
+    ...workerRedisEnv(config), // URL, credentials, TLS material: create time only, never in history
     `WORKER_AGENT_TYPE=${spec.agentType}`,
     `WORKER_INSTRUCTIONS_FILE=${WORKSPACE_DIR}/${spec.agentType === 'CLAUDE' ? 'CLAUDE.md' : 'AGENTS.md'}`,
     `WORKER_ALLOWED_COMMANDS=${JSON.stringify(spec.allowedCommands)}`,
@@ -286,7 +287,7 @@ export function createDockerActivities(deps: DockerDeps) {
           throw ApplicationFailure.create({
             type: 'WRAPPER_NOT_READY',
             nonRetryable: true,
-            message: `the wrapper did not connect to Redis (${config.WORKER_REDIS_URL}) within ${input.timeoutS} s` +
+            message: `the wrapper did not connect to Redis (${redactUrl(config.WORKER_REDIS_URL)}) within ${input.timeoutS} s` +
               (logs ? `; last log lines:\n${logs}` : ''),
           });
         }

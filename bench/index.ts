@@ -18,6 +18,7 @@ import { defaultPayloadConverter } from '@temporalio/common';
 import type { ImageBuildInput, ImageBuildResult } from '../workflows/imageBuild';
 import { WorkerManagerClient } from '../src/client';
 import { loadConfig, type Config } from '../src/config';
+import { managerRedisOptions, temporalConnectionOptions, workerRedisEnv } from '../src/connections';
 import { keys } from '../src/keys';
 import { createManagerWorkers } from '../src/worker';
 import { createWarmPool } from '../src/warmPool';
@@ -32,6 +33,8 @@ const quick = process.argv.includes('--quick');
 /** `--only NAME` runs one section: images, wrapper, semaphore, release, wake, create, burst, rss. */
 const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
 const wanted = (name: string) => !only || only === name;
+/** KEY=VALUE lines (a container's Env) as an environment object. */
+const envObject = (lines: string[]) => Object.fromEntries(lines.map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
 const ROOT = path.resolve(__dirname, __dirname.includes(`${path.sep}dist${path.sep}`) ? '../..' : '..');
 
 interface Row {
@@ -55,8 +58,8 @@ async function semaphoreThroughput(config: Config): Promise<void> {
   const taskQueue = `bench-${randomUUID().slice(0, 8)}`;
   const pool = taskQueue;
   const { code } = await bundleWorkflowCode({ workflowsPath: path.join(ROOT, 'bench', 'workflows.ts'), logger: new DefaultLogger('WARN') });
-  const native = await NativeConnection.connect({ address: config.TEMPORAL_ADDRESS });
-  const connection = await Connection.connect({ address: config.TEMPORAL_ADDRESS });
+  const native = await NativeConnection.connect(temporalConnectionOptions(config));
+  const connection = await Connection.connect(temporalConnectionOptions(config));
   const client = new Client({ connection, namespace: config.TEMPORAL_NAMESPACE });
   const worker = await Worker.create({
     connection: native,
@@ -116,8 +119,8 @@ async function semaphoreThroughput(config: Config): Promise<void> {
 /** The manager's Temporal workers and client, in this process, for one benchmark section. */
 async function inProcessManager(cfg: Config) {
   const docker = new Docker();
-  const redis = new Redis(cfg.REDIS_URL);
-  const native = await NativeConnection.connect({ address: cfg.TEMPORAL_ADDRESS });
+  const redis = new Redis(managerRedisOptions(cfg));
+  const native = await NativeConnection.connect(temporalConnectionOptions(cfg));
   const wm = await WorkerManagerClient.connect(cfg);
   const warmPool = createWarmPool({ config: cfg, docker, redis, temporal: wm.temporal, log: { info() {}, warn: (m, x) => log(`warm pool: ${m} ${JSON.stringify(x ?? {})}`), error() {} } });
   await warmPool?.start();
@@ -409,8 +412,8 @@ async function images(config: Config): Promise<void> {
   const samples = quick ? 20 : 100;
   log(`image resolve on a cache hit: ${samples} samples; build times from recorded imageBuild workflows`);
   const docker = new Docker();
-  const redis = new Redis(config.REDIS_URL);
-  const connection = await Connection.connect({ address: config.TEMPORAL_ADDRESS });
+  const redis = new Redis(managerRedisOptions(config));
+  const connection = await Connection.connect(temporalConnectionOptions(config));
   const client = new Client({ connection, namespace: config.TEMPORAL_NAMESPACE });
   try {
     const acts = createImageActivities({ config, docker, redis, client });
@@ -452,7 +455,7 @@ async function images(config: Config): Promise<void> {
 async function wrapperFlood(config: Config): Promise<void> {
   const lines = quick ? 50_000 : 200_000;
   log(`wrapper flood: ${lines} stdout lines from a stand-in agent through the wrapper into Redis`);
-  const redis = new Redis(config.REDIS_URL);
+  const redis = new Redis(managerRedisOptions(config));
   const workerId = randomUUID();
   const tmp = mkdtempSync(path.join(os.tmpdir(), 'wm-bench-'));
   const proc = spawn(process.execPath, [...WRAPPER_NODE_FLAGS, path.join(ROOT, 'dist', 'wrapper', 'wrapper.js')], {
@@ -460,7 +463,7 @@ async function wrapperFlood(config: Config): Promise<void> {
       PATH: process.env.PATH,
       HOME: tmp,
       WORKER_ID: workerId,
-      WORKER_REDIS_URL: config.REDIS_URL,
+      ...envObject(workerRedisEnv({ ...config, WORKER_REDIS_URL: config.REDIS_URL })),
       WORKER_AGENT_TYPE: 'CLAUDE',
       WORKER_WORKSPACE: tmp,
       WORKER_AGENT_COMMAND: path.join(ROOT, 'test', 'fixtures', 'standin-agent.js'),
@@ -535,7 +538,7 @@ async function wakeLatency(config: Config): Promise<void> {
   const cfg: Config = { ...config, TEMPORAL_TASK_QUEUE: `bench-${randomUUID().slice(0, 8)}`, ANTHROPIC_BASE_URL: fake.url, ANTHROPIC_API_KEY: 'bench' };
   const manager = await inProcessManager(cfg);
   const { redis, wm } = manager;
-  const waker = new WakeWatcher(cfg.REDIS_URL, redis, wm.temporal, { info() {}, warn() {}, error() {} }, 30);
+  const waker = new WakeWatcher(redis, wm.temporal, { info() {}, warn() {}, error() {} }, 30);
   await waker.start();
   const wake: number[] = [];
   const pauseLag: number[] = [];

@@ -9,6 +9,7 @@ import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import Redis from 'ioredis';
 import { capacityPool, dockerTaskQueue, loadConfig, type Config } from './config';
+import { managerRedisOptions, temporalConnectionOptions } from './connections';
 import {
   CreatePayload,
   describeIssues,
@@ -129,9 +130,9 @@ export class WorkerManagerClient {
 
   /** Connects to Temporal and Redis as configured (environment variables by default). */
   static async connect(config: Config = loadConfig()): Promise<WorkerManagerClient> {
-    const connection = await Connection.connect({ address: config.TEMPORAL_ADDRESS });
+    const connection = await Connection.connect(temporalConnectionOptions(config));
     const temporal = new Client({ connection, namespace: config.TEMPORAL_NAMESPACE });
-    const redis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: 2, lazyConnect: false });
+    const redis = new Redis({ ...managerRedisOptions(config), maxRetriesPerRequest: 2, lazyConnect: false });
     return new WorkerManagerClient({ config, temporal, redis, owned: { connection, redis: true } });
   }
 

@@ -2,10 +2,11 @@
  * All configuration, from environment variables, through one zod schema. A bad value stops
  * start-up with a message that names every bad variable and what it should be.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
+import { connectionProblems, shownValue } from './connections';
 import { parseMemory } from './contract';
 import { egressConfigProblems, parseAllowList } from './egressAllow';
 
@@ -19,6 +20,15 @@ const memory = (def: string) =>
     .default(def)
     .refine((v) => (parseMemory(v) ?? 0) > 0, 'must be a size such as 512m, 1g or 268435456')
     .transform((v) => parseMemory(v) as number);
+/** A PEM file (certificate, CA bundle or private key) that exists and is readable. */
+const pemFile = (what: string) =>
+  z.string().refine((p) => {
+    try {
+      return readFileSync(p, 'utf8').includes('-----BEGIN');
+    } catch {
+      return false;
+    }
+  }, `must name an existing, readable PEM file (${what})`);
 export const ConfigSchema = z.object({
     TEMPORAL_ADDRESS: z.string().min(1).default('127.0.0.1:7233'),
     TEMPORAL_NAMESPACE: z.string().min(1).default('default'),
@@ -26,11 +36,31 @@ export const ConfigSchema = z.object({
     /** Name of the Docker host this manager process serves; its Docker activities poll `docker-<id>`. */
     DOCKER_HOST_ID: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'must be 1-64 characters of [A-Za-z0-9._-]').default('local'),
     TEMPORAL_UI_URL: z.string().default('http://localhost:8233'),
+    /** TLS to Temporal; unset: on when any TEMPORAL_TLS_* or TEMPORAL_API_KEY is set (src/connections.ts). */
+    TEMPORAL_TLS: z.enum(['true', 'false'], { message: 'must be true or false' }).transform((v) => v === 'true').optional(),
+    TEMPORAL_TLS_CA: pemFile('the CA that signed the Temporal server certificate').optional(),
+    TEMPORAL_TLS_CERT: pemFile('client certificate for mTLS').optional(),
+    TEMPORAL_TLS_KEY: pemFile('private key of TEMPORAL_TLS_CERT').optional(),
+    TEMPORAL_TLS_SERVER_NAME: z.string().min(1).optional(),
+    TEMPORAL_API_KEY: z.string().min(1).optional(),
     REDIS_URL: z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL').default('redis://127.0.0.1:6379'),
     WORKER_REDIS_URL: z
       .string()
       .regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL')
       .default('redis://host.docker.internal:6379'),
+    /** Redis ACL credentials and TLS (with a rediss:// URL); the WORKER_REDIS_* ones default to these. */
+    REDIS_USERNAME: z.string().min(1).optional(),
+    REDIS_PASSWORD: z.string().min(1).optional(),
+    REDIS_TLS_CA: pemFile('the CA that signed the Redis server certificate').optional(),
+    REDIS_TLS_CERT: pemFile('client certificate').optional(),
+    REDIS_TLS_KEY: pemFile('private key of REDIS_TLS_CERT').optional(),
+    REDIS_TLS_SERVER_NAME: z.string().min(1).optional(),
+    WORKER_REDIS_USERNAME: z.string().min(1).optional(),
+    WORKER_REDIS_PASSWORD: z.string().min(1).optional(),
+    WORKER_REDIS_TLS_CA: pemFile('the CA that signed the Redis server certificate').optional(),
+    WORKER_REDIS_TLS_CERT: pemFile('client certificate').optional(),
+    WORKER_REDIS_TLS_KEY: pemFile('private key of WORKER_REDIS_TLS_CERT').optional(),
+    WORKER_REDIS_TLS_SERVER_NAME: z.string().min(1).optional(),
     DOCKER_HOST: z.string().optional(),
     WORKER_NETWORK: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'must be a Docker network name').default('worker-manager'),
     MAX_CONCURRENT_WORKERS: int(10),
@@ -145,7 +175,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     const raw = env[key] === '' ? undefined : env[key];
     const r = (schema as z.ZodType).safeParse(raw);
     if (r.success) values[key] = r.data;
-    else problems[key] = `${r.error.issues[0]?.message ?? 'invalid'}${raw !== undefined ? ` (got "${raw}")` : ''}`;
+    else problems[key] = `${r.error.issues[0]?.message ?? 'invalid'}${raw !== undefined ? ` (got "${shownValue(key, raw)}")` : ''}`;
   }
   for (const [limit, max] of CEILINGS) {
     if (!(limit in problems) && !(max in problems) && (values[limit] as number) > (values[max] as number)) {
@@ -155,6 +185,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (!('WORKER_EGRESS_ALLOW' in problems)) {
     for (const [k, v] of Object.entries(egressConfigProblems(values as Parameters<typeof egressConfigProblems>[0]))) problems[k] ??= v;
   }
+  for (const [key, problem] of Object.entries(connectionProblems(values as Partial<Config>))) problems[key] ??= problem;
   if (Object.keys(problems).length) throw new ConfigError(problems);
   return values as Config;
 }

@@ -11,6 +11,7 @@ import Redis from 'ioredis';
 import { CommandAdapter } from './adapter';
 import { WorkerManagerClient } from './client';
 import { ConfigError, dockerTaskQueue, loadConfig, type Config } from './config';
+import { managerRedisOptions, redactUrl, temporalConnectionOptions, waitForRedis } from './connections';
 import { ContainerWatcher } from './containerWatcher';
 import { createLog } from './log';
 import { startEgressGateway } from './egress';
@@ -45,11 +46,22 @@ async function main(): Promise<void> {
   } catch (err) {
     throw new Error(`the Docker engine does not answer (${config.DOCKER_HOST ?? '/var/run/docker.sock'}): ${(err as Error).message}`);
   }
-  const redis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: 3 });
-  const blockingRedis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: null });
+  const redisLog = createLog('redis', config.LOG_LEVEL);
+  const redis = new Redis({ ...managerRedisOptions(config), maxRetriesPerRequest: 3 });
+  // Wrong credentials, a failed TLS handshake or a TLS port behind a redis:// URL stop the start
+  // with a message saying what to fix, rather than a retry loop of stack traces.
+  await waitForRedis(redis, config.REDIS_URL, (msg) => redisLog.warn(msg));
+  let lastRedisError = 0;
+  redis.on('error', (err: Error) => {
+    if (Date.now() - lastRedisError < 10_000) return;
+    lastRedisError = Date.now();
+    redisLog.warn('Redis connection error (reconnecting)', { error: err.message });
+  });
+  const blockingRedis = redis.duplicate({ maxRetriesPerRequest: null });
+  blockingRedis.on('error', () => undefined); // reported through the command connection above
   let connection: NativeConnection;
   try {
-    connection = await NativeConnection.connect({ address: config.TEMPORAL_ADDRESS });
+    connection = await NativeConnection.connect(temporalConnectionOptions(config));
   } catch (err) {
     throw new Error(`Temporal at ${config.TEMPORAL_ADDRESS} does not answer: ${(err as Error).message}`);
   }
@@ -84,7 +96,7 @@ async function main(): Promise<void> {
 
   const watcher = new ContainerWatcher(docker, client.temporal, createLog('containers', config.LOG_LEVEL), config.DOCKER_HOST_ID);
   await watcher.start();
-  const waker = new WakeWatcher(config.REDIS_URL, redis, client.temporal, createLog('wake', config.LOG_LEVEL), config.WAKE_POLL_SECONDS);
+  const waker = new WakeWatcher(redis, client.temporal, createLog('wake', config.LOG_LEVEL), config.WAKE_POLL_SECONDS);
   await waker.start();
 
   const reaperLog = createLog('reaper', config.LOG_LEVEL);
@@ -123,7 +135,7 @@ async function main(): Promise<void> {
     temporal: config.TEMPORAL_ADDRESS,
     namespace: config.TEMPORAL_NAMESPACE,
     task_queues: [config.TEMPORAL_TASK_QUEUE, dockerTaskQueue(config)],
-    redis: config.REDIS_URL,
+    redis: redactUrl(config.REDIS_URL),
     commands: 'worker:commands',
     warm_pool: config.WARM_POOL_SIZE,
   });

@@ -5,7 +5,7 @@
  */
 import type { Client } from '@temporalio/client';
 import { WorkflowNotFoundError } from '@temporalio/client';
-import Redis from 'ioredis';
+import type Redis from 'ioredis';
 import type { Log } from './adapter';
 import { workflowIdFor } from './ids';
 import { keys } from './keys';
@@ -30,7 +30,6 @@ export class WakeWatcher {
   private timer?: NodeJS.Timeout;
 
   constructor(
-    private readonly redisUrl: string,
     private readonly redis: Redis,
     private readonly temporal: Client,
     private readonly log: Log,
@@ -39,7 +38,8 @@ export class WakeWatcher {
 
   async start(): Promise<void> {
     await this.enableNotifications();
-    this.sub = new Redis(this.redisUrl, { maxRetriesPerRequest: null });
+    // Same server, credentials and TLS as the command connection (src/connections.ts).
+    this.sub = this.redis.duplicate({ maxRetriesPerRequest: null });
     this.sub.on('error', () => undefined); // ioredis reconnects and re-subscribes by itself
     this.sub.on('pmessage', (_pattern: string, channel: string, event: string) => {
       if (event !== 'xadd') return;

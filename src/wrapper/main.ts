@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import Redis from 'ioredis';
+import { explainRedisError, redisEndpointFromEnv, redisOptionsFor } from '../connections';
 import { keys } from '../keys';
 import { adapters, extractResult, type AgentAdapter } from './agents';
 import { EventSink } from './events';
@@ -112,11 +113,21 @@ async function main(): Promise<void> {
   const model = process.env.WORKER_AGENT_MODEL;
 
   const redisUrl = env('WORKER_REDIS_URL');
+  // URL, ACL credentials and TLS material (PEM text) from the container's create-time environment.
+  const redisOptions = redisOptionsFor(redisEndpointFromEnv(process.env));
+  // The agent CLI (and whatever its tools run) inherits the environment: keep the Redis secrets from it.
+  for (const name of ['WORKER_REDIS_PASSWORD', 'WORKER_REDIS_TLS_KEY_PEM']) delete process.env[name];
   const retryStrategy = (times: number) => Math.min(100 * 2 ** Math.min(times, 6), 5_000);
   // Commands fail at once while Redis is away (no unbounded offline queue): the sink keeps them.
-  const redis = new Redis(redisUrl, { maxRetriesPerRequest: 1, enableOfflineQueue: false, retryStrategy });
-  const reader = new Redis(redisUrl, { maxRetriesPerRequest: null, retryStrategy });
-  redis.on('error', () => undefined); // reported through the operations that fail
+  const redis = new Redis({ ...redisOptions, maxRetriesPerRequest: 1, enableOfflineQueue: false, retryStrategy });
+  const reader = new Redis({ ...redisOptions, maxRetriesPerRequest: null, retryStrategy });
+  // Other errors are reported through the operations that fail; refused credentials or a failed
+  // TLS handshake are said once in the container's log, which a worker that never gets ready shows.
+  let explained = '';
+  redis.on('error', (err: Error) => {
+    const why = explainRedisError(err, redisUrl, 'WORKER_REDIS');
+    if (why && why !== explained) say((explained = why));
+  });
   reader.on('error', () => undefined);
   await waitConnected(redis);
 

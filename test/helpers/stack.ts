@@ -15,6 +15,7 @@ import { WorkerManagerClient } from '../../src/client';
 import { ContainerWatcher } from '../../src/containerWatcher';
 import { WakeWatcher } from '../../src/wakeWatcher';
 import { loadConfig, type Config } from '../../src/config';
+import { managerRedisOptions, temporalConnectionOptions } from '../../src/connections';
 import type { StatusObject, WorkerStatus } from '../../src/contract';
 import { createManagerWorkers } from '../../src/worker';
 import { createWarmPool, type WarmPool } from '../../src/warmPool';
@@ -90,8 +91,8 @@ export async function startManager(overrides: Record<string, string> = {}): Prom
   quietTemporalLogs();
   const config = testConfig(overrides);
   const docker = new Docker();
-  const redis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: 3 });
-  const connection = await NativeConnection.connect({ address: config.TEMPORAL_ADDRESS });
+  const redis = new Redis({ ...managerRedisOptions(config), maxRetriesPerRequest: 3 });
+  const connection = await NativeConnection.connect(temporalConnectionOptions(config));
   const client = await WorkerManagerClient.connect(config);
   const silentLog = { info() {}, warn() {}, error() {} };
   const warmPool = createWarmPool({ config, docker, redis, temporal: client.temporal, log: silentLog });
@@ -101,7 +102,7 @@ export async function startManager(overrides: Record<string, string> = {}): Prom
   const silent = { info() {}, warn() {}, error() {} };
   const watcher = new ContainerWatcher(docker, client.temporal, silent, config.DOCKER_HOST_ID);
   await watcher.start();
-  const waker = new WakeWatcher(config.REDIS_URL, redis, client.temporal, silent, config.WAKE_POLL_SECONDS);
+  const waker = new WakeWatcher(redis, client.temporal, silent, config.WAKE_POLL_SECONDS);
   await waker.start();
   return {
     watcher,
@@ -146,8 +147,8 @@ export async function startWorkflowWorker(
   quietTemporalLogs();
   const taskQueue = `wf-test-${randomUUID().slice(0, 8)}`;
   const config = loadConfig({ ...testEnv(), TEMPORAL_TASK_QUEUE: taskQueue, ...overrides });
-  const nativeConnection = await NativeConnection.connect({ address: config.TEMPORAL_ADDRESS });
-  const connection = await Connection.connect({ address: config.TEMPORAL_ADDRESS });
+  const nativeConnection = await NativeConnection.connect(temporalConnectionOptions(config));
+  const connection = await Connection.connect(temporalConnectionOptions(config));
   const client = new Client({ connection });
   const worker = await Worker.create({
     connection: nativeConnection,

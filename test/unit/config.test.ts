@@ -1,19 +1,10 @@
-import { ConfigError, dockerTaskQueue, loadConfig } from '../../src/config';
+import { dockerTaskQueue, loadConfig } from '../../src/config';
+import { configError } from '../helpers/config';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
 const GiB = 1024 * MiB;
 
-/** Runs loadConfig and returns the ConfigError it throws; fails the test when it does not throw one. */
-function configError(env: Record<string, string>): ConfigError {
-  try {
-    loadConfig(env);
-  } catch (err) {
-    expect(err).toBeInstanceOf(ConfigError);
-    return err as ConfigError;
-  }
-  throw new Error(`loadConfig accepted ${JSON.stringify(env)}`);
-}
 
 describe('loadConfig defaults', () => {
   const c = loadConfig({});

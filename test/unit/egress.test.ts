@@ -5,19 +5,11 @@
  */
 import http from 'node:http';
 import net from 'node:net';
-import { ConfigError, loadConfig } from '../../src/config';
+import { loadConfig } from '../../src/config';
+import { configError } from '../helpers/config';
 import { EgressProxy, effectiveRules, egressContainerEnv, hostRuleSpecs, productHostPorts, workerNetworkName } from '../../src/egress';
 import { EgressAllowError, findAllowRule, parseAllowList } from '../../src/egressAllow';
 
-function configError(env: Record<string, string>): ConfigError {
-  try {
-    loadConfig(env);
-  } catch (err) {
-    expect(err).toBeInstanceOf(ConfigError);
-    return err as ConfigError;
-  }
-  throw new Error(`loadConfig accepted ${JSON.stringify(env)}`);
-}
 
 describe('parseAllowList', () => {
   it('is off (undefined) when unset or blank, and empty for "none"', () => {

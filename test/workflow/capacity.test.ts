@@ -22,24 +22,18 @@ function countingDocker() {
   const maxAlive = new Map<string, number>();
   const created = new Map<string, number>();
   const poolOf = new Map<string, string>();
+  const create = (spec: WorkerSpec) => {
+    const inPool = alive.get(spec.capacityPool) ?? new Set<string>();
+    alive.set(spec.capacityPool, inPool.add(spec.workerId));
+    poolOf.set(spec.workerId, spec.capacityPool);
+    created.set(spec.workerId, (created.get(spec.workerId) ?? 0) + 1);
+    maxAlive.set(spec.capacityPool, Math.max(maxAlive.get(spec.capacityPool) ?? 0, inPool.size));
+    return { containerId: `c-${spec.workerId}` };
+  };
   const fakes: Fakes = {
     ensureImage: async () => ({ tag: 'worker:fake', hash: 'fake', built: false }),
-    launchContainer: async ({ spec }) => {
-      const inPool = alive.get(spec.capacityPool) ?? new Set<string>();
-      alive.set(spec.capacityPool, inPool.add(spec.workerId));
-      poolOf.set(spec.workerId, spec.capacityPool);
-      created.set(spec.workerId, (created.get(spec.workerId) ?? 0) + 1);
-      maxAlive.set(spec.capacityPool, Math.max(maxAlive.get(spec.capacityPool) ?? 0, inPool.size));
-      return { containerId: `c-${spec.workerId}`, ipAddress: '10.0.0.1', warm: false };
-    },
-    createContainer: async ({ spec }) => {
-      const inPool = alive.get(spec.capacityPool) ?? new Set<string>();
-      alive.set(spec.capacityPool, inPool.add(spec.workerId));
-      poolOf.set(spec.workerId, spec.capacityPool);
-      created.set(spec.workerId, (created.get(spec.workerId) ?? 0) + 1);
-      maxAlive.set(spec.capacityPool, Math.max(maxAlive.get(spec.capacityPool) ?? 0, inPool.size));
-      return { containerId: `c-${spec.workerId}` };
-    },
+    launchContainer: async ({ spec }) => ({ ...create(spec), ipAddress: '10.0.0.1', warm: false }),
+    createContainer: async ({ spec }) => create(spec),
     writeFile: async ({ content }) => ({ bytes: content.length }),
     startContainer: async () => ({ ipAddress: '10.0.0.1' }),
     waitForWrapper: async () => undefined,
