@@ -186,10 +186,12 @@ ensure_build() {
 main() {
   local started=$SECONDS
   # --test: also what the test suite uses (docker-compose to validate temporal-dev.yml; openssl
-  # makes the throwaway certificates of test/integration/tls.test.ts).
+  # makes the throwaway certificates of test/integration/tls.test.ts; Debian's chromium, driven by
+  # playwright-core, for the Temporal UI browser test).
   if [[ "${1:-}" == "--test" ]]; then
     command -v docker-compose >/dev/null || apt_install docker-compose
     command -v openssl >/dev/null || apt_install openssl
+    apt_install chromium
   fi
   ensure_docker
   ensure_redis

@@ -26,6 +26,7 @@ import type { ImageActivities } from '../activities/images';
 import type { RedisActivities, StatusUpdate } from '../activities/redis';
 import type { ErrorCode, LifecycleEvent, TaskResult, WorkerOutcome, WorkerSpec, WorkerStatus } from '../src/contract';
 import { ERROR_CODES } from '../src/errorCodes';
+import { instructionsFileName, renderInstructions } from '../src/instructions';
 import {
   containerExitedSignal,
   permitGrantedSignal,
@@ -39,6 +40,12 @@ import {
 } from './messages';
 
 const CONTRACT_CODES: readonly string[] = ERROR_CODES;
+
+/** "812 B", "12 KiB": sizes in the activity summaries the Temporal UI shows. */
+const sizeText = (s: string): string => {
+  const bytes = new TextEncoder().encode(s).length;
+  return bytes < 1024 ? `${bytes} B` : `${Math.round(bytes / 1024)} KiB`;
+};
 
 /** Turns whatever ended the start sequence into a code from the contract and a readable reason. */
 function describeFailure(err: unknown): { code: ErrorCode; message: string } {
@@ -163,7 +170,7 @@ export async function workerLifecycle(spec: WorkerSpec): Promise<WorkerOutcome> 
         ...(fields.error ? [`error: ${String(fields.error).slice(0, 500)}`] : []),
       ].join('\n\n'),
     );
-    await statusWriter.recordStatus({
+    await statusWriter.recordStatus.executeWithOptions({ summary: `status ${status} (${event})` }, [{
       workerId: spec.workerId,
       fields: { status, ...fields },
       event,
@@ -171,7 +178,7 @@ export async function workerLifecycle(spec: WorkerSpec): Promise<WorkerOutcome> 
       requestId: spec.requestId,
       detail,
       final: status === 'STOPPED' || status === 'FAILED',
-    });
+    }]);
   };
 
   const ended = () => state.stop_reason !== null || exited !== undefined;
@@ -188,14 +195,14 @@ export async function workerLifecycle(spec: WorkerSpec): Promise<WorkerOutcome> 
     const idleMs = spec.idleTimeoutS * 1000;
     let runningSince = Date.now();
     while (!ended()) {
-      const { busy, lastActivityMs } = await redis.workerActivity({ workerId: spec.workerId });
+      const { busy, lastActivityMs } = await redis.workerActivity.executeWithOptions({ summary: 'check whether the worker is idle' }, [{ workerId: spec.workerId }]);
       const idleFor = Date.now() - Math.max(lastActivityMs, runningSince);
       if (busy || idleFor < idleMs) {
         // A running task is never paused, however long it takes: look again later.
         await condition(ended, busy ? idleMs : Math.max(1_000, idleMs - idleFor));
         continue;
       }
-      await docker.pauseContainer({ containerId: state.container_id as string });
+      await docker.pauseContainer.executeWithOptions({ summary: `pause container (idle ${Math.round(idleFor / 1000)} s)` }, [{ containerId: state.container_id as string }]);
       if (!spec.holdPermitWhilePaused) await releasePermit();
       wakeRequested = false;
       await transition('PAUSED', 'paused', { last_activity_at: new Date(Math.max(lastActivityMs, runningSince)).toISOString() }, { idle_s: Math.round(idleFor / 1000) });
@@ -206,11 +213,11 @@ export async function workerLifecycle(spec: WorkerSpec): Promise<WorkerOutcome> 
       if (ended()) return;
       if (!spec.holdPermitWhilePaused) {
         permitGranted = false;
-        await capacity.requestPermit({ pool: spec.capacityPool, id: workflowInfo().workflowId, deadline: Date.now() + spec.creationTimeoutS * 1000 });
+        await capacity.requestPermit.executeWithOptions({ summary: `ask pool ${spec.capacityPool} for a slot again (waking)` }, [{ pool: spec.capacityPool, id: workflowInfo().workflowId, deadline: Date.now() + spec.creationTimeoutS * 1000 }]);
         await condition(() => permitGranted || ended());
         if (ended()) return;
       }
-      await docker.unpauseContainer({ containerId: state.container_id as string });
+      await docker.unpauseContainer.executeWithOptions({ summary: 'unpause container (woken by input)' }, [{ containerId: state.container_id as string }]);
       runningSince = Date.now();
       await transition('RUNNING', 'resumed', { last_activity_at: now() });
     }
@@ -232,14 +239,14 @@ export async function workerLifecycle(spec: WorkerSpec): Promise<WorkerOutcome> 
     await startScope.run(async () => {
       // The image is resolved (or built) while the worker waits for a slot: a queued worker finds
       // its image ready when its permit comes.
-      const imageResolved = images.ensureImage({ agentType: spec.agentType, modules: spec.modules });
+      const imageResolved = images.ensureImage.executeWithOptions({ summary: `image for ${spec.agentType}${spec.modules.length ? ` + ${spec.modules.join(', ')}` : ''}` }, [{ agentType: spec.agentType, modules: spec.modules }]);
       imageResolved.catch(() => undefined); // awaited below; a failure is reported there
       // A permit first: at the limit, creates wait here in arrival order (STARTING, queued).
       permitRequested = true;
       const myId = workflowInfo().workflowId;
       await Promise.all([
         starting(),
-        capacity.requestPermit({ pool: spec.capacityPool, id: myId, deadline: Date.now() + spec.creationTimeoutS * 1000 }),
+        capacity.requestPermit.executeWithOptions({ summary: `ask pool ${spec.capacityPool} for a worker slot` }, [{ pool: spec.capacityPool, id: myId, deadline: Date.now() + spec.creationTimeoutS * 1000 }]),
       ]);
       if (!(await condition(() => permitGranted, `${spec.creationTimeoutS} seconds`))) {
         throw ApplicationFailure.create({
@@ -249,7 +256,11 @@ export async function workerLifecycle(spec: WorkerSpec): Promise<WorkerOutcome> 
       }
       const image = await imageResolved;
       state.image = image.tag;
-      const launched = await launcher.launchContainer({ spec, image: { tag: image.tag, hash: image.hash } });
+      const instructionsSize = sizeText(renderInstructions(spec.instructions, spec.allowedCommands));
+      const launched = await launcher.launchContainer.executeWithOptions(
+        { summary: `launch ${spec.agentType} container (warm pool or new), write ${instructionsFileName(spec.agentType)} (${instructionsSize}), wait for the wrapper (≤ ${spec.readyTimeoutS} s)` },
+        [{ spec, image: { tag: image.tag, hash: image.hash } }],
+      );
       state.container_id = launched.containerId;
       state.ip_address = launched.ipAddress;
       warm = launched.warm;
@@ -264,12 +275,12 @@ export async function workerLifecycle(spec: WorkerSpec): Promise<WorkerOutcome> 
       last_activity_at: state.started_at,
     }, { warm });
     if (spec.initialPrompt !== undefined) {
-      await redis.pushInput({ workerId: spec.workerId, content: spec.initialPrompt, taskId: spec.taskId, timeoutS: spec.headless?.timeoutS });
+      await redis.pushInput.executeWithOptions({ summary: `send the initial prompt (${sizeText(spec.initialPrompt)})` }, [{ workerId: spec.workerId, content: spec.initialPrompt, taskId: spec.taskId, timeoutS: spec.headless?.timeoutS }]);
     }
     if (spec.headless && spec.taskId) {
       // Headless: wait for the task's result (or a stop, or the container dying), then stop.
       const waiting = new CancellationScope();
-      const result = waiting.run(() => tasks.awaitTaskResult({ workerId: spec.workerId, taskId: spec.taskId as string, timeoutS: spec.headless!.timeoutS }));
+      const result = waiting.run(() => tasks.awaitTaskResult.executeWithOptions({ summary: `wait for task ${spec.taskId}'s result (up to ${spec.headless!.timeoutS} s)` }, [{ workerId: spec.workerId, taskId: spec.taskId as string, timeoutS: spec.headless!.timeoutS }]));
       result.catch(() => undefined);
       await Promise.race([result, condition(ended)]);
       if (ended()) waiting.cancel();
@@ -300,7 +311,7 @@ export async function workerLifecycle(spec: WorkerSpec): Promise<WorkerOutcome> 
   // Clean-up runs whatever happened above, and even when the workflow itself is being cancelled.
   return await CancellationScope.nonCancellable(async () => {
     await transition(state.status, 'stopping', {}, { reason: failure ? 'failed' : state.stop_reason });
-    await cleanup.removeContainer({ workerId: spec.workerId, graceSeconds: spec.stopGraceSeconds });
+    await cleanup.removeContainer.executeWithOptions({ summary: `stop (grace ${spec.stopGraceSeconds} s) and remove the container` }, [{ workerId: spec.workerId, graceSeconds: spec.stopGraceSeconds }]);
     if (permitRequested) await releasePermit(); // frees the slot, or leaves the queue
     state.stopped_at = now();
     if (failure) {
