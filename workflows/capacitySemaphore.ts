@@ -30,6 +30,8 @@ export interface SemaphoreInput {
   state: PoolState;
   /** How often holders' and waiters' workflows are checked for having closed. */
   reclaimIntervalS: number;
+  /** Grants made while the previous run handed over, not yet told to their workers. */
+  pendingGrants?: string[];
 }
 
 export const MAX_LIMIT = 10_000;
@@ -50,9 +52,19 @@ export async function capacitySemaphore(input: SemaphoreInput): Promise<void> {
 
   // Tells granted workers; a worker that is gone gives its permit straight back. If telling fails
   // for good, the worker's own creation timeout releases the permit.
+  // Once the server suggests continue-as-new, the workflow task that hands over may fail (a
+  // signal arriving meanwhile makes the server refuse it) and be retried on a history with more
+  // signals, granting differently. A local activity's side effect from the failed attempt (a
+  // worker told "granted") would then disagree with the state handed over. So grants made from
+  // then on are not told here but carried over and told by the next run.
+  const deferred: string[] = [];
   const notify = (ids: string[]): void => {
     showState();
     if (ids.length === 0) return;
+    if (workflowInfo().continueAsNewSuggested) {
+      deferred.push(...ids);
+      return;
+    }
     const p: Promise<void> = notifyGranted({ pool: input.pool, ids })
       .then(({ gone }) => {
         for (const id of gone) {
@@ -97,6 +109,7 @@ export async function capacitySemaphore(input: SemaphoreInput): Promise<void> {
     },
   );
   setHandler(capacityQuery, () => pool.snapshot());
+  notify(input.pendingGrants ?? []);
 
   const reclaimMs = input.reclaimIntervalS * 1000;
   while (!workflowInfo().continueAsNewSuggested) {
@@ -121,5 +134,7 @@ export async function capacitySemaphore(input: SemaphoreInput): Promise<void> {
   // Hand over only a settled state: no handler half-way, no grant signal unsent.
   await condition(allHandlersFinished);
   while (inFlight.size > 0) await Promise.all([...inFlight]);
-  await continueAsNew<typeof capacitySemaphore>({ ...input, state: pool.toState() });
+  // Only grants still held: a deferred grant may have been released (its workflow closed) since.
+  const pendingGrants = [...new Set(deferred)].filter((id) => pool.isHolder(id));
+  await continueAsNew<typeof capacitySemaphore>({ ...input, state: pool.toState(), pendingGrants });
 }

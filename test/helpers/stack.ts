@@ -14,7 +14,8 @@ import Redis from 'ioredis';
 import { WorkerManagerClient } from '../../src/client';
 import { ContainerWatcher } from '../../src/containerWatcher';
 import { WakeWatcher } from '../../src/wakeWatcher';
-import { loadConfig, type Config } from '../../src/config';
+import { capacityPool, loadConfig, type Config } from '../../src/config';
+import { semaphoreWorkflowId } from '../../workflows/messages';
 import { managerRedisOptions, temporalConnectionOptions } from '../../src/connections';
 import type { StatusObject, WorkerStatus } from '../../src/contract';
 import { createManagerWorkers } from '../../src/worker';
@@ -122,6 +123,8 @@ export async function startManager(overrides: Record<string, string> = {}): Prom
       watcher.stop();
       waker.stop();
       await warmPool?.stop();
+      // This manager's capacity semaphore is test state: it would otherwise stay running (idle) for good.
+      await client.temporal.workflow.getHandle(semaphoreWorkflowId(capacityPool(config))).terminate('test manager stopped').catch(() => undefined);
       for (const w of workers) w.shutdown();
       await Promise.allSettled(running);
       await client.close();
