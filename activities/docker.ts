@@ -270,7 +270,7 @@ export function createDockerActivities(deps: DockerDeps) {
      * Waits until the wrapper inside the container is connected to Redis (its heartbeat key
      * exists). Fails at once, with the container's last log lines, if the container exits.
      */
-    async waitForWrapper(input: { workerId: string; containerId: string; timeoutS: number }): Promise<void> {
+    async waitForWrapper(input: { workerId: string; containerId: string; timeoutS: number; pollMs?: number }): Promise<void> {
       const activity = Context.current();
       const deadline = Date.now() + input.timeoutS * 1000;
       let checks = 0;
@@ -298,7 +298,8 @@ export function createDockerActivities(deps: DockerDeps) {
           });
         }
         activity.heartbeat();
-        await activity.sleep(checks < 500 ? 10 : 50); // a booting wrapper takes a few hundred ms
+        // A booting wrapper takes a few hundred ms, a claimed warm one a few ms.
+        await activity.sleep(checks < 500 ? (input.pollMs ?? 10) : 50);
       }
     },
 
@@ -335,7 +336,7 @@ export function createDockerActivities(deps: DockerDeps) {
         ]);
         launched = { containerId, ipAddress: started.ipAddress, warm: false };
       }
-      await steps.waitForWrapper({ workerId: spec.workerId, containerId: launched.containerId, timeoutS: spec.readyTimeoutS });
+      await steps.waitForWrapper({ workerId: spec.workerId, containerId: launched.containerId, timeoutS: spec.readyTimeoutS, pollMs: launched.warm ? 2 : 10 });
       if (pooled) warmPool!.noteDemand(image, spec.agentType);
       return launched;
     },

@@ -228,6 +228,7 @@ export class WarmPool {
 
   private enqueue(job: () => Promise<void>): void {
     this.chain = this.chain.then(job).catch((err) => {
+      if (this.stopped) return; // a refill cut short by stop(): nothing failed
       this.stats.failures++;
       this.deps.log.warn('warm pool refill failed', { error: (err as Error).message });
     });
@@ -306,7 +307,8 @@ export class WarmPool {
       await c.start();
       const deadline = Date.now() + READY_TIMEOUT_MS;
       while ((await redis.exists(keys.poolReady(name))) === 0) {
-        if (Date.now() > deadline || this.stopped) throw new Error(`the wrapper of ${name} did not get ready within ${READY_TIMEOUT_MS / 1000} s`);
+        if (this.stopped) throw new Error(`the pool is stopping: ${name} is not kept`);
+        if (Date.now() > deadline) throw new Error(`the wrapper of ${name} did not get ready within ${READY_TIMEOUT_MS / 1000} s`);
         const info = await c.inspect();
         if (!info.State.Running) throw new Error(`${name} exited with code ${info.State.ExitCode} before it was ready`);
         await new Promise((r) => setTimeout(r, 20));

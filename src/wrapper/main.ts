@@ -80,20 +80,28 @@ type Task = InputTask;
 async function awaitIdentity(): Promise<void> {
   const slot = process.env.WORKER_POOL_SLOT;
   if (!slot || process.env.WORKER_ID) return;
+  // The connections main() uses, made (with the same TLS and ACL settings) before the pause, so a
+  // claimed worker is ready without connecting; the reader waits for the identity meanwhile.
+  const options = redisOptionsFor(redisEndpointFromEnv(process.env));
   const retryStrategy = (times: number) => Math.min(100 * 2 ** Math.min(times, 6), 5_000);
-  const standby = new Redis(env('WORKER_REDIS_URL'), { maxRetriesPerRequest: null, retryStrategy });
-  standby.on('error', () => undefined);
-  await waitConnected(standby);
-  await standby.set(keys.poolReady(slot), String(process.pid), 'EX', 86400);
-  const [, raw] = (await standby.blpop(keys.poolIdentity(slot), 0)) as [string, string];
-  standby.disconnect();
+  const redis = new Redis({ ...options, maxRetriesPerRequest: 1, enableOfflineQueue: false, retryStrategy });
+  const reader = new Redis({ ...options, maxRetriesPerRequest: null, retryStrategy });
+  redis.on('error', () => undefined);
+  reader.on('error', () => undefined);
+  await Promise.all([waitConnected(redis), waitConnected(reader)]);
+  await reader.set(keys.poolReady(slot), String(process.pid), 'EX', 86400);
+  const [, raw] = (await reader.blpop(keys.poolIdentity(slot), 0)) as [string, string];
   const identity = JSON.parse(raw) as { worker_id: string; allowed_commands: string[]; task_id?: string; instructions_path: string; instructions: string };
   writeFileSync(identity.instructions_path, identity.instructions, { encoding: 'utf8', mode: 0o644 });
   process.env.WORKER_ID = identity.worker_id;
   process.env.WORKER_ALLOWED_COMMANDS = JSON.stringify(identity.allowed_commands);
   if (identity.task_id) process.env.WORKER_TASK_ID = identity.task_id;
+  preconnected = { redis, reader };
   say(`claimed from the warm pool (${slot}) as worker ${identity.worker_id}`);
 }
+
+/** Set by awaitIdentity: connections already open when a warm-pool container is claimed. */
+let preconnected: { redis: Redis; reader: Redis } | undefined;
 
 async function main(): Promise<void> {
   await awaitIdentity();
@@ -119,8 +127,8 @@ async function main(): Promise<void> {
   for (const name of ['WORKER_REDIS_PASSWORD', 'WORKER_REDIS_TLS_KEY_PEM']) delete process.env[name];
   const retryStrategy = (times: number) => Math.min(100 * 2 ** Math.min(times, 6), 5_000);
   // Commands fail at once while Redis is away (no unbounded offline queue): the sink keeps them.
-  const redis = new Redis({ ...redisOptions, maxRetriesPerRequest: 1, enableOfflineQueue: false, retryStrategy });
-  const reader = new Redis({ ...redisOptions, maxRetriesPerRequest: null, retryStrategy });
+  const redis = preconnected?.redis ?? new Redis({ ...redisOptions, maxRetriesPerRequest: 1, enableOfflineQueue: false, retryStrategy });
+  const reader = preconnected?.reader ?? new Redis({ ...redisOptions, maxRetriesPerRequest: null, retryStrategy });
   // Other errors are reported through the operations that fail; refused credentials or a failed
   // TLS handshake are said once in the container's log, which a worker that never gets ready shows.
   let explained = '';
