@@ -276,7 +276,7 @@ export function createDockerActivities(deps: DockerDeps) {
       let checks = 0;
       for (;;) {
         if (await redis.exists(keys.heartbeat(input.workerId))) return;
-        if (checks++ % 10 === 0) {
+        if (checks++ % 10 === 9) { // not before the first polls: a just-started or thawed wrapper needs a moment
           const info = await docker.getContainer(input.containerId).inspect();
           if (!info.State.Running) {
             const logs = await lastLogLines(input.containerId);
