@@ -24,9 +24,18 @@ runCli(process.argv.slice(2), {
   connect: () => connectFromEnv(process.env),
   interrupted,
 }).then(
-  (code) => process.exit(code),
+  (code) => exitAfterFlush(code),
   (err: unknown) => {
     process.stderr.write(`wm: ${err instanceof Error ? err.stack : String(err)}\n`);
-    process.exit(EXIT.FAILED);
+    exitAfterFlush(EXIT.FAILED);
   },
 );
+
+/**
+ * Exits once everything written has reached the pipe: stdout to a pipe is asynchronous, and an
+ * immediate process.exit cut `wm ls --json` off after 64 KiB (a JSON document that did not parse).
+ */
+function exitAfterFlush(code: number): void {
+  const flushed = (s: NodeJS.WriteStream) => new Promise<void>((resolve) => s.write('', () => resolve()));
+  void Promise.all([flushed(process.stdout), flushed(process.stderr)]).then(() => process.exit(code));
+}

@@ -173,6 +173,9 @@ export async function startWorkflowWorker(
   };
 }
 
+/** Thrown inside an eventually() check: stop waiting at once (the awaited state can no longer come). */
+export class FinalError extends Error {}
+
 export async function eventually<T>(
   what: string,
   fn: () => Promise<T | undefined | false>,
@@ -185,6 +188,7 @@ export async function eventually<T>(
       const v = await fn();
       if (v !== undefined && v !== false) return v as T;
     } catch (err) {
+      if (err instanceof FinalError) throw err;
       last = err;
     }
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);

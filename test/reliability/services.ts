@@ -10,6 +10,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import Redis from 'ioredis';
+import { eventually, FinalError } from '../helpers/stack';
 
 export const ROOT = path.resolve(__dirname, __dirname.includes(`${path.sep}dist${path.sep}`) ? '../../..' : '../..');
 export const DATA = path.join(ROOT, '.data', 'reliability');
@@ -17,24 +18,11 @@ const TEMPORAL_VERSION = 'v1.5.1';
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Thrown inside an until() check: stop waiting at once (the awaited state can no longer come). */
-export class FinalError extends Error {}
+export { FinalError };
 
-export async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 120_000, intervalMs = 250): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v !== undefined && v !== false) return v as T;
-    } catch (err) {
-      if (err instanceof FinalError) throw err;
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out after ${Math.round(timeoutMs / 1000)} s waiting for ${what}${last ? `: ${(last as Error).message ?? String(last)}` : ''}`);
-    await sleep(intervalMs);
-  }
-}
+/** eventually() with the suite's defaults: two minutes, a check every 250 ms. */
+export const until = <T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 120_000, intervalMs = 250): Promise<T> =>
+  eventually(what, fn, { timeoutMs, intervalMs });
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -54,6 +42,13 @@ export function bridgeGateway(): string {
   const m = /inet (\d+\.\d+\.\d+\.\d+)/.exec(execFileSync('ip', ['-4', '-o', 'addr', 'show', 'docker0'], { encoding: 'utf8' }));
   if (!m) throw new Error('no address on docker0: is the Docker engine running?');
   return m[1]!;
+}
+
+/** SIGKILLs a process (if started) and waits for it to be gone. */
+async function crash(p: ChildProcess | undefined): Promise<void> {
+  if (!p) return;
+  p.kill('SIGKILL');
+  await exited(p);
 }
 
 function exited(p: ChildProcess): Promise<void> {
@@ -112,12 +107,7 @@ export class PrivateTemporal {
     });
   }
   /** A crash: SIGKILL, nothing flushed but what SQLite already committed. */
-  async kill(): Promise<void> {
-    const p = this.proc;
-    if (!p) return;
-    p.kill('SIGKILL');
-    await exited(p);
-  }
+  kill = (): Promise<void> => crash(this.proc);
   async stop(): Promise<void> {
     const p = this.proc;
     if (!p || p.exitCode !== null || p.signalCode !== null) return;
@@ -176,12 +166,7 @@ export class PrivateRedis {
     }
   }
   /** A crash: SIGKILL (every acknowledged write is already in the append-only file). */
-  async kill(): Promise<void> {
-    const p = this.proc;
-    if (!p) return;
-    p.kill('SIGKILL');
-    await exited(p);
-  }
+  kill = (): Promise<void> => crash(this.proc);
   async stop(): Promise<void> {
     const p = this.proc;
     if (!p || p.exitCode !== null || p.signalCode !== null) return;
