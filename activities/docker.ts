@@ -15,6 +15,7 @@ import { egressContainerEnv, EgressSetupError, ensureEgressNetwork, workerNetwor
 import { WORKSPACE_DIR } from '../src/instructions';
 import { faultPoint } from '../src/faults';
 import { keys } from '../src/keys';
+import { statusCode } from '../src/dockerStatus';
 import { instructionsFileName, renderInstructions } from '../src/instructions';
 import { deliverIdentity, poolKeys, poolSlotOf, type WarmImage, type WarmPool } from '../src/warmPool';
 
@@ -51,8 +52,7 @@ export interface DockerDeps {
   warmPool?: WarmPool;
 }
 
-/** The HTTP status of a Docker API error (404 gone, 304 no change, 409 conflict). */
-export const statusCode = (err: unknown) => (err as { statusCode?: number }).statusCode;
+export { statusCode } from '../src/dockerStatus';
 const LOG_TAIL_LINES = 30;
 
 async function inspectByName(docker: Docker, name: string): Promise<Docker.ContainerInspectInfo | undefined> {
@@ -155,29 +155,49 @@ export async function ensureEgress(docker: Docker, config: Config): Promise<void
   }
 }
 
+/** The network workers go on: the egress-restricted one (with its host rules), or the plain one. */
+async function ensureWorkerNetwork(docker: Docker, config: Config): Promise<void> {
+  if (config.WORKER_EGRESS_ALLOW) return ensureEgress(docker, config);
+  try {
+    await docker.getNetwork(config.WORKER_NETWORK).inspect();
+    return;
+  } catch (err) {
+    if (statusCode(err) !== 404) throw err;
+  }
+  try {
+    await docker.createNetwork({
+      Name: config.WORKER_NETWORK,
+      Driver: 'bridge',
+      CheckDuplicate: true,
+      Labels: { [LABELS.managed]: 'true' },
+      // Workers reach Redis on the host but not each other.
+      Options: { 'com.docker.network.bridge.enable_icc': 'false' },
+    });
+  } catch (err) {
+    if (statusCode(err) !== 409) throw err; // created concurrently by another activity
+  }
+}
+
+/**
+ * Creates a container with the hardened worker settings on the worker network: a worker's own
+ * (labelled with its id) or a warm-pool container (src/warmPool.ts). Not started.
+ */
+export async function createWorkerContainer(
+  docker: Docker,
+  config: Config,
+  input: { name: string; spec: Parameters<typeof containerOptions>[1] & Pick<WorkerSpec, 'agentType'>; image: string; env: string[]; labels: Record<string, string> },
+): Promise<Docker.Container> {
+  await ensureWorkerNetwork(docker, config);
+  return docker.createContainer({
+    name: input.name,
+    ...containerOptions(config, input.spec, input.image),
+    Env: input.env,
+    Labels: { [LABELS.managed]: 'true', [LABELS.agentType]: input.spec.agentType, [LABELS.taskQueue]: config.TEMPORAL_TASK_QUEUE, ...input.labels },
+  });
+}
+
 export function createDockerActivities(deps: DockerDeps) {
   const { config, docker, redis, warmPool } = deps;
-
-  async function ensureNetwork(): Promise<void> {
-    try {
-      await docker.getNetwork(config.WORKER_NETWORK).inspect();
-      return;
-    } catch (err) {
-      if (statusCode(err) !== 404) throw err;
-    }
-    try {
-      await docker.createNetwork({
-        Name: config.WORKER_NETWORK,
-        Driver: 'bridge',
-        CheckDuplicate: true,
-        Labels: { [LABELS.managed]: 'true' },
-        // Workers reach Redis on the host but not each other.
-        Options: { 'com.docker.network.bridge.enable_icc': 'false' },
-      });
-    } catch (err) {
-      if (statusCode(err) !== 409) throw err; // created concurrently by another activity
-    }
-  }
 
   async function lastLogLines(containerId: string): Promise<string> {
     try {
@@ -188,26 +208,19 @@ export function createDockerActivities(deps: DockerDeps) {
     }
   }
 
+  // The steps of launchContainer (below), each idempotent on its own.
   const steps = {
-    /** Creates the worker's container (not started), or returns the one an earlier attempt made. */
-    async createContainer(input: { spec: WorkerSpec; image: string }): Promise<{ containerId: string }> {
-      const { spec, image } = input;
-      const name = containerNameFor(spec.workerId);
-      const existing = await inspectByName(docker, name);
+    /** Creates the worker's container (not started) unless `existing` (found by name) is it. */
+    async createContainer(spec: WorkerSpec, image: string, existing: Docker.ContainerInspectInfo | undefined): Promise<{ containerId: string }> {
       if (existing) return { containerId: existing.Id };
-      if (config.WORKER_EGRESS_ALLOW) await ensureEgress(docker, config);
-      else await ensureNetwork();
+      const name = containerNameFor(spec.workerId);
       try {
-        const c = await docker.createContainer({
+        const c = await createWorkerContainer(docker, config, {
           name,
-          ...containerOptions(config, spec, image),
-          Env: [`WORKER_ID=${spec.workerId}`, ...workerEnv(config, spec)],
-          Labels: {
-            [LABELS.managed]: 'true',
-            [LABELS.workerId]: spec.workerId,
-            [LABELS.agentType]: spec.agentType,
-            [LABELS.taskQueue]: config.TEMPORAL_TASK_QUEUE,
-          },
+          spec,
+          image,
+          env: [`WORKER_ID=${spec.workerId}`, ...workerEnv(config, spec)],
+          labels: { [LABELS.workerId]: spec.workerId },
         });
         faultPoint('after-container-create');
         return { containerId: c.id };
@@ -306,8 +319,6 @@ export function createDockerActivities(deps: DockerDeps) {
   };
 
   return {
-    ...steps,
-
     /**
      * The whole start of a worker's container in one activity (one round trip through Temporal
      * instead of four): a warm-pool container claimed, or a container created, its instructions
@@ -329,7 +340,7 @@ export function createDockerActivities(deps: DockerDeps) {
         if (claimed) launched = { ...claimed, warm: true };
       }
       if (!launched) {
-        const { containerId } = await steps.createContainer({ spec, image: image.tag });
+        const { containerId } = await steps.createContainer(spec, image.tag, existing);
         const [, started] = await Promise.all([
           steps.writeFile({ containerId, dir: WORKSPACE_DIR, name: instructionsFileName(spec.agentType), content: renderInstructions(spec.instructions, spec.allowedCommands) }),
           steps.startContainer({ containerId }),

@@ -162,13 +162,6 @@ async function releaseToNextStart(config: Config): Promise<void> {
       events.set(id, rec);
     }
   });
-  const until = async (what: string, fn: () => Promise<boolean>) => {
-    const deadline = Date.now() + 120_000;
-    while (!(await fn())) {
-      if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
-      await new Promise((r) => setTimeout(r, 10));
-    }
-  };
   const samples: number[] = [];
   const isRunning = async (id: string) => {
     const s = await wm.status(id);
@@ -177,14 +170,14 @@ async function releaseToNextStart(config: Config): Promise<void> {
   };
   try {
     let holder = (await wm.create({ agent_type: 'CLAUDE' })).worker_id;
-    await until('first RUNNING', () => isRunning(holder));
+    await until('first RUNNING', () => isRunning(holder), 10);
     for (let i = 0; i < rounds; i++) {
       const waiter = (await wm.create({ agent_type: 'CLAUDE' })).worker_id;
-      await until('queued', async () => (await wm.status(waiter)).queue_position === 1);
+      await until('queued', async () => (await wm.status(waiter)).queue_position === 1, 10);
       const deleted = wm.delete(holder);
-      await until('next RUNNING', () => isRunning(waiter));
+      await until('next RUNNING', () => isRunning(waiter), 10);
       await deleted;
-      await until('events', async () => events.get(holder)?.destroy !== undefined && events.get(waiter)?.start !== undefined);
+      await until('events', async () => events.get(holder)?.destroy !== undefined && events.get(waiter)?.start !== undefined, 10);
       samples.push((events.get(waiter)!.start as number) - (events.get(holder)!.destroy as number));
       holder = waiter;
     }

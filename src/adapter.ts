@@ -108,9 +108,8 @@ type StreamEntries = [id: string, fields: string[]][];
 
 export class CommandAdapter {
   private stopping = false;
-  private readonly inFlight = new Set<Promise<void>>();
-  /** Entry ids being served here: kept fresh in the group so nobody claims them. */
-  private readonly inFlightIds = new Set<string>();
+  /** Entries being served here, by entry id: kept fresh in the group so nobody claims them. */
+  private readonly inFlight = new Map<string, Promise<void>>();
   private loop?: Promise<void>;
 
   constructor(private readonly opts: AdapterOptions) {}
@@ -136,7 +135,7 @@ export class CommandAdapter {
    * minutes), so no manager claims a command that is in progress rather than abandoned.
    */
   async touchInFlight(): Promise<void> {
-    const ids = [...this.inFlightIds];
+    const ids = [...this.inFlight.keys()];
     if (!ids.length) return;
     await this.opts.redis
       .call('XCLAIM', keys.commands, CONSUMER_GROUP, this.opts.consumer, '0', ...ids, 'JUSTID')
@@ -158,10 +157,7 @@ export class CommandAdapter {
         )) as [string, StreamEntries, string[]?];
         cursor = res[0];
         for (const [id, fields] of res[1] ?? []) {
-          if (!fields || this.inFlightIds.has(id)) continue; // deleted meanwhile, or being served here
-          claimed++;
-          const p = this.handle(id, fields).finally(() => this.inFlight.delete(p));
-          this.inFlight.add(p);
+          if (fields && this.spawn(id, fields)) claimed++; // else deleted meanwhile, or being served here
         }
       } while (cursor !== '0-0' && !this.stopping);
       if (claimed) log.warn('served commands another consumer had left unanswered', { count: claimed });
@@ -176,7 +172,7 @@ export class CommandAdapter {
     if (this.claimTimer) clearInterval(this.claimTimer);
     this.opts.blockingRedis.disconnect();
     await this.loop?.catch(() => undefined);
-    await Promise.allSettled([...this.inFlight]);
+    await Promise.allSettled([...this.inFlight.values()]);
   }
 
   private async run(): Promise<void> {
@@ -191,7 +187,7 @@ export class CommandAdapter {
           await this.ensureGroup();
           ready = true;
         }
-        while (this.inFlight.size >= this.opts.concurrency) await Promise.race(this.inFlight);
+        while (this.inFlight.size >= this.opts.concurrency) await Promise.race(this.inFlight.values());
         const free = this.opts.concurrency - this.inFlight.size;
         const res = (await this.opts.blockingRedis.call(
           'XREADGROUP', 'GROUP', CONSUMER_GROUP, this.opts.consumer,
@@ -205,12 +201,8 @@ export class CommandAdapter {
           if (entries.length === 0) cursor = '>';
           else cursor = entries[entries.length - 1]![0];
         }
-        for (const [id, fields] of entries) {
-          // Re-reading this consumer's pending entries after an error must not serve one twice.
-          if (this.inFlightIds.has(id)) continue;
-          const p = this.handle(id, fields).finally(() => this.inFlight.delete(p));
-          this.inFlight.add(p);
-        }
+        // Re-reading this consumer's pending entries after an error must not serve one twice.
+        for (const [id, fields] of entries) this.spawn(id, fields);
       } catch (err) {
         if (this.stopping) break;
         log.warn('command stream read failed; retrying', { error: (err as Error).message, retry_in_ms: backoff });
@@ -222,13 +214,11 @@ export class CommandAdapter {
     }
   }
 
-  private async handle(id: string, fields: string[]): Promise<void> {
-    this.inFlightIds.add(id);
-    try {
-      await this.serve(id, fields);
-    } finally {
-      this.inFlightIds.delete(id);
-    }
+  /** Starts serving an entry unless it is already being served here; says whether it started. */
+  private spawn(id: string, fields: string[]): boolean {
+    if (this.inFlight.has(id)) return false;
+    this.inFlight.set(id, this.serve(id, fields).finally(() => this.inFlight.delete(id)));
+    return true;
   }
 
   private async serve(id: string, fields: string[]): Promise<void> {

@@ -5,7 +5,6 @@
  */
 import { Client, Connection, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
 import { WorkflowIdReusePolicy } from '@temporalio/common';
-import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import Redis from 'ioredis';
 import { capacityPool, dockerTaskQueue, loadConfig, type Config } from './config';
@@ -30,7 +29,7 @@ import {
   type WorkerSpec,
 } from './contract';
 import { toContractError, WorkerManagerError } from './errors';
-import { newRequestId, workerIdForRequest, workerIdForTask, workflowIdFor } from './ids';
+import { newRequestId, newTaskId, workerIdForRequest, workerIdForTask, workflowIdFor } from './ids';
 import { keys } from './keys';
 import { wakeIfPaused } from './wakeWatcher';
 import type { workerLifecycle } from '../workflows/workerLifecycle';
@@ -211,7 +210,7 @@ export class WorkerManagerClient {
     const parsed = TaskPayload.safeParse(payload ?? {});
     if (!parsed.success) throw invalid(describeIssues(parsed.error));
     const { prompt, timeout_s, ...rest } = parsed.data;
-    const taskId = rest.task_id ?? `task-${randomUUID()}`;
+    const taskId = rest.task_id ?? newTaskId();
     const spec: WorkerSpec = {
       ...this.buildSpec({ ...rest, task_id: taskId, initial_prompt: prompt }, opts.requestId ?? newRequestId()),
       workerId: workerIdForTask(taskId),
@@ -401,7 +400,7 @@ export class WorkerManagerClient {
     if (type === 'cancel' && !input.task_id) problems.task_id = 'required to cancel';
     if (input.timeout_s !== undefined && !(Number.isInteger(input.timeout_s) && input.timeout_s > 0)) problems.timeout_s = 'must be a whole number of seconds above 0';
     if (Object.keys(problems).length) throw invalid(problems);
-    const taskId = input.task_id ?? `task-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+    const taskId = input.task_id ?? newTaskId();
     const fields = ['type', type, 'task_id', taskId];
     if (input.content !== undefined) fields.push('content', input.content);
     if (input.timeout_s !== undefined) fields.push('timeout_s', String(input.timeout_s));

@@ -14,6 +14,9 @@ const ROOT = path.resolve(__dirname, '..', __dirname.includes(`${path.sep}dist${
 
 const int = (def: number, min = 1) => z.coerce.number().int(`must be a whole number`).min(min, `must be at least ${min}`).default(def);
 const positive = (def: number) => z.coerce.number().positive('must be a number greater than 0').default(def);
+/** `true` / `false`, as a boolean. */
+const bool = () => z.enum(['true', 'false'], { message: 'must be true or false' });
+const flag = (def: 'true' | 'false') => bool().default(def).transform((v) => v === 'true');
 const memory = (def: string) =>
   z
     .string()
@@ -37,7 +40,7 @@ export const ConfigSchema = z.object({
     DOCKER_HOST_ID: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'must be 1-64 characters of [A-Za-z0-9._-]').default('local'),
     TEMPORAL_UI_URL: z.string().default('http://localhost:8233'),
     /** TLS to Temporal; unset: on when any TEMPORAL_TLS_* or TEMPORAL_API_KEY is set (src/connections.ts). */
-    TEMPORAL_TLS: z.enum(['true', 'false'], { message: 'must be true or false' }).transform((v) => v === 'true').optional(),
+    TEMPORAL_TLS: bool().transform((v) => v === 'true').optional(),
     TEMPORAL_TLS_CA: pemFile('the CA that signed the Temporal server certificate').optional(),
     TEMPORAL_TLS_CERT: pemFile('client certificate for mTLS').optional(),
     TEMPORAL_TLS_KEY: pemFile('private key of TEMPORAL_TLS_CERT').optional(),
@@ -76,7 +79,7 @@ export const ConfigSchema = z.object({
      * Whether PAUSED workers keep their permit. Default true: a paused container still holds its
      * memory. With false, pausing frees the slot and waking waits for one again.
      */
-    PAUSED_WORKERS_HOLD_PERMITS: z.enum(['true', 'false'], { message: 'must be true or false' }).default('true').transform((v) => v === 'true'),
+    PAUSED_WORKERS_HOLD_PERMITS: flag('true'),
     /** Seconds between sweeps for worker containers whose workflow is gone (also at start). */
     REAPER_INTERVAL_SECONDS: int(300),
     /** Seconds between checks for input to PAUSED workers that a keyspace notification missed. */
@@ -91,7 +94,7 @@ export const ConfigSchema = z.object({
     /** A PEM bundle trusted inside image builds and containers (apt, npm, pip, Node.js). */
     EXTRA_CA_CERTS: z.string().refine((p) => existsSync(p), 'must name an existing PEM file').optional(),
     /** The DOCKER module needs a privileged container: refused unless this is true. */
-    ALLOW_PRIVILEGED_WORKERS: z.enum(['true', 'false'], { message: 'must be true or false' }).default('false').transform((v) => v === 'true'),
+    ALLOW_PRIVILEGED_WORKERS: flag('false'),
     BASE_IMAGE: z.string().min(1).default('debian:bookworm-slim'),
     /** How long the status hash of a STOPPED or FAILED worker stays in Redis. */
     STATUS_RETENTION_SECONDS: int(86400),

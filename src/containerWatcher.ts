@@ -63,9 +63,7 @@ export class ContainerWatcher {
       const again = (why: string) => {
         if (this.stopped || this.stream !== stream) return;
         this.stream = undefined;
-        this.log.warn('Docker event stream ended; reconnecting', { why, retry_in_ms: this.backoff });
-        setTimeout(() => void this.connect(), this.backoff);
-        this.backoff = Math.min(this.backoff * 2, 30_000);
+        this.retryLater('Docker event stream ended; reconnecting', why);
       };
       stream.on('end', () => again('end'));
       stream.on('error', (err: Error) => again(err.message));
@@ -73,10 +71,15 @@ export class ContainerWatcher {
       // Subscribed first, reconciled second: a death in between is seen at least once.
       await this.reconcile();
     } catch (err) {
-      this.log.warn('cannot watch Docker events yet; retrying', { error: (err as Error).message, retry_in_ms: this.backoff });
-      setTimeout(() => void this.connect(), this.backoff);
-      this.backoff = Math.min(this.backoff * 2, 30_000);
+      this.retryLater('cannot watch Docker events yet; retrying', (err as Error).message);
     }
+  }
+
+  /** Connects again after the current backoff, which doubles up to 30 s (reset on success). */
+  private retryLater(msg: string, why: string): void {
+    this.log.warn(msg, { why, retry_in_ms: this.backoff });
+    setTimeout(() => void this.connect(), this.backoff);
+    this.backoff = Math.min(this.backoff * 2, 30_000);
   }
 
   /** Exited managed containers, and RUNNING workers whose container has vanished. */

@@ -34,6 +34,7 @@ import { promisify } from 'node:util';
 import type Docker from 'dockerode';
 import type { Log } from './adapter';
 import type { Config } from './config';
+import { statusCode } from './dockerStatus';
 import { type AllowRule, findAllowRule, HOST_ALIAS, ruleForUrl } from './egressAllow';
 
 const run = promisify(execFile);
@@ -126,13 +127,20 @@ async function mustIptables(args: string[]): Promise<void> {
 }
 
 let rulesLock: Promise<unknown> = Promise.resolve();
+/** Checks queued behind the lock and not started yet: a caller arriving now shares one. */
+const queuedChecks = new Map<string, Promise<void>>();
 
 /**
  * Makes the bridge's chain hold exactly `hostRuleSpecs` and be jumped to from INPUT and
- * DOCKER-USER; a no-op (checks only) when it already does. Serialised within the process.
+ * DOCKER-USER; a no-op (checks only) when it already does. Serialised within the process;
+ * simultaneous creates share a check that has not started yet (it still runs after they asked).
  */
 export function ensureHostRules(n: EgressNetwork, hostPorts: number[]): Promise<void> {
+  const key = JSON.stringify([n, hostPorts]);
+  const queued = queuedChecks.get(key);
+  if (queued) return queued;
   const next = rulesLock.then(async () => {
+    queuedChecks.delete(key);
     const chain = chainFor(n.bridge);
     const specs = hostRuleSpecs(n, hostPorts);
     const listed = await iptables(['-S', chain]);
@@ -153,6 +161,7 @@ export function ensureHostRules(n: EgressNetwork, hostPorts: number[]): Promise<
       if (!(await iptables(['-C', parent, '-i', n.bridge, '-j', chain])).ok) await mustIptables(['-I', parent, '1', '-i', n.bridge, '-j', chain]);
     }
   });
+  queuedChecks.set(key, next);
   rulesLock = next.catch(() => undefined);
   return next;
 }
@@ -170,7 +179,6 @@ export async function removeHostRules(bridge: string): Promise<void> {
 // ---------------------------------------------------------------------------------------------
 // The network
 
-const statusCode = (err: unknown) => (err as { statusCode?: number }).statusCode;
 
 async function hostGatewayIp(docker: Docker): Promise<string> {
   const info = await docker.getNetwork('bridge').inspect();

@@ -21,6 +21,8 @@ export function workerIdForRequest(requestId: string): string {
 export const workerIdForTask = (taskId: string): string => workerIdForRequest(`task:${taskId}`);
 
 export const newRequestId = (): string => `auto-${randomUUID()}`;
+/** A task id for input or a headless task that names none. */
+export const newTaskId = (): string => `task-${randomUUID()}`;
 
 export const workflowIdFor = (workerId: string): string => `worker-${workerId}`;
 export const containerNameFor = (workerId: string): string => `worker-${workerId}`;

@@ -19,7 +19,7 @@ import { randomBytes } from 'node:crypto';
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type Docker from 'dockerode';
 import type Redis from 'ioredis';
-import { containerOptions, ensureEgress, LABELS, statusCode, workerEnv } from '../activities/docker';
+import { createWorkerContainer, LABELS, statusCode, workerEnv } from '../activities/docker';
 import { workerNetworkName } from './egress';
 import type { Log } from './adapter';
 import { capacityPool, type Config } from './config';
@@ -126,11 +126,6 @@ export class WarmPool {
     );
   }
 
-  /** Ready (paused) containers per image hash. */
-  counts(): Record<string, number> {
-    return Object.fromEntries([...this.slots].map(([h, s]) => [h, s.length]));
-  }
-
   private total(): number {
     let n = 0;
     for (const s of this.slots.values()) n += s.length;
@@ -208,19 +203,6 @@ export class WarmPool {
     this.enqueue(() => this.refill(image.hash));
   }
 
-  /** Removes the pool containers of an image (the image GC is about to remove it). */
-  async removeForImage(imageId: string): Promise<number> {
-    let n = 0;
-    for (const c of await this.list()) {
-      if (c.ImageID !== imageId) continue;
-      const name = c.Names[0]?.replace(/^\//, '') ?? '';
-      if (!name.startsWith('wm-pool-')) continue;
-      await this.remove({ id: c.Id, name });
-      n++;
-    }
-    return n;
-  }
-
   /** Waits for the refills and sweeps queued so far (tests and benchmarks). */
   async settled(): Promise<void> {
     await this.chain;
@@ -296,12 +278,12 @@ export class WarmPool {
         nanoCpus: Math.round(config.WORKER_CPU_LIMIT * 1e9),
         modules: [],
       };
-      if (config.WORKER_EGRESS_ALLOW) await ensureEgress(docker, config); // its network and host rules
-      const c = await docker.createContainer({
+      const c = await createWorkerContainer(docker, config, {
         name,
-        ...containerOptions(config, spec, tag),
-        Env: [`WORKER_POOL_SLOT=${name}`, ...workerEnv(config, spec)],
-        Labels: { [LABELS.managed]: 'true', [LABELS.pool]: capacityPool(config), [LABELS.taskQueue]: config.TEMPORAL_TASK_QUEUE, [LABELS.imageHash]: hash, [LABELS.agentType]: agentType },
+        spec,
+        image: tag,
+        env: [`WORKER_POOL_SLOT=${name}`, ...workerEnv(config, spec)],
+        labels: { [LABELS.pool]: capacityPool(config), [LABELS.imageHash]: hash },
       });
       id = c.id;
       await c.start();

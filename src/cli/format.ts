@@ -81,6 +81,7 @@ export function formatEvent(c: Colors, e: OutputEvent): string {
       body = c.bold(body);
       break;
     case 'tool_use':
+    case 'dropped':
       label = c.yellow(type);
       break;
     case 'tool_result':
@@ -90,9 +91,6 @@ export function formatEvent(c: Colors, e: OutputEvent): string {
     case 'error':
     case 'stderr':
       label = c.red(type);
-      break;
-    case 'dropped':
-      label = c.yellow(type);
       break;
     case 'task_started':
       label = c.magenta(type);

@@ -9,12 +9,13 @@ import { cpSync, existsSync, mkdirSync, readFileSync, statfsSync, writeFileSync 
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import Redis from 'ioredis';
+import Redis, { type RedisOptions } from 'ioredis';
 import { explainRedisError, redisEndpointFromEnv, redisOptionsFor } from '../connections';
 import { keys } from '../keys';
 import { adapters, extractResult, type AgentAdapter } from './agents';
 import { EventSink } from './events';
 import { parseInputEntry, type InputTask } from './input';
+import type { WarmIdentity } from '../warmPool';
 
 const HEARTBEAT_INTERVAL_MS = 10_000;
 const HEARTBEAT_TTL_S = 30;
@@ -82,16 +83,13 @@ async function awaitIdentity(): Promise<void> {
   if (!slot || process.env.WORKER_ID) return;
   // The connections main() uses, made (with the same TLS and ACL settings) before the pause, so a
   // claimed worker is ready without connecting; the reader waits for the identity meanwhile.
-  const options = redisOptionsFor(redisEndpointFromEnv(process.env));
-  const retryStrategy = (times: number) => Math.min(100 * 2 ** Math.min(times, 6), 5_000);
-  const redis = new Redis({ ...options, maxRetriesPerRequest: 1, enableOfflineQueue: false, retryStrategy });
-  const reader = new Redis({ ...options, maxRetriesPerRequest: null, retryStrategy });
+  const { redis, reader } = connectRedis(redisOptionsFor(redisEndpointFromEnv(process.env)));
   redis.on('error', () => undefined);
   reader.on('error', () => undefined);
   await Promise.all([waitConnected(redis), waitConnected(reader)]);
   await reader.set(keys.poolReady(slot), String(process.pid), 'EX', 86400);
   const [, raw] = (await reader.blpop(keys.poolIdentity(slot), 0)) as [string, string];
-  const identity = JSON.parse(raw) as { worker_id: string; allowed_commands: string[]; task_id?: string; instructions_path: string; instructions: string };
+  const identity = JSON.parse(raw) as WarmIdentity;
   writeFileSync(identity.instructions_path, identity.instructions, { encoding: 'utf8', mode: 0o644 });
   process.env.WORKER_ID = identity.worker_id;
   process.env.WORKER_ALLOWED_COMMANDS = JSON.stringify(identity.allowed_commands);
@@ -102,6 +100,18 @@ async function awaitIdentity(): Promise<void> {
 
 /** Set by awaitIdentity: connections already open when a warm-pool container is claimed. */
 let preconnected: { redis: Redis; reader: Redis } | undefined;
+
+/**
+ * The wrapper's two connections: one for writes, whose commands fail at once while Redis is away
+ * (no unbounded offline queue: the sink keeps the events), and one for blocking reads.
+ */
+function connectRedis(options: RedisOptions): { redis: Redis; reader: Redis } {
+  const retryStrategy = (times: number) => Math.min(100 * 2 ** Math.min(times, 6), 5_000);
+  return {
+    redis: new Redis({ ...options, maxRetriesPerRequest: 1, enableOfflineQueue: false, retryStrategy }),
+    reader: new Redis({ ...options, maxRetriesPerRequest: null, retryStrategy }),
+  };
+}
 
 async function main(): Promise<void> {
   await awaitIdentity();
@@ -125,10 +135,7 @@ async function main(): Promise<void> {
   const redisOptions = redisOptionsFor(redisEndpointFromEnv(process.env));
   // The agent CLI (and whatever its tools run) inherits the environment: keep the Redis secrets from it.
   for (const name of ['WORKER_REDIS_PASSWORD', 'WORKER_REDIS_TLS_KEY_PEM']) delete process.env[name];
-  const retryStrategy = (times: number) => Math.min(100 * 2 ** Math.min(times, 6), 5_000);
-  // Commands fail at once while Redis is away (no unbounded offline queue): the sink keeps them.
-  const redis = preconnected?.redis ?? new Redis({ ...redisOptions, maxRetriesPerRequest: 1, enableOfflineQueue: false, retryStrategy });
-  const reader = preconnected?.reader ?? new Redis({ ...redisOptions, maxRetriesPerRequest: null, retryStrategy });
+  const { redis, reader } = preconnected ?? connectRedis(redisOptions);
   // Other errors are reported through the operations that fail; refused credentials or a failed
   // TLS handshake are said once in the container's log, which a worker that never gets ready shows.
   let explained = '';

@@ -13,6 +13,7 @@ import { WorkflowNotFoundError } from '@temporalio/client';
 import type Docker from 'dockerode';
 import type Redis from 'ioredis';
 import { LABELS, workerIdOfContainer } from '../../activities/docker';
+import { containerExists } from '../helpers/stack';
 import { capacityQuery, semaphoreWorkflowId } from '../../workflows/messages';
 import { sleep } from './services';
 
@@ -31,16 +32,6 @@ async function workflowRunning(temporal: Client, workflowId: string): Promise<bo
     return (await temporal.workflow.getHandle(workflowId).describe()).status.name === 'RUNNING';
   } catch (err) {
     if (err instanceof WorkflowNotFoundError) return false;
-    throw err;
-  }
-}
-
-async function containerExists(docker: Docker, name: string): Promise<boolean> {
-  try {
-    await docker.getContainer(name).inspect();
-    return true;
-  } catch (err) {
-    if ((err as { statusCode?: number }).statusCode === 404) return false;
     throw err;
   }
 }

@@ -36,7 +36,8 @@ async function main(): Promise<void> {
   process.once('SIGINT', interrupted);
   process.once('SIGTERM', interrupted);
   try {
-    await run.start();
+    // The bundle `npm run build` made (scripts/reliability.sh builds first): no second webpack run.
+    await run.start({ bundlePath: path.join(ROOT, 'dist', 'workflows.bundle.js') });
     results = await runScenarios(run, which);
   } catch (err) {
     fatal = err;

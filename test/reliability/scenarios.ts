@@ -18,6 +18,7 @@ import type { FaultPoint } from '../../src/faults';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fakeAnthropic';
 import { audit, type AuditReport } from './audit';
 import { bridgeGateway, DATA, FinalError, DockerProxy, ManagerProcess, PrivateRedis, PrivateTemporal, ROOT, sleep, until } from './services';
+import { containerExists } from '../helpers/stack';
 
 export interface ScenarioResult {
   scenario: string;
@@ -162,14 +163,8 @@ export class Deployment {
     }, timeoutMs, 250);
   }
 
-  async containerExists(id: string): Promise<boolean> {
-    try {
-      await this.run.docker.getContainer(`worker-${id}`).inspect();
-      return true;
-    } catch (err) {
-      if ((err as { statusCode?: number }).statusCode === 404) return false;
-      throw err;
-    }
+  containerExists(id: string): Promise<boolean> {
+    return containerExists(this.run.docker, `worker-${id}`);
   }
 
   /** Deletes a worker and checks it ends STOPPED with its container gone. */

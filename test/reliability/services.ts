@@ -10,7 +10,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import Redis from 'ioredis';
-import { eventually, FinalError } from '../helpers/stack';
+import { bridgeAddress, eventually, FinalError } from '../helpers/stack';
 
 export const ROOT = path.resolve(__dirname, __dirname.includes(`${path.sep}dist${path.sep}`) ? '../../..' : '../..');
 export const DATA = path.join(ROOT, '.data', 'reliability');
@@ -35,14 +35,8 @@ export async function freePort(): Promise<number> {
 }
 
 /** The host's address on docker0: what host.docker.internal resolves to in worker containers. */
-export function bridgeGateway(): string {
-  const a = os.networkInterfaces().docker0?.find((i) => i.family === 'IPv4');
-  if (a) return a.address;
-  const { execFileSync } = require('node:child_process') as typeof import('node:child_process');
-  const m = /inet (\d+\.\d+\.\d+\.\d+)/.exec(execFileSync('ip', ['-4', '-o', 'addr', 'show', 'docker0'], { encoding: 'utf8' }));
-  if (!m) throw new Error('no address on docker0: is the Docker engine running?');
-  return m[1]!;
-}
+/** The host's address on docker0 (host.docker.internal from worker containers). */
+export const bridgeGateway = bridgeAddress;
 
 /** SIGKILLs a process (if started) and waits for it to be gone. */
 async function crash(p: ChildProcess | undefined): Promise<void> {

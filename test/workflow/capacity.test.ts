@@ -33,10 +33,6 @@ function countingDocker() {
   const fakes: Fakes = {
     ensureImage: async () => ({ tag: 'worker:fake', hash: 'fake', built: false }),
     launchContainer: async ({ spec }) => ({ ...create(spec), ipAddress: '10.0.0.1', warm: false }),
-    createContainer: async ({ spec }) => create(spec),
-    writeFile: async ({ content }) => ({ bytes: content.length }),
-    startContainer: async () => ({ ipAddress: '10.0.0.1' }),
-    waitForWrapper: async () => undefined,
     removeContainer: async ({ workerId }) => ({ removed: alive.get(poolOf.get(workerId) ?? '')?.delete(workerId) ?? false }),
     recordStatus: async () => undefined,
     pushInput: async () => undefined,

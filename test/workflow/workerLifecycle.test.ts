@@ -31,7 +31,6 @@ interface FakeOptions {
 function fakeActivities(opts: FakeOptions = {}) {
   const calls: string[] = [];
   const statuses: StatusUpdate[] = [];
-  const files: { name: string; content: string; dir: string }[] = [];
   const inputs: { content: string; taskId?: string }[] = [];
   const launches: { workerId: string; agentType: string; image: { tag: string; hash: string } }[] = [];
   const activities: Activities = {
@@ -52,22 +51,6 @@ function fakeActivities(opts: FakeOptions = {}) {
       calls.push('launchContainer');
       launches.push({ workerId: input.spec.workerId, agentType: input.spec.agentType, image: input.image });
       return { containerId: 'c0ffee', ipAddress: '172.18.0.9', warm: false };
-    },
-    async createContainer() {
-      calls.push('createContainer');
-      return { containerId: 'c0ffee' };
-    },
-    async writeFile(input) {
-      calls.push('writeFile');
-      files.push({ name: input.name, content: input.content, dir: input.dir });
-      return { bytes: Buffer.byteLength(input.content) };
-    },
-    async startContainer() {
-      calls.push('startContainer');
-      return { ipAddress: '172.18.0.9' };
-    },
-    async waitForWrapper() {
-      calls.push('waitForWrapper');
     },
     async removeContainer() {
       calls.push('removeContainer');
@@ -94,7 +77,7 @@ function fakeActivities(opts: FakeOptions = {}) {
       inputs.push(input);
     },
   };
-  return { activities, calls, statuses, files, inputs, launches };
+  return { activities, calls, statuses, inputs, launches };
 }
 
 function specFor(taskQueue: string, overrides: Partial<WorkerSpec> = {}): WorkerSpec {
