@@ -95,6 +95,7 @@ export const CreatePayload = z
           .string()
           .min(1, 'must not be empty')
           .max(LIMITS.allowedCommandChars)
+          // eslint-disable-next-line no-control-regex
           .regex(/^[^\x00-\x1f\x7f]*$/, 'must be one line without control characters'),
       )
       .max(LIMITS.allowedCommands)

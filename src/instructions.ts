@@ -15,6 +15,7 @@ export function renderInstructions(instructions: string, allowedCommands: readon
   if (allowedCommands.length === 0) return instructions;
   // Commands go in code spans, one line each, so markdown or line breaks in a command cannot
   // change the section's structure (the contract schema already refuses control characters).
+  // eslint-disable-next-line no-control-regex
   const list = allowedCommands.map((c) => `- \`${c.replace(/`/g, "'").replace(/[\x00-\x1f\x7f]+/g, ' ')}\``).join('\n');
   const section =
     '## Allowed commands\n\n' +

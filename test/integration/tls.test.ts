@@ -265,7 +265,7 @@ describe('secure connections: Redis over TLS with an ACL user, Temporal over mTL
 
   test('a redis:// URL against the TLS port: the manager says to use rediss://', async () => {
     const { REDIS_TLS_CA, REDIS_TLS_CERT, REDIS_TLS_KEY, ...rest } = secureEnv();
-    void REDIS_TLS_CA, void REDIS_TLS_CERT, void REDIS_TLS_KEY;
+    void REDIS_TLS_CA; void REDIS_TLS_CERT; void REDIS_TLS_KEY;
     const r = await managerProcess({ ...rest, REDIS_URL: `redis://127.0.0.1:${redisPort}` });
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/closes the connection before answering .*use a rediss:\/\/ URL/);
@@ -280,7 +280,7 @@ describe('secure connections: Redis over TLS with an ACL user, Temporal over mTL
 
   test('Temporal without a client certificate, or without the server name: refused, and said so', async () => {
     const { TEMPORAL_TLS_CERT, TEMPORAL_TLS_KEY, ...noCert } = secureEnv();
-    void TEMPORAL_TLS_CERT, void TEMPORAL_TLS_KEY;
+    void TEMPORAL_TLS_CERT; void TEMPORAL_TLS_KEY;
     const before = mtlsSessions.length;
     const r = await managerProcess(noCert);
     expect(r.code).toBe(1);

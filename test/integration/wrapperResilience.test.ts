@@ -2,6 +2,7 @@
  * The wrapper when Redis misbehaves or the wrapper itself dies: it runs as a host process against
  * a private Redis (so restarting that Redis disturbs no other test), with a stand-in agent.
  */
+import { readFileSync } from 'node:fs';
 import Redis from 'ioredis';
 import { keys } from '../../src/keys';
 import { PrivateRedis, readOutput, startHostWrapper, type HostWrapper } from '../helpers/hostWrapper';
@@ -51,7 +52,7 @@ describe('wrapper resilience (private Redis, stand-in agent)', () => {
     let peakRssKb = 0;
     const sampler = setInterval(() => {
       try {
-        const status = require('node:fs').readFileSync(`/proc/${w.proc.pid}/status`, 'utf8') as string;
+        const status = readFileSync(`/proc/${w.proc.pid}/status`, 'utf8');
         peakRssKb = Math.max(peakRssKb, Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0));
       } catch {
         /* exited */

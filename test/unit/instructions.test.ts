@@ -99,6 +99,7 @@ describe('renderInstructions', () => {
   });
 
   it('always starts with the instructions and lists every command once (property)', () => {
+    // eslint-disable-next-line no-control-regex
     const command = fc.string({ unit: 'binary', minLength: 1, maxLength: 40 }).filter((c) => !/[\x00-\x1f\x7f]/.test(c)); // the contract refuses control characters
     fc.assert(
       fc.property(fc.string({ unit: 'binary' }), fc.array(command, { minLength: 1, maxLength: 10 }), (s, cmds) => {

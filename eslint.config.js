@@ -1,0 +1,87 @@
+// Lint catches what the type checker cannot: promises nobody awaits (everywhere), and workflow code
+// that would break Temporal's deterministic replay. Layout and quotes are Prettier's job
+// (.prettierrc), so no style rules here. CommonJS on purpose: test/unit/lint.test.ts require()s it
+// (jest cannot import() an ES module without an experimental flag).
+const { defineConfig } = require('eslint/config');
+const js = require('@eslint/js');
+const tseslint = require('typescript-eslint');
+
+// The workflow bundle runs in Temporal's sandbox, and replays must take the same path as the first
+// run. Workflow files may import at run time only the SDK's workflow-safe packages, each other
+// (./x) and the src/ modules listed here, which import nothing themselves but types. Anything else
+// (Node built-ins, activities/, the contract's zod schemas, Docker and Redis clients) only as
+// `import type`, which the compiler erases. Date.now() and Math.random() stay allowed: the SDK
+// makes them deterministic inside a workflow.
+const WORKFLOW_RUNTIME_IMPORTS = ['@temporalio/workflow', '@temporalio/common', '../src/errorCodes', '../src/instructions'];
+const escapeRegex = (s) => s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
+
+const workflowSandboxGlobals = [
+  ...['setTimeout', 'setInterval', 'setImmediate', 'clearTimeout', 'clearInterval', 'clearImmediate'].map((name) => ({
+    name,
+    message: 'Use sleep() or condition(fn, timeout) from @temporalio/workflow: a durable timer recorded in history.',
+  })),
+  ...['process', 'require', 'Buffer', 'global', '__dirname', '__filename', 'fetch'].map((name) => ({
+    name,
+    message: 'Node and I/O APIs do not exist in the workflow sandbox: do this in an activity.',
+  })),
+  ...['WeakRef', 'FinalizationRegistry'].map((name) => ({
+    name,
+    message: 'Garbage collection timing differs between runs, so a replay could take another path.',
+  })),
+];
+
+module.exports = defineConfig(
+  // What the build, the stack and the tests write (.gitignore).
+  { ignores: ['dist/', '.data/', '.tools/', 'test-artifacts/'] },
+  {
+    files: ['**/*.js'],
+    extends: [js.configs.recommended],
+    languageOptions: {
+      sourceType: 'commonjs',
+      globals: {
+        require: 'readonly',
+        module: 'writable',
+        __dirname: 'readonly',
+        process: 'readonly',
+        console: 'readonly',
+        Buffer: 'readonly',
+        setTimeout: 'readonly',
+        clearTimeout: 'readonly',
+        setInterval: 'readonly',
+        clearInterval: 'readonly',
+      },
+    },
+  },
+  {
+    files: ['**/*.ts'],
+    extends: [js.configs.recommended, tseslint.configs.recommended],
+    languageOptions: {
+      parserOptions: { project: './tsconfig.json', tsconfigRootDir: __dirname },
+    },
+    rules: {
+      // An unawaited activity call, Redis write or Docker request fails silently or out of order.
+      '@typescript-eslint/no-floating-promises': 'error',
+    },
+  },
+  {
+    files: ['workflows/**/*.ts'],
+    rules: {
+      '@typescript-eslint/no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              regex: `^(?!\\./|(${WORKFLOW_RUNTIME_IMPORTS.map(escapeRegex).join('|')})$)`,
+              caseSensitive: true,
+              allowTypeImports: true,
+              message:
+                'Workflow code runs in a deterministic sandbox: import this only as `import type`, or move the code into a workflow-safe module (see WORKFLOW_RUNTIME_IMPORTS in eslint.config.js).',
+            },
+          ],
+        },
+      ],
+      'no-restricted-globals': ['error', ...workflowSandboxGlobals],
+      'no-restricted-syntax': ['error', { selector: 'ImportExpression', message: 'Workflow code cannot load modules at run time.' }],
+    },
+  },
+);
