@@ -73,6 +73,7 @@ interface Assembled {
   warmPool?: WarmPool;
 }
 
+/** A built manager: its connections and parts (a part switched off is absent), and its lifecycle. */
 export class Manager {
   readonly config: Config;
   readonly docker: Docker;

@@ -79,11 +79,11 @@ const SILENT: Log = { info() {}, warn() {}, error() {} };
 export type RunningManager = Manager;
 
 /**
- * Runs a manager in this process, on a fresh task queue, with the real activities. The parts a
- * test file must ask for: the command adapter (every adapter shares the one `worker:commands`
- * group, so a file serving commands uses a private Redis or knows it competes), the orphan
- * reaper (its sweeps would race the tests that sweep by hand) and the GC schedule (it would
- * outlive the test's queue).
+ * Runs a manager in this process, on a fresh task queue, with the real activities. Off unless a
+ * test file asks for them (`{ parts: { adapter: true } }`): the command adapter (every adapter on
+ * one Redis shares the `worker:commands` group, so a file serving commands uses a private Redis
+ * or competes with whoever else serves it), the orphan reaper (its sweeps would race the tests
+ * that sweep by hand) and the GC schedule (it would outlive the test's queue).
  */
 export async function startManager(overrides: Record<string, string> = {}, options: ManagerOptions = {}): Promise<RunningManager> {
   quietTemporalLogs();
