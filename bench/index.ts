@@ -20,9 +20,7 @@ import { WorkerManagerClient } from '../src/client';
 import { loadConfig, type Config } from '../src/config';
 import { managerRedisOptions, temporalConnectionOptions, workerRedisEnv } from '../src/connections';
 import { keys } from '../src/keys';
-import { createManagerWorkers } from '../src/worker';
-import { createWarmPool } from '../src/warmPool';
-import { WakeWatcher } from '../src/wakeWatcher';
+import { createManager, type Manager } from '../src/createManager';
 import { startFakeAnthropic } from '../test/fixtures/fakeAnthropic';
 import { bridgeAddress } from '../test/helpers/stack';
 import { WRAPPER_NODE_FLAGS } from '../src/dockerfile';
@@ -116,30 +114,17 @@ async function semaphoreThroughput(config: Config): Promise<void> {
   }
 }
 
-/** The manager's Temporal workers and client, in this process, for one benchmark section. */
-async function inProcessManager(cfg: Config) {
-  const docker = new Docker();
-  const redis = new Redis(managerRedisOptions(cfg));
-  const native = await NativeConnection.connect(temporalConnectionOptions(cfg));
-  const wm = await WorkerManagerClient.connect(cfg);
-  const warmPool = createWarmPool({ config: cfg, docker, redis, temporal: wm.temporal, log: { info() {}, warn: (m, x) => log(`warm pool: ${m} ${JSON.stringify(x ?? {})}`), error() {} } });
-  await warmPool?.start();
-  const workers = await createManagerWorkers({ connection: native, config: cfg, docker, redis, client: wm.temporal, warmPool });
-  const running = workers.map((w) => w.run());
-  return {
-    docker,
-    redis,
-    wm,
-    warmPool,
-    async stop() {
-      await warmPool?.stop();
-      for (const w of workers) w.shutdown();
-      await Promise.allSettled(running);
-      await wm.close();
-      await native.close();
-      redis.disconnect();
-    },
-  };
+/**
+ * The production manager (src/createManager.ts), in this process, for one benchmark section. The
+ * command adapter stays off (the shared worker:commands stream is not this run's), and so does
+ * the GC schedule (it would outlive the section's queue).
+ */
+async function inProcessManager(cfg: Config): Promise<Manager> {
+  const quiet = { info() {}, warn() {}, error() {} };
+  const warmPoolLog = { ...quiet, warn: (m: string, x?: Record<string, unknown>) => log(`warm pool: ${m} ${JSON.stringify(x ?? {})}`) };
+  const manager = await createManager(cfg, { parts: { adapter: false, gcSchedule: false }, log: (component) => (component === 'warm-pool' ? warmPoolLog : quiet) });
+  await manager.start();
+  return manager;
 }
 
 /** From the docker `destroy` of a holder's container to the `start` of the next waiter's container. */
@@ -148,7 +133,7 @@ async function releaseToNextStart(config: Config): Promise<void> {
   log(`release -> next waiter's container start: ${rounds} rounds at limit 1 (real containers)`);
   const cfg: Config = { ...config, TEMPORAL_TASK_QUEUE: `bench-${randomUUID().slice(0, 8)}`, MAX_CONCURRENT_WORKERS: 1 };
   const manager = await inProcessManager(cfg);
-  const { docker, wm } = manager;
+  const { docker, client: wm } = manager;
   const events = new Map<string, { start?: number; destroy?: number }>();
   const stream = (await docker.getEvents({ filters: { type: ['container'], event: ['start', 'destroy'], label: ['com.codegen.managed=true'] } })) as NodeJS.ReadableStream;
   stream.on('data', (buf: Buffer) => {
@@ -251,7 +236,7 @@ async function createPath(config: Config): Promise<void> {
   log(`create -> RUNNING vs raw docker create+start: ${rounds} rounds each (cached image), then delete -> gone`);
   const cfg: Config = { ...config, TEMPORAL_TASK_QUEUE: `bench-${randomUUID().slice(0, 8)}`, MAX_CONCURRENT_WORKERS: 20 };
   const manager = await inProcessManager(cfg);
-  const { docker, redis, wm } = manager;
+  const { docker, redis, client: wm } = manager;
   const create: number[] = [];
   const raw: number[] = [];
   const del: number[] = [];
@@ -281,7 +266,7 @@ async function createPath(config: Config): Promise<void> {
   const warm: number[] = [];
   let claimed = 0;
   try {
-    const { redis: wr, wm: wwm, warmPool } = warmManager;
+    const { redis: wr, client: wwm, warmPool } = warmManager;
     const first = (await wwm.create({ agent_type: 'CLAUDE' })).worker_id; // makes the image "in demand"
     await until('warm-up RUNNING', async () => (await statusOf(wr, first)) === 'RUNNING', 20);
     await wwm.delete(first);
@@ -315,7 +300,7 @@ async function burst(config: Config): Promise<void> {
   log(`${n} creates against a limit of ${limit} (each worker is deleted 2 s after RUNNING)`);
   const cfg: Config = { ...config, TEMPORAL_TASK_QUEUE: `bench-${randomUUID().slice(0, 8)}`, MAX_CONCURRENT_WORKERS: limit };
   const manager = await inProcessManager(cfg);
-  const { redis, wm } = manager;
+  const { redis, client: wm } = manager;
   const waits: number[] = [];
   try {
     const warm = (await wm.create({ agent_type: 'CLAUDE' })).worker_id;
@@ -530,9 +515,7 @@ async function wakeLatency(config: Config): Promise<void> {
   const fake = await startFakeAnthropic(bridgeAddress(), () => ({ text: '<result>ok</result>' }));
   const cfg: Config = { ...config, TEMPORAL_TASK_QUEUE: `bench-${randomUUID().slice(0, 8)}`, ANTHROPIC_BASE_URL: fake.url, ANTHROPIC_API_KEY: 'bench' };
   const manager = await inProcessManager(cfg);
-  const { redis, wm } = manager;
-  const waker = new WakeWatcher(redis, wm.temporal, { info() {}, warn() {}, error() {} }, 30);
-  await waker.start();
+  const { redis, client: wm } = manager;
   const wake: number[] = [];
   const pauseLag: number[] = [];
   const idleS = 1;
@@ -567,7 +550,6 @@ async function wakeLatency(config: Config): Promise<void> {
     }
     await wm.delete(id);
   } finally {
-    waker.stop();
     await manager.stop();
     await fake.close();
   }

@@ -10,16 +10,13 @@ import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, makeTelemetryFilterString, NativeConnection, Runtime, Worker, type WorkerOptions } from '@temporalio/worker';
 import Docker from 'dockerode';
-import Redis from 'ioredis';
-import { WorkerManagerClient } from '../../src/client';
-import { ContainerWatcher } from '../../src/containerWatcher';
-import { WakeWatcher } from '../../src/wakeWatcher';
+import type { Log } from '../../src/adapter';
+import type { WorkerManagerClient } from '../../src/client';
 import { capacityPool, loadConfig, type Config } from '../../src/config';
+import { createManager, type Manager, type ManagerOptions } from '../../src/createManager';
 import { semaphoreWorkflowId } from '../../workflows/messages';
-import { managerRedisOptions, temporalConnectionOptions } from '../../src/connections';
+import { temporalConnectionOptions } from '../../src/connections';
 import type { StatusObject, WorkerStatus } from '../../src/contract';
-import { createManagerWorkers } from '../../src/worker';
-import { createWarmPool, type WarmPool } from '../../src/warmPool';
 
 export const ROOT = path.resolve(__dirname, '..', '..');
 export const WORKFLOW_BUNDLE = path.join(ROOT, '.data', 'test-workflow-bundle.js');
@@ -76,62 +73,53 @@ export function testConfig(overrides: Record<string, string> = {}): Config {
   return loadConfig({ ...testEnv(), TEMPORAL_TASK_QUEUE: queue, DOCKER_HOST_ID: 'test', ...overrides });
 }
 
-export interface RunningManager {
-  watcher: ContainerWatcher;
-  warmPool?: WarmPool;
-  config: Config;
-  client: WorkerManagerClient;
-  redis: Redis;
-  docker: Docker;
-  temporal: Client;
-  stop(): Promise<void>;
-}
+const SILENT: Log = { info() {}, warn() {}, error() {} };
 
-/** Runs the manager's Temporal workers in this process, with the real activities. */
-export async function startManager(overrides: Record<string, string> = {}): Promise<RunningManager> {
+/** A manager as tests run it: the production assembly (src/createManager.ts), started, quiet. */
+export type RunningManager = Manager;
+
+/**
+ * Runs a manager in this process, on a fresh task queue, with the real activities. Off unless a
+ * test file asks for them (`{ parts: { adapter: true } }`): the command adapter (every adapter on
+ * one Redis shares the `worker:commands` group, so a file serving commands uses a private Redis
+ * or competes with whoever else serves it), the orphan reaper (its sweeps would race the tests
+ * that sweep by hand) and the GC schedule (it would outlive the test's queue).
+ */
+export async function startManager(overrides: Record<string, string> = {}, options: ManagerOptions = {}): Promise<RunningManager> {
   quietTemporalLogs();
   const config = testConfig(overrides);
-  const docker = new Docker();
-  const redis = new Redis({ ...managerRedisOptions(config), maxRetriesPerRequest: 3 });
-  const connection = await NativeConnection.connect(temporalConnectionOptions(config));
-  const client = await WorkerManagerClient.connect(config);
-  const silentLog = { info() {}, warn() {}, error() {} };
-  const warmPool = createWarmPool({ config, docker, redis, temporal: client.temporal, log: silentLog });
-  await warmPool?.start();
-  const workers = await createManagerWorkers({ connection, config, docker, redis, client: client.temporal, warmPool, workflowBundlePath: WORKFLOW_BUNDLE });
-  const running = workers.map((w) => w.run());
-  const silent = { info() {}, warn() {}, error() {} };
-  const watcher = new ContainerWatcher(docker, client.temporal, silent, config.DOCKER_HOST_ID);
-  await watcher.start();
-  const waker = new WakeWatcher(redis, client.temporal, silent, config.WAKE_POLL_SECONDS);
-  await waker.start();
-  return {
-    watcher,
-    warmPool,
-    config,
-    client,
-    redis,
-    docker,
-    temporal: client.temporal,
-    async stop() {
-      // A failed test must not leave workers behind for the tests after it: delete what still runs.
-      const leftovers: string[] = [];
-      for await (const wf of client.temporal.workflow.list({ query: `TaskQueue="${config.TEMPORAL_TASK_QUEUE}" AND WorkflowType="workerLifecycle" AND ExecutionStatus="Running"` })) {
-        leftovers.push(wf.workflowId.replace(/^worker-/, ''));
-      }
-      await Promise.race([Promise.allSettled(leftovers.map((id) => client.delete(id))), new Promise((r) => setTimeout(r, 60_000))]);
-      watcher.stop();
-      waker.stop();
-      await warmPool?.stop();
-      // This manager's capacity semaphore is test state: it would otherwise stay running (idle) for good.
-      await client.temporal.workflow.getHandle(semaphoreWorkflowId(capacityPool(config))).terminate('test manager stopped').catch(() => undefined);
-      for (const w of workers) w.shutdown();
-      await Promise.allSettled(running);
-      await client.close();
-      await connection.close();
-      redis.disconnect();
-    },
+  const m = await createManager(config, {
+    log: () => SILENT,
+    workflowBundlePath: WORKFLOW_BUNDLE,
+    ...options,
+    parts: { adapter: false, reaper: false, gcSchedule: false, ...options.parts },
+  });
+  await m.start().catch(async (err) => {
+    await m.stop().catch(() => undefined);
+    throw err;
+  });
+  const stopManager = m.stop.bind(m);
+  m.stop = async () => {
+    // A failed test must not leave workers behind for the tests after it: delete what still runs.
+    const leftovers: string[] = [];
+    for await (const wf of m.temporal.workflow.list({ query: `TaskQueue="${config.TEMPORAL_TASK_QUEUE}" AND WorkflowType="workerLifecycle" AND ExecutionStatus="Running"` })) {
+      leftovers.push(wf.workflowId.replace(/^worker-/, ''));
+    }
+    await Promise.race([Promise.allSettled(leftovers.map((id) => m.client.delete(id))), new Promise((r) => setTimeout(r, 60_000))]);
+    // This manager's capacity semaphore is test state: it would otherwise stay running (idle) for good.
+    await m.temporal.workflow.getHandle(semaphoreWorkflowId(capacityPool(config))).terminate('test manager stopped').catch(() => undefined);
+    await stopManager();
   };
+  return m;
+}
+
+/**
+ * Another manager on m's queue that runs only its command adapter, sharing m's connections: what a
+ * second manager process serving the same stream looks like to the first. Started by the caller.
+ */
+export function adapterOnlyManager(m: RunningManager, managerId: string, options: ManagerOptions['adapter'] = {}): Promise<Manager> {
+  const off = { workers: false, containerWatcher: false, wakeWatcher: false, reaper: false, warmPool: false, egress: false, gcSchedule: false, capacityLimit: false };
+  return createManager({ ...m.config, MANAGER_ID: managerId }, { parts: off, shared: { client: m.client, redis: m.redis }, log: () => SILENT, adapter: options });
 }
 
 /**

@@ -4,10 +4,9 @@
  */
 import { randomUUID } from 'node:crypto';
 import Redis from 'ioredis';
-import { CommandAdapter } from '../../src/adapter';
 import type { StatusObject } from '../../src/contract';
 import { CONSUMER_GROUP, keys } from '../../src/keys';
-import { containerExists, eventually, startManager, type RunningManager } from '../helpers/stack';
+import { adapterOnlyManager, containerExists, eventually, startManager, type RunningManager } from '../helpers/stack';
 
 interface Reply {
   request_id: string;
@@ -17,30 +16,14 @@ interface Reply {
   error?: string;
 }
 
-const silent = { info() {}, warn() {}, error() {} };
-
 describe('Redis command adapter', () => {
   let m: RunningManager;
-  let adapter: CommandAdapter;
-  let blocking: Redis;
   const replyTo = `worker:responses:test-${randomUUID().slice(0, 8)}`;
 
   beforeAll(async () => {
-    m = await startManager();
-    blocking = new Redis(m.config.REDIS_URL, { maxRetriesPerRequest: null });
-    adapter = new CommandAdapter({
-      client: m.client,
-      redis: m.redis,
-      blockingRedis: blocking,
-      consumer: `test-${randomUUID().slice(0, 8)}`,
-      concurrency: 4,
-      log: silent,
-      blockMs: 500,
-    });
-    adapter.start();
+    m = await startManager({ MANAGER_ID: `test-${randomUUID().slice(0, 8)}`, ADAPTER_CONCURRENCY: '4' }, { parts: { adapter: true }, adapter: { blockMs: 500 } });
   });
   afterAll(async () => {
-    await adapter?.stop();
     await m?.redis.del(replyTo);
     await m?.stop();
   });
@@ -170,7 +153,7 @@ describe('Redis command adapter', () => {
   });
 
   test('a command another manager read and never answered (it crashed) is claimed and answered once', async () => {
-    await adapter.stop(); // no live reader: the "crashed manager" below certainly holds the entry
+    await m.adapter!.stop(); // no live reader: the "crashed manager" below certainly holds the entry
     const requestId = `t-${randomUUID()}`;
     const entryId = await send({ request_id: requestId, command: 'list', payload: '{"status":"RUNNING"}', reply_to: replyTo });
     const dead = new Redis(m.config.REDIS_URL);
@@ -180,10 +163,9 @@ describe('Redis command adapter', () => {
     await new Promise((r) => setTimeout(r, 300));
     expect((await m.redis.xrange(replyTo, '-', '+')).some(([, f]) => f.includes(requestId))).toBe(false); // nobody answered
 
-    const blocking2 = new Redis(m.config.REDIS_URL, { maxRetriesPerRequest: null });
-    const claimer = new CommandAdapter({ client: m.client, redis: m.redis, blockingRedis: blocking2, consumer: `claimer-${randomUUID().slice(0, 8)}`, concurrency: 2, log: silent, claimIdleMs: 100 });
+    const claimer = await adapterOnlyManager(m, `claimer-${randomUUID().slice(0, 8)}`, { claimIdleMs: 100 });
     try {
-      expect(await claimer.claimAbandoned()).toBeGreaterThanOrEqual(1);
+      expect(await claimer.adapter!.claimAbandoned()).toBeGreaterThanOrEqual(1);
       const r = await replyFor(requestId);
       expect(r.ok).toBe('1');
       await new Promise((r2) => setTimeout(r2, 300));
@@ -192,7 +174,6 @@ describe('Redis command adapter', () => {
       expect(pending.map(([id]) => id)).not.toContain(entryId);
     } finally {
       await claimer.stop();
-      blocking2.disconnect();
     }
   });
 
@@ -206,17 +187,15 @@ describe('Redis command adapter', () => {
       await gate;
       return m.client.list(f);
     };
-    const blocking3 = new Redis(m.config.REDIS_URL, { maxRetriesPerRequest: null });
-    const serving = new CommandAdapter({ client: slowClient, redis: m.redis, blockingRedis: blocking3, consumer: `serving-${randomUUID().slice(0, 8)}`, concurrency: 2, log: silent, blockMs: 200, claimEveryMs: 3_600_000 });
-    const blocking4 = new Redis(m.config.REDIS_URL, { maxRetriesPerRequest: null });
-    const claimer = new CommandAdapter({ client: m.client, redis: m.redis, blockingRedis: blocking4, consumer: `claimer2-${randomUUID().slice(0, 8)}`, concurrency: 2, log: silent, claimIdleMs: 200 });
-    serving.start();
+    const serving = await adapterOnlyManager(m, `serving-${randomUUID().slice(0, 8)}`, { client: () => slowClient, blockMs: 200, claimEveryMs: 3_600_000 });
+    const claimer = await adapterOnlyManager(m, `claimer2-${randomUUID().slice(0, 8)}`, { claimIdleMs: 200 });
+    await serving.start();
     try {
       const requestId = `t-${randomUUID()}`;
       await send({ request_id: requestId, command: 'list', reply_to: replyTo });
       await new Promise((r) => setTimeout(r, 500)); // read by `serving`, idle for 500 ms
-      await serving.touchInFlight();
-      expect(await claimer.claimAbandoned()).toBe(0);
+      await serving.adapter!.touchInFlight();
+      expect(await claimer.adapter!.claimAbandoned()).toBe(0);
       release();
       await replyFor(requestId);
       await new Promise((r) => setTimeout(r, 300));
@@ -225,8 +204,6 @@ describe('Redis command adapter', () => {
       release();
       await serving.stop();
       await claimer.stop();
-      blocking3.disconnect();
-      blocking4.disconnect();
     }
   });
 });

@@ -9,14 +9,12 @@ import { randomUUID } from 'node:crypto';
 import Docker from 'dockerode';
 import Redis from 'ioredis';
 import { pack } from 'tar-stream';
-import { CommandAdapter } from '../../src/adapter';
 import { WorkerManagerClient } from '../../src/client';
 import { keys } from '../../src/keys';
 import { PrivateRedis } from '../helpers/hostWrapper';
-import { bridgeAddress, eventually, startManager, waitForStatus, type RunningManager } from '../helpers/stack';
+import { bridgeAddress, eventually, startManager, waitForStatus } from '../helpers/stack';
 
 const REPLY = 'worker:responses:errors';
-const silent = { info() {}, warn() {}, error() {} };
 
 interface Reply {
   ok: string;
@@ -24,13 +22,13 @@ interface Reply {
 }
 
 /** A manager (in-process Temporal workers) with an adapter on a private Redis. */
-async function withAdapter(overrides: Record<string, string>, client?: (m: RunningManager) => WorkerManagerClient) {
+async function withAdapter(overrides: Record<string, string>, client?: (served: WorkerManagerClient) => WorkerManagerClient) {
   const redisServer = new PrivateRedis(['127.0.0.1', bridgeAddress()]);
   await redisServer.start();
-  const m = await startManager({ REDIS_URL: redisServer.url, WORKER_REDIS_URL: `redis://host.docker.internal:${redisServer.port}`, ...overrides });
-  const blocking = new Redis(redisServer.url, { maxRetriesPerRequest: null });
-  const adapter = new CommandAdapter({ client: client ? client(m) : m.client, redis: m.redis, blockingRedis: blocking, consumer: 'errors', concurrency: 4, log: silent, blockMs: 200 });
-  adapter.start();
+  const m = await startManager(
+    { REDIS_URL: redisServer.url, WORKER_REDIS_URL: `redis://host.docker.internal:${redisServer.port}`, MANAGER_ID: 'errors', ADAPTER_CONCURRENCY: '4', ...overrides },
+    { parts: { adapter: true }, adapter: { blockMs: 200, client } },
+  );
   let n = 0;
   return {
     m,
@@ -46,8 +44,6 @@ async function withAdapter(overrides: Record<string, string>, client?: (m: Runni
       }, { timeoutMs });
     },
     async stop() {
-      await adapter.stop();
-      blocking.disconnect();
       await m.stop();
       await redisServer.stop();
     },
@@ -58,10 +54,10 @@ test('UNAVAILABLE when the client cannot reach Redis, and INTERNAL for an unexpe
   const down = new PrivateRedis(); // the client's Redis: started, then stopped
   await down.start();
   let deadRedis: Redis | undefined;
-  const a = await withAdapter({}, (m) => {
+  const a = await withAdapter({}, (served) => {
     deadRedis = new Redis(down.url, { maxRetriesPerRequest: 2 }); // as WorkerManagerClient.connect() makes it
     deadRedis.on('error', () => undefined);
-    return new WorkerManagerClient({ config: m.config, temporal: m.temporal, redis: deadRedis });
+    return new WorkerManagerClient({ config: served.config, temporal: served.temporal, redis: deadRedis });
   });
   try {
     await down.stop();

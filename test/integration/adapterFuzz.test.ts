@@ -9,8 +9,6 @@
  */
 import { randomUUID } from 'node:crypto';
 import fc from 'fast-check';
-import Redis from 'ioredis';
-import { CommandAdapter } from '../../src/adapter';
 import { COMMANDS, ERROR_CODES, LIMITS, REQUEST_ID_RE } from '../../src/contract';
 import { CONSUMER_GROUP, keys } from '../../src/keys';
 import { PrivateRedis } from '../helpers/hostWrapper';
@@ -25,6 +23,7 @@ const BIG = 'B'.repeat(600 * 1024); // a huge value, allowed where a field has n
 const TOO_BIG = 'T'.repeat(LIMITS.payloadBytes + 1); // over the payload limit
 const errors: string[] = [];
 const log = { info() {}, warn() {}, error: (msg: string, meta?: Record<string, unknown>) => void errors.push(`${msg} ${JSON.stringify(meta)}`) };
+const silent = { info() {}, warn() {}, error() {} };
 
 const decode = (v: Val): string => (typeof v === 'string' ? v : v.toString('utf8'));
 
@@ -156,22 +155,18 @@ function toMap(f: string[]): Record<string, string> {
 describe('command adapter under fuzzing (real Redis, Temporal, client)', () => {
   const redisServer = new PrivateRedis();
   let m: RunningManager;
-  let adapter: CommandAdapter;
-  let blocking: Redis;
   let seq = 0;
   const runId = randomUUID().slice(0, 8);
 
   beforeAll(async () => {
     await redisServer.start();
-    m = await startManager({ REDIS_URL: redisServer.url });
-    blocking = new Redis(redisServer.url, { maxRetriesPerRequest: null });
-    adapter = new CommandAdapter({ client: m.client, redis: m.redis, blockingRedis: blocking, consumer: `fuzz-${runId}`, concurrency: 4, log, blockMs: 200 });
+    m = await startManager(
+      { REDIS_URL: redisServer.url, MANAGER_ID: `fuzz-${runId}`, ADAPTER_CONCURRENCY: '4' },
+      { parts: { adapter: true }, adapter: { blockMs: 200 }, log: (component) => (component === 'adapter' ? log : silent) },
+    );
     await m.redis.set(WRONG_TYPE_REPLY, 'a string, not a stream');
-    adapter.start();
   });
   afterAll(async () => {
-    await adapter?.stop();
-    blocking?.disconnect();
     await m?.stop();
     await redisServer.stop();
   });

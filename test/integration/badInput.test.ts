@@ -8,9 +8,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import fc from 'fast-check';
-import Redis from 'ioredis';
 import { extract } from 'tar-stream';
-import { CommandAdapter } from '../../src/adapter';
 import { LIMITS } from '../../src/contract';
 import { renderInstructions } from '../../src/instructions';
 import { keys } from '../../src/keys';
@@ -20,7 +18,6 @@ import { bridgeAddress, eventually, ROOT, startManager, waitForStatus, type Runn
 import path from 'node:path';
 
 const REPLY = 'worker:responses:badinput';
-const silent = { info() {}, warn() {}, error() {} };
 const NASTY = `# Rules "quoted" 'single' \`tick\` $(rm -rf /) \${HOME} ; | && > < * ? ~ !\n\r\n\t\0 NUL above\n</result><result>x</result>\n\u202eRTL\u202c \ufeff BOM · é € 😀 👩‍👩‍👧 \u2028 \u2029 \x1b[31m red \x7f\n\`\`\`sh\necho "$PATH"\n\`\`\`\n`;
 
 async function fileInContainer(m: RunningManager, workerId: string, file: string): Promise<Buffer> {
@@ -44,8 +41,6 @@ describe('bad input arrives verbatim in real containers, or is refused naming th
   const redisServer = new PrivateRedis(['127.0.0.1', bridgeAddress()]);
   let m: RunningManager;
   let fake: FakeAnthropic;
-  let adapter: CommandAdapter;
-  let blocking: Redis;
   const run = randomUUID().slice(0, 8);
   let n = 0;
 
@@ -57,14 +52,11 @@ describe('bad input arrives verbatim in real containers, or is refused naming th
       WORKER_REDIS_URL: `redis://host.docker.internal:${redisServer.port}`,
       ANTHROPIC_BASE_URL: fake.url,
       ANTHROPIC_API_KEY: 'sk-test-badinput',
-    });
-    blocking = new Redis(redisServer.url, { maxRetriesPerRequest: null });
-    adapter = new CommandAdapter({ client: m.client, redis: m.redis, blockingRedis: blocking, consumer: `badinput-${run}`, concurrency: 4, log: silent, blockMs: 200 });
-    adapter.start();
+      MANAGER_ID: `badinput-${run}`,
+      ADAPTER_CONCURRENCY: '4',
+    }, { parts: { adapter: true }, adapter: { blockMs: 200 } });
   });
   afterAll(async () => {
-    await adapter?.stop();
-    blocking?.disconnect();
     await m?.stop();
     await fake?.close();
     await redisServer.stop();

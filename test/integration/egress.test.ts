@@ -10,8 +10,11 @@ import { randomUUID } from 'node:crypto';
 import http from 'node:http';
 import type net from 'node:net';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fakeAnthropic';
-import { chainFor, egressNetworkName, removeEgressNetwork, startEgressGateway } from '../../src/egress';
+import type { EgressGateway } from '../../src/createManager';
+import { chainFor, egressNetworkName, removeEgressNetwork } from '../../src/egress';
 import { bridgeAddress, execIn, startManager, waitForStatus, type RunningManager } from '../helpers/stack';
+
+const silent = { info() {}, warn() {}, error() {} };
 
 /** A port free on `host` now (for the proxy: the default, 3128, may be a real manager's). */
 async function freePort(host: string): Promise<number> {
@@ -34,7 +37,7 @@ describe('egress allow-list (real containers)', () => {
   let host = '';
   let m: RunningManager | undefined;
   let fake: FakeAnthropic | undefined;
-  let gateway: Awaited<ReturnType<typeof startEgressGateway>>;
+  let gateway: EgressGateway | undefined;
   const refusals: Array<Record<string, unknown> | undefined> = [];
   const network = `wm-egress-test-${randomUUID().slice(0, 8)}`;
 
@@ -61,13 +64,11 @@ describe('egress allow-list (real containers)', () => {
       ANTHROPIC_API_KEY: 'test',
       WORKER_NETWORK: network,
       WORKER_EGRESS_ALLOW: `host.docker.internal:${allowedPort},${host}:${allowedPort}`,
-    });
-    // What the manager process does at start (src/manager.ts).
-    gateway = await startEgressGateway({ config: m.config, docker: m.docker, log: { info() {}, warn: (_msg, meta) => refusals.push(meta), error() {} } });
+    }, { log: (component) => (component === 'egress' ? { info() {}, warn: (_msg, meta) => refusals.push(meta), error() {} } : silent) });
+    gateway = m.egress;
   });
   afterAll(async () => {
-    await m?.stop(); // deletes any worker still running
-    await gateway?.proxy.close();
+    await m?.stop(); // deletes any worker still running, closes the proxy
     if (m) await removeEgressNetwork(m.docker, m.config);
     for (const s of servers) s.close();
     await fake?.close();
@@ -159,7 +160,6 @@ describe('egress allow-list (real containers)', () => {
 
 describe('egress allow-list with the warm pool (real containers)', () => {
   let m: RunningManager | undefined;
-  let gateway: Awaited<ReturnType<typeof startEgressGateway>>;
   let server: http.Server | undefined;
   let port = 0;
   let host = '';
@@ -177,11 +177,9 @@ describe('egress allow-list with the warm pool (real containers)', () => {
       WARM_POOL_SIZE: '1',
       MAX_CONCURRENT_WORKERS: '2',
     });
-    gateway = await startEgressGateway({ config: m.config, docker: m.docker, log: { info() {}, warn() {}, error() {} } });
   });
   afterAll(async () => {
-    await m?.stop(); // deletes workers and removes the pool's containers
-    await gateway?.proxy.close();
+    await m?.stop(); // deletes workers, removes the pool's containers, closes the proxy
     if (m) await removeEgressNetwork(m.docker, m.config);
     server?.close();
   });

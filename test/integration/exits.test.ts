@@ -50,7 +50,7 @@ describe('container exits (Docker events)', () => {
   test('reconciliation reports a container that vanished while nobody watched', async () => {
     const { worker_id: id } = await m.client.create({ agent_type: 'CLAUDE' });
     await waitForStatus(m.client, id, ['RUNNING']);
-    m.watcher.stop(); // as if the manager were down
+    m.watcher!.stop(); // as if the manager were down
     await m.docker.getContainer(`worker-${id}`).remove({ force: true });
     await new Promise((r) => setTimeout(r, 1000));
     expect((await m.client.status(id)).status).toBe('RUNNING'); // nobody noticed

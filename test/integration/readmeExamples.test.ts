@@ -20,7 +20,6 @@ import os from 'node:os';
 import path from 'node:path';
 import Redis from 'ioredis';
 import { transformSync } from 'esbuild';
-import { CommandAdapter } from '../../src/adapter';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fakeAnthropic';
 import { bridgeAddress, containerExists, eventually, ROOT, startManager, testEnv, waitForStatus, type RunningManager } from '../helpers/stack';
 
@@ -75,8 +74,6 @@ describe('README examples, run as written', () => {
   let redis: Redis;
   let fake: FakeAnthropic;
   let m: RunningManager;
-  let adapter: CommandAdapter;
-  let blocking: Redis;
   let env: NodeJS.ProcessEnv;
 
   beforeAll(async () => {
@@ -88,17 +85,15 @@ describe('README examples, run as written', () => {
     await eventually('private Redis', async () => (await redis.ping()) === 'PONG');
     fake = await startFakeAnthropic(bridgeAddress(), (r) => ({ text: `Here you are. <result>echo: ${r.lastUserText.trim().split('\n').at(-1)}</result>` }));
     const redisUrl = `redis://127.0.0.1:${port}`;
-    m = await startManager({ REDIS_URL: redisUrl, WORKER_REDIS_URL: `redis://host.docker.internal:${port}`, ANTHROPIC_BASE_URL: fake.url, ANTHROPIC_API_KEY: 'test', MAX_CONCURRENT_WORKERS: '4' });
-    blocking = new Redis(redisUrl, { maxRetriesPerRequest: null });
-    adapter = new CommandAdapter({ client: m.client, redis: m.redis, blockingRedis: blocking, consumer: `readme-${run}`, concurrency: 4, log: { info() {}, warn() {}, error() {} }, blockMs: 500 });
-    adapter.start();
+    m = await startManager(
+      { REDIS_URL: redisUrl, WORKER_REDIS_URL: `redis://host.docker.internal:${port}`, ANTHROPIC_BASE_URL: fake.url, ANTHROPIC_API_KEY: 'test', MAX_CONCURRENT_WORKERS: '4', MANAGER_ID: `readme-${run}`, ADAPTER_CONCURRENCY: '4' },
+      { parts: { adapter: true }, adapter: { blockMs: 500 } },
+    );
     env = { ...testEnv(), REDIS_URL: redisUrl, TEMPORAL_TASK_QUEUE: m.config.TEMPORAL_TASK_QUEUE, DOCKER_HOST_ID: m.config.DOCKER_HOST_ID, FORCE_COLOR: undefined };
   });
   afterAll(async () => {
-    await adapter?.stop();
     await m?.stop();
     await fake?.close();
-    blocking?.disconnect();
     redis?.disconnect();
     if (redisProc && redisProc.exitCode === null) {
       await new Promise<void>((resolve) => {

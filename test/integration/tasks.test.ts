@@ -3,8 +3,6 @@
  * Code against the fake API, collect the result, remove the worker. And statistics.
  */
 import { randomUUID } from 'node:crypto';
-import Redis from 'ioredis';
-import { CommandAdapter } from '../../src/adapter';
 import { workerIdForTask } from '../../src/ids';
 import { keys } from '../../src/keys';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fakeAnthropic';
@@ -19,7 +17,10 @@ describe('headless tasks and statistics', () => {
       const n = /\[task (\d+)\]/.exec(r.lastUserText)?.[1];
       return { text: `Working on it. <result>answer-${n ?? 'none'}</result>`, delayMs: 300 };
     });
-    m = await startManager({ ANTHROPIC_BASE_URL: fake.url, ANTHROPIC_API_KEY: 'test', MAX_CONCURRENT_WORKERS: '3' });
+    m = await startManager(
+      { ANTHROPIC_BASE_URL: fake.url, ANTHROPIC_API_KEY: 'test', MAX_CONCURRENT_WORKERS: '3', MANAGER_ID: `t-${randomUUID().slice(0, 8)}`, ADAPTER_CONCURRENCY: '4' },
+      { parts: { adapter: true }, adapter: { blockMs: 500 } },
+    );
   });
   afterAll(async () => {
     await m?.stop();
@@ -69,10 +70,7 @@ describe('headless tasks and statistics', () => {
   });
 
   test('the task and stats commands over Redis', async () => {
-    const blocking = new Redis(m.config.REDIS_URL, { maxRetriesPerRequest: null });
-    const adapter = new CommandAdapter({ client: m.client, redis: m.redis, blockingRedis: blocking, consumer: `t-${randomUUID().slice(0, 8)}`, concurrency: 4, log: { info() {}, warn() {}, error() {} }, blockMs: 500 });
     const replyTo = `worker:responses:tasks-${randomUUID().slice(0, 8)}`;
-    adapter.start();
     const reply = (requestId: string) =>
       eventually(`reply to ${requestId}`, async () => {
         const hit = (await m.redis.xrange(replyTo, '-', '+')).find(([, f]) => f.includes(requestId));
@@ -97,7 +95,6 @@ describe('headless tasks and statistics', () => {
       expect(s.body.spawn_ms.p95).toBeGreaterThanOrEqual(s.body.spawn_ms.mean > 0 ? 1 : 0);
       expect(s.body.task_ms.mean).toBeGreaterThan(0);
     } finally {
-      await adapter.stop();
       await m.redis.del(replyTo);
     }
   });

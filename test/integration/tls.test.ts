@@ -18,7 +18,6 @@ import { promisify } from 'node:util';
 import { Connection } from '@temporalio/client';
 import { NativeConnection } from '@temporalio/worker';
 import Redis from 'ioredis';
-import { CommandAdapter } from '../../src/adapter';
 import { loadConfig } from '../../src/config';
 import { redisOptionsFor, temporalConnectionOptions } from '../../src/connections';
 import { keys } from '../../src/keys';
@@ -129,7 +128,10 @@ describe('secure connections: Redis over TLS with an ACL user, Temporal over mTL
     temporalPort = (terminator.address() as net.AddressInfo).port;
 
     fake = await startFakeAnthropic(gateway, () => ({ text: 'Over TLS. <result>secure</result>' }));
-    m = await startManager({ ...secureEnv(), ANTHROPIC_BASE_URL: fake.url, ANTHROPIC_API_KEY: `sk-test-${randomUUID()}` });
+    m = await startManager(
+      { ...secureEnv(), ANTHROPIC_BASE_URL: fake.url, ANTHROPIC_API_KEY: `sk-test-${randomUUID()}`, MANAGER_ID: 'tls-test', ADAPTER_CONCURRENCY: '2' },
+      { parts: { adapter: true }, adapter: { blockMs: 500 } },
+    );
   });
 
   afterAll(async () => {
@@ -147,23 +149,16 @@ describe('secure connections: Redis over TLS with an ACL user, Temporal over mTL
   });
 
   test('a command through the adapter over rediss:// with the ACL user is answered', async () => {
-    const blocking = m.redis.duplicate({ maxRetriesPerRequest: null });
-    const adapter = new CommandAdapter({ client: m.client, redis: m.redis, blockingRedis: blocking, consumer: 'tls-test', concurrency: 2, log: { info() {}, warn() {}, error() {} }, blockMs: 500 });
-    adapter.start();
-    try {
-      const replyTo = `worker:responses:tls-${randomUUID().slice(0, 8)}`;
-      await redis.xadd(keys.commands, '*', 'request_id', 'tls-1', 'command', 'status', 'payload', JSON.stringify({ worker_id: randomUUID() }), 'reply_to', replyTo);
-      const reply = await eventually('the reply', async () => {
-        const [entry] = await redis.xrange(replyTo, '-', '+');
-        return entry ? Object.fromEntries(entry[1].flatMap((v, i, a) => (i % 2 ? [] : [[v, a[i + 1]]]))) : undefined;
-      });
-      expect(reply).toMatchObject({ request_id: 'tls-1', ok: '0' });
-      expect(JSON.parse(reply.error as string).code).toBe('NOT_FOUND');
-      // The server really is TLS-only with the default user off: these are not answered.
-      await expect(new Redis({ port: redisPort, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null }).ping()).rejects.toThrow();
-    } finally {
-      await adapter.stop();
-    }
+    const replyTo = `worker:responses:tls-${randomUUID().slice(0, 8)}`;
+    await redis.xadd(keys.commands, '*', 'request_id', 'tls-1', 'command', 'status', 'payload', JSON.stringify({ worker_id: randomUUID() }), 'reply_to', replyTo);
+    const reply = await eventually('the reply', async () => {
+      const [entry] = await redis.xrange(replyTo, '-', '+');
+      return entry ? Object.fromEntries(entry[1].flatMap((v, i, a) => (i % 2 ? [] : [[v, a[i + 1]]]))) : undefined;
+    });
+    expect(reply).toMatchObject({ request_id: 'tls-1', ok: '0' });
+    expect(JSON.parse(reply.error as string).code).toBe('NOT_FOUND');
+    // The server really is TLS-only with the default user off: these are not answered.
+    await expect(new Redis({ port: redisPort, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null }).ping()).rejects.toThrow();
   });
 
   test('a worker container: its wrapper connects over TLS with a client certificate and the ACL user, runs a prompt', async () => {
