@@ -12,6 +12,7 @@ import { CommandAdapter } from './adapter';
 import { WorkerManagerClient } from './client';
 import { ConfigError, dockerTaskQueue, loadConfig, type Config } from './config';
 import { managerRedisOptions, redactUrl, temporalConnectionOptions, waitForRedis } from './connections';
+import { ClosedWorkflowSweep } from './closedWorkflowSweep';
 import { ContainerWatcher } from './containerWatcher';
 import { createLog } from './log';
 import { startEgressGateway } from './egress';
@@ -99,6 +100,10 @@ async function main(): Promise<void> {
   const waker = new WakeWatcher(redis, client.temporal, createLog('wake', config.LOG_LEVEL), config.WAKE_POLL_SECONDS);
   await waker.start();
 
+  // Workers whose workflow an operator terminated: their container, status and permit.
+  const sweep = new ClosedWorkflowSweep({ config, docker, redis, temporal: client.temporal, log: createLog('closed-workflows', config.LOG_LEVEL) });
+  sweep.start();
+
   const reaperLog = createLog('reaper', config.LOG_LEVEL);
   const reap = () =>
     reapOrphans(docker, client.temporal, reaperLog, config.TEMPORAL_TASK_QUEUE)
@@ -115,6 +120,7 @@ async function main(): Promise<void> {
     await adapter.stop();
     watcher.stop();
     waker.stop();
+    await sweep.stop();
     clearInterval(reaper);
     // Warm containers are a cache of this process: they go with it.
     await warmPool?.stop().catch((err) => log.warn('could not remove the warm pool', { error: String(err) }));

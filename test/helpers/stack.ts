@@ -12,6 +12,7 @@ import { DefaultLogger, makeTelemetryFilterString, NativeConnection, Runtime, Wo
 import Docker from 'dockerode';
 import Redis from 'ioredis';
 import { WorkerManagerClient } from '../../src/client';
+import { ClosedWorkflowSweep } from '../../src/closedWorkflowSweep';
 import { ContainerWatcher } from '../../src/containerWatcher';
 import { WakeWatcher } from '../../src/wakeWatcher';
 import { capacityPool, loadConfig, type Config } from '../../src/config';
@@ -105,6 +106,8 @@ export async function startManager(overrides: Record<string, string> = {}): Prom
   await watcher.start();
   const waker = new WakeWatcher(redis, client.temporal, silent, config.WAKE_POLL_SECONDS);
   await waker.start();
+  const sweep = new ClosedWorkflowSweep({ config, docker, redis, temporal: client.temporal, log: silent });
+  sweep.start();
   return {
     watcher,
     warmPool,
@@ -122,6 +125,7 @@ export async function startManager(overrides: Record<string, string> = {}): Prom
       await Promise.race([Promise.allSettled(leftovers.map((id) => client.delete(id))), new Promise((r) => setTimeout(r, 60_000))]);
       watcher.stop();
       waker.stop();
+      await sweep.stop();
       await warmPool?.stop();
       // This manager's capacity semaphore is test state: it would otherwise stay running (idle) for good.
       await client.temporal.workflow.getHandle(semaphoreWorkflowId(capacityPool(config))).terminate('test manager stopped').catch(() => undefined);
