@@ -109,7 +109,14 @@ export class ClosedWorkflowSweep {
       ...containers.map((workerId, i) => {
         if (!isEnd(ends[closed.size + i])) return undefined;
         return attempt('remove a container that outlived its worker', workerId, async () => {
-          if ((await this.deps.temporal.workflow.getHandle(workflowIdFor(workerId)).describe()).status.name === 'RUNNING') return;
+          const running = await this.deps.temporal.workflow
+            .getHandle(workflowIdFor(workerId))
+            .describe()
+            .then((d) => d.status.name === 'RUNNING', (err) => {
+              if (err instanceof WorkflowNotFoundError) return false;
+              throw err;
+            });
+          if (running) return; // a new run (a reset) owns it
           if ((await this.removeContainer({ workerId, graceSeconds: 0 })).removed) report.outlived.push(workerId);
         });
       }),

@@ -16,12 +16,12 @@ describe('operator actions on a worker workflow', () => {
   });
   afterAll(async () => m?.stop());
 
-  async function runningWorker(): Promise<{ id: string; name: string }> {
+  async function runningWorker(): Promise<{ id: string; name: string; image: string }> {
     const { worker_id: id } = await m.client.create({ agent_type: 'CLAUDE' });
-    await waitForStatus(m.client, id, ['RUNNING']);
+    const { image } = await waitForStatus(m.client, id, ['RUNNING']);
     const name = `worker-${id}`;
     expect((await m.client.capacity()).holders.map((h) => h.id)).toContain(name);
-    return { id, name };
+    return { id, name, image: image as string };
   }
 
   /** Waits for the worker's permit to be freed; says whether its container still existed then. */
@@ -48,7 +48,7 @@ describe('operator actions on a worker workflow', () => {
   }
 
   test('terminate: the container goes, the worker ends FAILED (terminated), the permit is freed after the container, delete replies once it is gone', async () => {
-    const { id, name } = await runningWorker();
+    const { id, name, image } = await runningWorker();
     await m.temporal.workflow.getHandle(name).terminate('operator test');
     const release = containerAtRelease(name);
 
@@ -67,6 +67,18 @@ describe('operator actions on a worker workflow', () => {
     expect((await m.client.list({ status: 'RUNNING' })).workers.map((w) => w.worker_id)).not.toContain(id);
     // Repeating the delete gives the same answer at once.
     expect(await m.client.delete(id)).toEqual(deleted);
+
+    // A launch still running at the terminate may create the container after the sweep found
+    // none: such a container, outliving its worker's recorded end, goes too.
+    const late = await m.docker.createContainer({
+      Image: image,
+      name,
+      Labels: { 'com.codegen.managed': 'true', 'com.codegen.worker_id': id, 'com.codegen.task_queue': m.config.TEMPORAL_TASK_QUEUE },
+      Entrypoint: ['sleep'],
+      Cmd: ['600'],
+    });
+    await late.start();
+    await eventually('the late container removed', async () => !(await containerExists(m.docker, name)));
   });
 
   test('cancel: the workflow cleans up itself; the worker ends STOPPED (cancelled) and the permit is freed after the container', async () => {
