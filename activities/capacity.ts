@@ -6,7 +6,7 @@ import { WorkflowIdConflictPolicy } from '@temporalio/common';
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type { Config } from '../src/config';
 import type { capacitySemaphore } from '../workflows/capacitySemaphore';
-import { acquireSignal, permitGrantedSignal, semaphoreWorkflowId } from '../workflows/messages';
+import { acquireSignal, permitGrantedSignal, semaphoreWorkflowId, WorkerStatusKey } from '../workflows/messages';
 
 export interface CapacityDeps {
   config: Config;
@@ -49,7 +49,12 @@ export function createCapacityActivities(deps: CapacityDeps) {
       return { gone };
     },
 
-    /** Of the given workflow ids, those whose workflow is no longer running (or never existed). */
+    /**
+     * Of the given workflow ids, those whose workflow is no longer running (or never existed) and
+     * whose permit may go. A worker's lifecycle that closed before recording its end (terminated
+     * by an operator) may still have its container: its permit is released by the manager's
+     * closed-workflow sweep (src/closedWorkflowSweep.ts) once the container is gone, not here.
+     */
     async findClosedWorkflows(input: { workflowIds: string[] }): Promise<string[]> {
       const closed: string[] = [];
       for (let i = 0; i < input.workflowIds.length; i += DESCRIBE_BATCH) {
@@ -58,7 +63,10 @@ export function createCapacityActivities(deps: CapacityDeps) {
           batch.map(async (id) => {
             try {
               const d = await client.workflow.getHandle(id).describe();
-              if (d.status.name !== 'RUNNING') closed.push(id);
+              if (d.status.name === 'RUNNING') return;
+              const ended = d.typedSearchAttributes.get(WorkerStatusKey);
+              if (d.type === 'workerLifecycle' && ended !== 'STOPPED' && ended !== 'FAILED') return;
+              closed.push(id);
             } catch (err) {
               if (err instanceof WorkflowNotFoundError) closed.push(id);
               else throw err;

@@ -77,6 +77,9 @@ export interface WorkerStats {
   task_ms: { mean: number | null; samples: number };
 }
 
+/** How often a delete of a worker whose workflow was terminated looks for its recorded end. */
+const RECORDED_END_POLL_MS = 250;
+
 function invalid(details: Record<string, string>): WorkerManagerError {
   const fields = Object.keys(details).join(', ');
   return new WorkerManagerError('INVALID_REQUEST', `invalid request: ${fields}`, details);
@@ -312,10 +315,31 @@ export class WorkerManagerClient {
     } catch (err) {
       const e = toContractError(err);
       if (e.code === 'UNAVAILABLE') throw e;
-      // Terminated or cancelled from outside: report what the manager last recorded.
-      return { worker_id: id, status: 'FAILED', error: `the worker's workflow did not complete: ${e.message}` };
+      return this.recordedEnd(id, e.message);
     }
     return { worker_id: id, status: outcome.status, ...(outcome.error ? { error: outcome.error.message } : {}) };
+  }
+
+  /**
+   * The end of a worker whose workflow closed without finishing it (terminated from outside):
+   * the manager's closed-workflow sweep removes the container and only then records the end, so
+   * waiting for a final status hash is waiting for the container to be gone.
+   */
+  private async recordedEnd(id: string, workflowError: string): Promise<DeleteResult> {
+    for (;;) {
+      let hash: Record<string, string>;
+      try {
+        hash = await this.redis.hgetall(keys.status(id));
+      } catch (err) {
+        throw toContractError(err);
+      }
+      if (hash.status === 'STOPPED' || hash.status === 'FAILED') {
+        return { worker_id: id, status: hash.status, ...(hash.error ? { error: hash.error } : {}) };
+      }
+      // No hash at all: it closed before its first status (no container yet), or its record expired.
+      if (!hash.status) return { worker_id: id, status: 'FAILED', error: `the worker's workflow did not complete: ${workflowError}` };
+      await new Promise((r) => setTimeout(r, RECORDED_END_POLL_MS));
+    }
   }
 
   /** The status object of one worker, from Redis, or from its workflow once the hash has expired. */

@@ -82,6 +82,11 @@ export const ConfigSchema = z.object({
     PAUSED_WORKERS_HOLD_PERMITS: flag('true'),
     /** Seconds between sweeps for worker containers whose workflow is gone (also at start). */
     REAPER_INTERVAL_SECONDS: int(300),
+    /**
+     * Seconds between sweeps for workers whose workflow closed without finishing them (terminated
+     * by an operator): their container is removed and their end recorded (src/closedWorkflowSweep.ts).
+     */
+    CLOSED_WORKFLOW_SWEEP_SECONDS: int(5),
     /** Seconds between checks for input to PAUSED workers that a keyspace notification missed. */
     WAKE_POLL_SECONDS: int(30),
     /** How often the capacity semaphore checks that permit holders' workflows are still running. */

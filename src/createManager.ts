@@ -17,6 +17,7 @@ import { CommandAdapter, type AdapterOptions, type Log } from './adapter';
 import { WorkerManagerClient } from './client';
 import { dockerTaskQueue, type Config } from './config';
 import { managerRedisOptions, redactUrl, temporalConnectionOptions, waitForRedis } from './connections';
+import { ClosedWorkflowSweep } from './closedWorkflowSweep';
 import { ContainerWatcher } from './containerWatcher';
 import { startEgressGateway } from './egress';
 import { keys } from './keys';
@@ -33,6 +34,7 @@ export type ManagerPart =
   | 'adapter' // the Redis command adapter on worker:commands (src/adapter.ts)
   | 'containerWatcher' // Docker events -> workflows (src/containerWatcher.ts)
   | 'wakeWatcher' // input for PAUSED workers -> wake signal (src/wakeWatcher.ts)
+  | 'closedWorkflowSweep' // workers whose workflow was terminated from outside (src/closedWorkflowSweep.ts)
   | 'reaper' // orphaned worker containers, at start and every REAPER_INTERVAL_SECONDS (src/orphanReaper.ts)
   | 'warmPool' // paused ready containers, when WARM_POOL_SIZE > 0 (src/warmPool.ts)
   | 'egress' // network, host rules and proxy, when WORKER_EGRESS_ALLOW is set (src/egress.ts)
@@ -70,6 +72,7 @@ interface Assembled {
   adapter?: CommandAdapter;
   watcher?: ContainerWatcher;
   waker?: WakeWatcher;
+  sweep?: ClosedWorkflowSweep;
   warmPool?: WarmPool;
 }
 
@@ -84,6 +87,7 @@ export class Manager {
   readonly adapter?: CommandAdapter;
   readonly watcher?: ContainerWatcher;
   readonly waker?: WakeWatcher;
+  readonly sweep?: ClosedWorkflowSweep;
   readonly warmPool?: WarmPool;
   /** The egress gateway, once started (only with WORKER_EGRESS_ALLOW). */
   egress?: EgressGateway;
@@ -104,6 +108,7 @@ export class Manager {
     this.adapter = p.adapter;
     this.watcher = p.watcher;
     this.waker = p.waker;
+    this.sweep = p.sweep;
     this.warmPool = p.warmPool;
     this.log = p.log('manager');
   }
@@ -138,6 +143,7 @@ export class Manager {
     this.runs = this.workers.map((w) => w.run());
     await this.watcher?.start();
     await this.waker?.start();
+    this.sweep?.start();
     if (parts('reaper')) {
       await this.reap();
       this.reaperTimer = setInterval(() => void this.reap(), config.REAPER_INTERVAL_SECONDS * 1000);
@@ -168,6 +174,7 @@ export class Manager {
     await this.adapter?.stop();
     this.watcher?.stop();
     this.waker?.stop();
+    await this.sweep?.stop();
     clearInterval(this.reaperTimer);
     // Warm containers are a cache of this process: they go with it.
     await this.warmPool?.stop().catch((err) => this.log.warn('could not remove the warm pool', { error: String(err) }));
@@ -250,6 +257,7 @@ export async function createManager(config: Config, options: ManagerOptions = {}
     adapter,
     watcher: parts('containerWatcher') ? new ContainerWatcher(docker, temporal, log('containers'), config.DOCKER_HOST_ID) : undefined,
     waker: parts('wakeWatcher') ? new WakeWatcher(redis, temporal, log('wake'), config.WAKE_POLL_SECONDS) : undefined,
+    sweep: parts('closedWorkflowSweep') ? new ClosedWorkflowSweep({ config, docker, redis, temporal, log: log('closed-workflows') }) : undefined,
     warmPool,
   });
 }

@@ -25,4 +25,5 @@ export const newRequestId = (): string => `auto-${randomUUID()}`;
 export const newTaskId = (): string => `task-${randomUUID()}`;
 
 export const workflowIdFor = (workerId: string): string => `worker-${workerId}`;
+export const workerIdOfWorkflow = (workflowId: string): string => workflowId.replace(/^worker-/, '');
 export const containerNameFor = (workerId: string): string => `worker-${workerId}`;

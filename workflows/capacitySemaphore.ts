@@ -2,8 +2,10 @@
  * The capacity semaphore of one pool (one Docker host): MAX_CONCURRENT_WORKERS permits and a
  * FIFO creation queue, as a long-lived workflow (id `capacity-{pool}`). Worker lifecycles ask
  * with the `acquire` signal and are answered with `permitGranted`; they give permits back with
- * `release`. Permits of workflows that closed without releasing (terminated by an operator,
- * failed hard) are reclaimed by a periodic check. Continues as new when the server suggests it.
+ * `release`. Permits of workflows that closed without releasing are reclaimed by a periodic
+ * check, except a worker's whose end is not recorded (terminated by an operator): its container
+ * may still run, and the manager's closed-workflow sweep releases the permit once it is gone.
+ * Continues as new when the server suggests it.
  */
 import {
   allHandlersFinished,

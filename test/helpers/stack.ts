@@ -118,7 +118,7 @@ export async function startManager(overrides: Record<string, string> = {}, optio
  * second manager process serving the same stream looks like to the first. Started by the caller.
  */
 export function adapterOnlyManager(m: RunningManager, managerId: string, options: ManagerOptions['adapter'] = {}): Promise<Manager> {
-  const off = { workers: false, containerWatcher: false, wakeWatcher: false, reaper: false, warmPool: false, egress: false, gcSchedule: false, capacityLimit: false };
+  const off = { workers: false, containerWatcher: false, wakeWatcher: false, closedWorkflowSweep: false, reaper: false, warmPool: false, egress: false, gcSchedule: false, capacityLimit: false };
   return createManager({ ...m.config, MANAGER_ID: managerId }, { parts: off, shared: { client: m.client, redis: m.redis }, log: () => SILENT, adapter: options });
 }
 

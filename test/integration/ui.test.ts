@@ -60,7 +60,7 @@ describe('the Temporal UI shows a worker as an operator needs it (real browser)'
       .frameLocator('iframe')
       .locator('body');
 
-  test('filter WorkerStatus="RUNNING", open the worker: summary, details, current state and activity summaries', async () => {
+  test('filter ExecutionStatus="Running" AND WorkerStatus="RUNNING", open the worker: summary, details, current state and activity summaries', async () => {
     const taskId = `ui-${Date.now().toString(36)}`;
     const instructions = '# Rules\nBe brief.\n';
     const allowed = ['git status'];
@@ -73,7 +73,7 @@ describe('the Temporal UI shows a worker as an operator needs it (real browser)'
 
     // The workflow list, filtered as the README tells operators to (and by this worker's id:
     // other tests run workers on the same server at the same time).
-    const query = `WorkerStatus="RUNNING" AND WorkerId="${id}"`;
+    const query = `ExecutionStatus="Running" AND WorkerStatus="RUNNING" AND WorkerId="${id}"`;
     await page.goto(`${UI_URL}/namespaces/default/workflows`);
     await page.getByTestId('toggle-manual-query').click(); // the raw-query toggle: an icon with no accessible name
     await page.getByRole('searchbox', { name: 'Enter a query' }).fill(query);

@@ -9,7 +9,7 @@ import type { DockerActivities } from '../../activities/docker';
 import type { ImageActivities } from '../../activities/images';
 import type { RedisActivities } from '../../activities/redis';
 import type { WorkerSpec } from '../../src/contract';
-import { capacityQuery, semaphoreWorkflowId, setLimitUpdate, stateQuery, stopSignal } from '../../workflows/messages';
+import { capacityQuery, releaseSignal, semaphoreWorkflowId, setLimitUpdate, stateQuery, stopSignal } from '../../workflows/messages';
 import type { PoolSnapshot } from '../../workflows/permitPool';
 import type { workerLifecycle } from '../../workflows/workerLifecycle';
 import { eventually, startWorkflowWorker } from '../helpers/stack';
@@ -156,7 +156,7 @@ describe('capacity semaphore (real lifecycles, fake Docker)', () => {
     }
   });
 
-  test('an operator terminating a holder frees its permit for the next waiter', async () => {
+  test('a holder terminated by an operator keeps its permit until released after its container is gone', async () => {
     const pool = newPool();
     const a = await arrive(pool);
     const b = await arrive(pool);
@@ -164,7 +164,12 @@ describe('capacity semaphore (real lifecycles, fake Docker)', () => {
     await eventually('a and b RUNNING', async () => (await statusOf(a)) === 'RUNNING' && (await statusOf(b)) === 'RUNNING');
     expect(await statusOf(c)).toBe('STARTING');
     await a.terminate('operator says so');
-    await eventually('c to get the reclaimed permit', async () => (await statusOf(c)) === 'RUNNING', { timeoutMs: 30_000 });
+    // The reclaim leaves a's permit alone (its container may still run); a workflow that is gone is reclaimed.
+    const { findClosedWorkflows } = createCapacityActivities({ client: env.client, config: env.config });
+    expect(await findClosedWorkflows({ workflowIds: [a.workflowId, b.workflowId, 'worker-never-started'] })).toEqual(['worker-never-started']);
+    // What the manager's closed-workflow sweep does once a's container is removed.
+    await env.client.workflow.getHandle(semaphoreWorkflowId(pool)).signal(releaseSignal, { id: a.workflowId });
+    await eventually('c to get the freed permit', async () => (await statusOf(c)) === 'RUNNING', { timeoutMs: 30_000 });
     const snap = await snapshot(env.client, pool);
     expect(snap.holders.map((h) => h.id).sort()).toEqual([b.workflowId, c.workflowId].sort());
     for (const h of [b, c]) {
