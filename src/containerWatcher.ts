@@ -29,7 +29,17 @@ export class ContainerWatcher {
     private readonly log: Log,
     /** Only this Docker host's workers are reconciled (their memo names the host). */
     private readonly dockerHostId: string,
+    /**
+     * Only this deployment's containers and workflows (label com.codegen.task_queue, as the
+     * orphan reaper): deployments sharing an engine or a Temporal server must not signal each
+     * other's workers.
+     */
+    private readonly taskQueue: string,
   ) {}
+
+  private get labelFilter(): string[] {
+    return [`${LABELS.managed}=true`, `${LABELS.taskQueue}=${this.taskQueue}`];
+  }
 
   async start(): Promise<void> {
     await this.connect();
@@ -44,7 +54,7 @@ export class ContainerWatcher {
     if (this.stopped) return;
     try {
       const stream = (await this.docker.getEvents({
-        filters: { type: ['container'], event: ['die'], label: [`${LABELS.managed}=true`] },
+        filters: { type: ['container'], event: ['die'], label: this.labelFilter },
       })) as NodeJS.ReadableStream & { destroy?: () => void };
       this.stream = stream;
       let pending = '';
@@ -85,7 +95,7 @@ export class ContainerWatcher {
   /** Exited managed containers, and RUNNING workers whose container has vanished. */
   async reconcile(): Promise<number> {
     let told = 0;
-    const containers = await this.docker.listContainers({ all: true, filters: { label: [`${LABELS.managed}=true`] } });
+    const containers = await this.docker.listContainers({ all: true, filters: { label: this.labelFilter } });
     for (const c of containers) {
       if (c.State === 'exited' || c.State === 'dead') {
         await this.onDie({ id: c.Id, Actor: { ID: c.Id, Attributes: { ...c.Labels, name: c.Names[0]?.replace(/^\//, '') ?? '' } } }, 'reconcile');
@@ -93,7 +103,7 @@ export class ContainerWatcher {
       }
     }
     const present = new Set(containers.map((c) => workerIdOfContainer(c.Labels, c.Names[0])).filter(Boolean));
-    for await (const wf of this.temporal.workflow.list({ query: 'WorkflowType="workerLifecycle" AND ExecutionStatus="Running" AND WorkerStatus="RUNNING"' })) {
+    for await (const wf of this.temporal.workflow.list({ query: `WorkflowType="workerLifecycle" AND TaskQueue="${this.taskQueue}" AND ExecutionStatus="Running" AND WorkerStatus="RUNNING"` })) {
       const workerId = wf.workflowId.replace(/^worker-/, '');
       if (present.has(workerId) || wf.memo?.docker_host !== this.dockerHostId) continue;
       await this.tell(workerId, { exit_code: -1, oom_killed: false, logs: 'the container is gone (removed while the manager was not watching)', source: 'reconcile' });

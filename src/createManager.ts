@@ -255,7 +255,7 @@ export async function createManager(config: Config, options: ManagerOptions = {}
     owned: { redis: !options.shared?.redis, client: !options.shared?.client, connection },
     workers,
     adapter,
-    watcher: parts('containerWatcher') ? new ContainerWatcher(docker, temporal, log('containers'), config.DOCKER_HOST_ID) : undefined,
+    watcher: parts('containerWatcher') ? new ContainerWatcher(docker, temporal, log('containers'), config.DOCKER_HOST_ID, config.TEMPORAL_TASK_QUEUE) : undefined,
     waker: parts('wakeWatcher') ? new WakeWatcher(redis, temporal, log('wake'), config.WAKE_POLL_SECONDS) : undefined,
     sweep: parts('closedWorkflowSweep') ? new ClosedWorkflowSweep({ config, docker, redis, temporal, log: log('closed-workflows') }) : undefined,
     warmPool,

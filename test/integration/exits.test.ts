@@ -58,7 +58,7 @@ describe('container exits (Docker events)', () => {
       for await (const wf of m.temporal.workflow.list({ query: `WorkflowId="worker-${id}" AND WorkerStatus="RUNNING"` })) return wf !== undefined;
       return false;
     });
-    const again = new ContainerWatcher(m.docker, m.temporal, { info() {}, warn() {}, error() {} }, m.config.DOCKER_HOST_ID);
+    const again = new ContainerWatcher(m.docker, m.temporal, { info() {}, warn() {}, error() {} }, m.config.DOCKER_HOST_ID, m.config.TEMPORAL_TASK_QUEUE);
     expect(await again.reconcile()).toBeGreaterThanOrEqual(1);
     const st = await waitForStatus(m.client, id, ['FAILED']);
     expect(st.error).toContain('the container is gone');
