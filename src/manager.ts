@@ -16,6 +16,7 @@ import { ContainerWatcher } from './containerWatcher';
 import { createLog } from './log';
 import { startEgressGateway } from './egress';
 import { reapOrphans } from './orphanReaper';
+import { createRedisAcl } from './redisAcl';
 import { WakeWatcher } from './wakeWatcher';
 import { ensureImageGcSchedule, imageGcScheduleId } from './schedules';
 import { createManagerWorkers } from './worker';
@@ -100,9 +101,13 @@ async function main(): Promise<void> {
   await waker.start();
 
   const reaperLog = createLog('reaper', config.LOG_LEVEL);
+  const acl = createRedisAcl(redis, config);
+  if (await acl?.defaultUserOpen()) {
+    log.warn("Redis admits clients without credentials (its default user): a worker can bypass its own ACL user; set 'user default off' (see README, Security model)");
+  }
   const reap = () =>
-    reapOrphans(docker, client.temporal, reaperLog, config.TEMPORAL_TASK_QUEUE)
-      .then((r) => r.removed.length && reaperLog.info('orphan sweep', { removed: r.removed.length, kept: r.kept }))
+    reapOrphans(docker, client.temporal, reaperLog, config.TEMPORAL_TASK_QUEUE, acl)
+      .then((r) => (r.removed.length || r.users.length) && reaperLog.info('orphan sweep', { removed: r.removed.length, kept: r.kept, users: r.users.length }))
       .catch((err) => reaperLog.warn('orphan sweep failed', { error: (err as Error).message }));
   await reap();
   const reaper = setInterval(() => void reap(), config.REAPER_INTERVAL_SECONDS * 1000);
