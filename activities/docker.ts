@@ -17,6 +17,7 @@ import { faultPoint } from '../src/faults';
 import { keys } from '../src/keys';
 import { statusCode } from '../src/dockerStatus';
 import { instructionsFileName, renderInstructions } from '../src/instructions';
+import { createRedisAcl, credentialEnv, envValue, type RedisCredentials } from '../src/redisAcl';
 import { deliverIdentity, poolKeys, poolSlotOf, type WarmImage, type WarmPool } from '../src/warmPool';
 
 export const LABELS = {
@@ -198,6 +199,7 @@ export async function createWorkerContainer(
 
 export function createDockerActivities(deps: DockerDeps) {
   const { config, docker, redis, warmPool } = deps;
+  const acl = createRedisAcl(redis, config); // undefined with WORKER_REDIS_ACL=shared
 
   async function lastLogLines(containerId: string): Promise<string> {
     try {
@@ -211,7 +213,7 @@ export function createDockerActivities(deps: DockerDeps) {
   // The steps of launchContainer (below), each idempotent on its own.
   const steps = {
     /** Creates the worker's container (not started) unless `existing` (found by name) is it. */
-    async createContainer(spec: WorkerSpec, image: string, existing: Docker.ContainerInspectInfo | undefined): Promise<{ containerId: string }> {
+    async createContainer(spec: WorkerSpec, image: string, existing: Docker.ContainerInspectInfo | undefined, creds: RedisCredentials | undefined): Promise<{ containerId: string }> {
       if (existing) return { containerId: existing.Id };
       const name = containerNameFor(spec.workerId);
       try {
@@ -219,7 +221,7 @@ export function createDockerActivities(deps: DockerDeps) {
           name,
           spec,
           image,
-          env: [`WORKER_ID=${spec.workerId}`, ...workerEnv(config, spec)],
+          env: [`WORKER_ID=${spec.workerId}`, ...workerEnv(config, spec), ...(creds ? credentialEnv(creds) : [])],
           labels: { [LABELS.workerId]: spec.workerId },
         });
         faultPoint('after-container-create');
@@ -315,7 +317,6 @@ export function createDockerActivities(deps: DockerDeps) {
         await activity.sleep(checks < 500 ? (input.pollMs ?? 10) : 50);
       }
     },
-
   };
 
   return {
@@ -330,17 +331,23 @@ export function createDockerActivities(deps: DockerDeps) {
       const pooled = warmPool?.fits(spec) ?? false;
       const existing = await inspectByName(docker, containerNameFor(spec.workerId));
       let launched: { containerId: string; ipAddress: string | null; warm: boolean } | undefined;
-      const slot = existing && poolSlotOf(existing);
+      let slot = existing && poolSlotOf(existing);
+      // The worker's own Redis user, before its container can connect (src/redisAcl.ts).
+      const creds = await acl?.grantWorker(spec.workerId);
       if (existing && slot) {
         // A claim that a crash interrupted: finish it (the identity is delivered only once).
-        await deliverIdentity(redis, docker, existing.Id, slot, spec);
+        const handOver = creds && { creds, poolPassword: envValue(existing.Config.Env, 'WORKER_REDIS_PASSWORD') ?? '' };
+        await deliverIdentity(redis, docker, existing.Id, slot, spec, handOver);
         launched = { containerId: existing.Id, ipAddress: existing.NetworkSettings.Networks[workerNetworkName(config)]?.IPAddress || null, warm: true };
       } else if (!existing && pooled) {
-        const claimed = await warmPool!.claim(spec, image);
-        if (claimed) launched = { ...claimed, warm: true };
+        const claimed = await warmPool!.claim(spec, image, creds);
+        if (claimed) {
+          slot = claimed.slot;
+          launched = { containerId: claimed.containerId, ipAddress: claimed.ipAddress, warm: true };
+        }
       }
       if (!launched) {
-        const { containerId } = await steps.createContainer(spec, image.tag, existing);
+        const { containerId } = await steps.createContainer(spec, image.tag, existing, creds);
         const [, started] = await Promise.all([
           steps.writeFile({ containerId, dir: WORKSPACE_DIR, name: instructionsFileName(spec.agentType), content: renderInstructions(spec.instructions, spec.allowedCommands) }),
           steps.startContainer({ containerId }),
@@ -348,6 +355,9 @@ export function createDockerActivities(deps: DockerDeps) {
         launched = { containerId, ipAddress: started.ipAddress, warm: false };
       }
       await steps.waitForWrapper({ workerId: spec.workerId, containerId: launched.containerId, timeoutS: spec.readyTimeoutS, pollMs: launched.warm ? 2 : 10 });
+      // Its heartbeat is written as the worker's user: the wrapper has re-authenticated both
+      // connections, so the standby user can go (it would let the agent at the pool's keys).
+      if (slot) await acl?.removePool(slot);
       if (pooled) warmPool!.noteDemand(image, spec.agentType);
       return launched;
     },
@@ -368,31 +378,38 @@ export function createDockerActivities(deps: DockerDeps) {
       await c.unpause();
     },
 
-    /** Stops (SIGTERM, then SIGKILL after the grace period) and removes the worker's container. */
+    /**
+     * Stops (SIGTERM, then SIGKILL after the grace period) and removes the worker's container,
+     * then deletes its Redis user (not before: the wrapper writes its last events while it stops).
+     */
     async removeContainer(input: { workerId: string; graceSeconds: number }): Promise<{ removed: boolean }> {
       const name = containerNameFor(input.workerId);
       const c = docker.getContainer(name);
+      const gone = async (removed: boolean) => {
+        await acl?.removeWorker(input.workerId);
+        return { removed };
+      };
       try {
         const info = await c.inspect();
-        // A container that came from the warm pool: its claim keys go with it.
+        // A container that came from the warm pool: its claim keys and standby user go with it.
         const slot = poolSlotOf(info);
-        if (slot) await redis.del(...poolKeys(slot));
+        if (slot) await Promise.all([redis.del(...poolKeys(slot)), acl?.removePool(slot)]);
         // A paused container cannot take SIGTERM: thaw it first so the wrapper shuts down cleanly.
         if (info.State.Paused) await c.unpause();
         await c.stop({ t: input.graceSeconds });
       } catch (err) {
-        if (statusCode(err) === 404) return { removed: false };
+        if (statusCode(err) === 404) return gone(false);
         if (statusCode(err) !== 304) throw err; // 304: not running
       }
       faultPoint('during-delete');
       try {
         await c.remove({ force: true, v: true });
       } catch (err) {
-        if (statusCode(err) === 404) return { removed: false };
+        if (statusCode(err) === 404) return gone(false);
         if (statusCode(err) !== 409) throw err; // 409: removal already in progress
         throw new Error(`removal of ${name} already in progress`); // retried until it is gone
       }
-      return { removed: true };
+      return gone(true);
     },
   };
 }

@@ -21,6 +21,7 @@ import { loadConfig, type Config } from '../src/config';
 import { managerRedisOptions, temporalConnectionOptions, workerRedisEnv } from '../src/connections';
 import { keys } from '../src/keys';
 import { createManager, type Manager } from '../src/createManager';
+import { RedisAcl } from '../src/redisAcl';
 import { startFakeAnthropic } from '../test/fixtures/fakeAnthropic';
 import { bridgeAddress } from '../test/helpers/stack';
 import { WRAPPER_NODE_FLAGS } from '../src/dockerfile';
@@ -28,7 +29,7 @@ import { acquireSignal, releaseSignal, semaphoreWorkflowId } from '../workflows/
 import { summarize, type Summary } from './stats';
 
 const quick = process.argv.includes('--quick');
-/** `--only NAME` runs one section: images, wrapper, semaphore, release, wake, create, burst, rss. */
+/** `--only NAME` runs one section: images, wrapper, semaphore, release, wake, acl, create, burst, rss. */
 const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
 const wanted = (name: string) => !only || only === name;
 /** KEY=VALUE lines (a container's Env) as an environment object. */
@@ -291,6 +292,35 @@ async function createPath(config: Config): Promise<void> {
   rows.push({ name: 'create -> RUNNING / raw docker baseline (p50 ratio)', unit: 'x', value: ratio, target: '<= 1.5', met: ratio <= 1.5 });
   rows.push({ name: 'create -> RUNNING with the warm pool (WARM_POOL_SIZE 2)', unit: 'ms', summary: w, target: 'p50 < 150 ms', met: w.p50 < 150, note: `claims ${claimed} of ${rounds + 1} creates (the first one makes the image in demand)` });
   rows.push({ name: 'delete -> container gone', unit: 'ms', summary: summarize(del), note: `client.delete resolves once the container is removed (stop grace ${cfg.WORKER_STOP_GRACE_SECONDS} s, the wrapper exits on SIGTERM)` });
+}
+
+/**
+ * The Redis work a per-worker ACL user adds to each worker (WORKER_REDIS_ACL=per-worker): its
+ * ACL SETUSER in the launch, before the container starts, and its ACL DELUSER after removal.
+ */
+async function aclUser(config: Config): Promise<void> {
+  const rounds = quick ? 50 : 300;
+  log(`per-worker ACL user: ${rounds} x ACL SETUSER + DELUSER`);
+  const redis = new Redis(managerRedisOptions(config));
+  const acl = new RedisAcl(redis, { ...config, TEMPORAL_TASK_QUEUE: `bench-${randomUUID().slice(0, 8)}` });
+  const grant: number[] = [];
+  const remove: number[] = [];
+  try {
+    for (let i = 0; i < rounds; i++) {
+      const id = randomUUID();
+      const t0 = performance.now();
+      await acl.grantWorker(id);
+      const t1 = performance.now();
+      await acl.removeWorker(id);
+      grant.push(t1 - t0);
+      remove.push(performance.now() - t1);
+    }
+  } finally {
+    redis.disconnect();
+  }
+  const g = summarize(grant);
+  rows.push({ name: 'per-worker Redis user: ACL SETUSER (in create -> RUNNING)', unit: 'ms', summary: g, target: 'p50 < 2 ms', met: g.p50 < 2, note: 'one round trip in the launch activity, before the container is created' });
+  rows.push({ name: 'per-worker Redis user: ACL DELUSER (after delete)', unit: 'ms', summary: summarize(remove), note: 'after the container is removed' });
 }
 
 /** 20 creates at once against a limit of 10: time until all were RUNNING, and the queue waits. */
@@ -588,6 +618,7 @@ async function main(): Promise<void> {
   if (wanted('semaphore')) await semaphoreThroughput(config);
   if (wanted('release')) await releaseToNextStart(config);
   if (wanted('wake')) await wakeLatency(config);
+  if (wanted('acl')) await aclUser(config);
   if (wanted('create')) await createPath(config);
   if (wanted('burst')) await burst(config);
   if (wanted('rss')) await managerFootprint(config);

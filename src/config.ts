@@ -58,6 +58,12 @@ export const ConfigSchema = z.object({
     REDIS_TLS_CERT: pemFile('client certificate').optional(),
     REDIS_TLS_KEY: pemFile('private key of REDIS_TLS_CERT').optional(),
     REDIS_TLS_SERVER_NAME: z.string().min(1).optional(),
+    /**
+     * per-worker: each worker container gets its own ACL user and password, allowed only its own
+     * keys (src/redisAcl.ts); the manager's user then needs ACL SETUSER/DELUSER/USERS. shared:
+     * every container uses WORKER_REDIS_USERNAME / WORKER_REDIS_PASSWORD (or REDIS_*).
+     */
+    WORKER_REDIS_ACL: z.enum(['per-worker', 'shared'], { message: 'must be per-worker or shared' }).default('per-worker'),
     WORKER_REDIS_USERNAME: z.string().min(1).optional(),
     WORKER_REDIS_PASSWORD: z.string().min(1).optional(),
     WORKER_REDIS_TLS_CA: pemFile('the CA that signed the Redis server certificate').optional(),

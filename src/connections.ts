@@ -103,6 +103,7 @@ export function managerRedisOptions(
 type WorkerRedisSettings = Pick<
   Config,
   | 'WORKER_REDIS_URL'
+  | 'WORKER_REDIS_ACL'
   | 'REDIS_USERNAME'
   | 'REDIS_PASSWORD'
   | 'REDIS_TLS_CA'
@@ -121,15 +122,19 @@ type WorkerRedisSettings = Pick<
  * The environment that tells the wrapper in a container how to reach Redis. Set at container
  * create time only (like the agent's API key), never part of a workflow's input. The WORKER_REDIS_*
  * settings default to the manager's REDIS_* ones (usually the same server); TLS material travels
- * as PEM text, so no image has to be rebuilt for a new CA or client certificate.
+ * as PEM text, so no image has to be rebuilt for a new CA or client certificate. With per-worker
+ * ACL users (the default) the credentials are each container's own, added by its launch
+ * (src/redisAcl.ts): never the manager's.
  */
 export function workerRedisEnv(c: WorkerRedisSettings): string[] {
   const tls = c.WORKER_REDIS_URL.startsWith('rediss://');
-  const username = c.WORKER_REDIS_USERNAME ?? c.REDIS_USERNAME;
-  const password = c.WORKER_REDIS_PASSWORD ?? c.REDIS_PASSWORD;
   const out = [`WORKER_REDIS_URL=${c.WORKER_REDIS_URL}`];
-  if (username) out.push(`WORKER_REDIS_USERNAME=${username}`);
-  if (password) out.push(`WORKER_REDIS_PASSWORD=${password}`);
+  if (c.WORKER_REDIS_ACL === 'shared') {
+    const username = c.WORKER_REDIS_USERNAME ?? c.REDIS_USERNAME;
+    const password = c.WORKER_REDIS_PASSWORD ?? c.REDIS_PASSWORD;
+    if (username) out.push(`WORKER_REDIS_USERNAME=${username}`);
+    if (password) out.push(`WORKER_REDIS_PASSWORD=${password}`);
+  }
   if (!tls) return out;
   const ca = c.WORKER_REDIS_TLS_CA ?? c.REDIS_TLS_CA;
   const pair = c.WORKER_REDIS_TLS_CERT ? [c.WORKER_REDIS_TLS_CERT, c.WORKER_REDIS_TLS_KEY] : [c.REDIS_TLS_CERT, c.REDIS_TLS_KEY];
@@ -217,6 +222,15 @@ export function connectionProblems(v: Partial<Config>): Record<string, string> {
     if (inUrl.username && v[`${side}_USERNAME`]) problems[`${side}_USERNAME`] = `a user name is also in ${urlName}: set it in one place`;
     if (v[`${side}_USERNAME`] && !v[`${side}_PASSWORD`] && !inUrl.password && !(side === 'WORKER_REDIS' && v.REDIS_PASSWORD)) {
       problems[`${side}_USERNAME`] = `needs ${side}_PASSWORD (Redis authenticates an ACL user with a password)`;
+    }
+  }
+  // One user for every container would undo the per-worker users: refuse it rather than ignore it.
+  if (v.WORKER_REDIS_ACL !== 'shared') {
+    for (const name of ['WORKER_REDIS_USERNAME', 'WORKER_REDIS_PASSWORD'] as const) {
+      if (v[name]) problems[name] ??= 'is used only with WORKER_REDIS_ACL=shared (by default each worker gets its own ACL user): remove it, or set WORKER_REDIS_ACL=shared';
+    }
+    if (v.WORKER_REDIS_URL && /^rediss?:\/\/[^/]*@/.test(v.WORKER_REDIS_URL)) {
+      problems.WORKER_REDIS_URL ??= 'carries credentials, which only WORKER_REDIS_ACL=shared uses (by default each worker gets its own ACL user): remove them, or set WORKER_REDIS_ACL=shared';
     }
   }
   return problems;

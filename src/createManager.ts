@@ -23,6 +23,7 @@ import { startEgressGateway } from './egress';
 import { keys } from './keys';
 import { createLog } from './log';
 import { reapOrphans } from './orphanReaper';
+import { createRedisAcl, type RedisAcl } from './redisAcl';
 import { ensureImageGcSchedule, imageGcScheduleId } from './schedules';
 import { WakeWatcher } from './wakeWatcher';
 import { createWarmPool, type WarmPool } from './warmPool';
@@ -74,6 +75,8 @@ interface Assembled {
   waker?: WakeWatcher;
   sweep?: ClosedWorkflowSweep;
   warmPool?: WarmPool;
+  /** Per-worker Redis users (WORKER_REDIS_ACL=per-worker): the reaper removes those left behind. */
+  acl?: RedisAcl;
 }
 
 /** A built manager: its connections and parts (a part switched off is absent), and its lifecycle. */
@@ -135,6 +138,9 @@ export class Manager {
 
   private async startParts(): Promise<void> {
     const { config, parts, log } = this.p;
+    if (await this.p.acl?.defaultUserOpen()) {
+      this.log.warn("Redis admits clients without credentials (its default user): a worker can bypass its own ACL user; set 'user default off' (see README, Security model)");
+    }
     // The egress allow-list's network, host rules and proxy, before any worker can be created.
     if (parts('egress')) this.egress = await startEgressGateway({ config, docker: this.docker, log: log('egress') });
     await this.warmPool?.start();
@@ -195,7 +201,7 @@ export class Manager {
   private async reap(): Promise<void> {
     const log = this.p.log('reaper');
     try {
-      const r = await reapOrphans(this.docker, this.temporal, log, this.config.TEMPORAL_TASK_QUEUE);
+      const r = await reapOrphans(this.docker, this.temporal, log, this.config.TEMPORAL_TASK_QUEUE, this.p.acl);
       if (r.removed.length) log.info('orphan sweep', { removed: r.removed.length, kept: r.kept });
     } catch (err) {
       log.warn('orphan sweep failed', { error: (err as Error).message });
@@ -259,6 +265,7 @@ export async function createManager(config: Config, options: ManagerOptions = {}
     waker: parts('wakeWatcher') ? new WakeWatcher(redis, temporal, log('wake'), config.WAKE_POLL_SECONDS) : undefined,
     sweep: parts('closedWorkflowSweep') ? new ClosedWorkflowSweep({ config, docker, redis, temporal, log: log('closed-workflows') }) : undefined,
     warmPool,
+    acl: createRedisAcl(redis, config),
   });
 }
 

@@ -27,6 +27,7 @@ import type { AgentType, WorkerSpec } from './contract';
 import { containerNameFor } from './ids';
 import { instructionsFileName, renderInstructions, WORKSPACE_DIR } from './instructions';
 import { keys } from './keys';
+import { createRedisAcl, credentialEnv, envValue, sealCredentials, type RedisAcl, type RedisCredentials } from './redisAcl';
 import { capacityQuery, semaphoreWorkflowId } from '../workflows/messages';
 
 export interface WarmImage {
@@ -40,6 +41,8 @@ interface Slot {
   hash: string;
   ipAddress: string | null;
   since: number;
+  /** Its standby user's password, which seals the worker's credentials on claim (per-worker ACL). */
+  poolPassword?: string;
 }
 
 export interface WarmPoolDeps {
@@ -58,6 +61,8 @@ export interface WarmIdentity {
   task_id?: string;
   instructions_path: string;
   instructions: string;
+  /** The worker's own Redis credentials, sealed with the pool password (src/redisAcl.ts); per-worker ACL only. */
+  redis?: string;
 }
 
 const READY_TIMEOUT_MS = 60_000;
@@ -80,14 +85,25 @@ export function poolSlotOf(info: Pick<Docker.ContainerInspectInfo, 'Config'>): s
   return e?.slice('WORKER_POOL_SLOT='.length);
 }
 
-/** Hands a claimed pool container's wrapper its identity (once), then thaws the container. */
-export async function deliverIdentity(redis: Redis, docker: Docker, containerId: string, slot: string, spec: WorkerSpec): Promise<void> {
+/**
+ * Hands a claimed pool container's wrapper its identity (once), with its worker's Redis
+ * credentials when there are per-worker users, then thaws the container.
+ */
+export async function deliverIdentity(
+  redis: Redis,
+  docker: Docker,
+  containerId: string,
+  slot: string,
+  spec: WorkerSpec,
+  handOver?: { creds: RedisCredentials; poolPassword: string },
+): Promise<void> {
   const identity: WarmIdentity = {
     worker_id: spec.workerId,
     allowed_commands: spec.allowedCommands,
     ...(spec.taskId ? { task_id: spec.taskId } : {}),
     instructions_path: `${WORKSPACE_DIR}/${instructionsFileName(spec.agentType)}`,
     instructions: renderInstructions(spec.instructions, spec.allowedCommands),
+    ...(handOver ? { redis: sealCredentials(handOver.creds, handOver.poolPassword) } : {}),
   };
   await redis.eval(DELIVER_ONCE, 2, keys.poolIdentity(slot), keys.poolClaimed(slot), JSON.stringify(identity), spec.workerId);
   try {
@@ -106,8 +122,11 @@ export class WarmPool {
   private timer?: NodeJS.Timeout;
   private stopped = false;
   readonly stats = { claims: 0, misses: 0, created: 0, removed: 0, failures: 0 };
+  private readonly acl: RedisAcl | undefined;
 
-  constructor(private readonly deps: WarmPoolDeps) {}
+  constructor(private readonly deps: WarmPoolDeps) {
+    this.acl = createRedisAcl(deps.redis, deps.config);
+  }
 
   get size(): number {
     return this.deps.config.WARM_POOL_SIZE;
@@ -142,11 +161,17 @@ export class WarmPool {
       const ready = c.State === 'paused' && hash && name.startsWith('wm-pool-') && (await this.deps.redis.exists(keys.poolClaimed(name))) === 0;
       if (ready) {
         const ip = c.NetworkSettings?.Networks?.[workerNetworkName(this.deps.config)]?.IPAddress || null;
-        this.slotsOf(hash).push({ id: c.Id, name, hash, ipAddress: ip, since: Date.now() });
+        const poolPassword = this.acl && envValue((await this.deps.docker.getContainer(c.Id).inspect()).Config.Env, 'WORKER_REDIS_PASSWORD');
+        this.slotsOf(hash).push({ id: c.Id, name, hash, ipAddress: ip, since: Date.now(), poolPassword });
       } else if (name.startsWith('wm-pool-')) {
         await this.remove({ id: c.Id, name });
       }
     }
+    // Standby users of this host's pool whose container is gone (an earlier run that crashed).
+    const mine = `wm-pool-${this.deps.config.DOCKER_HOST_ID}-`;
+    const kept = new Set([...this.slots.values()].flat().map((s) => s.name));
+    const stale = (await this.acl?.poolSlots())?.filter((slot) => slot.startsWith(mine) && !kept.has(slot)) ?? [];
+    for (const slot of stale) await this.acl?.removePool(slot);
     if (found.length) this.deps.log.info('warm pool adopted containers of an earlier run', { adopted: this.total() });
     this.timer = setInterval(() => this.enqueue(() => this.sweep()), SWEEP_EVERY_MS);
     this.timer.unref();
@@ -168,7 +193,7 @@ export class WarmPool {
    * Claims a ready container of the image for the worker: renamed to `worker-{id}`, given its
    * identity, thawed. Undefined when none is ready (the caller creates one the usual way).
    */
-  async claim(spec: WorkerSpec, image: WarmImage): Promise<{ containerId: string; ipAddress: string | null } | undefined> {
+  async claim(spec: WorkerSpec, image: WarmImage, creds?: RedisCredentials): Promise<{ containerId: string; ipAddress: string | null; slot: string } | undefined> {
     const list = this.slots.get(image.hash);
     while (list?.length) {
       const slot = list.shift() as Slot;
@@ -181,7 +206,7 @@ export class WarmPool {
         throw err;
       }
       try {
-        await deliverIdentity(this.deps.redis, this.deps.docker, slot.id, slot.name, spec);
+        await deliverIdentity(this.deps.redis, this.deps.docker, slot.id, slot.name, spec, creds && { creds, poolPassword: slot.poolPassword ?? '' });
       } catch (err) {
         // It is this worker's now, but broken (died while paused?): remove it, create afresh.
         this.deps.log.warn('a warm container could not be claimed; removing it', { container: slot.name, error: (err as Error).message });
@@ -190,7 +215,7 @@ export class WarmPool {
         continue;
       }
       this.stats.claims++;
-      return { containerId: slot.id, ipAddress: slot.ipAddress };
+      return { containerId: slot.id, ipAddress: slot.ipAddress, slot: slot.name };
     }
     this.stats.misses++;
     return undefined;
@@ -278,11 +303,12 @@ export class WarmPool {
         nanoCpus: Math.round(config.WORKER_CPU_LIMIT * 1e9),
         modules: [],
       };
+      const standby = await this.acl?.grantPool(name); // its handshake keys only, until claimed
       const c = await createWorkerContainer(docker, config, {
         name,
         spec,
         image: tag,
-        env: [`WORKER_POOL_SLOT=${name}`, ...workerEnv(config, spec)],
+        env: [`WORKER_POOL_SLOT=${name}`, ...workerEnv(config, spec), ...(standby ? credentialEnv(standby) : [])],
         labels: { [LABELS.pool]: capacityPool(config), [LABELS.imageHash]: hash },
       });
       id = c.id;
@@ -297,10 +323,10 @@ export class WarmPool {
       }
       await c.pause();
       const info = await c.inspect();
-      this.slotsOf(hash).push({ id, name, hash, ipAddress: info.NetworkSettings.Networks[workerNetworkName(config)]?.IPAddress || null, since: Date.now() });
+      this.slotsOf(hash).push({ id, name, hash, ipAddress: info.NetworkSettings.Networks[workerNetworkName(config)]?.IPAddress || null, since: Date.now(), poolPassword: standby?.password });
       this.stats.created++;
     } catch (err) {
-      if (id) await this.remove({ id, name }).catch(() => undefined);
+      await this.remove({ id: id ?? name, name }).catch(() => undefined);
       throw err;
     } finally {
       this.filling.set(hash, (this.filling.get(hash) ?? 1) - 1);
@@ -314,7 +340,7 @@ export class WarmPool {
     } catch (err) {
       if (statusCode(err) !== 404) throw err;
     }
-    await this.deps.redis.del(...poolKeys(slot.name));
+    await Promise.all([this.deps.redis.del(...poolKeys(slot.name)), this.acl?.removePool(slot.name)]);
   }
 
   private async list(): Promise<Docker.ContainerInfo[]> {

@@ -15,6 +15,7 @@ import { keys } from '../keys';
 import { adapters, extractResult, type AgentAdapter } from './agents';
 import { EventSink } from './events';
 import { parseInputEntry, type InputTask } from './input';
+import { openCredentials } from '../redisAcl';
 import type { WarmIdentity } from '../warmPool';
 
 const HEARTBEAT_INTERVAL_MS = 10_000;
@@ -90,6 +91,13 @@ async function awaitIdentity(): Promise<void> {
   await reader.set(keys.poolReady(slot), String(process.pid), 'EX', 86400);
   const [, raw] = (await reader.blpop(keys.poolIdentity(slot), 0)) as [string, string];
   const identity = JSON.parse(raw) as WarmIdentity;
+  // Per-worker ACL: from now on both connections act as the worker's own user; the manager then
+  // deletes the standby user, which can do nothing but this handshake.
+  if (identity.redis) {
+    const { username, password } = openCredentials(identity.redis, process.env.WORKER_REDIS_PASSWORD ?? '');
+    await Promise.all([redis.auth(username, password), reader.auth(username, password)]);
+    for (const r of [redis, reader]) Object.assign(r.options, { username, password }); // for reconnects
+  }
   writeFileSync(identity.instructions_path, identity.instructions, { encoding: 'utf8', mode: 0o644 });
   process.env.WORKER_ID = identity.worker_id;
   process.env.WORKER_ALLOWED_COMMANDS = JSON.stringify(identity.allowed_commands);
@@ -103,13 +111,15 @@ let preconnected: { redis: Redis; reader: Redis } | undefined;
 
 /**
  * The wrapper's two connections: one for writes, whose commands fail at once while Redis is away
- * (no unbounded offline queue: the sink keeps the events), and one for blocking reads.
+ * (no unbounded offline queue: the sink keeps the events), and one for blocking reads. No ready
+ * check (an INFO) and no CLIENT SETINFO: a worker's ACL user may run neither (src/redisAcl.ts).
  */
 function connectRedis(options: RedisOptions): { redis: Redis; reader: Redis } {
   const retryStrategy = (times: number) => Math.min(100 * 2 ** Math.min(times, 6), 5_000);
+  const common = { ...options, enableReadyCheck: false, disableClientInfo: true, retryStrategy };
   return {
-    redis: new Redis({ ...options, maxRetriesPerRequest: 1, enableOfflineQueue: false, retryStrategy }),
-    reader: new Redis({ ...options, maxRetriesPerRequest: null, retryStrategy }),
+    redis: new Redis({ ...common, maxRetriesPerRequest: 1, enableOfflineQueue: false }),
+    reader: new Redis({ ...common, maxRetriesPerRequest: null }),
   };
 }
 

@@ -21,6 +21,7 @@ import Redis from 'ioredis';
 import { loadConfig } from '../../src/config';
 import { redisOptionsFor, temporalConnectionOptions } from '../../src/connections';
 import { keys } from '../../src/keys';
+import { aclScope, envValue, workerAclUser } from '../../src/redisAcl';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fakeAnthropic';
 import { bridgeAddress, eventually, ROOT, startManager, waitForStatus, type RunningManager } from '../helpers/stack';
 
@@ -161,7 +162,7 @@ describe('secure connections: Redis over TLS with an ACL user, Temporal over mTL
     await expect(new Redis({ port: redisPort, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null }).ping()).rejects.toThrow();
   });
 
-  test('a worker container: its wrapper connects over TLS with a client certificate and the ACL user, runs a prompt', async () => {
+  test('a worker container: its wrapper connects over TLS with a client certificate and its own ACL user, runs a prompt', async () => {
     const { worker_id } = await m.client.create({ agent_type: 'CLAUDE' });
     await waitForStatus(m.client, worker_id, ['RUNNING']);
     await redis.xadd(keys.input(worker_id), '*', 'type', 'prompt', 'content', 'hello', 'task_id', 'tls-task');
@@ -172,17 +173,22 @@ describe('secure connections: Redis over TLS with an ACL user, Temporal over mTL
     expect(done).toContain('tls-task');
     expect((await redis.xrange(keys.output(worker_id), '-', '+')).some(([, fl]) => fl.includes('secure'))).toBe(true);
 
-    // The password and the client key reached the container at create time, never Temporal.
+    // Its own user's password and the client key reached the container at create time, never
+    // Temporal; the manager's password reached neither.
     const env = (await m.docker.getContainer(`worker-${worker_id}`).inspect()).Config.Env;
-    expect(env).toContain(`WORKER_REDIS_PASSWORD=${PASSWORD}`);
+    expect(envValue(env, 'WORKER_REDIS_USERNAME')).toBe(workerAclUser(aclScope(m.config), worker_id));
+    expect(env.join('\n')).not.toContain(PASSWORD);
+    const own = envValue(env, 'WORKER_REDIS_PASSWORD') as string;
     const keyBody = readFileSync(f('client.key'), 'utf8').split('\n')[1] as string;
     const handle = m.temporal.workflow.getHandle(`worker-${worker_id}`);
     const history = JSON.stringify(await handle.fetchHistory()) + JSON.stringify(await handle.describe());
     expect(history).not.toContain(PASSWORD);
+    expect(history).not.toContain(own);
     expect(history).not.toContain(keyBody);
     const hash = JSON.stringify(await redis.hgetall(keys.status(worker_id))) + JSON.stringify(await redis.xrange(keys.lifecycle, '-', '+'));
     expect(hash).not.toContain(PASSWORD);
     await m.client.delete(worker_id);
+    expect(await redis.call('ACL', 'USERS')).not.toContain(workerAclUser(aclScope(m.config), worker_id));
   });
 
   test('TEMPORAL_API_KEY: both kinds of connection send it as a bearer token over TLS, and a wrong one is refused', async () => {

@@ -73,8 +73,16 @@ describe('connection settings: validation', () => {
     expect(p.REDIS_PASSWORD).toMatch(/also in REDIS_URL/);
     expect(p.REDIS_USERNAME).toMatch(/also in REDIS_URL/);
     expect(problems({ REDIS_USERNAME: 'app' }).REDIS_USERNAME).toMatch(/needs REDIS_PASSWORD/);
-    // The workers' user may rely on the manager's password (same server, same ACL user by default).
-    expect(() => loadConfig({ REDIS_USERNAME: 'app', REDIS_PASSWORD: 'pw', WORKER_REDIS_USERNAME: 'app' })).not.toThrow();
+    // A shared workers' user may rely on the manager's password (same server).
+    expect(() => loadConfig({ REDIS_USERNAME: 'app', REDIS_PASSWORD: 'pw', WORKER_REDIS_ACL: 'shared', WORKER_REDIS_USERNAME: 'app' })).not.toThrow();
+  });
+
+  it('with per-worker ACL users (the default), refuses one set of credentials for every container', () => {
+    const p = problems({ WORKER_REDIS_USERNAME: 'workers', WORKER_REDIS_PASSWORD: 'pw' });
+    expect(p.WORKER_REDIS_USERNAME).toMatch(/only with WORKER_REDIS_ACL=shared/);
+    expect(p.WORKER_REDIS_PASSWORD).toMatch(/only with WORKER_REDIS_ACL=shared/);
+    expect(problems({ WORKER_REDIS_URL: 'redis://workers:pw@host.docker.internal:6379' }).WORKER_REDIS_URL).toMatch(/carries credentials/);
+    expect(problems({ WORKER_REDIS_ACL: 'one-for-all' }).WORKER_REDIS_ACL).toMatch(/per-worker or shared/);
   });
 
   it('never echoes a secret in a configuration error', () => {
@@ -128,8 +136,14 @@ describe('Redis options', () => {
     expect(redisOptionsFor({ url: 'redis://h' }).tls).toBeUndefined();
   });
 
-  it("the wrapper's environment: the manager's settings by default, the workers' own when set, and it round-trips", () => {
-    const base = { WORKER_REDIS_URL: 'rediss://host.docker.internal:6380', REDIS_URL: 'rediss://127.0.0.1:6380', REDIS_USERNAME: 'app', REDIS_PASSWORD: 'pw', REDIS_TLS_CA: CA, REDIS_TLS_SERVER_NAME: 'redis.internal' };
+  it("the wrapper's environment with per-worker users: TLS settings, never the manager's credentials", () => {
+    const env = workerRedisEnv(loadConfig({ WORKER_REDIS_URL: 'rediss://host.docker.internal:6380', REDIS_URL: 'rediss://127.0.0.1:6380', REDIS_USERNAME: 'app', REDIS_PASSWORD: 'pw', REDIS_TLS_CA: CA }));
+    expect(env.some((l) => l.startsWith('WORKER_REDIS_TLS_CA_PEM='))).toBe(true);
+    expect(env.filter((l) => /^WORKER_REDIS_(USERNAME|PASSWORD)=/.test(l))).toEqual([]);
+  });
+
+  it("the wrapper's environment when shared: the manager's settings by default, the workers' own when set, and it round-trips", () => {
+    const base = { WORKER_REDIS_ACL: 'shared', WORKER_REDIS_URL: 'rediss://host.docker.internal:6380', REDIS_URL: 'rediss://127.0.0.1:6380', REDIS_USERNAME: 'app', REDIS_PASSWORD: 'pw', REDIS_TLS_CA: CA, REDIS_TLS_SERVER_NAME: 'redis.internal' };
     const env = workerRedisEnv(loadConfig(base));
     const asObject = Object.fromEntries(env.map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
     expect(asObject).toMatchObject({ WORKER_REDIS_URL: base.WORKER_REDIS_URL, WORKER_REDIS_USERNAME: 'app', WORKER_REDIS_PASSWORD: 'pw', WORKER_REDIS_TLS_SERVER_NAME: 'redis.internal' });
