@@ -49,6 +49,7 @@ module.exports = defineConfig(
         clearTimeout: 'readonly',
         setInterval: 'readonly',
         clearInterval: 'readonly',
+        URL: 'readonly',
       },
     },
   },
