@@ -29,7 +29,7 @@ import {
   type WorkerSpec,
 } from './contract';
 import { toContractError, WorkerManagerError } from './errors';
-import { newRequestId, newTaskId, workerIdForRequest, workerIdForTask, workflowIdFor } from './ids';
+import { legacyWorkerIdForTask, newRequestId, newTaskId, taskIdForRequest, workerIdForRequest, workerIdForTask, workflowIdFor } from './ids';
 import { keys } from './keys';
 import { wakeIfPaused } from './wakeWatcher';
 import type { workerLifecycle } from '../workflows/workerLifecycle';
@@ -198,7 +198,8 @@ export class WorkerManagerClient {
 
   /**
    * Headless task (seed 004): spawns a worker, runs the prompt, collects the result, removes the
-   * worker. The task id (given or generated) names the worker, so the same task id twice runs once.
+   * worker. The task id (given, or derived from the request id) names the worker, so the same task
+   * id, or the same request id, twice runs once.
    */
   async runTask(payload: TaskPayload | unknown, opts: { requestId?: string } = {}): Promise<TaskResult> {
     const { task_id } = await this.startTask(payload, opts);
@@ -210,9 +211,10 @@ export class WorkerManagerClient {
     const parsed = TaskPayload.safeParse(payload ?? {});
     if (!parsed.success) throw invalid(describeIssues(parsed.error));
     const { prompt, timeout_s, ...rest } = parsed.data;
-    const taskId = rest.task_id ?? newTaskId();
+    const requestId = opts.requestId ?? newRequestId();
+    const taskId = rest.task_id ?? taskIdForRequest(requestId);
     const spec: WorkerSpec = {
-      ...this.buildSpec({ ...rest, task_id: taskId, initial_prompt: prompt }, opts.requestId ?? newRequestId()),
+      ...this.buildSpec({ ...rest, task_id: taskId, initial_prompt: prompt }, requestId),
       workerId: workerIdForTask(taskId),
       headless: { timeoutS: timeout_s ?? this.config.TASK_TIMEOUT_SECONDS },
     };
@@ -223,14 +225,16 @@ export class WorkerManagerClient {
   async taskResult(taskId: string): Promise<TaskResult> {
     const kept = await this.redis.get(keys.task(taskId)).catch(() => null);
     if (kept) return JSON.parse(kept) as TaskResult;
-    const handle = this.temporal.workflow.getHandle<typeof workerLifecycle>(workflowIdFor(workerIdForTask(taskId)));
-    try {
-      const outcome = await handle.result();
-      return outcome.task ?? { task_id: taskId, worker_id: outcome.worker_id, status: 'error', result: null, duration_ms: 0, error: outcome.error?.message ?? `the worker ended ${outcome.status} (${outcome.reason})` };
-    } catch (err) {
-      if (err instanceof WorkflowNotFoundError) throw new WorkerManagerError('NOT_FOUND', `no task with id ${taskId}`);
-      throw toContractError(err);
+    for (const workerId of [workerIdForTask(taskId), legacyWorkerIdForTask(taskId)]) {
+      const handle = this.temporal.workflow.getHandle<typeof workerLifecycle>(workflowIdFor(workerId));
+      try {
+        const outcome = await handle.result();
+        return outcome.task ?? { task_id: taskId, worker_id: outcome.worker_id, status: 'error', result: null, duration_ms: 0, error: outcome.error?.message ?? `the worker ended ${outcome.status} (${outcome.reason})` };
+      } catch (err) {
+        if (!(err instanceof WorkflowNotFoundError)) throw toContractError(err);
+      }
     }
+    throw new WorkerManagerError('NOT_FOUND', `no task with id ${taskId}`);
   }
 
   /** Workers per status, task outcomes, spawn and task times. */
