@@ -10,10 +10,13 @@ import Redis from 'ioredis';
 import { capacityPool, dockerTaskQueue, loadConfig, type Config } from './config';
 import { managerRedisOptions, temporalConnectionOptions } from './connections';
 import {
-  CreatePayload,
+  createPayloadSchema,
   describeIssues,
   LIMITS,
-  TaskPayload,
+  taskPayloadSchema,
+  type CreatePayload,
+  type ManagerLimits,
+  type TaskPayload,
   WORKER_STATUSES,
   type TaskResult,
   ListPayload,
@@ -82,6 +85,19 @@ function invalid(details: Record<string, string>): WorkerManagerError {
   return new WorkerManagerError('INVALID_REQUEST', `invalid request: ${fields}`, details);
 }
 
+/** This manager's configured limits, checked by the payload schemas. */
+function managerLimits(c: Config): ManagerLimits {
+  const roots = c.HOST_SESSION_ROOTS;
+  return {
+    memoryMaxBytes: c.WORKER_MEMORY_MAX,
+    cpusMax: c.WORKER_CPU_MAX,
+    allowPrivileged: c.ALLOW_PRIVILEGED_WORKERS,
+    ...(roots.length
+      ? { hostClaudeDirProblem: (dir: string) => (isUnderRoot(dir, roots) ? undefined : `must be an absolute path inside one of HOST_SESSION_ROOTS (${roots.join(', ')})`) }
+      : {}),
+  };
+}
+
 function parseWorkerId(workerId: unknown): string {
   const r = WorkerId.safeParse(workerId);
   if (!r.success) throw invalid({ worker_id: 'must be a UUID' });
@@ -119,12 +135,17 @@ export class WorkerManagerClient {
   readonly temporal: Client;
   readonly redis: Redis;
   private readonly owned: WorkerManagerClientOptions['owned'];
+  private readonly createSchema: ReturnType<typeof createPayloadSchema>;
+  private readonly taskSchema: ReturnType<typeof taskPayloadSchema>;
 
   constructor(opts: WorkerManagerClientOptions) {
     this.config = opts.config;
     this.temporal = opts.temporal;
     this.redis = opts.redis;
     this.owned = opts.owned;
+    const limits = managerLimits(opts.config);
+    this.createSchema = createPayloadSchema(limits);
+    this.taskSchema = taskPayloadSchema(limits);
   }
 
   /** Connects to Temporal and Redis as configured (environment variables by default). */
@@ -142,28 +163,12 @@ export class WorkerManagerClient {
 
   /** Validates a create payload and applies the configured defaults and limits. */
   buildSpec(payload: unknown, requestId: string): WorkerSpec {
-    const parsed = CreatePayload.safeParse(payload ?? {});
+    const parsed = this.createSchema.safeParse(payload ?? {});
     if (!parsed.success) throw invalid(describeIssues(parsed.error));
     const p = parsed.data;
     const c = this.config;
-    const problems: Record<string, string> = {};
     const memoryBytes = p.resources?.memory !== undefined ? (parseMemory(p.resources.memory) as number) : c.WORKER_MEMORY_LIMIT;
-    if (memoryBytes > c.WORKER_MEMORY_MAX) problems['resources.memory'] = `must be at most ${c.WORKER_MEMORY_MAX} bytes (WORKER_MEMORY_MAX)`;
-    if (memoryBytes < 16 * 1024 ** 2) problems['resources.memory'] = 'must be at least 16m';
     const cpus = p.resources?.cpus ?? c.WORKER_CPU_LIMIT;
-    if (cpus > c.WORKER_CPU_MAX) problems['resources.cpus'] = `must be at most ${c.WORKER_CPU_MAX} (WORKER_CPU_MAX)`;
-    (p.modules ?? []).forEach((m, i) => {
-      if (m === 'DOCKER' && !c.ALLOW_PRIVILEGED_WORKERS) {
-        problems[`modules[${i}]`] = 'DOCKER needs a privileged container (root in it is root on the host); the manager must set ALLOW_PRIVILEGED_WORKERS=true to allow it';
-      }
-    });
-    if (p.auth?.mode === 'host_session') {
-      const dir = p.auth.host_claude_dir;
-      if (!c.HOST_SESSION_ROOTS.length) problems['auth.mode'] = 'host_session is off on this manager (HOST_SESSION_ROOTS is empty); use api_key';
-      else if (!dir) problems['auth.host_claude_dir'] = 'required with mode host_session';
-      else if (!isUnderRoot(dir, c.HOST_SESSION_ROOTS)) problems['auth.host_claude_dir'] = `must be an absolute path inside one of HOST_SESSION_ROOTS (${c.HOST_SESSION_ROOTS.join(', ')})`;
-    }
-    if (Object.keys(problems).length) throw invalid(problems);
     return {
       workerId: workerIdForRequest(requestId),
       requestId,
@@ -208,7 +213,7 @@ export class WorkerManagerClient {
 
   /** Starts a headless task without waiting for it (the CLI's `wm task` without --wait); taskResult() collects it. */
   async startTask(payload: TaskPayload | unknown, opts: { requestId?: string } = {}): Promise<CreateResult & { task_id: string }> {
-    const parsed = TaskPayload.safeParse(payload ?? {});
+    const parsed = this.taskSchema.safeParse(payload ?? {});
     if (!parsed.success) throw invalid(describeIssues(parsed.error));
     const { prompt, timeout_s, ...rest } = parsed.data;
     const requestId = opts.requestId ?? newRequestId();
