@@ -34,7 +34,8 @@ import {
 import { toContractError, WorkerManagerError } from './errors';
 import { legacyWorkerIdForTask, newRequestId, newTaskId, taskIdForRequest, workerIdForRequest, workerIdForTask, workflowIdFor } from './ids';
 import { keys } from './keys';
-import { wakeIfPaused } from './wakeWatcher';
+import { wakeWorker } from './wakeWatcher';
+import { parseInputEntry } from './wrapper/input';
 import type { workerLifecycle } from '../workflows/workerLifecycle';
 import {
   AgentTypeKey,
@@ -96,6 +97,15 @@ function managerLimits(c: Config): ManagerLimits {
       ? { hostClaudeDirProblem: (dir: string) => (isUnderRoot(dir, roots) ? undefined : `must be an absolute path inside one of HOST_SESSION_ROOTS (${roots.join(', ')})`) }
       : {}),
   };
+}
+
+/** The values of an EXEC, which reports a failed command in its results rather than by rejecting. */
+function execValues(results: [Error | null, unknown][] | null): unknown[] {
+  if (!results) throw new Error('the transaction was aborted');
+  return results.map(([err, value]) => {
+    if (err) throw err;
+    return value;
+  });
 }
 
 function parseWorkerId(workerId: unknown): string {
@@ -290,12 +300,37 @@ export class WorkerManagerClient {
           { key: WorkerStatusKey, value: 'STARTING' },
         ],
       });
-      return { worker_id: spec.workerId, status: 'STARTING' };
     } catch (err) {
       if (err instanceof WorkflowExecutionAlreadyStartedError) {
         const current = await this.status(spec.workerId).catch(() => undefined);
         return { worker_id: spec.workerId, status: current?.status ?? 'STARTING' };
       }
+      throw toContractError(err);
+    }
+    await this.writeInitialStatus(spec);
+    return { worker_id: spec.workerId, status: 'STARTING' };
+  }
+
+  /**
+   * The status hash exists once the create reply is out, so a `status`, `HGETALL` or input right
+   * after it finds the worker. HSETNX: whatever the workflow already wrote (even STOPPED) is newer
+   * and stays; what is written here, the workflow's first transition overwrites.
+   */
+  private async writeInitialStatus(spec: WorkerSpec): Promise<void> {
+    const key = keys.status(spec.workerId);
+    const fields: Record<string, string> = {
+      worker_id: spec.workerId,
+      status: 'STARTING',
+      agent_type: spec.agentType,
+      request_id: spec.requestId,
+      created_at: new Date().toISOString(),
+      ...(spec.taskId !== undefined ? { task_id: spec.taskId } : {}),
+    };
+    const tx = this.redis.multi();
+    for (const [k, v] of Object.entries(fields)) tx.hsetnx(key, k, v);
+    try {
+      execValues(await tx.exec());
+    } catch (err) {
       throw toContractError(err);
     }
   }
@@ -346,12 +381,12 @@ export class WorkerManagerClient {
     }
   }
 
-  /** A STARTING worker waiting for a slot gets its 1-based `queue_position` (0: not queued). */
+  /** A STARTING worker waiting for a slot gets its 1-based `queue_position`; any other has none. */
   private async withQueuePosition(s: StatusObject): Promise<StatusObject> {
     if (s.status !== 'STARTING') return s;
     const snap = await this.capacity().catch(() => undefined);
     const entry = snap?.queue.find((w) => w.id === workflowIdFor(s.worker_id));
-    return { ...s, queue_position: entry?.position ?? 0 };
+    return entry ? { ...s, queue_position: entry.position } : s;
   }
 
   /** The capacity pool of this manager's Docker host: limit, holders, and the queue with positions. */
@@ -399,26 +434,65 @@ export class WorkerManagerClient {
 
   /**
    * Sends a prompt (or a cancel) to a worker's input stream, the data plane orchestrators also
-   * write directly, and wakes the worker at once if it is PAUSED. Returns the task id.
+   * write directly, and wakes the worker at once if it is PAUSED. Returns the task id. Refuses
+   * what the worker would not run: input to a worker that is gone, a task id it already took, a
+   * cancel of a task it does not have (never sent, or already completed).
    */
   async sendInput(workerId: string, input: { content?: string; task_id?: string; timeout_s?: number; type?: 'prompt' | 'cancel' }): Promise<{ task_id: string; entry_id: string }> {
     const id = parseWorkerId(workerId);
     const type = input.type ?? 'prompt';
-    const problems: Record<string, string> = {};
-    if (type === 'prompt' && (input.content === undefined || Buffer.byteLength(input.content) > LIMITS.promptBytes)) problems.content = `required, at most ${LIMITS.promptBytes} bytes`;
-    if (type === 'cancel' && !input.task_id) problems.task_id = 'required to cancel';
-    if (input.timeout_s !== undefined && !(Number.isInteger(input.timeout_s) && input.timeout_s > 0)) problems.timeout_s = 'must be a whole number of seconds above 0';
-    if (Object.keys(problems).length) throw invalid(problems);
     const taskId = input.task_id ?? newTaskId();
     const fields = ['type', type, 'task_id', taskId];
     if (input.content !== undefined) fields.push('content', input.content);
     if (input.timeout_s !== undefined) fields.push('timeout_s', String(input.timeout_s));
+    // The wrapper's own reading of the entry, so the client refuses exactly what it would.
+    const entry = parseInputEntry('0-0', fields, 1);
+    const problems: Record<string, string> = entry.kind === 'invalid' ? { ...entry.problems } : {};
+    if (entry.kind === 'unknown') problems.type = 'must be prompt or cancel';
+    if (type === 'cancel' && input.task_id === undefined) problems.task_id = 'required to cancel';
+    if (taskId === '' || taskId.length > LIMITS.taskIdChars) problems.task_id = `must be 1-${LIMITS.taskIdChars} characters`;
+    if (input.content !== undefined && Buffer.byteLength(input.content) > LIMITS.promptBytes) problems.content = `must be at most ${LIMITS.promptBytes} bytes (UTF-8)`;
+    if (Object.keys(problems).length) throw invalid(problems);
     try {
+      const [[status, reason], running, taken, cursor] = execValues(
+        await this.redis
+          .multi()
+          .hmget(keys.status(id), 'status', 'reason')
+          .get(keys.inputRunning(id))
+          .sismember(keys.inputTasks(id), taskId)
+          .get(keys.inputCursor(id))
+          .exec(),
+      ) as [[string | null, string | null], string | null, number, string | null];
+      if (!status) throw new WorkerManagerError('NOT_FOUND', `no worker with id ${id}`);
+      if (status === 'STOPPED' || status === 'FAILED') {
+        throw invalid({ worker_id: `the worker is ${status}${reason ? ` (${reason})` : ''} and takes no more input` });
+      }
+      if (type === 'prompt' && taken) throw invalid({ task_id: `task ${taskId} was already sent to this worker; use a new task_id` });
+      if (type === 'cancel' && running !== taskId) {
+        if (taken) throw invalid({ task_id: `task ${taskId} has already completed` });
+        if (!(await this.isQueued(id, taskId, cursor))) throw new WorkerManagerError('NOT_FOUND', `worker ${id} has no task ${taskId} running or queued`);
+      }
       const entryId = (await this.redis.xadd(keys.input(id), '*', ...fields)) as string;
-      await wakeIfPaused(this.redis, this.temporal, id);
+      if (status === 'PAUSED') await wakeWorker(this.temporal, id);
       return { task_id: taskId, entry_id: entryId };
     } catch (err) {
       throw toContractError(err);
+    }
+  }
+
+  /** Whether a prompt for `taskId` waits in the input stream after the wrapper's cursor. */
+  private async isQueued(workerId: string, taskId: string, cursor: string | null): Promise<boolean> {
+    const page = 500;
+    let from = cursor ? `(${cursor}` : '-';
+    for (;;) {
+      const batch = await this.redis.xrange(keys.input(workerId), from, '+', 'COUNT', page);
+      for (const [entryId, f] of batch) {
+        const e = parseInputEntry(entryId, f, 1);
+        if (e.kind === 'prompt' && e.task.taskId === taskId) return true;
+      }
+      const last = batch[batch.length - 1];
+      if (!last || batch.length < page) return false;
+      from = `(${last[0]}`;
     }
   }
 
