@@ -354,6 +354,7 @@ async function main(): Promise<void> {
     activeAt = started;
     await redis.multi().mset(cursorKey, task.entryId, runningKey, task.taskId).sadd(tasksKey, task.taskId).exec().catch(() => undefined);
     void beat().catch(() => undefined); // the heartbeat says busy at once, not at the next tick
+    const cancelledEarly = cancelled.delete(task.taskId);
     let outcome: { status: TaskStatus; exitCode: number };
     if (refusal) {
       sink.push('error', refusal, task.taskId);
@@ -362,7 +363,7 @@ async function main(): Promise<void> {
       lifecycle('busy', task.taskId);
       lifecycle('task_started', task.taskId);
       sink.push('task_started', JSON.stringify({ prompt_bytes: Buffer.byteLength(task.prompt) }), task.taskId);
-      outcome = cancelled.delete(task.taskId) ? { status: 'cancelled', exitCode: 0 } : await runAgent(run);
+      outcome = cancelledEarly ? { status: 'cancelled', exitCode: 0 } : await runAgent(run);
     }
     const { status, exitCode } = outcome;
     activeAt = Date.now();
