@@ -108,6 +108,7 @@ export function workerEnv(
     // The wrapper's share of docker stop's grace period: the rest is for flushing and exiting.
     `WORKER_SHUTDOWN_GRACE_S=${Math.max(1, spec.stopGraceSeconds - 5)}`,
     'CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1',
+    'WORKER_REPORT_ACTIVITY=1', // last_activity_at in worker:status:{id}
     ...(spec.taskId ? [`WORKER_TASK_ID=${spec.taskId}`] : []),
     ...agentEnv(config, spec),
     ...egressContainerEnv(config), // the egress allow-list's proxy (src/egress.ts); none when unset

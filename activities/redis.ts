@@ -52,7 +52,7 @@ export function createRedisActivities(deps: RedisDeps) {
       if (update.final) {
         // A finished worker leaves nothing behind for good: its keys expire after the retention.
         const id = update.workerId;
-        for (const k of [key, keys.input(id), keys.output(id), keys.inputCursor(id), keys.inputRunning(id), keys.session(id)]) {
+        for (const k of [key, keys.input(id), keys.output(id), keys.inputCursor(id), keys.inputRunning(id), keys.inputTasks(id), keys.session(id)]) {
           tx.expire(k, config.STATUS_RETENTION_SECONDS);
         }
         tx.del(keys.heartbeat(update.workerId));

@@ -10,10 +10,13 @@ import Redis from 'ioredis';
 import { capacityPool, dockerTaskQueue, loadConfig, type Config } from './config';
 import { managerRedisOptions, temporalConnectionOptions } from './connections';
 import {
-  CreatePayload,
+  createPayloadSchema,
   describeIssues,
   LIMITS,
-  TaskPayload,
+  taskPayloadSchema,
+  type CreatePayload,
+  type ManagerLimits,
+  type TaskPayload,
   WORKER_STATUSES,
   type TaskResult,
   ListPayload,
@@ -29,9 +32,10 @@ import {
   type WorkerSpec,
 } from './contract';
 import { toContractError, WorkerManagerError } from './errors';
-import { newRequestId, newTaskId, workerIdForRequest, workerIdForTask, workflowIdFor } from './ids';
+import { legacyWorkerIdForTask, newRequestId, newTaskId, taskIdForRequest, workerIdForRequest, workerIdForTask, workflowIdFor } from './ids';
 import { keys } from './keys';
-import { wakeIfPaused } from './wakeWatcher';
+import { wakeWorker } from './wakeWatcher';
+import { parseInputEntry } from './wrapper/input';
 import type { workerLifecycle } from '../workflows/workerLifecycle';
 import {
   AgentTypeKey,
@@ -85,6 +89,28 @@ function invalid(details: Record<string, string>): WorkerManagerError {
   return new WorkerManagerError('INVALID_REQUEST', `invalid request: ${fields}`, details);
 }
 
+/** This manager's configured limits, checked by the payload schemas. */
+function managerLimits(c: Config): ManagerLimits {
+  const roots = c.HOST_SESSION_ROOTS;
+  return {
+    memoryMaxBytes: c.WORKER_MEMORY_MAX,
+    cpusMax: c.WORKER_CPU_MAX,
+    allowPrivileged: c.ALLOW_PRIVILEGED_WORKERS,
+    ...(roots.length
+      ? { hostClaudeDirProblem: (dir: string) => (isUnderRoot(dir, roots) ? undefined : `must be an absolute path inside one of HOST_SESSION_ROOTS (${roots.join(', ')})`) }
+      : {}),
+  };
+}
+
+/** The values of an EXEC, which reports a failed command in its results rather than by rejecting. */
+function execValues(results: [Error | null, unknown][] | null): unknown[] {
+  if (!results) throw new Error('the transaction was aborted');
+  return results.map(([err, value]) => {
+    if (err) throw err;
+    return value;
+  });
+}
+
 function parseWorkerId(workerId: unknown): string {
   const r = WorkerId.safeParse(workerId);
   if (!r.success) throw invalid({ worker_id: 'must be a UUID' });
@@ -122,12 +148,17 @@ export class WorkerManagerClient {
   readonly temporal: Client;
   readonly redis: Redis;
   private readonly owned: WorkerManagerClientOptions['owned'];
+  private readonly createSchema: ReturnType<typeof createPayloadSchema>;
+  private readonly taskSchema: ReturnType<typeof taskPayloadSchema>;
 
   constructor(opts: WorkerManagerClientOptions) {
     this.config = opts.config;
     this.temporal = opts.temporal;
     this.redis = opts.redis;
     this.owned = opts.owned;
+    const limits = managerLimits(opts.config);
+    this.createSchema = createPayloadSchema(limits);
+    this.taskSchema = taskPayloadSchema(limits);
   }
 
   /** Connects to Temporal and Redis as configured (environment variables by default). */
@@ -145,28 +176,12 @@ export class WorkerManagerClient {
 
   /** Validates a create payload and applies the configured defaults and limits. */
   buildSpec(payload: unknown, requestId: string): WorkerSpec {
-    const parsed = CreatePayload.safeParse(payload ?? {});
+    const parsed = this.createSchema.safeParse(payload ?? {});
     if (!parsed.success) throw invalid(describeIssues(parsed.error));
     const p = parsed.data;
     const c = this.config;
-    const problems: Record<string, string> = {};
     const memoryBytes = p.resources?.memory !== undefined ? (parseMemory(p.resources.memory) as number) : c.WORKER_MEMORY_LIMIT;
-    if (memoryBytes > c.WORKER_MEMORY_MAX) problems['resources.memory'] = `must be at most ${c.WORKER_MEMORY_MAX} bytes (WORKER_MEMORY_MAX)`;
-    if (memoryBytes < 16 * 1024 ** 2) problems['resources.memory'] = 'must be at least 16m';
     const cpus = p.resources?.cpus ?? c.WORKER_CPU_LIMIT;
-    if (cpus > c.WORKER_CPU_MAX) problems['resources.cpus'] = `must be at most ${c.WORKER_CPU_MAX} (WORKER_CPU_MAX)`;
-    (p.modules ?? []).forEach((m, i) => {
-      if (m === 'DOCKER' && !c.ALLOW_PRIVILEGED_WORKERS) {
-        problems[`modules[${i}]`] = 'DOCKER needs a privileged container (root in it is root on the host); the manager must set ALLOW_PRIVILEGED_WORKERS=true to allow it';
-      }
-    });
-    if (p.auth?.mode === 'host_session') {
-      const dir = p.auth.host_claude_dir;
-      if (!c.HOST_SESSION_ROOTS.length) problems['auth.mode'] = 'host_session is off on this manager (HOST_SESSION_ROOTS is empty); use api_key';
-      else if (!dir) problems['auth.host_claude_dir'] = 'required with mode host_session';
-      else if (!isUnderRoot(dir, c.HOST_SESSION_ROOTS)) problems['auth.host_claude_dir'] = `must be an absolute path inside one of HOST_SESSION_ROOTS (${c.HOST_SESSION_ROOTS.join(', ')})`;
-    }
-    if (Object.keys(problems).length) throw invalid(problems);
     return {
       workerId: workerIdForRequest(requestId),
       requestId,
@@ -201,7 +216,8 @@ export class WorkerManagerClient {
 
   /**
    * Headless task (seed 004): spawns a worker, runs the prompt, collects the result, removes the
-   * worker. The task id (given or generated) names the worker, so the same task id twice runs once.
+   * worker. The task id (given, or derived from the request id) names the worker, so the same task
+   * id, or the same request id, twice runs once.
    */
   async runTask(payload: TaskPayload | unknown, opts: { requestId?: string } = {}): Promise<TaskResult> {
     const { task_id } = await this.startTask(payload, opts);
@@ -210,12 +226,13 @@ export class WorkerManagerClient {
 
   /** Starts a headless task without waiting for it (the CLI's `wm task` without --wait); taskResult() collects it. */
   async startTask(payload: TaskPayload | unknown, opts: { requestId?: string } = {}): Promise<CreateResult & { task_id: string }> {
-    const parsed = TaskPayload.safeParse(payload ?? {});
+    const parsed = this.taskSchema.safeParse(payload ?? {});
     if (!parsed.success) throw invalid(describeIssues(parsed.error));
     const { prompt, timeout_s, ...rest } = parsed.data;
-    const taskId = rest.task_id ?? newTaskId();
+    const requestId = opts.requestId ?? newRequestId();
+    const taskId = rest.task_id ?? taskIdForRequest(requestId);
     const spec: WorkerSpec = {
-      ...this.buildSpec({ ...rest, task_id: taskId, initial_prompt: prompt }, opts.requestId ?? newRequestId()),
+      ...this.buildSpec({ ...rest, task_id: taskId, initial_prompt: prompt }, requestId),
       workerId: workerIdForTask(taskId),
       headless: { timeoutS: timeout_s ?? this.config.TASK_TIMEOUT_SECONDS },
     };
@@ -226,14 +243,16 @@ export class WorkerManagerClient {
   async taskResult(taskId: string): Promise<TaskResult> {
     const kept = await this.redis.get(keys.task(taskId)).catch(() => null);
     if (kept) return JSON.parse(kept) as TaskResult;
-    const handle = this.temporal.workflow.getHandle<typeof workerLifecycle>(workflowIdFor(workerIdForTask(taskId)));
-    try {
-      const outcome = await handle.result();
-      return outcome.task ?? { task_id: taskId, worker_id: outcome.worker_id, status: 'error', result: null, duration_ms: 0, error: outcome.error?.message ?? `the worker ended ${outcome.status} (${outcome.reason})` };
-    } catch (err) {
-      if (err instanceof WorkflowNotFoundError) throw new WorkerManagerError('NOT_FOUND', `no task with id ${taskId}`);
-      throw toContractError(err);
+    for (const workerId of [workerIdForTask(taskId), legacyWorkerIdForTask(taskId)]) {
+      const handle = this.temporal.workflow.getHandle<typeof workerLifecycle>(workflowIdFor(workerId));
+      try {
+        const outcome = await handle.result();
+        return outcome.task ?? { task_id: taskId, worker_id: outcome.worker_id, status: 'error', result: null, duration_ms: 0, error: outcome.error?.message ?? `the worker ended ${outcome.status} (${outcome.reason})` };
+      } catch (err) {
+        if (!(err instanceof WorkflowNotFoundError)) throw toContractError(err);
+      }
     }
+    throw new WorkerManagerError('NOT_FOUND', `no task with id ${taskId}`);
   }
 
   /** Workers per status, task outcomes, spawn and task times. */
@@ -284,12 +303,37 @@ export class WorkerManagerClient {
           { key: WorkerStatusKey, value: 'STARTING' },
         ],
       });
-      return { worker_id: spec.workerId, status: 'STARTING' };
     } catch (err) {
       if (err instanceof WorkflowExecutionAlreadyStartedError) {
         const current = await this.status(spec.workerId).catch(() => undefined);
         return { worker_id: spec.workerId, status: current?.status ?? 'STARTING' };
       }
+      throw toContractError(err);
+    }
+    await this.writeInitialStatus(spec);
+    return { worker_id: spec.workerId, status: 'STARTING' };
+  }
+
+  /**
+   * The status hash exists once the create reply is out, so a `status`, `HGETALL` or input right
+   * after it finds the worker. HSETNX: whatever the workflow already wrote (even STOPPED) is newer
+   * and stays; what is written here, the workflow's first transition overwrites.
+   */
+  private async writeInitialStatus(spec: WorkerSpec): Promise<void> {
+    const key = keys.status(spec.workerId);
+    const fields: Record<string, string> = {
+      worker_id: spec.workerId,
+      status: 'STARTING',
+      agent_type: spec.agentType,
+      request_id: spec.requestId,
+      created_at: new Date().toISOString(),
+      ...(spec.taskId !== undefined ? { task_id: spec.taskId } : {}),
+    };
+    const tx = this.redis.multi();
+    for (const [k, v] of Object.entries(fields)) tx.hsetnx(key, k, v);
+    try {
+      execValues(await tx.exec());
+    } catch (err) {
       throw toContractError(err);
     }
   }
@@ -361,12 +405,12 @@ export class WorkerManagerClient {
     }
   }
 
-  /** A STARTING worker waiting for a slot gets its 1-based `queue_position` (0: not queued). */
+  /** A STARTING worker waiting for a slot gets its 1-based `queue_position`; any other has none. */
   private async withQueuePosition(s: StatusObject): Promise<StatusObject> {
     if (s.status !== 'STARTING') return s;
     const snap = await this.capacity().catch(() => undefined);
     const entry = snap?.queue.find((w) => w.id === workflowIdFor(s.worker_id));
-    return { ...s, queue_position: entry?.position ?? 0 };
+    return entry ? { ...s, queue_position: entry.position } : s;
   }
 
   /** The capacity pool of this manager's Docker host: limit, holders, and the queue with positions. */
@@ -414,26 +458,65 @@ export class WorkerManagerClient {
 
   /**
    * Sends a prompt (or a cancel) to a worker's input stream, the data plane orchestrators also
-   * write directly, and wakes the worker at once if it is PAUSED. Returns the task id.
+   * write directly, and wakes the worker at once if it is PAUSED. Returns the task id. Refuses
+   * what the worker would not run: input to a worker that is gone, a task id it already took, a
+   * cancel of a task it does not have (never sent, or already completed).
    */
   async sendInput(workerId: string, input: { content?: string; task_id?: string; timeout_s?: number; type?: 'prompt' | 'cancel' }): Promise<{ task_id: string; entry_id: string }> {
     const id = parseWorkerId(workerId);
     const type = input.type ?? 'prompt';
-    const problems: Record<string, string> = {};
-    if (type === 'prompt' && (input.content === undefined || Buffer.byteLength(input.content) > LIMITS.promptBytes)) problems.content = `required, at most ${LIMITS.promptBytes} bytes`;
-    if (type === 'cancel' && !input.task_id) problems.task_id = 'required to cancel';
-    if (input.timeout_s !== undefined && !(Number.isInteger(input.timeout_s) && input.timeout_s > 0)) problems.timeout_s = 'must be a whole number of seconds above 0';
-    if (Object.keys(problems).length) throw invalid(problems);
     const taskId = input.task_id ?? newTaskId();
     const fields = ['type', type, 'task_id', taskId];
     if (input.content !== undefined) fields.push('content', input.content);
     if (input.timeout_s !== undefined) fields.push('timeout_s', String(input.timeout_s));
+    // The wrapper's own reading of the entry, so the client refuses exactly what it would.
+    const entry = parseInputEntry('0-0', fields, 1);
+    const problems: Record<string, string> = entry.kind === 'invalid' ? { ...entry.problems } : {};
+    if (entry.kind === 'unknown') problems.type = 'must be prompt or cancel';
+    if (type === 'cancel' && input.task_id === undefined) problems.task_id = 'required to cancel';
+    if (taskId === '' || taskId.length > LIMITS.taskIdChars) problems.task_id = `must be 1-${LIMITS.taskIdChars} characters`;
+    if (input.content !== undefined && Buffer.byteLength(input.content) > LIMITS.promptBytes) problems.content = `must be at most ${LIMITS.promptBytes} bytes (UTF-8)`;
+    if (Object.keys(problems).length) throw invalid(problems);
     try {
+      const [[status, reason], running, taken, cursor] = execValues(
+        await this.redis
+          .multi()
+          .hmget(keys.status(id), 'status', 'reason')
+          .get(keys.inputRunning(id))
+          .sismember(keys.inputTasks(id), taskId)
+          .get(keys.inputCursor(id))
+          .exec(),
+      ) as [[string | null, string | null], string | null, number, string | null];
+      if (!status) throw new WorkerManagerError('NOT_FOUND', `no worker with id ${id}`);
+      if (status === 'STOPPED' || status === 'FAILED') {
+        throw invalid({ worker_id: `the worker is ${status}${reason ? ` (${reason})` : ''} and takes no more input` });
+      }
+      if (type === 'prompt' && taken) throw invalid({ task_id: `task ${taskId} was already sent to this worker; use a new task_id` });
+      if (type === 'cancel' && running !== taskId) {
+        if (taken) throw invalid({ task_id: `task ${taskId} has already completed` });
+        if (!(await this.isQueued(id, taskId, cursor))) throw new WorkerManagerError('NOT_FOUND', `worker ${id} has no task ${taskId} running or queued`);
+      }
       const entryId = (await this.redis.xadd(keys.input(id), '*', ...fields)) as string;
-      await wakeIfPaused(this.redis, this.temporal, id);
+      if (status === 'PAUSED') await wakeWorker(this.temporal, id);
       return { task_id: taskId, entry_id: entryId };
     } catch (err) {
       throw toContractError(err);
+    }
+  }
+
+  /** Whether a prompt for `taskId` waits in the input stream after the wrapper's cursor. */
+  private async isQueued(workerId: string, taskId: string, cursor: string | null): Promise<boolean> {
+    const page = 500;
+    let from = cursor ? `(${cursor}` : '-';
+    for (;;) {
+      const batch = await this.redis.xrange(keys.input(workerId), from, '+', 'COUNT', page);
+      for (const [entryId, f] of batch) {
+        const e = parseInputEntry(entryId, f, 1);
+        if (e.kind === 'prompt' && e.task.taskId === taskId) return true;
+      }
+      const last = batch[batch.length - 1];
+      if (!last || batch.length < page) return false;
+      from = `(${last[0]}`;
     }
   }
 

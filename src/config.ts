@@ -7,12 +7,15 @@ import { hostname } from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
 import { connectionProblems, shownValue } from './connections';
-import { parseMemory } from './contract';
+import { LIMITS, parseMemory } from './contract';
 import { egressConfigProblems, parseAllowList } from './egressAllow';
 
 const ROOT = path.resolve(__dirname, '..', __dirname.includes(`${path.sep}dist${path.sep}`) ? '..' : '');
 
-const int = (def: number, min = 1) => z.coerce.number().int(`must be a whole number`).min(min, `must be at least ${min}`).default(def);
+const int = (def: number, min = 1, max = Infinity) =>
+  z.coerce.number().int(`must be a whole number`).min(min, `must be at least ${min}`).max(max, `must be at most ${max}`).default(def);
+/** A default duration of workers and tasks: held by Node.js timers in the wrapper, so bounded like the payloads'. */
+const duration = (def: number) => int(def, 1, LIMITS.durationS);
 const positive = (def: number) => z.coerce.number().positive('must be a number greater than 0').default(def);
 /** `true` / `false`, as a boolean. */
 const bool = () => z.enum(['true', 'false'], { message: 'must be true or false' });
@@ -78,8 +81,8 @@ export const ConfigSchema = z.object({
     WORKER_MEMORY_MAX: memory('4g'),
     WORKER_CPU_MAX: positive(2),
     WORKER_PIDS_LIMIT: int(512),
-    IDLE_TIMEOUT_SECONDS: int(600),
-    SESSION_TIMEOUT_SECONDS: int(1800),
+    IDLE_TIMEOUT_SECONDS: duration(600),
+    SESSION_TIMEOUT_SECONDS: duration(1800),
     WORKER_CREATION_TIMEOUT_SECONDS: int(300),
     /**
      * Whether PAUSED workers keep their permit. Default true: a paused container still holds its
@@ -128,7 +131,7 @@ export const ConfigSchema = z.object({
     FACTORY_BASE_URL: z.url({ message: 'must be a URL' }).optional(),
     FACTORY_MODEL_NAME: z.string().min(1).optional(),
     /** A task's time limit when its input names none. */
-    TASK_TIMEOUT_SECONDS: int(1800),
+    TASK_TIMEOUT_SECONDS: duration(1800),
     /** How long a headless task's result stays in Redis (worker:task:{task_id}). */
     TASK_RESULT_TTL_SECONDS: int(7 * 86400),
     /** Comma-separated host folders under which auth.host_claude_dir may lie (empty: host_session off). */

@@ -3,6 +3,7 @@
  * the adapter, the client, the activities and (as types only) the workflows.
  */
 import { z } from 'zod';
+import { LIMITS } from './limits';
 
 export const CONTRACT_VERSION = 1;
 
@@ -31,21 +32,7 @@ export const COMMANDS = ['create', 'delete', 'status', 'list', 'task', 'stats'] 
 export const CommandName = z.enum(COMMANDS);
 export type CommandName = z.infer<typeof CommandName>;
 
-/** Limits on the size of what orchestrators send; bigger values get INVALID_REQUEST. */
-export const LIMITS = {
-  instructionsBytes: 256 * 1024,
-  promptBytes: 256 * 1024,
-  allowedCommands: 200,
-  allowedCommandChars: 256,
-  taskIdChars: 128,
-  hostPathChars: 4096,
-  /**
-   * The command entry's `payload` (JSON text). Large enough that every field at its own limit fits
-   * whatever JSON escaping it needs: a control character such as NUL is escaped to 6 bytes
-   * (`\u0000`), so 256 KiB of instructions can take 1.5 MiB of JSON.
-   */
-  payloadBytes: 4 * 1024 * 1024,
-} as const;
+export { LIMITS } from './limits';
 
 export const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
 export const RequestId = z.string().regex(REQUEST_ID_RE, 'must be 1-128 characters of [A-Za-z0-9._:-]');
@@ -67,59 +54,112 @@ export function parseMemory(value: string): number | undefined {
   return Math.floor(Number(m[1]) * factor);
 }
 
-export const Resources = z
-  .object({
-    memory: z.string().refine((v) => (parseMemory(v) ?? 0) > 0, {
-      message: 'must be a positive size such as "512m" or "1g"',
-    }).optional(),
-    cpus: z.number().positive('must be greater than 0').optional(),
-  })
-  .strict();
-export type Resources = z.infer<typeof Resources>;
+/** The smallest memory a worker can boot with (Node.js, the wrapper and the agent CLI). */
+export const MIN_MEMORY_BYTES = 16 * 1024 ** 2;
 
-export const Auth = z
-  .object({
-    mode: z.enum(['api_key', 'host_session']),
-    host_claude_dir: z.string().min(1).max(LIMITS.hostPathChars).optional(),
-  })
-  .strict();
-export type Auth = z.infer<typeof Auth>;
+/**
+ * What one manager allows beyond the contract's fixed rules, from its configuration. Part of the
+ * schema rather than checks after it, so one parse names every bad field at once.
+ */
+export interface ManagerLimits {
+  memoryMaxBytes: number;
+  cpusMax: number;
+  allowPrivileged: boolean;
+  /** What is wrong with `auth.host_claude_dir` (undefined: nothing); absent: host_session is off. */
+  hostClaudeDirProblem?: (dir: string) => string | undefined;
+}
 
-export const CreatePayload = z
-  .object({
-    agent_type: AgentType,
-    instructions: maxBytes(LIMITS.instructionsBytes, 'instructions').optional(),
-    allowed_commands: z
-      .array(
-        z
-          .string()
-          .min(1, 'must not be empty')
-          .max(LIMITS.allowedCommandChars)
-          // eslint-disable-next-line no-control-regex
-          .regex(/^[^\x00-\x1f\x7f]*$/, 'must be one line without control characters'),
-      )
-      .max(LIMITS.allowedCommands)
-      .optional(),
-    modules: z.array(Module).optional(),
-    initial_prompt: maxBytes(LIMITS.promptBytes, 'initial_prompt').optional(),
-    task_id: z.string().min(1).max(LIMITS.taskIdChars).optional(),
-    auth: Auth.optional(),
-    idle_timeout_s: z.number().int().positive().optional(),
-    session_timeout_s: z.number().int().positive().optional(),
-    resources: Resources.optional(),
-  })
-  .strict();
-export type CreatePayload = z.infer<typeof CreatePayload>;
+/** A duration in whole seconds; a Node.js timer cannot hold more than 24.8 days. */
+const durationS = () =>
+  z.number().int('must be a whole number of seconds').positive('must be above 0').max(LIMITS.durationS, `must be at most ${LIMITS.durationS} seconds (7 days)`);
+
+/**
+ * An allowed command becomes `Bash(<command>:*)` in Claude Code's comma-separated
+ * `--allowedTools`; these characters would end that rule and start others (`x:*),Bash(rm`).
+ */
+const ALLOW_LIST_SYNTAX = /^[^(),]*$/;
+
+/** The create payload; with a manager's limits, also its configured maxima (without: the contract alone). */
+export function createPayloadSchema(limits?: ManagerLimits) {
+  const memory = z.string().refine((v) => (parseMemory(v) ?? 0) >= MIN_MEMORY_BYTES, {
+    message: 'must be a size of at least 16m such as "512m" or "1g"',
+  });
+  const cpus = z.number().positive('must be greater than 0');
+  const auth = z
+    .object({
+      mode: z.enum(['api_key', 'host_session']),
+      host_claude_dir: z.string().min(1).max(LIMITS.hostPathChars).optional(),
+    })
+    .strict();
+  // host_session needs a manager that allows it and a directory it allows.
+  const hostSession = (a: z.infer<typeof auth>, ctx: z.RefinementCtx) => {
+    if (a.mode !== 'host_session' || !limits) return;
+    const issue = (field: string, message: string) => ctx.addIssue({ code: 'custom', path: [field], message });
+    const dir = a.host_claude_dir;
+    if (!limits.hostClaudeDirProblem) issue('mode', 'host_session is off on this manager (HOST_SESSION_ROOTS is empty); use api_key');
+    else if (dir === undefined) issue('host_claude_dir', 'required with mode host_session');
+    else {
+      const why = limits.hostClaudeDirProblem(dir);
+      if (why) issue('host_claude_dir', why);
+    }
+  };
+  return z
+    .object({
+      agent_type: AgentType,
+      instructions: maxBytes(LIMITS.instructionsBytes, 'instructions').optional(),
+      allowed_commands: z
+        .array(
+          z
+            .string()
+            .min(1, 'must not be empty')
+            .max(LIMITS.allowedCommandChars)
+            // eslint-disable-next-line no-control-regex
+            .regex(/^[^\x00-\x1f\x7f]*$/, 'must be one line without control characters')
+            .regex(ALLOW_LIST_SYNTAX, 'must not contain "(", ")" or ",": they would change the allow-list given to the agent'),
+        )
+        .max(LIMITS.allowedCommands)
+        .optional(),
+      modules: z
+        .array(
+          Module.refine((m) => m !== 'DOCKER' || (limits?.allowPrivileged ?? true), {
+            message: 'DOCKER needs a privileged container (root in it is root on the host); the manager must set ALLOW_PRIVILEGED_WORKERS=true to allow it',
+          }),
+        )
+        .optional(),
+      initial_prompt: maxBytes(LIMITS.promptBytes, 'initial_prompt').optional(),
+      task_id: z.string().min(1).max(LIMITS.taskIdChars).optional(),
+      auth: auth.superRefine(hostSession).optional(),
+      idle_timeout_s: durationS().optional(),
+      session_timeout_s: durationS().optional(),
+      resources: z
+        .object({
+          memory: (limits
+            ? memory.refine((v) => (parseMemory(v) ?? 0) <= limits.memoryMaxBytes, { message: `must be at most ${limits.memoryMaxBytes} bytes (WORKER_MEMORY_MAX)` })
+            : memory).optional(),
+          cpus: (limits ? cpus.max(limits.cpusMax, `must be at most ${limits.cpusMax} (WORKER_CPU_MAX)`) : cpus).optional(),
+        })
+        .strict()
+        .optional(),
+    })
+    .strict();
+}
 
 /** A headless task: a worker that runs one prompt, returns its result and is removed. */
-export const TaskPayload = CreatePayload.omit({ initial_prompt: true })
-  .extend({
-    prompt: z.string().min(1, 'must not be empty').refine((s) => Buffer.byteLength(s, 'utf8') <= LIMITS.promptBytes, {
-      message: `prompt must be at most ${LIMITS.promptBytes} bytes (UTF-8)`,
-    }),
-    timeout_s: z.number().int().positive().optional(),
-  })
-  .strict();
+export function taskPayloadSchema(limits?: ManagerLimits) {
+  return createPayloadSchema(limits)
+    .omit({ initial_prompt: true })
+    .extend({
+      prompt: z.string().min(1, 'must not be empty').refine((s) => utf8Bytes(s) <= LIMITS.promptBytes, {
+        message: `prompt must be at most ${LIMITS.promptBytes} bytes (UTF-8)`,
+      }),
+      timeout_s: durationS().optional(),
+    })
+    .strict();
+}
+
+export const CreatePayload = createPayloadSchema();
+export type CreatePayload = z.infer<typeof CreatePayload>;
+export const TaskPayload = taskPayloadSchema();
 export type TaskPayload = z.infer<typeof TaskPayload>;
 
 export const TASK_STATUSES = ['ok', 'error', 'timeout', 'cancelled'] as const;

@@ -11,6 +11,8 @@ export const keys = {
   heartbeat: (id: string) => `worker:heartbeat:${id}`,
   /** The wrapper's read position in the input stream (the last entry it took). */
   inputCursor: (id: string) => `worker:${id}:input:cursor`,
+  /** Set of the task ids the wrapper has taken (run or refused): a task id runs once. */
+  inputTasks: (id: string) => `worker:${id}:input:tasks`,
   /** The task the wrapper was running, while it runs (a restart ends it with an error). */
   inputRunning: (id: string) => `worker:${id}:input:cursor:running`,
   /** A headless task's result (JSON), kept for TASK_RESULT_TTL_SECONDS. */

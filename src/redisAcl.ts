@@ -51,7 +51,7 @@ function rules(db: number, commands: string[], keyRules: string[]): string[] {
 }
 
 /** The wrapper's commands (src/wrapper/main.ts, src/wrapper/events.ts). */
-export const WORKER_COMMANDS = ['xread', 'xadd', 'xrevrange', 'multi', 'exec', 'discard', 'get', 'set', 'mset', 'del', 'ping', 'quit'];
+export const WORKER_COMMANDS = ['xread', 'xadd', 'xrevrange', 'multi', 'exec', 'discard', 'get', 'set', 'mset', 'del', 'hset', 'smembers', 'sadd', 'ping', 'quit'];
 /** The warm-pool standby: say it is ready, wait for the identity. */
 export const POOL_COMMANDS = ['set', 'blpop', 'ping', 'quit'];
 
@@ -63,6 +63,8 @@ export function workerAclRules(workerId: string, db = 0): string[] {
     `~${literal(keys.inputCursor(workerId))}`,
     `~${literal(keys.inputRunning(workerId))}`,
     `~${literal(keys.session(workerId))}`,
+    `~${literal(keys.inputTasks(workerId))}`, // the task ids it has taken (each runs once)
+    `%W~${literal(keys.status(workerId))}`, // last_activity_at; it cannot read or list statuses
     `%W~${literal(keys.lifecycle)}`, // appends only: other workers' events are not its to read
   ]);
 }

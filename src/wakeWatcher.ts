@@ -13,9 +13,8 @@ import { wakeSignal } from '../workflows/messages';
 
 const INPUT_PATTERN = '__keyspace@*__:worker:*:input';
 
-/** Sends the wake signal to a worker that is PAUSED; anything else is left alone. */
-export async function wakeIfPaused(redis: Redis, temporal: Client, workerId: string): Promise<boolean> {
-  if ((await redis.hget(keys.status(workerId), 'status')) !== 'PAUSED') return false;
+/** Sends the wake signal to a worker known to be PAUSED; false when its workflow is gone. */
+export async function wakeWorker(temporal: Client, workerId: string): Promise<boolean> {
   try {
     await temporal.workflow.getHandle(workflowIdFor(workerId)).signal(wakeSignal);
     return true;
@@ -23,6 +22,11 @@ export async function wakeIfPaused(redis: Redis, temporal: Client, workerId: str
     if (err instanceof WorkflowNotFoundError) return false;
     throw err;
   }
+}
+
+/** Sends the wake signal to a worker that is PAUSED; anything else is left alone. */
+export async function wakeIfPaused(redis: Redis, temporal: Client, workerId: string): Promise<boolean> {
+  return (await redis.hget(keys.status(workerId), 'status')) === 'PAUSED' && wakeWorker(temporal, workerId);
 }
 
 export class WakeWatcher {

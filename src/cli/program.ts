@@ -327,7 +327,6 @@ export function buildProgram(io: CliIO, state: { client?: Promise<WorkerManagerC
     .action(
       act(async (ctx, id: string, prompt: string, o: { taskId?: string; timeout?: number; wait?: boolean; waitTimeout?: number }) => {
         const client = await ctx.client();
-        await client.status(id);
         // Where the output stood before sending: the task's events all come after it.
         const before = o.wait ? ((await client.redis.xrevrange(keys.output(id), '+', '-', 'COUNT', 1).catch((e) => Promise.reject(toContractError(e))))[0]?.[0] ?? '0-0') : '0-0';
         const sent = await client.sendInput(id, { content: prompt, ...(o.taskId ? { task_id: o.taskId } : {}), ...(o.timeout ? { timeout_s: o.timeout } : {}) });
@@ -375,7 +374,6 @@ export function buildProgram(io: CliIO, state: { client?: Promise<WorkerManagerC
     .action(
       act(async (ctx, id: string, taskId: string) => {
         const client = await ctx.client();
-        await client.status(id);
         const sent = await client.sendInput(id, { type: 'cancel', task_id: taskId });
         if (ctx.json) ctx.printJson({ worker_id: id, ...sent });
         else ctx.out(`cancel sent for task ${sent.task_id}`);

@@ -14,7 +14,7 @@ import { explainRedisError, redisEndpointFromEnv, redisOptionsFor } from '../con
 import { keys } from '../keys';
 import { adapters, extractResult, type AgentAdapter } from './agents';
 import { EventSink } from './events';
-import { parseInputEntry, type InputTask } from './input';
+import { describeProblems, parseInputEntry, type InputTask } from './input';
 import { openCredentials } from '../redisAcl';
 import type { WarmIdentity } from '../warmPool';
 
@@ -73,6 +73,18 @@ function diskFree(dir: string): number | null {
 
 // ---------------------------------------------------------------- input
 type Task = InputTask;
+/** An input entry in line to be taken: a task to run, or one to end at once with why it cannot run. */
+interface Queued {
+  task: Task;
+  refusal?: string;
+}
+/** The task being taken, and its agent process once started. */
+interface Running {
+  task: Task;
+  child?: ChildProcess;
+  stop?: 'timeout' | 'cancelled' | 'shutdown';
+}
+type TaskStatus = 'ok' | 'error' | 'timeout' | 'cancelled';
 
 /**
  * Warm-pool standby (src/warmPool.ts): a container made before it has an owner boots, connects
@@ -175,10 +187,15 @@ async function main(): Promise<void> {
     redis.xadd(keys.lifecycle, 'MAXLEN', '~', '100000', '*', ...f).catch((e: Error) => say(`lifecycle ${event} not written: ${e.message}`));
   };
 
-  // ---- heartbeat
+  // ---- heartbeat, and the status hash's last_activity_at (only a worker the manager started has that hash)
   const startedAt = Date.now();
-  let current: { task: Task; child?: ChildProcess; stop?: 'timeout' | 'cancelled' | 'shutdown' } | undefined;
+  let current: Running | undefined;
   let lastCpu = { at: Date.now(), micros: cpuMicros() };
+  // Only a worker the manager started has a status hash to keep current (a bare wrapper, as the
+  // benchmarks run one, must not make a partial one); its Redis user may write that hash, not read it.
+  const reportsActivity = process.env.WORKER_REPORT_ACTIVITY === '1';
+  let activeAt = 0; // a task started, printed or ended
+  let reportedAt = 0;
   const beat = async () => {
     const now = Date.now();
     const micros = cpuMicros();
@@ -195,7 +212,11 @@ async function main(): Promise<void> {
       output: sink.stats,
       timestamp: new Date(now).toISOString(),
     };
-    await redis.set(keys.heartbeat(workerId), JSON.stringify(payload), 'EX', HEARTBEAT_TTL_S);
+    const tx = redis.multi().set(keys.heartbeat(workerId), JSON.stringify(payload), 'EX', HEARTBEAT_TTL_S);
+    const active = activeAt;
+    if (reportsActivity && active > reportedAt) tx.hset(keys.status(workerId), 'last_activity_at', new Date(active).toISOString());
+    await tx.exec();
+    reportedAt = active;
   };
   await beat();
   const heartbeat = setInterval(() => beat().catch((e: Error) => say(`heartbeat failed: ${e.message}`)), HEARTBEAT_INTERVAL_MS);
@@ -203,7 +224,10 @@ async function main(): Promise<void> {
   // ---- input: the cursor is the last entry taken, kept in Redis so a restart neither replays nor skips.
   const cursorKey = keys.inputCursor(workerId);
   const runningKey = keys.inputRunning(workerId);
+  const tasksKey = keys.inputTasks(workerId);
   const sessionKey = keys.session(workerId);
+  // Every task id taken so far, across restarts: a task id runs once.
+  const taken = new Set(await redis.smembers(tasksKey));
   let session = (await redis.get(sessionKey)) ?? undefined;
   let readFrom = (await redis.get(cursorKey)) ?? '0';
   // A task that was running when the wrapper last stopped ends now, so it gets its task_completed.
@@ -213,7 +237,7 @@ async function main(): Promise<void> {
     sink.push('task_completed', JSON.stringify({ status: 'error', exit_code: -1, duration_ms: 0 }), interrupted);
     await redis.del(runningKey);
   }
-  const queue: Task[] = [];
+  const queue: Queued[] = [];
   const cancelled = new Set<string>();
   let stopping = false;
   let wake: (() => void) | undefined;
@@ -231,9 +255,14 @@ async function main(): Promise<void> {
           const entry = parseInputEntry(id, fields, defaultTimeoutS);
           if (entry.kind === 'cancel') {
             if (current?.task.taskId === entry.taskId) stopTask('cancelled');
-            else cancelled.add(entry.taskId);
-          } else if (entry.kind === 'prompt') {
-            queue.push(entry.task);
+            else if (queue.some((q) => q.task.taskId === entry.taskId)) cancelled.add(entry.taskId);
+            else sink.push('error', `cancel ${id}: task ${entry.taskId} is neither running nor queued (it has completed, or was never sent)`, entry.taskId);
+          } else if (entry.kind === 'prompt' || entry.kind === 'invalid') {
+            queue.push(
+              entry.kind === 'prompt'
+                ? { task: entry.task }
+                : { task: { entryId: id, taskId: entry.taskId, prompt: '', timeoutS: defaultTimeoutS }, refusal: describeProblems(id, entry.problems) },
+            );
             wake?.();
           } else {
             sink.push('error', `input ${id}: unknown type "${entry.type}" (expected prompt or cancel)`, entry.taskId);
@@ -262,71 +291,94 @@ async function main(): Promise<void> {
     setTimeout(() => killGroup(child, 'SIGKILL'), KILL_GRACE_MS).unref();
   }
 
-  const runTask = async (task: Task): Promise<void> => {
+  /** Takes the next entry: a task id seen before is refused without a second task_completed. */
+  const take = async ({ task, refusal }: Queued): Promise<void> => {
+    if (!taken.has(task.taskId)) return runTask(task, refusal);
+    await redis.set(cursorKey, task.entryId).catch(() => undefined);
+    cancelled.delete(task.taskId);
+    sink.push('error', `input ${task.entryId} was not run: task_id ${task.taskId} was already used by an earlier input entry of this worker`, task.taskId);
+  };
+
+  /** Runs the agent for one task, streaming its output; how it ended. */
+  const runAgent = async (run: Running): Promise<{ status: TaskStatus; exitCode: number }> => {
+    const { task } = run;
+    let status: TaskStatus = 'ok';
+    const spec = adapter.command(task.prompt, { session, allowedCommands, model, promptFile: path.join(os.tmpdir(), `prompt-${task.taskId.replace(/[^A-Za-z0-9._-]/g, '_')}.txt`) });
+    for (const [file, content] of Object.entries(spec.files ?? {})) writeFileSync(file, content);
+    const command = agentCommand ?? spec.command;
+    const args = agentCommand ? [] : spec.args;
+    let final: { text: string; isError: boolean } | undefined;
+    const stderrTail: string[] = [];
+    const child = spawn(command, args, { cwd: workspace, detached: true, stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, WORKER_TASK_ID: task.taskId } });
+    run.child = child;
+    child.stdin?.on('error', () => undefined);
+    child.stdin?.end(spec.stdin ?? '');
+    const timer = setTimeout(() => stopTask('timeout'), task.timeoutS * 1000);
+    const out = createInterface({ input: child.stdout! });
+    let paused = false;
+    out.on('line', (line) => {
+      activeAt = Date.now();
+      const parsed = adapter.parseLine(line);
+      if (parsed.session) session = parsed.session;
+      for (const e of parsed.events) sink.push(e.type, e.content, task.taskId);
+      if (parsed.final) final = parsed.final;
+      // Backpressure while Redis is healthy but slower than the agent: stop reading its stdout.
+      if (!paused && sink.shouldPause()) {
+        paused = true;
+        out.pause();
+        sink.whenDrained(() => {
+          paused = false;
+          out.resume();
+        });
+      }
+    });
+    const err = createInterface({ input: child.stderr! });
+    err.on('line', (line) => {
+      sink.push('stderr', line, task.taskId);
+      stderrTail.push(line);
+      if (stderrTail.length > 20) stderrTail.shift();
+    });
+    const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null; error?: Error }>((resolve) => {
+      child.on('error', (error) => resolve({ code: null, signal: null, error }));
+      child.on('close', (code, signal) => resolve({ code, signal }));
+    });
+    clearTimeout(timer);
+    const exitCode = exit.code ?? (exit.signal ? 128 + (os.constants.signals[exit.signal] ?? 0) : -1);
+    if (run.stop === 'timeout') status = 'timeout';
+    else if (run.stop === 'cancelled' || run.stop === 'shutdown') status = 'cancelled';
+    else if (exit.error) {
+      status = 'error';
+      sink.push('error', `could not run ${command}: ${exit.error.message}`, task.taskId);
+    } else if (final?.isError || exitCode !== 0) status = 'error';
+    if (final && !final.isError) sink.push('result', extractResult(final.text), task.taskId);
+    else if (final?.isError) sink.push('error', final.text, task.taskId);
+    else if (status === 'error' && !exit.error) sink.push('error', `the agent exited with code ${exitCode}${stderrTail.length ? `: ${stderrTail.join('\n')}` : ''}`, task.taskId);
+    if (status === 'timeout') sink.push('error', `the task exceeded its timeout of ${task.timeoutS} s`, task.taskId);
+    if (session) await redis.set(sessionKey, session).catch(() => undefined);
+    return { status, exitCode };
+  };
+
+  const runTask = async (task: Task, refusal?: string): Promise<void> => {
     const started = Date.now();
-    await redis.mset(cursorKey, task.entryId, runningKey, task.taskId).catch(() => undefined);
-    current = { task };
+    const run: Running = { task };
+    current = run; // before any wait: a cancel arriving meanwhile finds it
+    taken.add(task.taskId);
+    activeAt = started;
+    await redis.multi().mset(cursorKey, task.entryId, runningKey, task.taskId).sadd(tasksKey, task.taskId).exec().catch(() => undefined);
     void beat().catch(() => undefined); // the heartbeat says busy at once, not at the next tick
-    lifecycle('busy', task.taskId);
-    lifecycle('task_started', task.taskId);
-    sink.push('task_started', JSON.stringify({ prompt_bytes: Buffer.byteLength(task.prompt) }), task.taskId);
-    let status: 'ok' | 'error' | 'timeout' | 'cancelled' = 'ok';
-    let exitCode = 0;
-    if (cancelled.delete(task.taskId)) {
-      status = 'cancelled';
+    const cancelledEarly = cancelled.delete(task.taskId);
+    let outcome: { status: TaskStatus; exitCode: number };
+    if (refusal) {
+      sink.push('error', refusal, task.taskId);
+      outcome = { status: 'error', exitCode: -1 };
     } else {
-      const spec = adapter.command(task.prompt, { session, allowedCommands, model, promptFile: path.join(os.tmpdir(), `prompt-${task.taskId.replace(/[^A-Za-z0-9._-]/g, '_')}.txt`) });
-      for (const [file, content] of Object.entries(spec.files ?? {})) writeFileSync(file, content);
-      const command = agentCommand ?? spec.command;
-      const args = agentCommand ? [] : spec.args;
-      let final: { text: string; isError: boolean } | undefined;
-      const stderrTail: string[] = [];
-      const child = spawn(command, args, { cwd: workspace, detached: true, stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, WORKER_TASK_ID: task.taskId } });
-      current.child = child;
-      child.stdin?.on('error', () => undefined);
-      child.stdin?.end(spec.stdin ?? '');
-      const timer = setTimeout(() => stopTask('timeout'), task.timeoutS * 1000);
-      const out = createInterface({ input: child.stdout! });
-      let paused = false;
-      out.on('line', (line) => {
-        const parsed = adapter.parseLine(line);
-        if (parsed.session) session = parsed.session;
-        for (const e of parsed.events) sink.push(e.type, e.content, task.taskId);
-        if (parsed.final) final = parsed.final;
-        // Backpressure while Redis is healthy but slower than the agent: stop reading its stdout.
-        if (!paused && sink.shouldPause()) {
-          paused = true;
-          out.pause();
-          sink.whenDrained(() => {
-            paused = false;
-            out.resume();
-          });
-        }
-      });
-      const err = createInterface({ input: child.stderr! });
-      err.on('line', (line) => {
-        sink.push('stderr', line, task.taskId);
-        stderrTail.push(line);
-        if (stderrTail.length > 20) stderrTail.shift();
-      });
-      const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null; error?: Error }>((resolve) => {
-        child.on('error', (error) => resolve({ code: null, signal: null, error }));
-        child.on('close', (code, signal) => resolve({ code, signal }));
-      });
-      clearTimeout(timer);
-      exitCode = exit.code ?? (exit.signal ? 128 + (os.constants.signals[exit.signal] ?? 0) : -1);
-      if (current.stop === 'timeout') status = 'timeout';
-      else if (current.stop === 'cancelled' || current.stop === 'shutdown') status = 'cancelled';
-      else if (exit.error) {
-        status = 'error';
-        sink.push('error', `could not run ${command}: ${exit.error.message}`, task.taskId);
-      } else if (final?.isError || exitCode !== 0) status = 'error';
-      if (final && !final.isError) sink.push('result', extractResult(final.text), task.taskId);
-      else if (final?.isError) sink.push('error', final.text, task.taskId);
-      else if (status === 'error' && !exit.error) sink.push('error', `the agent exited with code ${exitCode}${stderrTail.length ? `: ${stderrTail.join('\n')}` : ''}`, task.taskId);
-      if (status === 'timeout') sink.push('error', `the task exceeded its timeout of ${task.timeoutS} s`, task.taskId);
-      if (session) await redis.set(sessionKey, session).catch(() => undefined);
+      lifecycle('busy', task.taskId);
+      lifecycle('task_started', task.taskId);
+      sink.push('task_started', JSON.stringify({ prompt_bytes: Buffer.byteLength(task.prompt) }), task.taskId);
+      outcome = cancelledEarly ? { status: 'cancelled', exitCode: 0 } : await runAgent(run);
     }
+    const { status, exitCode } = outcome;
+    activeAt = Date.now();
     const duration = Date.now() - started;
     sink.push('task_completed', JSON.stringify({ status, exit_code: exitCode, duration_ms: duration }), task.taskId);
     await sink.flush();
@@ -363,13 +415,13 @@ async function main(): Promise<void> {
   say(`worker ${workerId} (${agentType}) ready`);
   void readInput();
   while (!stopping) {
-    const task = queue.shift();
-    if (!task) {
+    const next = queue.shift();
+    if (!next) {
       await new Promise<void>((r) => (wake = r));
       wake = undefined;
       continue;
     }
-    await runTask(task);
+    await take(next);
   }
 }
 

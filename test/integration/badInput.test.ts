@@ -152,6 +152,16 @@ describe('bad input arrives verbatim in real containers, or is refused naming th
         fc.asyncProperty(prompt, async (p) => {
           const taskId = `p-${i++}`;
           await m.redis.xadd(keys.input(w.workerId), '*', 'type', 'prompt', 'content', p, 'task_id', taskId);
+          if (p.length === 0) {
+            // An empty prompt is refused (docs/CONTRACT.md): an error naming content, no agent run.
+            const events = await eventually(`${taskId} to complete`, async () => {
+              const mine = (await readOutput(m.redis, w.workerId)).filter((e) => e.task_id === taskId);
+              return mine.some((e) => e.type === 'task_completed') ? mine : undefined;
+            }, { timeoutMs: 30_000, intervalMs: 20 });
+            expect(events.map((e) => e.type)).toEqual(['error', 'task_completed']);
+            expect(events[0]!.content).toContain('content');
+            return;
+          }
           const result = await eventually(`the result of ${taskId}`, async () => (await readOutput(m.redis, w.workerId)).find((e) => e.task_id === taskId && e.type === 'result'), { timeoutMs: 30_000, intervalMs: 20 });
           // Valid UTF-8 arrives as is; other bytes as their UTF-8 decoding (U+FFFD), per docs/CONTRACT.md.
           const expected = Buffer.from(typeof p === 'string' ? p : p.toString('utf8'), 'utf8');

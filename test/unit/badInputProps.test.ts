@@ -12,7 +12,7 @@ import { loadConfig } from '../../src/config';
 import { CreatePayload, describeIssues, LIMITS, TaskPayload } from '../../src/contract';
 import { WorkerManagerError } from '../../src/errors';
 import { renderInstructions } from '../../src/instructions';
-import { fieldsToMap, parseInputEntry } from '../../src/wrapper/input';
+import { describeProblems, fieldsToMap, parseInputEntry } from '../../src/wrapper/input';
 
 /** Characters that break naive quoting, shells, markdown, terminals and parsers. */
 const nasty = fc.constantFrom(
@@ -85,10 +85,10 @@ describe('instructions and prompts pass through every pure layer unchanged', () 
   });
 
   test('a prompt on the input stream reaches the agent verbatim, whatever the other fields', () => {
-    const field = fc.constantFrom('type', 'content', 'task_id', 'timeout_s', 'other', '');
+    const field = fc.constantFrom('type', 'content', 'task_id', 'other', '');
     fc.assert(
       fc.property(
-        anyText,
+        anyText.filter((s) => s.length > 0),
         fc.option(fc.string({ minLength: 1, maxLength: 20 }), { nil: undefined }),
         fc.array(fc.tuple(field, anyText), { maxLength: 4 }),
         (content, taskId, extra) => {
@@ -105,28 +105,32 @@ describe('instructions and prompts pass through every pure layer unchanged', () 
     );
   });
 
-  test('input entries of any shape parse without throwing; only type prompt runs', () => {
+  test('input entries of any shape parse without throwing; only a prompt with content and a usable timeout runs', () => {
     fc.assert(
       fc.property(fc.array(fc.string({ unit: 'binary', maxLength: 30 }), { maxLength: 12 }), fc.integer({ min: 1, max: 10_000 }), (fields, def) => {
         const e = parseInputEntry('5-1', fields, def);
-        const type = fieldsToMap(fields).get('type') ?? 'prompt';
-        expect(e.kind).toBe(type === 'prompt' ? 'prompt' : type === 'cancel' ? 'cancel' : 'unknown');
+        const f = fieldsToMap(fields);
+        const type = f.get('type') ?? 'prompt';
+        const timeout = f.get('timeout_s');
+        const runnable = !!f.get('content') && (timeout === undefined || (/^\d+$/.test(timeout) && Number(timeout) >= 1 && Number(timeout) <= LIMITS.durationS));
+        expect(e.kind).toBe(type === 'prompt' ? (runnable ? 'prompt' : 'invalid') : type === 'cancel' ? 'cancel' : 'unknown');
         if (e.kind === 'prompt') {
-          expect(e.task.prompt).toBe(fieldsToMap(fields).get('content') ?? '');
-          expect(Number.isFinite(e.task.timeoutS) && e.task.timeoutS > 0).toBe(true);
+          expect(e.task.prompt).toBe(f.get('content'));
+          expect(Number.isInteger(e.task.timeoutS) && e.task.timeoutS > 0).toBe(true);
         }
+        if (e.kind === 'invalid') expect(Object.keys(e.problems).length).toBeGreaterThan(0);
       }),
       { numRuns: 1000 },
     );
   });
 
-  test('timeout_s: a positive number is used, anything else falls back to the default', () => {
+  test('timeout_s: a whole number of seconds from 1 to the limit is used, anything else refuses the entry naming timeout_s', () => {
     fc.assert(
-      fc.property(fc.oneof(fc.string({ maxLength: 8 }), fc.double().map(String), fc.integer().map(String)), (raw) => {
+      fc.property(fc.oneof(fc.string({ maxLength: 8 }), fc.double().map(String), fc.integer().map(String), fc.integer({ min: 1, max: LIMITS.durationS }).map(String)), (raw) => {
         const e = parseInputEntry('1-1', ['content', 'x', 'timeout_s', raw], 77);
-        if (e.kind !== 'prompt') throw new Error('not a prompt');
         const n = Number(raw);
-        expect(e.task.timeoutS).toBe(Number.isFinite(n) && n > 0 ? n : 77);
+        if (/^\d+$/.test(raw) && n >= 1 && n <= LIMITS.durationS) expect(e).toMatchObject({ kind: 'prompt', task: { timeoutS: n } });
+        else expect(e).toMatchObject({ kind: 'invalid', problems: { timeout_s: expect.stringContaining(`got "${raw}"`) } });
       }),
     );
   });
@@ -192,5 +196,30 @@ describe('sizes: at the limit accepted, over it refused naming the field', () =>
         if (r.kind === 'dead') expect(r.reason).toContain('request_id');
       }),
     );
+  });
+});
+
+describe('every bad field is named, and input that cannot run is refused', () => {
+  test('the client names memory "1k" and cpus -0.5 together, and configured limits beside contract rules', () => {
+    expect(Object.keys(refusal(() => client.buildSpec({ agent_type: 'CLAUDE', resources: { memory: '1k', cpus: -0.5 } }, 'r'))).sort()).toEqual(['resources.cpus', 'resources.memory']);
+    const details = refusal(() => client.buildSpec({ agent_type: 'CLAUDE', idle_timeout_s: 0, resources: { memory: '64g', cpus: 64 } }, 'r'));
+    expect(Object.keys(details).sort()).toEqual(['idle_timeout_s', 'resources.cpus', 'resources.memory']);
+    expect(details['resources.memory']).toContain('WORKER_MEMORY_MAX');
+  });
+
+  test.each([
+    ['content missing', ['type', 'prompt', 'task_id', 't'], ['content']],
+    ['content empty', ['content', '', 'task_id', 't'], ['content']],
+    ['timeout_s abc', ['content', 'x', 'timeout_s', 'abc'], ['timeout_s']],
+    ['timeout_s -1', ['content', 'x', 'timeout_s', '-1'], ['timeout_s']],
+    ['timeout_s past the limit', ['content', 'x', 'timeout_s', String(LIMITS.durationS + 1)], ['timeout_s']],
+    ['both', ['timeout_s', '0'], ['content', 'timeout_s']],
+  ])('an input prompt with %s is refused naming each problem', (_, fields, named) => {
+    const e = parseInputEntry('9-0', fields, 60);
+    expect(e.kind).toBe('invalid');
+    if (e.kind === 'invalid') {
+      expect(Object.keys(e.problems).sort()).toEqual(named);
+      expect(describeProblems('9-0', e.problems)).toMatch(/^input 9-0 was not run: /);
+    }
   });
 });

@@ -1,11 +1,14 @@
 import { z } from 'zod';
 import {
   CreatePayload,
+  createPayloadSchema,
   describeIssues,
+  LIMITS,
   ListPayload,
   parseMemory,
   ReplyTo,
   REQUEST_ID_RE,
+  TaskPayload,
   WorkerRef,
 } from '../../src/contract';
 
@@ -295,5 +298,60 @@ describe('CreatePayload: allowed_commands are single lines', () => {
     const details = issuesOf(CreatePayload, { agent_type: 'CLAUDE', allowed_commands: ['git', 'ls\n## anything goes', 'a\u0007b'] });
     expect(Object.keys(details).sort()).toEqual(['allowed_commands[1]', 'allowed_commands[2]']);
     expect(details['allowed_commands[1]']).toContain('one line');
+  });
+});
+
+describe('CreatePayload: allowed_commands cannot add rules to the allow-list', () => {
+  it('refuses "(", ")" and "," in an entry, naming its index', () => {
+    const details = issuesOf(CreatePayload, { agent_type: 'CLAUDE', allowed_commands: ['git', 'Read,Bash(rm:*', 'x:*)', 'npm test'] });
+    expect(Object.keys(details).sort()).toEqual(['allowed_commands[1]', 'allowed_commands[2]']);
+    expect(details['allowed_commands[1]']).toContain('allow-list');
+  });
+
+  it('keeps commands with spaces, options and paths', () => {
+    expect(CreatePayload.safeParse({ agent_type: 'CLAUDE', allowed_commands: ['npm test', 'git status --short', 'python -m pytest tests/unit', 'ls *.ts'] }).success).toBe(true);
+  });
+});
+
+describe('durations have a maximum a timer can hold, named in the error', () => {
+  const week = LIMITS.durationS;
+
+  it.each(['idle_timeout_s', 'session_timeout_s'])('%s: 1 to %s seconds accepted; above, zero or fractional refused', (field) => {
+    for (const ok of [1, week]) expect(CreatePayload.safeParse({ agent_type: 'CLAUDE', [field]: ok }).success).toBe(true);
+    expect(issuesOf(CreatePayload, { agent_type: 'CLAUDE', [field]: week + 1 })[field]).toContain(String(week));
+    for (const bad of [0, -1, 1.5, 1e15]) expect(Object.keys(issuesOf(CreatePayload, { agent_type: 'CLAUDE', [field]: bad }))).toEqual([field]);
+  });
+
+  it('a task timeout_s of 2160000 (25 days, past a Node.js timer) is refused naming timeout_s and the limit', () => {
+    const details = issuesOf(TaskPayload, { agent_type: 'CLAUDE', prompt: 'p', timeout_s: 2_160_000 });
+    expect(Object.keys(details)).toEqual(['timeout_s']);
+    expect(details.timeout_s).toContain(`${week} seconds`);
+    expect(TaskPayload.safeParse({ agent_type: 'CLAUDE', prompt: 'p', timeout_s: week }).success).toBe(true);
+  });
+});
+
+describe('createPayloadSchema with a manager\'s limits', () => {
+  const limits = { memoryMaxBytes: 1024 ** 3, cpusMax: 2, allowPrivileged: false };
+
+  it('names every bad field at once: contract rules and configured limits together', () => {
+    const schema = createPayloadSchema(limits);
+    expect(Object.keys(issuesOf(schema, { agent_type: 'CLAUDE', resources: { memory: '1k', cpus: -0.5 } })).sort()).toEqual(['resources.cpus', 'resources.memory']);
+    const details = issuesOf(schema, { agent_type: 'GPT', modules: ['GIT', 'DOCKER'], resources: { memory: '2g', cpus: 3 }, auth: { mode: 'host_session' } });
+    expect(Object.keys(details).sort()).toEqual(['agent_type', 'auth.mode', 'modules[1]', 'resources.cpus', 'resources.memory']);
+    expect(details['resources.memory']).toContain('WORKER_MEMORY_MAX');
+    expect(details['resources.cpus']).toContain('WORKER_CPU_MAX');
+    expect(details['auth.mode']).toContain('HOST_SESSION_ROOTS');
+  });
+
+  it('host_session: the directory is required and checked by the manager', () => {
+    const schema = createPayloadSchema({ ...limits, hostClaudeDirProblem: (dir) => (dir.startsWith('/ok/') ? undefined : 'outside the roots') });
+    expect(issuesOf(schema, { agent_type: 'CLAUDE', auth: { mode: 'host_session' } })).toEqual({ 'auth.host_claude_dir': 'required with mode host_session' });
+    expect(issuesOf(schema, { agent_type: 'CLAUDE', auth: { mode: 'host_session', host_claude_dir: '/etc' } })).toEqual({ 'auth.host_claude_dir': 'outside the roots' });
+    expect(schema.safeParse({ agent_type: 'CLAUDE', auth: { mode: 'host_session', host_claude_dir: '/ok/.claude' } }).success).toBe(true);
+  });
+
+  it('memory below 16m is refused by the contract itself', () => {
+    expect(Object.keys(issuesOf(CreatePayload, { agent_type: 'CLAUDE', resources: { memory: '15m' } }))).toEqual(['resources.memory']);
+    expect(CreatePayload.safeParse({ agent_type: 'CLAUDE', resources: { memory: '16m' } }).success).toBe(true);
   });
 });

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import fc from 'fast-check';
 import { WorkerRef } from '../../src/contract';
-import { containerNameFor, newRequestId, workerIdForRequest, workflowIdFor } from '../../src/ids';
+import { containerNameFor, legacyWorkerIdForTask, newRequestId, taskIdForRequest, workerIdForRequest, workerIdForTask, workflowIdFor } from '../../src/ids';
 
 /**
  * The worker-id namespace. Pinned here on purpose: changing it would give every in-flight request a
@@ -89,5 +89,27 @@ describe('other ids', () => {
   it('names workflows and containers worker-{worker_id}', () => {
     expect(workflowIdFor('abc')).toBe('worker-abc');
     expect(containerNameFor('abc')).toBe('worker-abc');
+  });
+});
+
+describe('task ids and task worker ids', () => {
+  it('a task worker id is in a namespace of its own: no create request id names it', () => {
+    fc.assert(
+      fc.property(fc.string({ minLength: 1, maxLength: 60 }), (taskId) => {
+        expect(workerIdForTask(taskId)).toMatch(V5_RE);
+        expect(workerIdForTask(taskId)).not.toBe(workerIdForRequest(`task:${taskId}`));
+        expect(workerIdForTask(taskId)).not.toBe(workerIdForRequest(taskId));
+      }),
+    );
+  });
+
+  it('tasks started before the task namespace are still found under their old worker id', () => {
+    expect(legacyWorkerIdForTask('T-1')).toBe(referenceUuidV5(WORKER_ID_NAMESPACE, 'task:T-1'));
+  });
+
+  it('a task id derived from a request id is stable, distinct per request id, and a valid task id', () => {
+    expect(taskIdForRequest('req-1')).toBe(taskIdForRequest('req-1'));
+    expect(taskIdForRequest('req-1')).not.toBe(taskIdForRequest('req-2'));
+    expect(taskIdForRequest('x'.repeat(128))).toMatch(/^task-[0-9a-f-]{36}$/);
   });
 });
