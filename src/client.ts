@@ -8,7 +8,7 @@ import { WorkflowIdReusePolicy } from '@temporalio/common';
 import path from 'node:path';
 import Redis from 'ioredis';
 import { capacityPool, dockerTaskQueue, loadConfig, type Config } from './config';
-import { managerRedisOptions, temporalConnectionOptions } from './connections';
+import { managerRedisOptions, redactUrl, temporalConnectionOptions } from './connections';
 import {
   createPayloadSchema,
   describeIssues,
@@ -19,6 +19,7 @@ import {
   type TaskPayload,
   WORKER_STATUSES,
   type TaskResult,
+  ListCursor,
   ListPayload,
   parseMemory,
   STATUS_FIELDS,
@@ -26,6 +27,7 @@ import {
   WorkerStatus,
   type CreateResult,
   type DeleteResult,
+  type ListPlace,
   type ListResult,
   type StatusObject,
   type WorkerOutcome,
@@ -83,6 +85,7 @@ export interface WorkerStats {
 
 /** How often a delete of a worker whose workflow was terminated looks for its recorded end. */
 const RECORDED_END_POLL_MS = 250;
+const temporalAt = (c: Config) => `Temporal at ${c.TEMPORAL_ADDRESS}`;
 
 function invalid(details: Record<string, string>): WorkerManagerError {
   const fields = Object.keys(details).join(', ');
@@ -124,6 +127,21 @@ function toStatusObject(hash: Record<string, string>): StatusObject {
   return out as unknown as StatusObject;
 }
 
+const comparePlaces = (a: ListPlace, b: ListPlace) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0);
+
+/**
+ * The `list` result from every matching worker: oldest first, from after `cursor`, and with
+ * `limit` at most that many plus the cursor of what follows (the v1 result has no `next_cursor`).
+ */
+export function pageOf(workers: StatusObject[], opts: { limit?: number; cursor?: string }): ListResult {
+  const after = opts.cursor === undefined ? undefined : ListCursor.decode(opts.cursor);
+  const sorted = [...workers].sort((a, b) => comparePlaces(ListCursor.place(a), ListCursor.place(b)));
+  const rest = after ? sorted.filter((w) => comparePlaces(ListCursor.place(w), after) > 0) : sorted;
+  if (opts.limit === undefined) return { workers: rest };
+  const page = rest.slice(0, opts.limit);
+  return { workers: page, next_cursor: rest.length > opts.limit ? ListCursor.encode(page.at(-1)!) : null };
+}
+
 function stateToStatusObject(s: WorkerState): StatusObject {
   return {
     worker_id: s.worker_id,
@@ -161,12 +179,46 @@ export class WorkerManagerClient {
     this.taskSchema = taskPayloadSchema(limits);
   }
 
-  /** Connects to Temporal and Redis as configured (environment variables by default). */
-  static async connect(config: Config = loadConfig()): Promise<WorkerManagerClient> {
-    const connection = await Connection.connect(temporalConnectionOptions(config));
+  /**
+   * Connects to Temporal and Redis as configured (environment variables by default). With
+   * `lazyTemporal` it returns at once and reaches Temporal on the first call that needs it, so
+   * what Redis alone serves (list, status, stats) works while Temporal is down; a failed first
+   * connect is final for this client, which suits one-shot processes such as the CLI.
+   */
+  static async connect(config: Config = loadConfig(), opts: { lazyTemporal?: boolean } = {}): Promise<WorkerManagerClient> {
+    const options = temporalConnectionOptions(config);
+    let connection: Connection;
+    try {
+      connection = opts.lazyTemporal ? Connection.lazy(options) : await Connection.connect(options);
+    } catch (err) {
+      throw toContractError(err, temporalAt(config));
+    }
     const temporal = new Client({ connection, namespace: config.TEMPORAL_NAMESPACE });
     const redis = new Redis({ ...managerRedisOptions(config), maxRetriesPerRequest: 2, lazyConnect: false });
-    return new WorkerManagerClient({ config, temporal, redis, owned: { connection, redis: true } });
+    const client = new WorkerManagerClient({ config, temporal, redis, owned: { connection, redis: true } });
+    // Without a listener ioredis prints each failed reconnect as a stack trace; the command that
+    // needed Redis fails with its own error, which redisError() explains with the last one seen.
+    redis.on('error', (err: Error) => (client.lastRedisError = err));
+    redis.on('ready', () => (client.lastRedisError = undefined));
+    return client;
+  }
+
+  private lastRedisError?: Error;
+
+  /** An outage of this client's Redis, named with its address and what the connection last saw. */
+  private redisError(err: unknown): WorkerManagerError {
+    const cause = (err as Error)?.name === 'MaxRetriesPerRequestError' && this.lastRedisError ? this.lastRedisError : err;
+    return toContractError(cause, `Redis at ${redactUrl(this.config.REDIS_URL)}`);
+  }
+
+  /** Temporal once it answers: a lazily made connection connects here (the SDK remembers the outcome). */
+  private async reachTemporal(): Promise<Client> {
+    try {
+      await this.temporal.connection.ensureConnected();
+    } catch (err) {
+      throw toContractError(err, temporalAt(this.config));
+    }
+    return this.temporal;
   }
 
   async close(): Promise<void> {
@@ -244,7 +296,7 @@ export class WorkerManagerClient {
     const kept = await this.redis.get(keys.task(taskId)).catch(() => null);
     if (kept) return JSON.parse(kept) as TaskResult;
     for (const workerId of [workerIdForTask(taskId), legacyWorkerIdForTask(taskId)]) {
-      const handle = this.temporal.workflow.getHandle<typeof workerLifecycle>(workflowIdFor(workerId));
+      const handle = (await this.reachTemporal()).workflow.getHandle<typeof workerLifecycle>(workflowIdFor(workerId));
       try {
         const outcome = await handle.result();
         return outcome.task ?? { task_id: taskId, worker_id: outcome.worker_id, status: 'error', result: null, duration_ms: 0, error: outcome.error?.message ?? `the worker ended ${outcome.status} (${outcome.reason})` };
@@ -276,13 +328,13 @@ export class WorkerManagerClient {
         task_ms: { mean: mean(durations), samples: durations.length },
       };
     } catch (err) {
-      throw toContractError(err);
+      throw this.redisError(err);
     }
   }
 
   private async startLifecycle(spec: WorkerSpec): Promise<CreateResult> {
     try {
-      await this.temporal.workflow.start<typeof workerLifecycle>('workerLifecycle', {
+      await (await this.reachTemporal()).workflow.start<typeof workerLifecycle>('workerLifecycle', {
         workflowId: workflowIdFor(spec.workerId),
         taskQueue: this.config.TEMPORAL_TASK_QUEUE,
         args: [spec],
@@ -341,7 +393,7 @@ export class WorkerManagerClient {
   /** Stops and removes a worker; resolves once its container is gone. Repeating it succeeds again. */
   async delete(workerId: string): Promise<DeleteResult> {
     const id = parseWorkerId(workerId);
-    const handle = this.temporal.workflow.getHandle<typeof workerLifecycle>(workflowIdFor(id));
+    const handle = (await this.reachTemporal()).workflow.getHandle<typeof workerLifecycle>(workflowIdFor(id));
     try {
       const desc = await handle.describe();
       if (desc.status.name === 'RUNNING') {
@@ -393,11 +445,11 @@ export class WorkerManagerClient {
     try {
       hash = await this.redis.hgetall(keys.status(id));
     } catch (err) {
-      throw toContractError(err);
+      throw this.redisError(err);
     }
     if (hash.status) return this.withQueuePosition(toStatusObject(hash));
     try {
-      const state = await this.temporal.workflow.getHandle(workflowIdFor(id)).query(stateQuery);
+      const state = await (await this.reachTemporal()).workflow.getHandle(workflowIdFor(id)).query(stateQuery);
       return this.withQueuePosition(stateToStatusObject(state));
     } catch (err) {
       if (err instanceof WorkflowNotFoundError) throw new WorkerManagerError('NOT_FOUND', `no worker with id ${id}`);
@@ -415,7 +467,7 @@ export class WorkerManagerClient {
 
   /** The capacity pool of this manager's Docker host: limit, holders, and the queue with positions. */
   async capacity(): Promise<PoolSnapshot> {
-    const handle = this.temporal.workflow.getHandle(semaphoreWorkflowId(capacityPool(this.config)));
+    const handle = (await this.reachTemporal()).workflow.getHandle(semaphoreWorkflowId(capacityPool(this.config)));
     try {
       return await handle.query(capacityQuery);
     } catch (err) {
@@ -431,7 +483,7 @@ export class WorkerManagerClient {
   /** Changes the number of concurrent workers at once, without restarts. */
   async setCapacityLimit(limit: number): Promise<PoolSnapshot> {
     if (!Number.isInteger(limit) || limit < 0) throw invalid({ limit: 'must be a whole number of at least 0' });
-    const handle = this.temporal.workflow.getHandle(semaphoreWorkflowId(capacityPool(this.config)));
+    const handle = (await this.reachTemporal()).workflow.getHandle(semaphoreWorkflowId(capacityPool(this.config)));
     try {
       return await handle.executeUpdate(setLimitUpdate, { args: [limit] });
     } catch (err) {
@@ -445,7 +497,7 @@ export class WorkerManagerClient {
   /** Runs the image GC now (as the daily schedule does); with dryRun it only reports. */
   async runImageGc(opts: { dryRun?: boolean } = {}): Promise<ImageGcReport> {
     try {
-      return await this.temporal.workflow.execute<typeof imageGc>('imageGc', {
+      return await (await this.reachTemporal()).workflow.execute<typeof imageGc>('imageGc', {
         workflowId: `image-gc-run-${new Date().toISOString().replace(/[:.]/g, '-')}-${Math.random().toString(36).slice(2, 6)}`,
         taskQueue: this.config.TEMPORAL_TASK_QUEUE,
         args: [imageGcInput(this.config, opts.dryRun ?? false)],
@@ -520,11 +572,16 @@ export class WorkerManagerClient {
     }
   }
 
-  /** All workers the manager knows in Redis, oldest first, optionally filtered by status. */
+  /**
+   * The workers the manager knows in Redis, oldest first, optionally filtered by one status or
+   * several; with `limit`, one page of them and the `next_cursor` of the next.
+   */
   async list(filter: ListPayload | unknown = {}): Promise<ListResult> {
     const parsed = ListPayload.safeParse(filter ?? {});
     if (!parsed.success) throw invalid(describeIssues(parsed.error));
-    const wanted = parsed.data.status;
+    const { status, ...page } = parsed.data;
+    const wanted: readonly string[] | undefined = status === undefined ? undefined : [status].flat();
+    let workers: StatusObject[];
     try {
       const found: string[] = [];
       let cursor = '0';
@@ -536,13 +593,10 @@ export class WorkerManagerClient {
       const pipeline = this.redis.pipeline();
       for (const k of found) pipeline.hgetall(k);
       const rows = ((await pipeline.exec()) ?? []).map(([, v]) => v as Record<string, string>);
-      const workers = rows
-        .filter((h) => h && WorkerStatus.safeParse(h.status).success && (!wanted || h.status === wanted))
-        .map(toStatusObject)
-        .sort((a, b) => (a.created_at ?? '').localeCompare(b.created_at ?? ''));
-      return { workers };
+      workers = rows.filter((h) => h && WorkerStatus.safeParse(h.status).success && (!wanted || wanted.includes(h.status))).map(toStatusObject);
     } catch (err) {
-      throw toContractError(err);
+      throw this.redisError(err);
     }
+    return pageOf(workers, page);
   }
 }

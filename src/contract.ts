@@ -178,7 +178,41 @@ export interface TaskResult {
 export const WorkerRef = z.object({ worker_id: WorkerId }).strict();
 export type WorkerRef = z.infer<typeof WorkerRef>;
 
-export const ListPayload = z.object({ status: WorkerStatus.optional() }).strict();
+/**
+ * Where a page of `list` ends: the last worker's place in the order (created_at, worker_id),
+ * opaque to callers. A place rather than an offset, so workers created or expiring between two
+ * pages neither repeat nor skip the others.
+ */
+export const ListCursor = {
+  /** A worker's place in the `list` order: by creation time, then by id for a total order. */
+  place: (w: Pick<StatusObject, 'created_at' | 'worker_id'>): ListPlace => [w.created_at ?? '', w.worker_id],
+  encode: (w: Pick<StatusObject, 'created_at' | 'worker_id'>): string => Buffer.from(JSON.stringify(ListCursor.place(w))).toString('base64url'),
+  decode(cursor: string): ListPlace | undefined {
+    try {
+      const v: unknown = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
+      return Array.isArray(v) && v.length === 2 && v.every((x) => typeof x === 'string') ? (v as ListPlace) : undefined;
+    } catch {
+      return undefined;
+    }
+  },
+};
+
+export type ListPlace = [createdAt: string, workerId: string];
+
+/** The most workers one `list` page may hold. */
+export const LIST_PAGE_MAX = 1000;
+
+export const ListPayload = z
+  .object({
+    status: z.union([WorkerStatus, z.array(WorkerStatus).min(1).max(WORKER_STATUSES.length)]).optional(),
+    limit: z.number().int().min(1).max(LIST_PAGE_MAX).optional(),
+    cursor: z
+      .string()
+      .max(1024)
+      .refine((c) => ListCursor.decode(c) !== undefined, { message: 'must be a next_cursor from an earlier list result' })
+      .optional(),
+  })
+  .strict();
 export type ListPayload = z.infer<typeof ListPayload>;
 
 export const PAYLOAD_SCHEMAS = {
@@ -214,7 +248,11 @@ export interface ErrorBody {
 
 export interface CreateResult { worker_id: string; status: WorkerStatus }
 export interface DeleteResult { worker_id: string; status: WorkerStatus; error?: string }
-export interface ListResult { workers: StatusObject[] }
+export interface ListResult {
+  workers: StatusObject[];
+  /** Only when the payload had `limit`: the next page's `cursor`, null on the last page. */
+  next_cursor?: string | null;
+}
 
 export { keys, CONSUMER_GROUP } from './keys';
 

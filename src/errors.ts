@@ -23,10 +23,15 @@ const UNAVAILABLE_HINTS = [
   /Connection is closed/i, /connect ENOENT/, /Deadline exceeded/i, /Reached the max retries per request/i,
   // ioredis without an offline queue, while it is not connected:
   /Stream isn.t writeable/i,
+  // @grpc/grpc-js when Temporal never answered while connecting:
+  /Failed to connect before the deadline/i,
 ];
 
-/** Maps any thrown value to a contract error: backing-service outages become UNAVAILABLE. */
-export function toContractError(err: unknown): WorkerManagerError {
+/**
+ * Maps any thrown value to a contract error: backing-service outages become UNAVAILABLE. `service`
+ * (e.g. "Redis at redis://host:6379") names the one that failed, when the caller knows it.
+ */
+export function toContractError(err: unknown, service?: string): WorkerManagerError {
   if (err instanceof WorkerManagerError) return err;
   const e = err as { code?: unknown; message?: unknown; cause?: { code?: unknown }; errors?: { code?: unknown; message?: unknown }[] };
   // An AggregateError (Node trying each address of a host name) has an empty message of its own.
@@ -42,7 +47,7 @@ export function toContractError(err: unknown): WorkerManagerError {
     codes.some((c) => c === 14 || c === 4 || (typeof c === 'string' && NETWORK_CODES.has(c))) ||
     UNAVAILABLE_HINTS.some((re) => re.test(message))
   ) {
-    return new WorkerManagerError('UNAVAILABLE', `a backing service is unavailable, retry later: ${message}`);
+    return new WorkerManagerError('UNAVAILABLE', `${service ?? 'a backing service'} is unavailable, retry later: ${message}`);
   }
   return new WorkerManagerError('INTERNAL', message);
 }

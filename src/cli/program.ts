@@ -14,9 +14,10 @@ import type { Colors } from 'picocolors/types';
 import type Redis from 'ioredis';
 import type { WorkerManagerClient } from '../client';
 import { ConfigError, loadConfig } from '../config';
-import type { StatusObject, TaskResult, WorkerStatus } from '../contract';
+import { LIST_PAGE_MAX, type StatusObject, type TaskResult, type WorkerStatus } from '../contract';
 import { toContractError, WorkerManagerError } from '../errors';
 import { keys } from '../keys';
+import { version } from '../../package.json';
 import { EXIT, exitCodeFor, type ExitCode } from './exitCodes';
 import {
   errorJson,
@@ -31,7 +32,7 @@ import {
   toOutputEvent,
   type OutputEvent,
 } from './format';
-import { collect, createPayload, parseAgent, parseCpus, parseModules, parseStatus, parseWhole, taskPayload, type WorkerOptions } from './requests';
+import { collect, createPayload, listPayload, parseAgent, parseCpus, parseModules, parseStatus, parseWhole, taskPayload, type WorkerOptions } from './requests';
 
 /** Where the CLI reads and writes: the real process, or a test's streams. */
 export interface CliIO {
@@ -49,6 +50,9 @@ export class UsageError extends Error {}
 
 /** `--wait-timeout` ran out (exit 5); the worker or task goes on. */
 class WaitTimeout extends Error {}
+
+/** Ctrl-C ended a wait or a follow (exit 130); the worker or task goes on. */
+class Interrupted extends Error {}
 
 const FINAL: readonly WorkerStatus[] = ['STOPPED', 'FAILED'];
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -90,21 +94,20 @@ function readInstructions(file: string | undefined): string | undefined {
   }
 }
 
-/** Races a wait against Ctrl-C and --wait-timeout. */
-async function bounded<T>(ctx: Ctx, seconds: number | undefined, work: Promise<T>, what: string): Promise<T> {
-  const racers: Promise<T>[] = [work, ctx.io.interrupted.then(() => Promise.reject(new Interrupted(what)))];
+/**
+ * Races a wait against Ctrl-C and --wait-timeout. Either way the worker or task goes on, and the
+ * message says so with `later`, the command that picks it up again.
+ */
+async function bounded<T>(ctx: Ctx, seconds: number | undefined, work: Promise<T>, what: string, later: string): Promise<T> {
+  const stopped = new Interrupted(`stopped waiting for ${what} (Ctrl-C); it goes on: ${later}`);
+  // The work may see Ctrl-C first (a follow does): the message is this wait's either way.
+  const racers: Promise<T>[] = [work.catch((err) => Promise.reject(err instanceof Interrupted ? stopped : err)), ctx.io.interrupted.then(() => Promise.reject(stopped))];
   let timer: NodeJS.Timeout | undefined;
-  if (seconds) racers.push(new Promise<T>((_, reject) => (timer = setTimeout(() => reject(new WaitTimeout(`gave up waiting for ${what} after ${seconds} s (--wait-timeout); it goes on`)), seconds * 1000))));
+  if (seconds) racers.push(new Promise<T>((_, reject) => (timer = setTimeout(() => reject(new WaitTimeout(`gave up waiting for ${what} after ${seconds} s (--wait-timeout); it goes on: ${later}`)), seconds * 1000))));
   try {
     return await Promise.race(racers);
   } finally {
     if (timer) clearTimeout(timer);
-  }
-}
-
-class Interrupted extends Error {
-  constructor(what: string) {
-    super(`interrupted while waiting for ${what}; it goes on`);
   }
 }
 
@@ -129,7 +132,8 @@ async function waitForWorker(ctx: Ctx, client: WorkerManagerClient, workerId: st
 
 /**
  * Reads a worker's output stream from after `fromId`, calling `onEvent` for each entry until it
- * returns true, or, with `untilFinal`, until the worker is STOPPED or FAILED and nothing is left.
+ * returns true ('done'), or until the worker is STOPPED or FAILED and nothing is left (its final
+ * status). Ctrl-C throws Interrupted.
  */
 async function followOutput(
   ctx: Ctx,
@@ -137,8 +141,9 @@ async function followOutput(
   workerId: string,
   fromId: string,
   onEvent: (e: OutputEvent) => boolean | void,
-): Promise<'done' | 'ended'> {
+): Promise<'done' | StatusObject> {
   const blocking: Redis = client.redis.duplicate({ maxRetriesPerRequest: 2 });
+  blocking.on('error', () => undefined); // a failed read says what went wrong; no stack traces on stderr
   let last = fromId;
   let stop = false;
   void ctx.io.interrupted.then(() => {
@@ -168,11 +173,11 @@ async function followOutput(
         if (FINAL.includes(s.status)) {
           const rest = await client.redis.xrange(keys.output(workerId), `(${last}`, '+');
           for (const [id, fields] of rest) if (onEvent(toOutputEvent(id, fields)) === true) return 'done';
-          return 'ended';
+          return s;
         }
       }
     }
-    throw new Interrupted('output');
+    throw new Interrupted(`stopped following worker ${workerId} (Ctrl-C); it goes on`);
   } finally {
     blocking.disconnect();
   }
@@ -206,10 +211,11 @@ function taskOutcomeExit(r: TaskResult): ExitCode {
 
 export function buildProgram(io: CliIO, state: { client?: Promise<WorkerManagerClient>; code?: ExitCode }): Command {
   const program = new Command('wm')
+    .version(version, '-V, --version', 'print the version of wm')
     .description('Drive worker-manager: AI coding agents in short-lived Docker containers.\nConfiguration from the environment, as the manager reads it (TEMPORAL_ADDRESS, TEMPORAL_TASK_QUEUE, DOCKER_HOST_ID, REDIS_URL, ...).')
     .addHelpText(
       'after',
-      '\nExit codes: 0 ok, 1 worker or task failed, 2 usage error or invalid request, 3 not found,\n4 a backing service (Temporal, Redis, Docker) unavailable, 5 --wait-timeout reached, 130 interrupted.\n\nEvery command takes --json: one JSON document on stdout (NDJSON for logs -f).',
+      '\nExit codes: 0 ok, 1 worker or task failed, 2 usage error or invalid request, 3 not found,\n4 a backing service (Temporal, Redis, Docker) unavailable, 5 --wait-timeout reached, 130 interrupted (Ctrl-C).\n\nEvery command takes --json: one JSON document on stdout (NDJSON for logs -f).',
     )
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride()
@@ -243,7 +249,7 @@ export function buildProgram(io: CliIO, state: { client?: Promise<WorkerManagerC
         const spinner = ctx.spinner(`worker ${created.worker_id} STARTING`);
         let s: StatusObject;
         try {
-          s = await bounded(ctx, o.waitTimeout, waitForWorker(ctx, client, created.worker_id, (x) => x.status !== 'STARTING', spinner), `worker ${created.worker_id}`);
+          s = await bounded(ctx, o.waitTimeout, waitForWorker(ctx, client, created.worker_id, (x) => x.status !== 'STARTING', spinner), `worker ${created.worker_id}`, `wm status ${created.worker_id}`);
         } catch (err) {
           spinner?.error({ text: `worker ${created.worker_id}` });
           throw err;
@@ -259,13 +265,17 @@ export function buildProgram(io: CliIO, state: { client?: Promise<WorkerManagerC
       }),
     );
 
-  command('ls', 'list workers (oldest first)')
+  command('ls', 'list live workers (STARTING, RUNNING, PAUSED), oldest first')
     .option('-s, --status <status>', 'only workers in this status: starting, running, paused, stopped, failed', parseStatus)
+    .addOption(new Option('-a, --all', 'every worker Redis still holds, STOPPED and FAILED ones too').conflicts('status'))
+    .option('-l, --limit <n>', `at most n workers (1-${LIST_PAGE_MAX}); prints the --cursor of the next page`, parseWhole(1, LIST_PAGE_MAX))
+    .option('-c, --cursor <cursor>', 'start after the page that printed this cursor')
     .action(
-      act(async (ctx, o: { status?: WorkerStatus }) => {
-        const r = await (await ctx.client()).list(o.status ? { status: o.status } : {});
+      act(async (ctx, o: { status?: WorkerStatus; all?: boolean; limit?: number; cursor?: string }) => {
+        const r = await (await ctx.client()).list(listPayload(o));
         if (ctx.json) ctx.printJson(r);
         else ctx.out(formatWorkers(ctx.c, r.workers));
+        if (r.next_cursor && !ctx.json) ctx.err(ctx.c.dim(`more workers: add --cursor ${r.next_cursor}`));
         return EXIT.OK;
       }),
     );
@@ -307,12 +317,9 @@ export function buildProgram(io: CliIO, state: { client?: Promise<WorkerManagerC
         }
         events.forEach(print);
         const from = backlog.at(-1)?.[0] ?? (o.tail !== undefined ? ((await client.redis.xrevrange(key, '+', '-', 'COUNT', 1))[0]?.[0] ?? '0-0') : '0-0');
-        try {
-          await followOutput(ctx, client, id, from, (e) => void (wanted(e) && print(e)));
-        } catch (err) {
-          if (err instanceof Interrupted) return EXIT.OK; // Ctrl-C is how one stops following
-          throw err;
-        }
+        const ended = await followOutput(ctx, client, id, from, (e) => void (wanted(e) && print(e)));
+        // stderr, so that stdout stays the worker's events (NDJSON with --json).
+        if (ended !== 'done') ctx.err(ctx.c.dim(`worker ${id} is ${ended.status}${ended.error ? `: ${ended.error}` : ''}; no more output`));
         return EXIT.OK;
       }),
     );
@@ -338,7 +345,7 @@ export function buildProgram(io: CliIO, state: { client?: Promise<WorkerManagerC
         let result: string | null = null;
         let status = 'error';
         const spinner = ctx.spinner(`task ${sent.task_id}`);
-        const ended = await bounded(
+        const outcome = await bounded(
           ctx,
           o.waitTimeout,
           followOutput(ctx, client, id, before, (e) => {
@@ -360,10 +367,12 @@ export function buildProgram(io: CliIO, state: { client?: Promise<WorkerManagerC
             return false;
           }),
           `task ${sent.task_id}`,
+          `wm logs -f ${id} --task ${sent.task_id}`,
         ).finally(() => spinner?.clear().stop());
-        if (ended === 'ended') status = 'error';
+        const ended = outcome !== 'done';
+        if (ended) status = 'error';
         if (ctx.json) ctx.printJson({ worker_id: id, task_id: sent.task_id, status, result });
-        else if (ended === 'ended') ctx.err(formatError(ctx.c, new WorkerManagerError('INTERNAL', `worker ${id} stopped before task ${sent.task_id} completed`)));
+        else if (ended) ctx.err(formatError(ctx.c, new WorkerManagerError('INTERNAL', `worker ${id} is ${outcome.status} before task ${sent.task_id} completed`)));
         return status === 'ok' ? EXIT.OK : EXIT.FAILED;
       }),
     );
@@ -428,7 +437,7 @@ export function buildProgram(io: CliIO, state: { client?: Promise<WorkerManagerC
         })();
         let r: TaskResult;
         try {
-          r = await bounded(ctx, o.waitTimeout, client.taskResult(started.task_id), `task ${started.task_id}`);
+          r = await bounded(ctx, o.waitTimeout, client.taskResult(started.task_id), `task ${started.task_id}`, `wm result ${started.task_id}`);
         } catch (err) {
           spinner?.error({ text: `task ${started.task_id}` });
           throw err;
@@ -446,7 +455,7 @@ export function buildProgram(io: CliIO, state: { client?: Promise<WorkerManagerC
       act(async (ctx, taskId: string) => {
         const client = await ctx.client();
         const spinner = ctx.spinner(`task ${taskId}`);
-        const r = await bounded(ctx, undefined, client.taskResult(taskId), `task ${taskId}`).catch((err) => {
+        const r = await bounded(ctx, undefined, client.taskResult(taskId), `task ${taskId}`, `wm result ${taskId}`).catch((err) => {
           spinner?.error({ text: `task ${taskId}` });
           throw err;
         });
@@ -455,13 +464,17 @@ export function buildProgram(io: CliIO, state: { client?: Promise<WorkerManagerC
     );
 
   command('capacity', "this Docker host's capacity pool: limit, permit holders, FIFO queue")
-    .option('--set-limit <n>', 'change the number of concurrent workers now', parseWhole(0))
+    .option('--set-limit <n>', 'change the number of concurrent workers now (0 needs --force)', parseWhole(0))
+    .option('--force', 'allow --set-limit 0, which lets no new worker start')
     .action(
-      act(async (ctx, o: { setLimit?: number }) => {
+      act(async (ctx, o: { setLimit?: number; force?: boolean }) => {
+        // A limit of 0 is a drain, not a resize: easy to type by mistake, so it must be meant.
+        if (o.setLimit === 0 && !o.force) throw new UsageError('--set-limit 0 lets no new worker start: each create waits in the queue until the limit is raised or it fails CAPACITY_TIMEOUT; add --force to do it');
         const client = await ctx.client();
         const snap = o.setLimit !== undefined ? await client.setCapacityLimit(o.setLimit) : await client.capacity();
         if (ctx.json) ctx.printJson(snap);
         else ctx.out(formatCapacity(ctx.c, snap));
+        if (snap.limit === 0) ctx.err(ctx.c.yellow('the limit is 0: no new worker starts until it is raised (wm capacity --set-limit N)'));
         return EXIT.OK;
       }),
     );
@@ -519,20 +532,21 @@ export function reportError(io: CliIO, json: boolean, err: unknown): ExitCode {
     if (json) io.stdout.write(`${JSON.stringify(errorJson(new WorkerManagerError('INVALID_REQUEST', err.message.replace(/^error: /, ''))))}\n`);
     return EXIT.USAGE;
   }
+  if (err instanceof WaitTimeout || err instanceof Interrupted) {
+    // Not errors of the manager: the CLI stopped waiting, and says how to pick the work up again.
+    const label = err instanceof WaitTimeout ? 'TIMEOUT' : 'INTERRUPTED';
+    if (json) io.stdout.write(`${JSON.stringify({ error: { code: label, message: err.message } })}\n`);
+    io.stderr.write(`${c.yellow(err.message)}\n`);
+    return err instanceof WaitTimeout ? EXIT.TIMEOUT : EXIT.INTERRUPTED;
+  }
   if (err instanceof UsageError || err instanceof ConfigError) {
     e = new WorkerManagerError('INVALID_REQUEST', err.message);
     code = EXIT.USAGE;
-  } else if (err instanceof WaitTimeout) {
-    e = new WorkerManagerError('UNAVAILABLE', err.message);
-    code = EXIT.TIMEOUT;
-  } else if (err instanceof Interrupted) {
-    e = new WorkerManagerError('INTERNAL', err.message);
-    code = EXIT.INTERRUPTED;
   } else {
     e = toContractError(err);
     code = exitCodeFor(e.code);
   }
-  if (json) io.stdout.write(`${JSON.stringify(err instanceof WaitTimeout ? { error: { code: 'TIMEOUT', message: e.message } } : errorJson(e))}\n`);
+  if (json) io.stdout.write(`${JSON.stringify(errorJson(e))}\n`);
   io.stderr.write(`${formatError(c, e)}\n`);
   return code;
 }
@@ -556,9 +570,13 @@ export async function runCli(argv: string[], io: CliIO): Promise<ExitCode> {
   }
 }
 
-/** The real process's environment: configuration checked before connecting. */
+/**
+ * The real process's environment: configuration checked before connecting. Temporal is reached
+ * only by a command that needs it, so what Redis alone serves (ls, status, logs, send) works, and
+ * fails fast, whatever Temporal's state.
+ */
 export async function connectFromEnv(env: NodeJS.ProcessEnv): Promise<WorkerManagerClient> {
   const config = loadConfig(env);
   const { WorkerManagerClient } = await import('../client');
-  return WorkerManagerClient.connect(config);
+  return WorkerManagerClient.connect(config, { lazyTemporal: true });
 }

@@ -4,7 +4,7 @@
  * translate spellings (lower-case agents and modules) and reject what the CLI alone can know.
  */
 import { InvalidArgumentError } from 'commander';
-import { AGENT_TYPES, MODULES, WORKER_STATUSES, type AgentType, type CreatePayload, type Module, type TaskPayload, type WorkerStatus } from '../contract';
+import { AGENT_TYPES, MODULES, WORKER_STATUSES, type AgentType, type CreatePayload, type ListPayload, type Module, type TaskPayload, type WorkerStatus } from '../contract';
 
 /** `claude`, `CLAUDE` → `CLAUDE`. */
 export function parseAgent(value: string): AgentType {
@@ -32,11 +32,13 @@ export function parseStatus(value: string): WorkerStatus {
   throw new InvalidArgumentError(`unknown status "${value}": use ${WORKER_STATUSES.join(', ')}`);
 }
 
-/** A whole number of at least `min`, for seconds and limits. */
-export function parseWhole(min: number): (value: string) => number {
+/** A whole number of at least `min` (and at most `max`), for seconds and limits. */
+export function parseWhole(min: number, max = Number.MAX_SAFE_INTEGER): (value: string) => number {
   return (value) => {
     const n = Number(value);
-    if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < min) throw new InvalidArgumentError(`must be a whole number of at least ${min}`);
+    if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < min || n > max) {
+      throw new InvalidArgumentError(`must be a whole number of at least ${min}${max < Number.MAX_SAFE_INTEGER ? ` and at most ${max}` : ''}`);
+    }
     return n;
   };
 }
@@ -85,4 +87,16 @@ export function createPayload(o: WorkerOptions & { prompt?: string }): CreatePay
 
 export function taskPayload(o: WorkerOptions & { prompt: string; timeout?: number }): TaskPayload {
   return { ...common(o), prompt: o.prompt, ...(o.timeout !== undefined ? { timeout_s: o.timeout } : {}) };
+}
+
+/** The workers `wm ls` shows unless asked for more: those that still have (or wait for) a container. */
+export const LIVE_STATUSES: WorkerStatus[] = ['STARTING', 'RUNNING', 'PAUSED'];
+
+/** `wm ls` options → the `list` payload: live workers unless --status or --all says otherwise. */
+export function listPayload(o: { status?: WorkerStatus; all?: boolean; limit?: number; cursor?: string }): ListPayload {
+  return {
+    ...(o.status ? { status: o.status } : o.all ? {} : { status: LIVE_STATUSES }),
+    ...(o.limit !== undefined ? { limit: o.limit } : {}),
+    ...(o.cursor !== undefined ? { cursor: o.cursor } : {}),
+  };
 }

@@ -9,6 +9,7 @@ import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fakeAnthropic';
+import { freePort } from '../helpers/ports';
 import { bridgeAddress, containerExists, eventually, ROOT, startManager, testEnv, type RunningManager } from '../helpers/stack';
 
 const CLI = path.join(ROOT, 'dist', 'src', 'cli', 'main.js');
@@ -29,8 +30,8 @@ describe('wm CLI against the real stack', () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'wm-cli-'));
   const rules = path.join(dir, 'rules.md');
 
-  const start = (args: string[]): ChildProcess & { done: Promise<Run> } => {
-    const child = spawn(process.execPath, [CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const start = (args: string[], over: NodeJS.ProcessEnv = {}): ChildProcess & { done: Promise<Run> } => {
+    const child = spawn(process.execPath, [CLI, ...args], { env: { ...env, ...over }, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout!.on('data', (c: Buffer) => (stdout += c));
@@ -40,8 +41,10 @@ describe('wm CLI against the real stack', () => {
   };
   const wm = (...args: string[]) => start(args).done;
   /** Runs with --json: exit code and the one JSON document it printed. */
-  const wmJson = async (...args: string[]) => {
-    const r = await wm(...args, '--json');
+  const wmJson = (...args: string[]) => wmJsonWith({}, ...args);
+  /** wmJson with variables changed, e.g. a service's address. */
+  const wmJsonWith = async (over: NodeJS.ProcessEnv, ...args: string[]) => {
+    const r = await start([...args, '--json'], over).done;
     let json: unknown;
     try {
       json = JSON.parse(r.stdout);
@@ -134,6 +137,7 @@ describe('wm CLI against the real stack', () => {
     expect(await containerExists(m.docker, `worker-${workerId}`)).toBe(false);
     const f = await follower.done;
     expect(f.code).toBe(0);
+    expect(f.stderr).toBe(`worker ${workerId} is STOPPED; no more output\n`);
     const lines: { type: string; content: string; task_id: string; seq: number }[] = f.stdout.trim().split('\n').map((l) => JSON.parse(l));
     expect(lines[0]).toMatchObject({ type: 'task_completed', task_id: taskId });
     expect(lines.slice(1).every((l) => l.task_id === waited.json.task_id)).toBe(true);
@@ -142,6 +146,67 @@ describe('wm CLI against the real stack', () => {
 
     const after = await wmJson('status', workerId);
     expect(after.json).toMatchObject({ worker_id: workerId, status: 'STOPPED' });
+    // Gone from the live workers `wm ls` shows by default; still in --all.
+    const ids = (r: { json: { workers: { worker_id: string }[] } }) => r.json.workers.map((w) => w.worker_id);
+    expect(ids(await wmJson('ls'))).not.toContain(workerId);
+    expect(ids(await wmJson('ls', '--all'))).toContain(workerId);
+  });
+
+  test('ls --limit and --cursor page through the workers, each once, in order', async () => {
+    const place = (w: { created_at: string; worker_id: string }) => `${w.created_at} ${w.worker_id}`;
+    const first = await wmJson('ls', '--all', '--limit', '1');
+    expect(first.code).toBe(0);
+    expect(first.json.workers).toHaveLength(1);
+    expect(first.json.next_cursor).toEqual(expect.any(String)); // this suite's worker at least is still there
+    const second = await wmJson('ls', '--all', '--limit', '1', '--cursor', first.json.next_cursor);
+    expect(second.json.workers).toHaveLength(1);
+    expect(place(second.json.workers[0]) > place(first.json.workers[0])).toBe(true);
+    const human = await wm('ls', '--all', '--limit', '1');
+    expect(human.stderr).toMatch(/^more workers: add --cursor \S+\n$/);
+    const bad = await wmJson('ls', '--cursor', 'nonsense');
+    expect(bad.code).toBe(2);
+    expect(bad.json.error.details).toEqual({ cursor: 'must be a next_cursor from an earlier list result' });
+  });
+
+  test('logs -f: Ctrl-C exits 130 and says the worker goes on', async () => {
+    const created = await wmJson('create', '--agent', 'claude', '--wait');
+    expect(created.code).toBe(0);
+    const id: string = created.json.worker_id;
+    expect((await wmJson('send', id, 'something to show', '--wait')).code).toBe(0);
+    // Once it has printed the last event so far, the follower is reading (and handles SIGINT).
+    const follower = start(['logs', '-f', id, '--tail', '1']);
+    let followed = '';
+    follower.stdout!.on('data', (c: Buffer) => (followed += c));
+    await eventually('the follower to print the last event', async () => followed.includes('\n'));
+    follower.kill('SIGINT');
+    const f = await follower.done;
+    expect(f.code).toBe(130);
+    expect(f.stderr).toBe(`stopped following worker ${id} (Ctrl-C); it goes on\n`);
+    expect((await wmJson('rm', id)).code).toBe(0);
+  });
+
+  test('Temporal down: Redis-only commands answer; the others exit 4 naming Temporal and its address', async () => {
+    const address = `127.0.0.1:${await freePort()}`;
+    const down = { TEMPORAL_ADDRESS: address };
+    const ls = await wmJsonWith(down, 'ls', '--all');
+    expect(ls.code).toBe(0);
+    expect(ls.json.workers.map((w: { worker_id: string }) => w.worker_id)).toContain(workerId);
+    const status = await wmJsonWith(down, 'status', workerId);
+    expect(status).toMatchObject({ code: 0, json: { worker_id: workerId, status: 'STOPPED' } });
+    const logs = await wmJsonWith(down, 'logs', workerId);
+    expect(logs.code).toBe(0);
+    const cap = await start(['capacity'], down).done;
+    expect(cap.code).toBe(4);
+    expect(cap.stderr).toBe(`error [UNAVAILABLE] Temporal at ${address} is unavailable, retry later: Failed to connect before the deadline\n`);
+  });
+
+  test('Redis down: exit 4 with one line naming Redis and its address, and no stack traces', async () => {
+    const url = `redis://127.0.0.1:${await freePort()}`;
+    for (const args of [['ls'], ['status', workerId], ['logs', workerId], ['send', workerId, 'hi']]) {
+      const r = await start(args, { REDIS_URL: url }).done;
+      expect({ args, code: r.code }).toEqual({ args, code: 4 });
+      expect(r.stderr).toMatch(new RegExp(`^error \\[UNAVAILABLE\\] Redis at ${url} is unavailable, retry later: connect ECONNREFUSED [^\\n]*\\n$`));
+    }
   });
 
   test('task --wait prints the result', async () => {
@@ -187,13 +252,8 @@ describe('wm CLI against the real stack', () => {
     const mem = await wmJson('create', '--agent', 'claude', '--memory', '64g');
     expect(mem.code).toBe(2);
     expect(mem.json.error.details['resources.memory']).toContain('WORKER_MEMORY_MAX');
-    const down = await new Promise<Run>((resolve) => {
-      const c = spawn(process.execPath, [CLI, 'ls', '--json'], { env: { ...env, REDIS_URL: 'redis://127.0.0.1:1' } });
-      let stdout = '';
-      c.stdout.on('data', (x: Buffer) => (stdout += x));
-      c.on('close', (code) => resolve({ code, stdout, stderr: '' }));
-    });
+    const down = await wmJsonWith({ REDIS_URL: 'redis://127.0.0.1:1' }, 'ls');
     expect(down.code).toBe(4);
-    expect(JSON.parse(down.stdout).error.code).toBe('UNAVAILABLE');
+    expect(down.json.error.code).toBe('UNAVAILABLE');
   });
 });

@@ -1,16 +1,21 @@
 /**
  * The pure parts of the `wm` CLI: options → contract payloads, formatting, exit codes, and
- * command-line errors found before anything is sent (runCli with streams, never connecting).
+ * command-line errors found before anything is sent (runCli with streams, never connecting);
+ * Ctrl-C, paging and capacity edges with a stand-in client; Redis down (an unused port).
  */
+import { randomUUID } from 'node:crypto';
 import { PassThrough } from 'node:stream';
 import { createColors } from 'picocolors';
 import { InvalidArgumentError } from 'commander';
-import { CreatePayload, TaskPayload } from '../../src/contract';
 import { WorkerManagerError } from '../../src/errors';
 import { EXIT, exitCodeFor } from '../../src/cli/exitCodes';
 import { errorJson, formatCapacity, formatError, formatEvent, formatWorkers, table, toOutputEvent } from '../../src/cli/format';
 import { createPayload, parseAgent, parseModules, parseStatus, parseWhole, taskPayload } from '../../src/cli/requests';
-import { runCli, type CliIO } from '../../src/cli/program';
+import { connectFromEnv, runCli, type CliIO } from '../../src/cli/program';
+import { pageOf, type WorkerManagerClient } from '../../src/client';
+import { CreatePayload, ListCursor, ListPayload, TaskPayload, type StatusObject } from '../../src/contract';
+import { freePort } from '../helpers/ports';
+import { version } from '../../package.json';
 
 const plain = createColors(false);
 
@@ -99,26 +104,29 @@ test('exit codes per contract error code', () => {
   expect(new Set(Object.values(EXIT)).size).toBe(Object.keys(EXIT).length);
 });
 
+/** runCli on in-memory streams, connecting with `connect` (by default: the services are down). */
+async function runWith(argv: string[], opts: { env?: NodeJS.ProcessEnv; connect?: () => Promise<WorkerManagerClient>; interrupted?: Promise<void> } = {}) {
+  const stdout = new PassThrough();
+  const stderr = new PassThrough();
+  let out = '';
+  let err = '';
+  stdout.on('data', (c) => (out += c));
+  stderr.on('data', (c) => (err += c));
+  let connected = false;
+  const io: CliIO = {
+    stdout, stderr, env: opts.env ?? {},
+    connect: () => {
+      connected = true;
+      return opts.connect ? opts.connect() : Promise.reject(new Error('connect ECONNREFUSED 127.0.0.1:7233'));
+    },
+    interrupted: opts.interrupted ?? new Promise(() => undefined),
+  };
+  const code = await runCli(argv, io);
+  return { code, out, err, connected };
+}
+
 describe('runCli without a manager', () => {
-  async function run(argv: string[], env: NodeJS.ProcessEnv = {}) {
-    const stdout = new PassThrough();
-    const stderr = new PassThrough();
-    let out = '';
-    let err = '';
-    stdout.on('data', (c) => (out += c));
-    stderr.on('data', (c) => (err += c));
-    let connected = false;
-    const io: CliIO = {
-      stdout, stderr, env,
-      connect: async () => {
-        connected = true;
-        throw new Error('connect ECONNREFUSED 127.0.0.1:7233');
-      },
-      interrupted: new Promise(() => undefined),
-    };
-    const code = await runCli(argv, io);
-    return { code, out, err, connected };
-  }
+  const run = (argv: string[], env: NodeJS.ProcessEnv = {}) => runWith(argv, { env });
 
   test('--help everywhere, exit 0, no connection', async () => {
     for (const argv of [['--help'], ['create', '--help'], ['logs', '--help'], ['capacity', '--help'], ['gc', '--help']]) {
@@ -148,19 +156,127 @@ describe('runCli without a manager', () => {
   });
 
   test('a bad configuration is a usage error naming the variable', async () => {
-    const { connectFromEnv } = await import('../../src/cli/program');
-    const stdout = new PassThrough();
-    const stderr = new PassThrough();
-    let err = '';
-    stderr.on('data', (c) => (err += c));
-    const code = await runCli(['ls'], { stdout, stderr, env: {}, connect: () => connectFromEnv({ REDIS_URL: 'http://x' }), interrupted: new Promise(() => undefined) });
-    expect(code).toBe(2);
-    expect(err).toContain('REDIS_URL: must be a redis:// or rediss:// URL');
+    const r = await runWith(['ls'], { connect: () => connectFromEnv({ REDIS_URL: 'http://x' }) });
+    expect(r.code).toBe(2);
+    expect(r.err).toContain('REDIS_URL: must be a redis:// or rediss:// URL');
   });
 
   test('a backing service down: exit 4', async () => {
     const r = await run(['ls', '--json']);
     expect(r.code).toBe(4);
     expect(JSON.parse(r.out).error.code).toBe('UNAVAILABLE');
+  });
+});
+
+describe('Redis down (an unused port, nothing listening)', () => {
+  test('Redis down: exit 4 with one line naming Redis and its address, without waiting for Temporal', async () => {
+    const [redisPort, temporalPort] = [await freePort(), await freePort()];
+    const env = { REDIS_URL: `redis://127.0.0.1:${redisPort}`, TEMPORAL_ADDRESS: `127.0.0.1:${temporalPort}` };
+    for (const argv of [['ls'], ['status', randomUUID()], ['logs', randomUUID()]]) {
+      const r = await runWith(argv, { connect: () => connectFromEnv(env) });
+      expect({ argv, code: r.code }).toEqual({ argv, code: EXIT.UNAVAILABLE });
+      expect(r.err.trimEnd().split('\n')).toEqual([expect.stringMatching(new RegExp(`^error \\[UNAVAILABLE\\] Redis at redis://127\\.0\\.0\\.1:${redisPort} is unavailable, retry later: .*ECONNREFUSED`))]);
+    }
+  });
+});
+
+describe('the CLI edges', () => {
+  const id = randomUUID();
+  const worker = (over: Partial<StatusObject> = {}) => ({ worker_id: id, status: 'RUNNING', created_at: '2026-12-01T00:00:00.000Z', ...over }) as StatusObject;
+  /** A stand-in for the client: only what the command under test calls. */
+  const fake = (methods: Record<string, unknown>) => () => Promise.resolve({ close: async () => undefined, ...methods } as unknown as WorkerManagerClient);
+  /** A Redis whose blocking reads return only when the connection is closed, as Ctrl-C does. */
+  const quietRedis = {
+    xrange: async () => [],
+    xrevrange: async () => [],
+    duplicate: () => {
+      let hangUp = () => undefined as void;
+      return { on() {}, disconnect: () => hangUp(), xread: () => new Promise((_, reject) => (hangUp = () => reject(new Error('Connection is closed.')))) };
+    },
+  };
+
+  test('wm --version prints the version in package.json', async () => {
+    for (const flag of ['--version', '-V']) {
+      const r = await runWith([flag]);
+      expect(r).toMatchObject({ code: 0, out: `${version}\n`, connected: false });
+    }
+  });
+
+  test('logs -f: Ctrl-C exits 130 and says the worker goes on', async () => {
+    const r = await runWith(['logs', '-f', id], { connect: fake({ status: async () => worker(), redis: quietRedis }), interrupted: Promise.resolve() });
+    expect(r.code).toBe(EXIT.INTERRUPTED);
+    expect(r.err).toBe(`stopped following worker ${id} (Ctrl-C); it goes on\n`);
+  });
+
+  test('send --wait: Ctrl-C exits 130 and says how to get the task that goes on', async () => {
+    const connect = fake({ status: async () => worker(), redis: quietRedis, sendInput: async () => ({ task_id: 't1', entry_id: '1-0' }) });
+    const r = await runWith(['send', id, 'hi', '--wait'], { connect, interrupted: Promise.resolve() });
+    expect(r.code).toBe(EXIT.INTERRUPTED);
+    expect(r.err).toBe(`stopped waiting for task t1 (Ctrl-C); it goes on: wm logs -f ${id} --task t1\n`);
+    const json = await runWith(['send', id, 'hi', '--wait', '--json'], { connect, interrupted: Promise.resolve() });
+    expect(JSON.parse(json.out)).toEqual({ error: { code: 'INTERRUPTED', message: `stopped waiting for task t1 (Ctrl-C); it goes on: wm logs -f ${id} --task t1` } });
+  });
+
+  test('capacity --set-limit 0 needs --force, and a limit of 0 is always pointed out', async () => {
+    const set: number[] = [];
+    const connect = fake({ setCapacityLimit: async (n: number) => (set.push(n), { limit: n, in_use: 0, available: n, holders: [], queue: [] }) });
+    let r = await runWith(['capacity', '--set-limit', '0'], { connect });
+    expect(r).toMatchObject({ code: EXIT.USAGE, connected: false });
+    expect(r.err).toContain('--set-limit 0 lets no new worker start');
+    expect(r.err).toContain('add --force');
+    r = await runWith(['capacity', '--set-limit', '0', '--force'], { connect });
+    expect(r.code).toBe(0);
+    expect(set).toEqual([0]);
+    expect(r.err).toContain('the limit is 0: no new worker starts until it is raised');
+    r = await runWith(['capacity', '--set-limit', '2'], { connect });
+    expect(r).toMatchObject({ code: 0, err: '' });
+  });
+
+  test('ls: live workers unless --status or --all; --limit and --cursor page', async () => {
+    const asked: unknown[] = [];
+    const connect = fake({ list: async (p: unknown) => (asked.push(p), { workers: [worker()], next_cursor: 'CUR' }) });
+    expect((await runWith(['ls'], { connect })).code).toBe(0);
+    expect((await runWith(['ls', '--all'], { connect })).code).toBe(0);
+    expect((await runWith(['ls', '--status', 'stopped'], { connect })).code).toBe(0);
+    const paged = await runWith(['ls', '--limit', '1', '--cursor', 'C0'], { connect });
+    expect(asked).toEqual([{ status: ['STARTING', 'RUNNING', 'PAUSED'] }, {}, { status: 'STOPPED' }, { status: ['STARTING', 'RUNNING', 'PAUSED'], limit: 1, cursor: 'C0' }]);
+    expect(paged.out).toContain(id);
+    expect(paged.err).toBe('more workers: add --cursor CUR\n');
+    const both = await runWith(['ls', '--all', '--status', 'running'], { connect });
+    expect(both.code).toBe(EXIT.USAGE);
+    expect(both.err).toContain("option '-a, --all' cannot be used with option '-s, --status <status>'");
+    expect((await runWith(['ls', '--limit', '1001'], { connect })).code).toBe(EXIT.USAGE);
+  });
+});
+
+describe('list pages', () => {
+  const w = (n: number, created = `2026-12-01T00:00:0${n}.000Z`) => ({ worker_id: `00000000-0000-4000-8000-00000000000${n}`, status: 'RUNNING', created_at: created }) as StatusObject;
+
+  test('without limit: every worker, oldest first, and no next_cursor (the v1 result)', () => {
+    const r = pageOf([w(3), w(1), w(2)], {});
+    expect(r).toEqual({ workers: [w(1), w(2), w(3)] });
+    expect('next_cursor' in r).toBe(false);
+  });
+
+  test('pages hold each worker once, in order, even when workers come and go between pages', () => {
+    const all = [w(5), w(1), w(4), w(2), w(3)];
+    const first = pageOf([...all], { limit: 2 });
+    expect(first.workers).toEqual([w(1), w(2)]);
+    expect(first.next_cursor).toEqual(expect.any(String));
+    // w(2) expires and w(6) arrives before the next page; w(7) has w(2)'s creation time.
+    const later = [w(5), w(1), w(4), w(3), w(6), w(7, w(2).created_at!)];
+    const second = pageOf(later, { limit: 2, cursor: first.next_cursor! });
+    expect(second.workers).toEqual([w(7, w(2).created_at!), w(3)]);
+    const third = pageOf(later, { limit: 3, cursor: second.next_cursor! });
+    expect(third).toEqual({ workers: [w(4), w(5), w(6)], next_cursor: null });
+  });
+
+  test('the payload: limit 1-1000, a cursor from a result, status one or several', () => {
+    expect(ListPayload.safeParse({ status: ['RUNNING', 'PAUSED'], limit: 10, cursor: ListCursor.encode(w(1)) }).success).toBe(true);
+    for (const [bad, field] of [[{ limit: 0 }, 'limit'], [{ limit: 1001 }, 'limit'], [{ cursor: 'nonsense' }, 'cursor'], [{ status: [] }, 'status'], [{ status: ['GONE'] }, 'status']] as const) {
+      const r = ListPayload.safeParse(bad);
+      expect(r.success).toBe(false);
+      expect(r.error!.issues[0]!.path[0]).toBe(field);
+    }
   });
 });

@@ -167,7 +167,7 @@ describe('ListPayload', () => {
 
   it('rejects an unknown status and unknown keys', () => {
     expect(Object.keys(issuesOf(ListPayload, { status: 'running' }))).toEqual(['status']);
-    expect(issuesOf(ListPayload, { limit: 5 })).toEqual({ limit: 'unknown field' });
+    expect(issuesOf(ListPayload, { offset: 5 })).toEqual({ offset: 'unknown field' }); // pages go by limit and cursor
   });
 });
 
