@@ -20,7 +20,7 @@ export type WorkerStatus = z.infer<typeof WorkerStatus>;
 
 export const LIFECYCLE_EVENTS = [
   'starting', 'running', 'ready', 'busy', 'idle', 'paused', 'resumed',
-  'stopping', 'stopped', 'failed', 'task_started', 'task_completed',
+  'stopping', 'stopped', 'failed', 'task_started', 'task_completed', 'budget_exceeded',
 ] as const;
 export type LifecycleEvent = (typeof LIFECYCLE_EVENTS)[number];
 
@@ -85,6 +85,33 @@ export const Auth = z
   .strict();
 export type Auth = z.infer<typeof Auth>;
 
+/**
+ * A worker's model budget, enforced by the model gateway (src/modelGateway.ts): once either is
+ * reached, further model requests are refused and the running task ends with budget_exceeded.
+ */
+export const Budget = z
+  .object({
+    /** Input + output + cache read + cache write tokens, over the worker's life. */
+    max_tokens: z.number().int('must be a whole number').positive('must be greater than 0').optional(),
+    /** Model requests (POST .../messages), over the worker's life. */
+    max_requests: z.number().int('must be a whole number').positive('must be greater than 0').optional(),
+  })
+  .strict()
+  .refine((b) => b.max_tokens !== undefined || b.max_requests !== undefined, { message: 'must set max_tokens, max_requests or both' });
+export type Budget = z.infer<typeof Budget>;
+
+/** The token counts of model responses, as the Anthropic API names them. */
+export interface TokenUsage {
+  input_tokens: number;
+  output_tokens: number;
+  cache_read_input_tokens: number;
+  cache_creation_input_tokens: number;
+}
+/** What the model gateway counted for a worker, a task or the whole manager. */
+export interface ModelUsage extends TokenUsage {
+  requests: number;
+}
+
 export const CreatePayload = z
   .object({
     agent_type: AgentType,
@@ -106,6 +133,7 @@ export const CreatePayload = z
     idle_timeout_s: z.number().int().positive().optional(),
     session_timeout_s: z.number().int().positive().optional(),
     resources: Resources.optional(),
+    budget: Budget.optional(),
   })
   .strict();
 export type CreatePayload = z.infer<typeof CreatePayload>;
@@ -132,6 +160,10 @@ export interface TaskResult {
   result: string | null;
   duration_ms: number;
   error?: string;
+  /** Why it ended, when the status alone does not say (budget_exceeded). */
+  reason?: string;
+  /** The model usage of the task, counted by the model gateway. */
+  usage?: ModelUsage;
 }
 
 export const WorkerRef = z.object({ worker_id: WorkerId }).strict();
@@ -163,7 +195,7 @@ export const STATUS_FIELDS = [
 export type StatusField = (typeof STATUS_FIELDS)[number];
 export type StatusObject = { worker_id: string; status: WorkerStatus } & {
   [K in Exclude<StatusField, 'worker_id' | 'status'>]: string | null;
-} & { error_code?: string | null; queue_position?: number };
+} & { error_code?: string | null; queue_position?: number; usage?: ModelUsage };
 
 export interface ErrorBody {
   code: ErrorCode;
@@ -223,6 +255,8 @@ export interface WorkerSpec {
   holdPermitWhilePaused: boolean;
   /** Headless task mode: run initialPrompt as task `taskId`, collect its result, then stop. */
   headless?: { timeoutS: number };
+  /** The model budget (the create's, else the manager's default); none: unlimited. */
+  budget?: Budget;
 }
 
 export interface WorkerOutcome {

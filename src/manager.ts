@@ -15,6 +15,7 @@ import { managerRedisOptions, redactUrl, temporalConnectionOptions, waitForRedis
 import { ContainerWatcher } from './containerWatcher';
 import { createLog } from './log';
 import { startEgressGateway } from './egress';
+import { startModelGateway } from './modelGateway';
 import { reapOrphans } from './orphanReaper';
 import { WakeWatcher } from './wakeWatcher';
 import { ensureImageGcSchedule, imageGcScheduleId } from './schedules';
@@ -65,6 +66,9 @@ async function main(): Promise<void> {
   } catch (err) {
     throw new Error(`Temporal at ${config.TEMPORAL_ADDRESS} does not answer: ${(err as Error).message}`);
   }
+
+  // The model gateway first: its port (MODEL_GATEWAY_PORT) is one the egress host rules let through.
+  const modelGateway = await startModelGateway({ config, docker, redis, log: createLog('model-gateway', config.LOG_LEVEL) });
 
   // The egress allow-list's network, host rules and proxy, before any worker can be created.
   const egressLog = createLog('egress', config.LOG_LEVEL);
@@ -138,6 +142,7 @@ async function main(): Promise<void> {
     redis: redactUrl(config.REDIS_URL),
     commands: 'worker:commands',
     warm_pool: config.WARM_POOL_SIZE,
+    model_gateway: modelGateway.stats(),
   });
   process.stderr.write(`\nworker-manager is up. Temporal UI: ${config.TEMPORAL_UI_URL}/namespaces/${config.TEMPORAL_NAMESPACE}/workflows\n\n`);
 
@@ -147,6 +152,8 @@ async function main(): Promise<void> {
     egressLog.info('egress proxy stopped', { ...egress.proxy.stats() });
     await egress.proxy.close();
   }
+  // Last: workers still stopping may finish their model calls until the manager is gone.
+  await modelGateway.close();
   await client.close();
   await connection.close();
   redis.disconnect();

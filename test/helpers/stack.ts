@@ -20,6 +20,7 @@ import { managerRedisOptions, temporalConnectionOptions } from '../../src/connec
 import type { StatusObject, WorkerStatus } from '../../src/contract';
 import { createManagerWorkers } from '../../src/worker';
 import { createWarmPool, type WarmPool } from '../../src/warmPool';
+import { startModelGateway, type ModelGateway } from '../../src/modelGateway';
 
 export const ROOT = path.resolve(__dirname, '..', '..');
 export const WORKFLOW_BUNDLE = path.join(ROOT, '.data', 'test-workflow-bundle.js');
@@ -73,11 +74,13 @@ export const testEnv = (): NodeJS.ProcessEnv => ({
 
 export function testConfig(overrides: Record<string, string> = {}): Config {
   const queue = `test-${randomUUID().slice(0, 8)}`;
-  return loadConfig({ ...testEnv(), TEMPORAL_TASK_QUEUE: queue, DOCKER_HOST_ID: 'test', ...overrides });
+  // MODEL_GATEWAY_PORT 0: each test manager's gateway on a free port (several run at once).
+  return loadConfig({ ...testEnv(), TEMPORAL_TASK_QUEUE: queue, DOCKER_HOST_ID: 'test', MODEL_GATEWAY_PORT: '0', ...overrides });
 }
 
 export interface RunningManager {
   watcher: ContainerWatcher;
+  modelGateway: ModelGateway;
   warmPool?: WarmPool;
   config: Config;
   client: WorkerManagerClient;
@@ -96,6 +99,7 @@ export async function startManager(overrides: Record<string, string> = {}): Prom
   const connection = await NativeConnection.connect(temporalConnectionOptions(config));
   const client = await WorkerManagerClient.connect(config);
   const silentLog = { info() {}, warn() {}, error() {} };
+  const modelGateway = await startModelGateway({ config, docker, redis, log: silentLog });
   const warmPool = createWarmPool({ config, docker, redis, temporal: client.temporal, log: silentLog });
   await warmPool?.start();
   const workers = await createManagerWorkers({ connection, config, docker, redis, client: client.temporal, warmPool, workflowBundlePath: WORKFLOW_BUNDLE });
@@ -107,6 +111,7 @@ export async function startManager(overrides: Record<string, string> = {}): Prom
   await waker.start();
   return {
     watcher,
+    modelGateway,
     warmPool,
     config,
     client,
@@ -127,6 +132,7 @@ export async function startManager(overrides: Record<string, string> = {}): Prom
       await client.temporal.workflow.getHandle(semaphoreWorkflowId(capacityPool(config))).terminate('test manager stopped').catch(() => undefined);
       for (const w of workers) w.shutdown();
       await Promise.allSettled(running);
+      await modelGateway.close();
       await client.close();
       await connection.close();
       redis.disconnect();
