@@ -186,8 +186,14 @@ export async function removeHostRules(bridge: string): Promise<void> {
 export async function hostGatewayIp(docker: Docker): Promise<string> {
   const info = await docker.getNetwork('bridge').inspect();
   const gw = info.IPAM?.Config?.find((c: { Gateway?: string }) => c.Gateway && net.isIPv4(c.Gateway))?.Gateway as string | undefined;
-  if (!gw) throw new EgressSetupError('cannot find the Docker host-gateway address (the default bridge network has no IPv4 gateway)');
-  return gw;
+  if (gw) return gw;
+  // A bridge the engine created itself at its first start shows no Gateway field: the bridge
+  // interface's own address is the same thing (`ip`, since Node omits interfaces without carrier).
+  const bridge = (info.Options?.['com.docker.network.bridge.name'] as string | undefined) ?? 'docker0';
+  const shown = await run('ip', ['-4', '-o', 'addr', 'show', 'dev', bridge]).catch(() => ({ stdout: '' }));
+  const addr = /inet (\d+\.\d+\.\d+\.\d+)/.exec(shown.stdout)?.[1];
+  if (!addr) throw new EgressSetupError(`cannot find the Docker host-gateway address (the default bridge network has no IPv4 gateway and ${bridge} no IPv4 address)`);
+  return addr;
 }
 
 /**

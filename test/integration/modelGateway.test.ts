@@ -126,8 +126,11 @@ describe('model gateway: the real CLIs reach the model API only through the mana
     const environ = await execIn(container, ['sh', '-c', 'cat /proc/[0-9]*/environ | tr "\\0" "\\n"'], 'root');
     expect(environ).toContain('ANTHROPIC_BASE_URL=http://host.docker.internal:'); // it did read the environments
     expect(environ).not.toContain(CANARY);
-    const files = await execIn(container, ['sh', '-c', `grep -rlF -- "${CANARY}" / --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev 2>/dev/null; echo "searched rc=$?"`], 'root');
-    expect(files).toBe('searched rc=1'); // grep: 1 = no file matched
+    // Every file of the container's own filesystem (-xdev: not /proc, /sys, /dev); a marker file
+    // proves the search reads files: it must be the only match.
+    const marker = `wm-search-marker-${randomUUID()}`;
+    const search = `echo ${marker} > /tmp/marker && find / -xdev -type f -print0 | xargs -0 grep -lF -e "${CANARY}" -e ${marker}`;
+    expect(await execIn(container, ['sh', '-c', `${search}; true`], 'root')).toBe('/tmp/marker');
 
     // The token works while the worker runs (straight to the gateway, as the agent would).
     expect((await post(`${gateway}/v1/messages`, { 'x-api-key': token }, MESSAGE)).status).toBe(200);
