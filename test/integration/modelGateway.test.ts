@@ -123,14 +123,20 @@ describe('model gateway: the real CLIs reach the model API only through the mana
     // Nowhere inside the container: its configuration, any process's environment, any file.
     const container = m.docker.getContainer(`worker-${id}`);
     expect(JSON.stringify(await container.inspect())).not.toContain(CANARY);
-    const environ = await execIn(container, ['sh', '-c', 'cat /proc/[0-9]*/environ | tr "\\0" "\\n"'], 'root');
-    expect(environ).toContain('ANTHROPIC_BASE_URL=http://host.docker.internal:'); // it did read the environments
+    // Every process's environment, read as the agent's user (which runs all of them).
+    const environ = await execIn(container, ['sh', '-c', 'for f in /proc/[0-9]*/environ; do tr "\\0" "\\n" < $f && echo "read $f"; done']);
+    expect(environ).toContain('read /proc/1/environ');
     expect(environ).not.toContain(CANARY);
-    // Every file of the container's own filesystem (-xdev: not /proc, /sys, /dev); a marker file
-    // proves the search reads files: it must be the only match.
+    // Every file of the container's own filesystem (-xdev: not /proc, /sys, /dev), as the agent's
+    // user and as root (which, without capabilities, reads only its own files); the marker files
+    // prove the search reads files: they must be the only matches.
     const marker = `wm-search-marker-${randomUUID()}`;
-    const search = `echo ${marker} > /tmp/marker && find / -xdev -type f -print0 | xargs -0 grep -lF -e "${CANARY}" -e ${marker}`;
-    expect(await execIn(container, ['sh', '-c', `${search}; true`], 'root')).toBe('/tmp/marker');
+    await execIn(container, ['sh', '-c', `echo ${marker} > /tmp/marker-root`], 'root');
+    await execIn(container, ['sh', '-c', `echo ${marker} > /tmp/marker-worker`]);
+    const search = `find / -xdev -type f -print0 2>/dev/null | xargs -0 grep -lF -e "${CANARY}" -e ${marker} 2>/dev/null; true`;
+    for (const user of ['worker', 'root']) {
+      expect((await execIn(container, ['sh', '-c', search], user)).split('\n').sort()).toEqual(['/tmp/marker-root', '/tmp/marker-worker']);
+    }
 
     // The token works while the worker runs (straight to the gateway, as the agent would).
     expect((await post(`${gateway}/v1/messages`, { 'x-api-key': token }, MESSAGE)).status).toBe(200);
