@@ -19,6 +19,7 @@ import { statusCode } from '../src/dockerStatus';
 import { instructionsFileName, renderInstructions } from '../src/instructions';
 import { createRedisAcl, credentialEnv, envValue, type RedisCredentials } from '../src/redisAcl';
 import { deliverIdentity, poolKeys, poolSlotOf, type WarmImage, type WarmPool } from '../src/warmPool';
+import { agentEnv, grantToken, revokeToken } from '../src/modelGateway';
 
 export const LABELS = {
   managed: 'com.codegen.managed',
@@ -77,23 +78,6 @@ export function demuxLogs(buf: Buffer): string {
   return i === 0 ? buf.toString('utf8') : Buffer.concat(out).toString('utf8');
 }
 
-/**
- * Credentials and endpoints for the agent CLI, from the manager's own configuration: they reach
- * the container at create time and never pass through workflow inputs or history.
- */
-export function agentEnv(config: Config, spec: Pick<WorkerSpec, 'agentType' | 'authMode'>): string[] {
-  const out: string[] = [];
-  if (spec.agentType === 'CLAUDE') {
-    if (spec.authMode === 'api_key' && config.ANTHROPIC_API_KEY) out.push(`ANTHROPIC_API_KEY=${config.ANTHROPIC_API_KEY}`);
-    if (config.ANTHROPIC_BASE_URL) out.push(`ANTHROPIC_BASE_URL=${config.ANTHROPIC_BASE_URL}`);
-  } else {
-    if (config.FACTORY_API_KEY) out.push(`FACTORY_API_KEY=${config.FACTORY_API_KEY}`);
-    if (config.FACTORY_BASE_URL) out.push(`WORKER_FACTORY_BASE_URL=${config.FACTORY_BASE_URL}`);
-    if (config.FACTORY_MODEL_NAME) out.push(`WORKER_FACTORY_MODEL_NAME=${config.FACTORY_MODEL_NAME}`);
-  }
-  return out;
-}
-
 /** Where a worker's settings reach its wrapper: everything but its identity (WORKER_ID). */
 export function workerEnv(
   config: Config,
@@ -110,7 +94,7 @@ export function workerEnv(
     'CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1',
     'WORKER_REPORT_ACTIVITY=1', // last_activity_at in worker:status:{id}
     ...(spec.taskId ? [`WORKER_TASK_ID=${spec.taskId}`] : []),
-    ...agentEnv(config, spec),
+    ...agentEnv(config, spec), // the model gateway's URL and token key, never the model API's key
     ...egressContainerEnv(config), // the egress allow-list's proxy (src/egress.ts); none when unset
   ];
 }
@@ -355,7 +339,12 @@ export function createDockerActivities(deps: DockerDeps) {
         ]);
         launched = { containerId, ipAddress: started.ipAddress, warm: false };
       }
-      await steps.waitForWrapper({ workerId: spec.workerId, containerId: launched.containerId, timeoutS: spec.readyTimeoutS, pollMs: launched.warm ? 2 : 10 });
+      const containerId = launched.containerId;
+      await Promise.all([
+        // The model gateway accepts the worker's token from here until removeContainer.
+        docker.getContainer(containerId).inspect().then((info) => grantToken(redis, info, spec)),
+        steps.waitForWrapper({ workerId: spec.workerId, containerId, timeoutS: spec.readyTimeoutS, pollMs: launched.warm ? 2 : 10 }),
+      ]);
       // Its heartbeat is written as the worker's user: the wrapper has re-authenticated both
       // connections, so the standby user can go (it would let the agent at the pool's keys).
       if (slot) await acl?.removePool(slot);
@@ -386,6 +375,7 @@ export function createDockerActivities(deps: DockerDeps) {
     async removeContainer(input: { workerId: string; graceSeconds: number }): Promise<{ removed: boolean }> {
       const name = containerNameFor(input.workerId);
       const c = docker.getContainer(name);
+      await revokeToken(redis, input.workerId); // first: a stopping worker's agent gets no more model calls
       const gone = async (removed: boolean) => {
         await acl?.removeWorker(input.workerId);
         return { removed };

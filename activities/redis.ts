@@ -116,7 +116,7 @@ export function createRedisActivities(deps: RedisDeps) {
             if (type === 'result') result = get('content');
             if (type === 'error') error = error ? `${error}\n${get('content')}` : get('content');
             if (type === 'task_completed') {
-              const done = JSON.parse(get('content')) as { status: TaskResult['status']; duration_ms: number };
+              const done = JSON.parse(get('content')) as Pick<TaskResult, 'status' | 'duration_ms' | 'reason' | 'usage'>;
               const out: TaskResult = {
                 task_id: input.taskId,
                 worker_id: input.workerId,
@@ -124,6 +124,8 @@ export function createRedisActivities(deps: RedisDeps) {
                 result: result ?? (done.status === 'ok' ? '' : (error ?? null)),
                 duration_ms: done.duration_ms,
                 ...(error ? { error } : {}),
+                ...(done.reason ? { reason: done.reason } : {}),
+                ...(done.usage ? { usage: done.usage } : {}),
               };
               // Counted once even if this activity is retried: only the first SET NX counts.
               if (await redis.set(keys.task(input.taskId), JSON.stringify(out), 'EX', config.TASK_RESULT_TTL_SECONDS, 'NX')) {

@@ -22,6 +22,9 @@ import { managerRedisOptions, temporalConnectionOptions, workerRedisEnv } from '
 import { keys } from '../src/keys';
 import { createManager, type Manager } from '../src/createManager';
 import { RedisAcl } from '../src/redisAcl';
+import { grantToken, ModelGateway, revokeToken } from '../src/modelGateway';
+import { GATEWAY_KEY_ENV, gatewayToken } from '../src/gatewayToken';
+import http from 'node:http';
 import { startFakeAnthropic } from '../test/fixtures/fakeAnthropic';
 import { bridgeAddress } from '../test/helpers/stack';
 import { WRAPPER_NODE_FLAGS } from '../src/dockerfile';
@@ -29,7 +32,7 @@ import { acquireSignal, releaseSignal, semaphoreWorkflowId } from '../workflows/
 import { summarize, type Summary } from './stats';
 
 const quick = process.argv.includes('--quick');
-/** `--only NAME` runs one section: images, wrapper, semaphore, release, wake, acl, create, burst, rss. */
+/** `--only NAME` runs one section: images, wrapper, semaphore, release, wake, acl, create, burst, rss, gateway. */
 const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
 const wanted = (name: string) => !only || only === name;
 /** KEY=VALUE lines (a container's Env) as an environment object. */
@@ -588,6 +591,66 @@ async function wakeLatency(config: Config): Promise<void> {
   rows.push({ name: 'pause: idle deadline -> paused event', unit: 'ms', summary: summarize(pauseLag), note: `idle_timeout_s ${idleS}; the workflow's idle timer plus an activity check and docker pause` });
 }
 
+/**
+ * The model gateway's cost: a streamed model request (the fake's SSE reply) sent through the
+ * gateway (token lookup, budget admission, forwarding, metering) against the same request sent
+ * straight to the fake. Time to first body byte and to the end of the reply, from this process.
+ */
+async function gatewayOverhead(config: Config): Promise<void> {
+  const rounds = quick ? 100 : 400;
+  log(`model gateway overhead: ${rounds} streamed requests each way (fake LLM API on loopback)`);
+  const fake = await startFakeAnthropic('127.0.0.1', () => ({ text: 'a streamed reply of a few words' }));
+  const cfg: Config = { ...config, ANTHROPIC_BASE_URL: fake.url, ANTHROPIC_API_KEY: 'bench-key' };
+  const redis = new Redis(managerRedisOptions(cfg));
+  const gateway = new ModelGateway({ config: cfg, redis, log: { info() {}, warn() {}, error() {} } });
+  const port = await gateway.listen('127.0.0.1', 0);
+  const workerId = randomUUID();
+  const key = 'bench-gateway-key';
+  await grantToken(redis, { Config: { Env: [`${GATEWAY_KEY_ENV}=${key}`] } as Docker.ContainerInspectInfo['Config'] }, { workerId, agentType: 'CLAUDE' });
+  const token = gatewayToken(key, workerId);
+  const body = JSON.stringify({ model: 'bench', stream: true, max_tokens: 64, messages: [{ role: 'user', content: 'hello' }] });
+  const agent = new http.Agent({ keepAlive: true });
+  const once = (base: string) =>
+    new Promise<{ ttfb: number; total: number }>((resolve, reject) => {
+      const t0 = performance.now();
+      let ttfb = 0;
+      const req = http.request(`${base}/v1/messages`, { method: 'POST', agent, headers: { 'content-type': 'application/json', 'x-api-key': token, 'anthropic-version': '2023-06-01' } }, (res) => {
+        res.once('data', () => (ttfb = performance.now() - t0));
+        res.on('data', () => undefined);
+        res.on('end', () => (res.statusCode === 200 ? resolve({ ttfb, total: performance.now() - t0 }) : reject(new Error(`HTTP ${res.statusCode}`))));
+      });
+      req.on('error', reject);
+      req.end(body);
+    });
+  const direct = { ttfb: [] as number[], total: [] as number[] };
+  const via = { ttfb: [] as number[], total: [] as number[] };
+  try {
+    for (let i = 0; i < 20; i++) await Promise.all([once(fake.url), once(`http://127.0.0.1:${port}`)]); // warm both paths
+    for (let i = 0; i < rounds; i++) {
+      // Alternating, so drifts of the shared machine fall on both sides alike.
+      for (const [base, into] of [[fake.url, direct], [`http://127.0.0.1:${port}`, via]] as const) {
+        const r = await once(base);
+        into.ttfb.push(r.ttfb);
+        into.total.push(r.total);
+      }
+    }
+  } finally {
+    agent.destroy();
+    await gateway.close();
+    await fake.close();
+    await revokeToken(redis, workerId);
+    await redis.del(keys.usage(workerId));
+    redis.disconnect();
+  }
+  const overhead = (a: number[], b: number[]) => summarize(b.map((x, i) => x - (a[i] as number)));
+  const ttfb = overhead(direct.ttfb, via.ttfb);
+  rows.push({ name: 'model request time to first byte, straight to the fake', unit: 'ms', summary: summarize(direct.ttfb) });
+  rows.push({ name: 'model request time to first byte, through the model gateway', unit: 'ms', summary: summarize(via.ttfb) });
+  rows.push({ name: 'model gateway overhead on time to first byte (pairwise)', unit: 'ms', summary: ttfb, target: 'p50 < 5 ms', met: ttfb.p50 < 5, note: 'token lookup, budget admission (one Lua call), forwarding' });
+  rows.push({ name: 'model request total time, straight to the fake', unit: 'ms', summary: summarize(direct.total) });
+  rows.push({ name: 'model request total time, through the model gateway', unit: 'ms', summary: summarize(via.total), note: 'usage metered while streaming; recorded after the reply' });
+}
+
 function markdown(): string {
   const lines = [
     `# Benchmarks (${quick ? 'quick' : 'full'} run, ${new Date().toISOString()})`,
@@ -622,6 +685,7 @@ async function main(): Promise<void> {
   if (wanted('create')) await createPath(config);
   if (wanted('burst')) await burst(config);
   if (wanted('rss')) await managerFootprint(config);
+  if (wanted('gateway')) await gatewayOverhead(config);
   const out = path.join(ROOT, 'bench');
   writeFileSync(path.join(out, 'results.json'), JSON.stringify({ generated_at: new Date().toISOString(), quick, cpus: os.cpus().length, node: process.version, rows }, null, 2) + '\n');
   const md = markdown();

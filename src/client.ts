@@ -32,10 +32,13 @@ import {
   type StatusObject,
   type WorkerOutcome,
   type WorkerSpec,
+  type Budget,
+  type ModelUsage,
 } from './contract';
 import { toContractError, WorkerManagerError } from './errors';
 import { legacyWorkerIdForTask, newRequestId, newTaskId, taskIdForRequest, workerIdForRequest, workerIdForTask, workflowIdFor } from './ids';
 import { keys } from './keys';
+import { usageFromHash } from './usage';
 import { wakeWorker } from './wakeWatcher';
 import { parseInputEntry } from './wrapper/input';
 import type { workerLifecycle } from '../workflows/workerLifecycle';
@@ -81,6 +84,8 @@ export interface WorkerStats {
   tasks: { ok: number; error: number; timeout: number; cancelled: number };
   spawn_ms: { mean: number | null; p95: number | null; samples: number };
   task_ms: { mean: number | null; samples: number };
+  /** Model usage counted by the model gateway, over all workers since the counters began. */
+  usage: ModelUsage;
 }
 
 /** How often a delete of a worker whose workflow was terminated looks for its recorded end. */
@@ -120,11 +125,22 @@ function parseWorkerId(workerId: unknown): string {
   return r.data;
 }
 
+/** The manager-wide default budget (MODEL_BUDGET_*), or none when neither is set. */
+function defaultBudget(c: Config): Budget | undefined {
+  const b: Budget = {
+    ...(c.MODEL_BUDGET_MAX_TOKENS ? { max_tokens: c.MODEL_BUDGET_MAX_TOKENS } : {}),
+    ...(c.MODEL_BUDGET_MAX_REQUESTS ? { max_requests: c.MODEL_BUDGET_MAX_REQUESTS } : {}),
+  };
+  return Object.keys(b).length ? b : undefined;
+}
+
 function toStatusObject(hash: Record<string, string>): StatusObject {
-  const out: Record<string, string | null> = {};
+  const out: Record<string, unknown> = {};
   for (const f of STATUS_FIELDS) out[f] = hash[f] ?? null;
   if (hash.error_code) out.error_code = hash.error_code;
-  return out as unknown as StatusObject;
+  // Written by the model gateway (src/modelGateway.ts) as JSON, once the worker made a model request.
+  if (hash.usage) out.usage = JSON.parse(hash.usage) as ModelUsage;
+  return out as StatusObject;
 }
 
 const comparePlaces = (a: ListPlace, b: ListPlace) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0);
@@ -234,6 +250,7 @@ export class WorkerManagerClient {
     const c = this.config;
     const memoryBytes = p.resources?.memory !== undefined ? (parseMemory(p.resources.memory) as number) : c.WORKER_MEMORY_LIMIT;
     const cpus = p.resources?.cpus ?? c.WORKER_CPU_LIMIT;
+    const budget = p.budget ?? defaultBudget(c);
     return {
       workerId: workerIdForRequest(requestId),
       requestId,
@@ -255,6 +272,7 @@ export class WorkerManagerClient {
       capacityPool: capacityPool(c),
       creationTimeoutS: c.WORKER_CREATION_TIMEOUT_SECONDS,
       holdPermitWhilePaused: c.PAUSED_WORKERS_HOLD_PERMITS,
+      ...(budget ? { budget } : {}),
     };
   }
 
@@ -326,6 +344,7 @@ export class WorkerManagerClient {
         tasks: { ok: Number(counters.tasks_ok ?? 0), error: Number(counters.tasks_error ?? 0), timeout: Number(counters.tasks_timeout ?? 0), cancelled: Number(counters.tasks_cancelled ?? 0) },
         spawn_ms: { mean: mean(spawn), p95: spawn.length ? spawn[Math.min(spawn.length - 1, Math.ceil(0.95 * spawn.length) - 1)]! : null, samples: spawn.length },
         task_ms: { mean: mean(durations), samples: durations.length },
+        usage: usageFromHash(counters, 'usage_'),
       };
     } catch (err) {
       throw this.redisError(err);

@@ -130,6 +130,15 @@ export const ConfigSchema = z.object({
     /** An Anthropic-compatible endpoint for droid (a custom model), e.g. a proxy or a test fake. */
     FACTORY_BASE_URL: z.url({ message: 'must be a URL' }).optional(),
     FACTORY_MODEL_NAME: z.string().min(1).optional(),
+    /**
+     * The model gateway (src/modelGateway.ts): on this port at host.docker.internal, workers reach
+     * the agents' model API through it with a per-worker token; the keys above stay here. 0: any
+     * free port (tests).
+     */
+    MODEL_GATEWAY_PORT: z.coerce.number().int('must be a whole number').min(0, 'must be 0-65535').max(65535, 'must be 0-65535').default(8788),
+    /** The default model budget of workers whose create sets none (unset: unlimited). */
+    MODEL_BUDGET_MAX_TOKENS: z.coerce.number().int('must be a whole number').positive('must be greater than 0').optional(),
+    MODEL_BUDGET_MAX_REQUESTS: z.coerce.number().int('must be a whole number').positive('must be greater than 0').optional(),
     /** A task's time limit when its input names none. */
     TASK_TIMEOUT_SECONDS: duration(1800),
     /** How long a headless task's result stays in Redis (worker:task:{task_id}). */

@@ -21,7 +21,7 @@ export type WorkerStatus = z.infer<typeof WorkerStatus>;
 
 export const LIFECYCLE_EVENTS = [
   'starting', 'running', 'ready', 'busy', 'idle', 'paused', 'resumed',
-  'stopping', 'stopped', 'failed', 'task_started', 'task_completed',
+  'stopping', 'stopped', 'failed', 'task_started', 'task_completed', 'budget_exceeded',
 ] as const;
 export type LifecycleEvent = (typeof LIFECYCLE_EVENTS)[number];
 
@@ -67,6 +67,33 @@ export interface ManagerLimits {
   allowPrivileged: boolean;
   /** What is wrong with `auth.host_claude_dir` (undefined: nothing); absent: host_session is off. */
   hostClaudeDirProblem?: (dir: string) => string | undefined;
+}
+
+/**
+ * A worker's model budget, enforced by the model gateway (src/modelGateway.ts): once either is
+ * reached, further model requests are refused and the running task ends with budget_exceeded.
+ */
+export const Budget = z
+  .object({
+    /** Input + output + cache read + cache write tokens, over the worker's life. */
+    max_tokens: z.number().int('must be a whole number').positive('must be greater than 0').optional(),
+    /** Model requests (POST .../messages), over the worker's life. */
+    max_requests: z.number().int('must be a whole number').positive('must be greater than 0').optional(),
+  })
+  .strict()
+  .refine((b) => b.max_tokens !== undefined || b.max_requests !== undefined, { message: 'must set max_tokens, max_requests or both' });
+export type Budget = z.infer<typeof Budget>;
+
+/** The token counts of model responses, as the Anthropic API names them. */
+export interface TokenUsage {
+  input_tokens: number;
+  output_tokens: number;
+  cache_read_input_tokens: number;
+  cache_creation_input_tokens: number;
+}
+/** What the model gateway counted for a worker, a task or the whole manager. */
+export interface ModelUsage extends TokenUsage {
+  requests: number;
 }
 
 /** A duration in whole seconds; a Node.js timer cannot hold more than 24.8 days. */
@@ -140,6 +167,7 @@ export function createPayloadSchema(limits?: ManagerLimits) {
         })
         .strict()
         .optional(),
+      budget: Budget.optional(),
     })
     .strict();
 }
@@ -173,6 +201,10 @@ export interface TaskResult {
   result: string | null;
   duration_ms: number;
   error?: string;
+  /** Why it ended, when the status alone does not say (budget_exceeded). */
+  reason?: string;
+  /** The model usage of the task, counted by the model gateway. */
+  usage?: ModelUsage;
 }
 
 export const WorkerRef = z.object({ worker_id: WorkerId }).strict();
@@ -238,7 +270,7 @@ export const STATUS_FIELDS = [
 export type StatusField = (typeof STATUS_FIELDS)[number];
 export type StatusObject = { worker_id: string; status: WorkerStatus } & {
   [K in Exclude<StatusField, 'worker_id' | 'status'>]: string | null;
-} & { error_code?: string | null; queue_position?: number };
+} & { error_code?: string | null; queue_position?: number; usage?: ModelUsage };
 
 export interface ErrorBody {
   code: ErrorCode;
@@ -302,6 +334,8 @@ export interface WorkerSpec {
   holdPermitWhilePaused: boolean;
   /** Headless task mode: run initialPrompt as task `taskId`, collect its result, then stop. */
   headless?: { timeoutS: number };
+  /** The model budget (the create's, else the manager's default); none: unlimited. */
+  budget?: Budget;
 }
 
 export interface WorkerOutcome {

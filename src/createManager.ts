@@ -21,6 +21,7 @@ import { ClosedWorkflowSweep } from './closedWorkflowSweep';
 import { ContainerWatcher } from './containerWatcher';
 import { startEgressGateway } from './egress';
 import { keys } from './keys';
+import { startModelGateway, type ModelGateway } from './modelGateway';
 import { createLog } from './log';
 import { reapOrphans } from './orphanReaper';
 import { createRedisAcl, type RedisAcl } from './redisAcl';
@@ -31,6 +32,7 @@ import { createManagerWorkers } from './worker';
 
 /** The parts of a manager; each is on unless the options switch it off. */
 export type ManagerPart =
+  | 'modelGateway' // the model API for workers, with the real key added and usage metered (src/modelGateway.ts)
   | 'workers' // the Temporal workers: workflows, Redis, Docker and image activities (src/worker.ts)
   | 'adapter' // the Redis command adapter on worker:commands (src/adapter.ts)
   | 'containerWatcher' // Docker events -> workflows (src/containerWatcher.ts)
@@ -94,6 +96,8 @@ export class Manager {
   readonly warmPool?: WarmPool;
   /** The egress gateway, once started (only with WORKER_EGRESS_ALLOW). */
   egress?: EgressGateway;
+  /** The model gateway, once started. */
+  modelGateway?: ModelGateway;
 
   private readonly log: Log;
   private reaperTimer?: NodeJS.Timeout;
@@ -141,6 +145,8 @@ export class Manager {
     if (await this.p.acl?.defaultUserOpen()) {
       this.log.warn("Redis admits clients without credentials (its default user): a worker can bypass its own ACL user; set 'user default off' (see README, Security model)");
     }
+    // The model gateway first: its port (MODEL_GATEWAY_PORT) is one the egress host rules let through.
+    if (parts('modelGateway')) this.modelGateway = await startModelGateway({ config, docker: this.docker, redis: this.redis, log: log('model-gateway') });
     // The egress allow-list's network, host rules and proxy, before any worker can be created.
     if (parts('egress')) this.egress = await startEgressGateway({ config, docker: this.docker, log: log('egress') });
     await this.warmPool?.start();
@@ -172,6 +178,7 @@ export class Manager {
       redis: redactUrl(config.REDIS_URL),
       ...(this.adapter && { commands: keys.commands }),
       warm_pool: config.WARM_POOL_SIZE,
+      ...(this.modelGateway && { model_gateway: this.modelGateway.stats() }),
     });
   }
 
@@ -192,6 +199,8 @@ export class Manager {
       this.p.log('egress').info('egress proxy stopped', { ...this.egress.proxy.stats() });
       await this.egress.proxy.close();
     }
+    // Last: workers still stopping may finish their model calls until the manager is gone.
+    await this.modelGateway?.close();
     const { owned } = this.p;
     if (owned.client) await this.client.close();
     await owned.connection?.close();

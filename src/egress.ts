@@ -64,8 +64,8 @@ export class EgressSetupError extends Error {
 }
 
 /** Ports at host.docker.internal that restricted workers may reach directly: the proxy's and the product's. */
-export function productHostPorts(config: Pick<Config, 'WORKER_REDIS_URL' | 'ANTHROPIC_BASE_URL' | 'FACTORY_BASE_URL' | 'WORKER_EGRESS_PROXY_PORT'>): number[] {
-  const ports = new Set<number>([config.WORKER_EGRESS_PROXY_PORT]);
+export function productHostPorts(config: Pick<Config, 'WORKER_REDIS_URL' | 'ANTHROPIC_BASE_URL' | 'FACTORY_BASE_URL' | 'WORKER_EGRESS_PROXY_PORT' | 'MODEL_GATEWAY_PORT'>): number[] {
+  const ports = new Set<number>([config.WORKER_EGRESS_PROXY_PORT, config.MODEL_GATEWAY_PORT]);
   for (const url of [config.WORKER_REDIS_URL, config.ANTHROPIC_BASE_URL, config.FACTORY_BASE_URL]) {
     if (!url) continue;
     const u = new URL(url);
@@ -75,9 +75,11 @@ export function productHostPorts(config: Pick<Config, 'WORKER_REDIS_URL' | 'ANTH
   return [...ports].sort((a, b) => a - b);
 }
 
-/** The user's rules plus the product's own destinations (the agents' configured endpoints). */
-export function effectiveRules(config: Pick<Config, 'WORKER_EGRESS_ALLOW' | 'ANTHROPIC_BASE_URL' | 'FACTORY_BASE_URL'>): AllowRule[] {
-  const implicit = [config.ANTHROPIC_BASE_URL, config.FACTORY_BASE_URL].flatMap((u) => (u ? [ruleForUrl(u)].filter((r): r is AllowRule => !!r) : []));
+/** The user's rules plus the product's own destinations (the model gateway, the agents' configured endpoints). */
+export function effectiveRules(config: Pick<Config, 'WORKER_EGRESS_ALLOW' | 'ANTHROPIC_BASE_URL' | 'FACTORY_BASE_URL' | 'MODEL_GATEWAY_PORT'>): AllowRule[] {
+  // Agents honour HTTP(S)_PROXY, so their requests to the gateway come through the proxy.
+  const gateway = `http://${HOST_ALIAS}:${config.MODEL_GATEWAY_PORT}`;
+  const implicit = [gateway, config.ANTHROPIC_BASE_URL, config.FACTORY_BASE_URL].flatMap((u) => (u ? [ruleForUrl(u)].filter((r): r is AllowRule => !!r) : []));
   return [...(config.WORKER_EGRESS_ALLOW ?? []), ...implicit];
 }
 
@@ -180,11 +182,18 @@ export async function removeHostRules(bridge: string): Promise<void> {
 // The network
 
 
-async function hostGatewayIp(docker: Docker): Promise<string> {
+/** What host.docker.internal means in a worker: Docker's host-gateway, the default bridge's gateway. */
+export async function hostGatewayIp(docker: Docker): Promise<string> {
   const info = await docker.getNetwork('bridge').inspect();
   const gw = info.IPAM?.Config?.find((c: { Gateway?: string }) => c.Gateway && net.isIPv4(c.Gateway))?.Gateway as string | undefined;
-  if (!gw) throw new EgressSetupError('cannot find the Docker host-gateway address (the default bridge network has no IPv4 gateway)');
-  return gw;
+  if (gw) return gw;
+  // A bridge the engine created itself at its first start shows no Gateway field: the bridge
+  // interface's own address is the same thing (`ip`, since Node omits interfaces without carrier).
+  const bridge = (info.Options?.['com.docker.network.bridge.name'] as string | undefined) ?? 'docker0';
+  const shown = await run('ip', ['-4', '-o', 'addr', 'show', 'dev', bridge]).catch(() => ({ stdout: '' }));
+  const addr = /inet (\d+\.\d+\.\d+\.\d+)/.exec(shown.stdout)?.[1];
+  if (!addr) throw new EgressSetupError(`cannot find the Docker host-gateway address (the default bridge network has no IPv4 gateway and ${bridge} no IPv4 address)`);
+  return addr;
 }
 
 /**

@@ -28,6 +28,13 @@ export const keys = {
   poolReady: (slot: string) => `worker:pool:${slot}:ready`,
   /** The worker that claimed a warm-pool container (claims it exactly once). */
   poolClaimed: (slot: string) => `worker:pool:${slot}:claimed`,
+  /** A model-gateway token's grant (JSON: worker, agent, budget), by the token's SHA-256. */
+  gatewayToken: (digest: string) => `worker:gateway:token:${digest}`,
+  /** The digest of the worker's registered token, so it is revoked when the worker stops. */
+  gatewayGrant: (id: string) => `worker:gateway:worker:${id}`,
+  /** Model usage counted by the gateway: the worker's totals, and each of its tasks'. */
+  usage: (id: string) => `worker:usage:${id}`,
+  taskUsage: (id: string, taskId: string) => `worker:usage:${id}:task:${taskId}`,
 } as const;
 
 export const CONSUMER_GROUP = 'worker-manager';

@@ -17,6 +17,8 @@ import { EventSink } from './events';
 import { describeProblems, parseInputEntry, type InputTask } from './input';
 import { openCredentials } from '../redisAcl';
 import type { WarmIdentity } from '../warmPool';
+import { GATEWAY_KEY_ENV, GATEWAY_URL_ENV, gatewayToken } from '../gatewayToken';
+import { fetchTaskUsage } from './gatewayUsage';
 
 const HEARTBEAT_INTERVAL_MS = 10_000;
 const HEARTBEAT_TTL_S = 30;
@@ -149,7 +151,12 @@ async function main(): Promise<void> {
   const defaultTimeoutS = Number(env('WORKER_TASK_TIMEOUT_S', '1800'));
   const shutdownGraceMs = Number(env('WORKER_SHUTDOWN_GRACE_S', '5')) * 1000;
   const agentCommand = process.env.WORKER_AGENT_COMMAND; // tests and benchmarks: a stand-in executable
-  prepareAgentHome(agentType);
+  // The model gateway's token stands in for the API key (src/gatewayToken.ts); its key goes.
+  const gatewayKey = process.env[GATEWAY_KEY_ENV];
+  delete process.env[GATEWAY_KEY_ENV];
+  const gateway = gatewayKey && process.env[GATEWAY_URL_ENV] ? { url: process.env[GATEWAY_URL_ENV], token: gatewayToken(gatewayKey, workerId) } : undefined;
+  if (gateway && agentType === 'CLAUDE') process.env.ANTHROPIC_API_KEY = gateway.token;
+  prepareAgentHome(agentType, gateway?.token);
   const model = process.env.WORKER_AGENT_MODEL;
 
   const redisUrl = env('WORKER_REDIS_URL');
@@ -377,15 +384,25 @@ async function main(): Promise<void> {
       sink.push('task_started', JSON.stringify({ prompt_bytes: Buffer.byteLength(task.prompt) }), task.taskId);
       outcome = cancelledEarly ? { status: 'cancelled', exitCode: 0 } : await runAgent(run);
     }
-    const { status, exitCode } = outcome;
+    const { exitCode } = outcome;
+    let { status } = outcome;
     activeAt = Date.now();
     const duration = Date.now() - started;
-    sink.push('task_completed', JSON.stringify({ status, exit_code: exitCode, duration_ms: duration }), task.taskId);
+    // What the gateway counted for this task, and whether the worker's budget refused a request.
+    const metered = gateway ? await fetchTaskUsage(gateway.url, gateway.token, task.taskId) : undefined;
+    let reason: string | undefined;
+    if (metered?.budget_exceeded) {
+      status = 'error';
+      reason = 'budget_exceeded';
+      sink.push('error', "the worker's model budget is spent: the model gateway refused the agent's request (budget_exceeded)", task.taskId);
+    }
+    const done = { status, exit_code: exitCode, duration_ms: duration, ...(reason ? { reason } : {}), ...(metered ? { usage: metered.usage } : {}) };
+    sink.push('task_completed', JSON.stringify(done), task.taskId);
     await sink.flush();
     await redis.del(runningKey).catch(() => undefined);
     current = undefined;
     void beat().catch(() => undefined);
-    lifecycle('task_completed', task.taskId, { status, exit_code: exitCode, duration_ms: duration });
+    lifecycle('task_completed', task.taskId, done);
     lifecycle('idle');
   };
 
@@ -425,13 +442,13 @@ async function main(): Promise<void> {
   }
 }
 
-/** Sets up the agent's home: droid's custom model (a configured base URL), a host Claude session. */
-function prepareAgentHome(agentType: string): void {
+/** Sets up the agent's home: droid's custom model (the model gateway, with the worker's token), a host Claude session. */
+function prepareAgentHome(agentType: string, token: string | undefined): void {
   const home = os.homedir();
   const baseUrl = process.env.WORKER_FACTORY_BASE_URL;
   if (agentType === 'FACTORY' && baseUrl) {
     mkdirSync(path.join(home, '.factory'), { recursive: true });
-    const model = { model: process.env.WORKER_FACTORY_MODEL_NAME ?? 'claude-sonnet-4-5', displayName: 'Configured', baseUrl, apiKey: process.env.FACTORY_API_KEY ?? 'none', provider: 'anthropic', maxOutputTokens: 8192 };
+    const model = { model: process.env.WORKER_FACTORY_MODEL_NAME ?? 'claude-sonnet-4-5', displayName: 'Configured', baseUrl, apiKey: token ?? process.env.FACTORY_API_KEY ?? 'none', provider: 'anthropic', maxOutputTokens: 8192 };
     writeFileSync(path.join(home, '.factory', 'settings.json'), JSON.stringify({ customModels: [model] }, null, 2));
     process.env.WORKER_AGENT_MODEL ??= 'custom:Configured-0';
   }

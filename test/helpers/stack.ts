@@ -70,7 +70,8 @@ export const testEnv = (): NodeJS.ProcessEnv => ({
 
 export function testConfig(overrides: Record<string, string> = {}): Config {
   const queue = `test-${randomUUID().slice(0, 8)}`;
-  return loadConfig({ ...testEnv(), TEMPORAL_TASK_QUEUE: queue, DOCKER_HOST_ID: 'test', ...overrides });
+  // MODEL_GATEWAY_PORT 0: each test manager's gateway on a free port (several run at once).
+  return loadConfig({ ...testEnv(), TEMPORAL_TASK_QUEUE: queue, DOCKER_HOST_ID: 'test', MODEL_GATEWAY_PORT: '0', ...overrides });
 }
 
 const SILENT: Log = { info() {}, warn() {}, error() {} };
@@ -118,7 +119,7 @@ export async function startManager(overrides: Record<string, string> = {}, optio
  * second manager process serving the same stream looks like to the first. Started by the caller.
  */
 export function adapterOnlyManager(m: RunningManager, managerId: string, options: ManagerOptions['adapter'] = {}): Promise<Manager> {
-  const off = { workers: false, containerWatcher: false, wakeWatcher: false, closedWorkflowSweep: false, reaper: false, warmPool: false, egress: false, gcSchedule: false, capacityLimit: false };
+  const off = { workers: false, modelGateway: false, containerWatcher: false, wakeWatcher: false, closedWorkflowSweep: false, reaper: false, warmPool: false, egress: false, gcSchedule: false, capacityLimit: false };
   return createManager({ ...m.config, MANAGER_ID: managerId }, { parts: off, shared: { client: m.client, redis: m.redis }, log: () => SILENT, adapter: options });
 }
 

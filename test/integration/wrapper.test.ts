@@ -164,8 +164,8 @@ describe('wrapper: the real agent CLIs run prompts from Redis (fake LLM API)', (
     await completed(claudeWorker, slow);
   });
 
-  test('the API key reached the container but never Temporal history, the status hash or the streams', async () => {
-    // It was used: the fake saw requests, and the container's environment has it.
+  test('the API key reached the fake but never the container, Temporal history, the status hash or the streams', async () => {
+    // It was used: the fake saw requests with it (added by the model gateway).
     const env = (await m.docker.getContainer(`worker-${claudeWorker}`).inspect()).Config.Env;
     expect(fake.requests.length).toBeGreaterThan(0);
     const history = JSON.stringify(await m.temporal.workflow.getHandle(`worker-${claudeWorker}`).fetchHistory());
@@ -179,7 +179,9 @@ describe('wrapper: the real agent CLIs run prompts from Redis (fake LLM API)', (
     }
     dump.push((await m.redis.get(keys.heartbeat(claudeWorker))) ?? '');
     expect(dump.join('\n')).not.toContain(TEST_KEY);
-    expect(env).toContain(`ANTHROPIC_API_KEY=${TEST_KEY}`);
+    // The container has the gateway's URL, not the key (test/integration/modelGateway.test.ts).
+    expect(env).not.toContain(`ANTHROPIC_API_KEY=${TEST_KEY}`);
+    expect(fake.requests.every((r) => String(r.headers['x-api-key'] ?? r.headers.authorization).includes(TEST_KEY))).toBe(true);
   });
 
   test('SIGTERM in the middle of a task: the task ends cancelled, events are flushed, stopped is published, exit 0', async () => {

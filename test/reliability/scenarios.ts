@@ -88,6 +88,12 @@ export class Run {
   }
 }
 
+/**
+ * Model gateway ports, one per deployment: fixed for a deployment's life (its workers keep the
+ * URL across manager restarts) and distinct between deployments that run at once.
+ */
+let nextGatewayPort = 28_000 + Math.floor(Math.random() * 1_000) * 10;
+
 /** One manager deployment of a scenario: its own queue, Docker host id, pool and manager process. */
 export class Deployment {
   readonly queue: string;
@@ -118,6 +124,7 @@ export class Deployment {
       WORKFLOW_BUNDLE: run.bundle,
       ANTHROPIC_API_KEY: 'sk-ant-reliability-fake',
       ANTHROPIC_BASE_URL: run.fake!.url,
+      MODEL_GATEWAY_PORT: String(nextGatewayPort++),
       MAX_CONCURRENT_WORKERS: '4',
       STATUS_RETENTION_SECONDS: '5',
       PERMIT_RECLAIM_SECONDS: '5',

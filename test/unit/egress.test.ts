@@ -111,8 +111,10 @@ describe('configuration', () => {
     expect(findAllowRule(rules, 'llm.corp.example', 80)).toBeUndefined();
     expect(findAllowRule(rules, 'host.docker.internal', 8999)).toBeDefined();
     expect(findAllowRule(rules, 'host.docker.internal', 9000)).toBeUndefined();
-    // Reachable directly on the Docker host: Redis and the endpoint at host.docker.internal.
-    expect(productHostPorts(c)).toEqual([3128, 6379, 8999]);
+    // The model gateway (agents reach it through the proxy, and the wrapper directly).
+    expect(findAllowRule(rules, 'host.docker.internal', 8788)).toBeDefined();
+    // Reachable directly on the Docker host: Redis, the model gateway and the endpoint at host.docker.internal.
+    expect(productHostPorts(c)).toEqual([3128, 6379, 8788, 8999]);
   });
 
   it('a bad entry is a configuration error naming the variable and the entry', () => {
@@ -143,12 +145,13 @@ describe('container settings and host rules', () => {
     expect(egressContainerEnv(loadConfig({}))).toEqual([]);
   });
 
-  it('lets through only the proxy port on the gateway and the product ports on the host, then rejects', () => {
+  it('lets through only the proxy port on the gateway and the product ports (Redis, the model gateway) on the host, then rejects', () => {
     const specs = hostRuleSpecs({ hostGatewayIp: '172.17.0.1' }, productHostPorts(loadConfig({ WORKER_EGRESS_ALLOW: 'none' })));
     expect(specs.map((s) => s.join(' '))).toEqual([
       '-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN',
       '-p tcp -d 172.17.0.1/32 --dport 3128 -j RETURN',
       '-p tcp -d 172.17.0.1/32 --dport 6379 -j RETURN',
+      '-p tcp -d 172.17.0.1/32 --dport 8788 -j RETURN',
       '-j REJECT --reject-with icmp-admin-prohibited',
     ]);
   });
