@@ -5,6 +5,7 @@
 import { proxyActivities } from '@temporalio/workflow';
 import type { ImageActivities } from '../activities/images';
 import type { AgentType, Module } from '../src/contract';
+import { imageBuildTimeouts } from './activityOptions';
 
 export interface ImageBuildInput {
   hash: string;
@@ -26,8 +27,7 @@ export interface ImageBuildResult {
 export async function imageBuild(input: ImageBuildInput): Promise<ImageBuildResult> {
   const { buildImage } = proxyActivities<ImageActivities>({
     taskQueue: input.dockerTaskQueue,
-    startToCloseTimeout: '30 minutes',
-    heartbeatTimeout: '2 minutes',
+    ...imageBuildTimeouts,
     retry: { initialInterval: '5s', maximumAttempts: 3, nonRetryableErrorTypes: ['BUILD_FAILED'] },
     summary: `docker build ${input.tag}`,
   });
