@@ -4,12 +4,13 @@
  * semaphore and the image GC keep theirs beside their own logic.
  */
 import { proxyActivities, proxyLocalActivities } from '@temporalio/workflow';
-import type { ActivityOptions, RetryPolicy } from '@temporalio/common';
+import type { RetryPolicy } from '@temporalio/common';
 import type { CapacityActivities } from '../activities/capacity';
 import type { DockerActivities } from '../activities/docker';
 import type { ImageActivities } from '../activities/images';
 import type { RedisActivities } from '../activities/redis';
 import type { WorkerSpec } from '../src/contract';
+import { imageBuildTimeouts } from './imageBuild';
 
 /**
  * A Docker step while the engine is away: backoff for about two minutes, then the worker fails.
@@ -19,15 +20,13 @@ const dockerRetry: RetryPolicy = { initialInterval: '1s', backoffCoefficient: 2,
 /** Redis and the capacity semaphore: quick retries, without limit. */
 const quickRetry: RetryPolicy = { initialInterval: '500ms', backoffCoefficient: 2, maximumInterval: '10s' };
 
-/** A docker build may take half an hour; waiting for one (ensureImage) may take as long. */
-export const imageBuildTimeouts = { startToCloseTimeout: '30 minutes', heartbeatTimeout: '2 minutes' } satisfies ActivityOptions;
-
 /** The activities of one worker's lifecycle, their timeouts taken from its spec. */
 export function workerActivities(spec: WorkerSpec) {
   const onDockerHost = { taskQueue: spec.dockerTaskQueue, retry: dockerRetry };
   return {
     docker: proxyActivities<DockerActivities>({ ...onDockerHost, startToCloseTimeout: '2 minutes' }),
-    // A Docker outage must not fail every create in flight: the engine's errors are retried too.
+    // ensureImage waits for the build as long as the build may take. A Docker outage must not
+    // fail every create in flight: the engine's errors are retried too.
     images: proxyActivities<ImageActivities>({ ...onDockerHost, ...imageBuildTimeouts }),
     // Create (or claim from the warm pool), instructions, start and wrapper ready: one activity.
     launcher: proxyActivities<DockerActivities>({

@@ -2,10 +2,10 @@
  * One image build per content hash (id `image-build-<hash>`): every worker that needs the image
  * while it is built joins this workflow instead of starting a build of its own.
  */
+import type { ActivityOptions } from '@temporalio/common';
 import { proxyActivities } from '@temporalio/workflow';
 import type { ImageActivities } from '../activities/images';
 import type { AgentType, Module } from '../src/contract';
-import { imageBuildTimeouts } from './activityOptions';
 
 export interface ImageBuildInput {
   hash: string;
@@ -23,6 +23,9 @@ export interface ImageBuildResult {
   agentType: AgentType;
   modules: Module[];
 }
+
+/** A docker build may take half an hour. */
+export const imageBuildTimeouts = { startToCloseTimeout: '30 minutes', heartbeatTimeout: '2 minutes' } satisfies ActivityOptions;
 
 export async function imageBuild(input: ImageBuildInput): Promise<ImageBuildResult> {
   const { buildImage } = proxyActivities<ImageActivities>({
