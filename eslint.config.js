@@ -15,6 +15,27 @@ const tseslint = require('typescript-eslint');
 const WORKFLOW_RUNTIME_IMPORTS = ['@temporalio/workflow', '@temporalio/common', '../src/errorCodes', '../src/instructions'];
 const escapeRegex = (s) => s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
 
+// Paths are matched as written, so a file `depth` folders below workflows/ writes the list's paths
+// with that many more `../`, and may import workflow files up to `depth` folders up (`../messages`).
+const workflowImportsRule = (depth) => {
+  const allowed = WORKFLOW_RUNTIME_IMPORTS.map((p) => (p.startsWith('../') ? '../'.repeat(depth) + p : p));
+  const insideWorkflows = depth === 0 ? '\\./' : `\\./|(\\.\\./){1,${depth}}(?!\\.)`;
+  return [
+    'error',
+    {
+      patterns: [
+        {
+          regex: `^(?!${insideWorkflows}|(${allowed.map(escapeRegex).join('|')})$)`,
+          caseSensitive: true,
+          allowTypeImports: true,
+          message:
+            'Workflow code runs in a deterministic sandbox: import this only as `import type`, or move the code into a workflow-safe module (see WORKFLOW_RUNTIME_IMPORTS in eslint.config.js).',
+        },
+      ],
+    },
+  ];
+};
+
 const workflowSandboxGlobals = [
   ...['setTimeout', 'setInterval', 'setImmediate', 'clearTimeout', 'clearInterval', 'clearImmediate'].map((name) => ({
     name,
@@ -67,22 +88,12 @@ module.exports = defineConfig(
   {
     files: ['workflows/**/*.ts'],
     rules: {
-      '@typescript-eslint/no-restricted-imports': [
-        'error',
-        {
-          patterns: [
-            {
-              regex: `^(?!\\./|(${WORKFLOW_RUNTIME_IMPORTS.map(escapeRegex).join('|')})$)`,
-              caseSensitive: true,
-              allowTypeImports: true,
-              message:
-                'Workflow code runs in a deterministic sandbox: import this only as `import type`, or move the code into a workflow-safe module (see WORKFLOW_RUNTIME_IMPORTS in eslint.config.js).',
-            },
-          ],
-        },
-      ],
+      '@typescript-eslint/no-restricted-imports': workflowImportsRule(0),
       'no-restricted-globals': ['error', ...workflowSandboxGlobals],
       'no-restricted-syntax': ['error', { selector: 'ImportExpression', message: 'Workflow code cannot load modules at run time.' }],
     },
   },
+  // One folder down (workflows/workerLifecycle/). A file deeper still gets the rule above, which
+  // refuses its `../../src/...` imports: add its depth here.
+  { files: ['workflows/*/*.ts'], rules: { '@typescript-eslint/no-restricted-imports': workflowImportsRule(1) } },
 );

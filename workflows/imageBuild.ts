@@ -2,6 +2,7 @@
  * One image build per content hash (id `image-build-<hash>`): every worker that needs the image
  * while it is built joins this workflow instead of starting a build of its own.
  */
+import type { ActivityOptions } from '@temporalio/common';
 import { proxyActivities } from '@temporalio/workflow';
 import type { ImageActivities } from '../activities/images';
 import type { AgentType, Module } from '../src/contract';
@@ -23,11 +24,13 @@ export interface ImageBuildResult {
   modules: Module[];
 }
 
+/** A docker build may take half an hour. */
+export const imageBuildTimeouts = { startToCloseTimeout: '30 minutes', heartbeatTimeout: '2 minutes' } satisfies ActivityOptions;
+
 export async function imageBuild(input: ImageBuildInput): Promise<ImageBuildResult> {
   const { buildImage } = proxyActivities<ImageActivities>({
     taskQueue: input.dockerTaskQueue,
-    startToCloseTimeout: '30 minutes',
-    heartbeatTimeout: '2 minutes',
+    ...imageBuildTimeouts,
     retry: { initialInterval: '5s', maximumAttempts: 3, nonRetryableErrorTypes: ['BUILD_FAILED'] },
     summary: `docker build ${input.tag}`,
   });

@@ -57,6 +57,24 @@ describe('lint config', () => {
     ]);
   });
 
+  it('in a subfolder of workflows/, applies the same rule to paths written one folder further up, and allows workflow files above', async () => {
+    const code = [
+      "import { createDockerActivities } from '../../activities/docker';",
+      "import { CreatePayload } from '../../src/contract';",
+      "import { ERROR_CODES } from '../../src/errorCodes';",
+      "import { stopSignal } from '../messages';",
+      "import { start } from './start';",
+      '',
+      'export const all = [createDockerActivities, CreatePayload, ERROR_CODES, stopSignal, start];',
+      '',
+    ].join('\n');
+    const found = await problems('workflows/workerLifecycle/headlessWait.ts', code);
+    expect(found.map((p) => [p.ruleId, p.line])).toEqual([
+      ['@typescript-eslint/no-restricted-imports', 1],
+      ['@typescript-eslint/no-restricted-imports', 2],
+    ]);
+  });
+
   it('refuses timers and process in a workflow file, and keeps Date.now and Math.random (the SDK makes them deterministic)', async () => {
     const code =
       'export function f(): number {\n  setTimeout(() => undefined, 10);\n  return Number(process.env.X) + Date.now() + Math.random();\n}\n';

@@ -1,0 +1,125 @@
+/**
+ * What one worker's workflow knows and does between its steps: the state the `state` query returns,
+ * the effect of each signal, status transitions and the capacity permit.
+ */
+import {
+  CancellationScope,
+  getExternalWorkflowHandle,
+  setCurrentDetails,
+  upsertSearchAttributes,
+  workflowInfo,
+} from '@temporalio/workflow';
+import type { StatusUpdate } from '../../activities/redis';
+import type { LifecycleEvent, TaskResult, WorkerSpec, WorkerStatus } from '../../src/contract';
+import type { WorkerActivities } from '../activityOptions';
+import { releaseSignal, semaphoreWorkflowId, WorkerStatusKey, type ContainerExit, type WorkerState } from '../messages';
+
+export const now = () => new Date().toISOString();
+
+export class WorkerLife {
+  readonly state: WorkerState;
+  /** Set while the start sequence runs: a stop cancels it (e.g. a long image build). */
+  startScope: CancellationScope | undefined;
+  /** Once asked, clean-up gives the permit back (or leaves the queue), granted or not. */
+  permitRequested = false;
+  permitGranted = false;
+  /** Input arrived for a PAUSED worker (the `wake` signal). */
+  wakeRequested = false;
+  /** The container died on its own (not asked to stop). */
+  exited: ContainerExit | undefined;
+  /** A headless worker's task result: the workflow's result carries it. */
+  taskResult: TaskResult | undefined;
+
+  constructor(
+    readonly spec: WorkerSpec,
+    readonly acts: WorkerActivities,
+  ) {
+    this.state = {
+      worker_id: spec.workerId,
+      status: 'STARTING',
+      agent_type: spec.agentType,
+      task_id: spec.taskId ?? null,
+      request_id: spec.requestId,
+      container_id: null,
+      image: null,
+      ip_address: null,
+      created_at: workflowInfo().startTime.toISOString(),
+      started_at: null,
+      stopped_at: null,
+      error: null,
+      error_code: null,
+      stop_reason: null,
+    };
+  }
+
+  permitArrived(): void {
+    this.permitGranted = true;
+  }
+
+  wake(): void {
+    this.wakeRequested = true;
+  }
+
+  stop(reason: string | undefined): void {
+    if (this.state.stop_reason !== null) return;
+    this.state.stop_reason = reason ?? 'deleted';
+    this.startScope?.cancel();
+  }
+
+  /** Only meaningful while we have not asked the container to stop. */
+  containerExited(exit: ContainerExit): void {
+    if (this.state.stop_reason === null && this.exited === undefined && this.state.container_id !== null) this.exited = exit;
+  }
+
+  ended(): boolean {
+    return this.state.stop_reason !== null || this.exited !== undefined;
+  }
+
+  async transition(
+    status: WorkerStatus,
+    event: LifecycleEvent,
+    fields: StatusUpdate['fields'] = {},
+    detail?: Record<string, unknown>,
+  ): Promise<void> {
+    const { spec, state } = this;
+    state.status = status;
+    upsertSearchAttributes([{ key: WorkerStatusKey, value: status }]);
+    // The Temporal UI's "current details" of this worker.
+    setCurrentDetails(
+      [
+        `**${status}** since ${now()} (${event})`,
+        state.container_id
+          ? `container \`${state.container_id.slice(0, 12)}\` · image \`${state.image}\` · ip ${state.ip_address ?? '-'}`
+          : 'no container yet',
+        ...(fields.error ? [`error: ${String(fields.error).slice(0, 500)}`] : []),
+      ].join('\n\n'),
+    );
+    await this.acts.statusWriter.recordStatus.executeWithOptions({ summary: `status ${status} (${event})` }, [
+      {
+        workerId: spec.workerId,
+        fields: { status, ...fields },
+        event,
+        taskId: spec.taskId,
+        requestId: spec.requestId,
+        detail,
+        final: status === 'STOPPED' || status === 'FAILED',
+      },
+    ]);
+  }
+
+  /** Joins the pool's queue; the `permitGranted` signal answers, and the caller waits for it. */
+  async requestPermit(summary: string): Promise<void> {
+    const { capacityPool, creationTimeoutS } = this.spec;
+    this.permitRequested = true;
+    await this.acts.capacity.requestPermit.executeWithOptions({ summary }, [
+      { pool: capacityPool, id: workflowInfo().workflowId, deadline: Date.now() + creationTimeoutS * 1000 },
+    ]);
+  }
+
+  /** Frees the slot, or leaves the queue. */
+  releasePermit(): Promise<void> {
+    return getExternalWorkflowHandle(semaphoreWorkflowId(this.spec.capacityPool))
+      .signal(releaseSignal, { id: workflowInfo().workflowId })
+      .catch(() => undefined); // the semaphore is gone: nothing to free
+  }
+}
