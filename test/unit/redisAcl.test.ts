@@ -13,9 +13,11 @@ describe('per-worker Redis ACL rules', () => {
       `~worker:${ID}:input:cursor`,
       `~worker:${ID}:input:cursor:running`,
       `~worker:${ID}:session`,
+      `~worker:${ID}:input:tasks`,
+      `%W~worker:status:${ID}`,
       '%W~worker:lifecycle',
     ]);
-    expect(r.filter((x) => x.startsWith('+')).sort()).toEqual(['+del', '+discard', '+exec', '+get', '+mset', '+multi', '+ping', '+quit', '+set', '+xadd', '+xread', '+xrevrange']);
+    expect(r.filter((x) => x.startsWith('+')).sort()).toEqual(['+del', '+discard', '+exec', '+get', '+hset', '+mset', '+multi', '+ping', '+quit', '+sadd', '+set', '+smembers', '+xadd', '+xread', '+xrevrange']);
     expect(r.some((x) => x.startsWith('&') || x === 'allkeys' || x === 'allchannels' || x.startsWith('>'))).toBe(false);
     expect(workerAclRules(ID, 2)).toContain('+select'); // ioredis selects a named database on connect
   });
