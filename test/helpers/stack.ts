@@ -4,13 +4,13 @@
  */
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import os from 'node:os';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, makeTelemetryFilterString, NativeConnection, Runtime, Worker, type WorkerOptions } from '@temporalio/worker';
 import Docker from 'dockerode';
 import Redis from 'ioredis';
+import { bridgeAddressOf } from '../../src/bridgeAddress';
 import { WorkerManagerClient } from '../../src/client';
 import { ContainerWatcher } from '../../src/containerWatcher';
 import { WakeWatcher } from '../../src/wakeWatcher';
@@ -217,12 +217,16 @@ export async function containerExists(docker: Docker, nameOrId: string): Promise
   }
 }
 
-/** The host's address on docker0: what host.docker.internal reaches from worker containers. */
+let bridgeAddressCache: string | undefined;
+/**
+ * The host's address on the default bridge: what host.docker.internal reaches from worker
+ * containers, so where test services listen. Synchronous for the many callers that build their
+ * services' arguments with it, hence the docker CLI rather than dockerode.
+ */
 export function bridgeAddress(): string {
-  const a = os.networkInterfaces().docker0?.find((i) => i.family === 'IPv4');
-  if (a) return a.address;
-  // Node leaves out interfaces without carrier (docker0 while no container uses the default bridge).
-  const m = /inet (\d+\.\d+\.\d+\.\d+)/.exec(execFileSync('ip', ['-4', '-o', 'addr', 'show', 'docker0'], { encoding: 'utf8' }));
-  if (!m) throw new Error('no address on docker0: is the Docker engine running?');
-  return m[1]!;
+  if (bridgeAddressCache) return bridgeAddressCache;
+  const ipam = JSON.parse(execFileSync('docker', ['network', 'inspect', 'bridge', '--format', '{{json .IPAM}}'], { encoding: 'utf8' })) as Parameters<typeof bridgeAddressOf>[0]['IPAM'];
+  const address = bridgeAddressOf({ IPAM: ipam });
+  if (!address) throw new Error('the Docker default bridge network has no IPv4 subnet: is the Docker engine running?');
+  return (bridgeAddressCache = address);
 }
