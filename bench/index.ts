@@ -17,14 +17,14 @@ import { createImageActivities, imageTagFor } from '../activities/images';
 import { defaultPayloadConverter } from '@temporalio/common';
 import type { ImageBuildInput, ImageBuildResult } from '../workflows/imageBuild';
 import { WorkerManagerClient } from '../src/client';
-import { loadConfig, type Config } from '../src/config';
+import { capacityPool, loadConfig, type Config } from '../src/config';
 import { managerRedisOptions, temporalConnectionOptions, workerRedisEnv } from '../src/connections';
 import { keys } from '../src/keys';
 import { createManagerWorkers } from '../src/worker';
 import { createWarmPool } from '../src/warmPool';
 import { WakeWatcher } from '../src/wakeWatcher';
 import { startFakeAnthropic } from '../test/fixtures/fakeAnthropic';
-import { bridgeAddress } from '../test/helpers/stack';
+import { bridgeAddress, endSemaphores } from '../test/helpers/stack';
 import { WRAPPER_NODE_FLAGS } from '../src/dockerfile';
 import { acquireSignal, releaseSignal, semaphoreWorkflowId } from '../workflows/messages';
 import { summarize, type Summary } from './stats';
@@ -96,7 +96,6 @@ async function semaphoreThroughput(config: Config): Promise<void> {
     const seconds = (performance.now() - started) / 1000;
     const ops = holders * cycles * 2;
     const rate = Math.round((ops / seconds) * 10) / 10;
-    const sem = client.workflow.getHandle(semaphoreWorkflowId(pool));
     let runs = 0;
     for await (const wf of client.workflow.list({ query: `WorkflowId="${semaphoreWorkflowId(pool)}"` })) runs += wf ? 1 : 0;
     rows.push({
@@ -107,8 +106,8 @@ async function semaphoreThroughput(config: Config): Promise<void> {
       met: rate >= 50,
       note: `${ops} ops in ${seconds.toFixed(1)} s; ${holders} holders, limit ${limit}; semaphore runs (continue-as-new every ~200 events here): ${runs}`,
     });
-    await sem.terminate('benchmark done');
   } finally {
+    await endSemaphores(client, taskQueue, [semaphoreWorkflowId(pool)]);
     worker.shutdown();
     await running;
     await connection.close();
@@ -133,6 +132,7 @@ async function inProcessManager(cfg: Config) {
     warmPool,
     async stop() {
       await warmPool?.stop();
+      await endSemaphores(wm.temporal, cfg.TEMPORAL_TASK_QUEUE, [semaphoreWorkflowId(capacityPool(cfg))]);
       for (const w of workers) w.shutdown();
       await Promise.allSettled(running);
       await wm.close();
@@ -395,6 +395,7 @@ async function managerFootprint(config: Config): Promise<void> {
     await Promise.allSettled(ids.map((id) => wm.delete(id)));
     child.kill('SIGTERM');
     await new Promise((r) => child.once('exit', r));
+    await endSemaphores(wm.temporal, queue, [semaphoreWorkflowId(capacityPool(cfg))]);
     await wm.close();
     redis.disconnect();
   }

@@ -123,8 +123,7 @@ export async function startManager(overrides: Record<string, string> = {}): Prom
       watcher.stop();
       waker.stop();
       await warmPool?.stop();
-      // This manager's capacity semaphore is test state: it would otherwise stay running (idle) for good.
-      await client.temporal.workflow.getHandle(semaphoreWorkflowId(capacityPool(config))).terminate('test manager stopped').catch(() => undefined);
+      await endSemaphores(client.temporal, config.TEMPORAL_TASK_QUEUE, [semaphoreWorkflowId(capacityPool(config))]);
       for (const w of workers) w.shutdown();
       await Promise.allSettled(running);
       await client.close();
@@ -165,12 +164,35 @@ export async function startWorkflowWorker(
     config,
     client,
     async stop() {
+      await endSemaphores(client, taskQueue);
       worker.shutdown();
       await running;
       await connection.close();
       await nativeConnection.close();
     },
   };
+}
+
+/** The capacity semaphores running on a task queue (every pool's semaphore runs on the manager's queue). */
+export async function runningSemaphores(client: Client, taskQueue: string): Promise<string[]> {
+  const ids: string[] = [];
+  for await (const wf of client.workflow.list({ query: `TaskQueue="${taskQueue}" AND WorkflowType="capacitySemaphore" AND ExecutionStatus="Running"` })) ids.push(wf.workflowId);
+  return ids;
+}
+
+/**
+ * Ends the capacity semaphores a test or benchmark started on its task queue (`known`: ids that
+ * may not be in the visibility listing yet). A semaphore runs until told to stop, so one left
+ * behind stays on the shared dev server for good: throws if any is still running afterwards.
+ */
+export async function endSemaphores(client: Client, taskQueue: string, known: string[] = []): Promise<void> {
+  const end = (id: string) => client.workflow.getHandle(id).terminate('test or benchmark done').catch(() => undefined);
+  await Promise.all(known.map(end));
+  await eventually(`no capacity semaphore left running on ${taskQueue}`, async () => {
+    const left = await runningSemaphores(client, taskQueue);
+    await Promise.all(left.map(end));
+    return left.length === 0;
+  }, { timeoutMs: 30_000, intervalMs: 500 });
 }
 
 /** Thrown inside an eventually() check: stop waiting at once (the awaited state can no longer come). */
