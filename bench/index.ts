@@ -17,7 +17,7 @@ import { createImageActivities, imageTagFor } from '../activities/images';
 import { defaultPayloadConverter } from '@temporalio/common';
 import type { ImageBuildInput, ImageBuildResult } from '../workflows/imageBuild';
 import { WorkerManagerClient } from '../src/client';
-import { loadConfig, type Config } from '../src/config';
+import { capacityPool, loadConfig, type Config } from '../src/config';
 import { managerRedisOptions, temporalConnectionOptions, workerRedisEnv } from '../src/connections';
 import { keys } from '../src/keys';
 import { createManager, type Manager } from '../src/createManager';
@@ -26,7 +26,7 @@ import { grantToken, ModelGateway, revokeToken } from '../src/modelGateway';
 import { GATEWAY_KEY_ENV, gatewayToken } from '../src/gatewayToken';
 import http from 'node:http';
 import { startFakeAnthropic } from '../test/fixtures/fakeAnthropic';
-import { bridgeAddress } from '../test/helpers/stack';
+import { bridgeAddress, endSemaphores } from '../test/helpers/stack';
 import { WRAPPER_NODE_FLAGS } from '../src/dockerfile';
 import { acquireSignal, releaseSignal, semaphoreWorkflowId } from '../workflows/messages';
 import { summarize, type Summary } from './stats';
@@ -98,7 +98,6 @@ async function semaphoreThroughput(config: Config): Promise<void> {
     const seconds = (performance.now() - started) / 1000;
     const ops = holders * cycles * 2;
     const rate = Math.round((ops / seconds) * 10) / 10;
-    const sem = client.workflow.getHandle(semaphoreWorkflowId(pool));
     let runs = 0;
     for await (const wf of client.workflow.list({ query: `WorkflowId="${semaphoreWorkflowId(pool)}"` })) runs += wf ? 1 : 0;
     rows.push({
@@ -109,8 +108,8 @@ async function semaphoreThroughput(config: Config): Promise<void> {
       met: rate >= 50,
       note: `${ops} ops in ${seconds.toFixed(1)} s; ${holders} holders, limit ${limit}; semaphore runs (continue-as-new every ~200 events here): ${runs}`,
     });
-    await sem.terminate('benchmark done');
   } finally {
+    await endSemaphores(client, taskQueue, [semaphoreWorkflowId(pool)]);
     worker.shutdown();
     await running;
     await connection.close();
@@ -128,6 +127,12 @@ async function inProcessManager(cfg: Config): Promise<Manager> {
   const warmPoolLog = { ...quiet, warn: (m: string, x?: Record<string, unknown>) => log(`warm pool: ${m} ${JSON.stringify(x ?? {})}`) };
   const manager = await createManager(cfg, { parts: { adapter: false, gcSchedule: false }, log: (component) => (component === 'warm-pool' ? warmPoolLog : quiet) });
   await manager.start();
+  // The section's capacity semaphore is bench state: it must not stay on the dev server.
+  const stop = manager.stop.bind(manager);
+  manager.stop = async () => {
+    await endSemaphores(manager.temporal, cfg.TEMPORAL_TASK_QUEUE, [semaphoreWorkflowId(capacityPool(cfg))]);
+    await stop();
+  };
   return manager;
 }
 
@@ -413,6 +418,7 @@ async function managerFootprint(config: Config): Promise<void> {
     await Promise.allSettled(ids.map((id) => wm.delete(id)));
     child.kill('SIGTERM');
     await new Promise((r) => child.once('exit', r));
+    await endSemaphores(wm.temporal, queue, [semaphoreWorkflowId(capacityPool(cfg))]);
     await wm.close();
     redis.disconnect();
   }

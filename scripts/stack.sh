@@ -82,15 +82,22 @@ ensure_base_image() {
 }
 
 # ---------------------------------------------------------------- Redis
-# The host's address on the default bridge (docker0): what host.docker.internal resolves to
-# inside containers started with --add-host host.docker.internal:host-gateway.
+# The host's address on the default bridge: what host.docker.internal resolves to inside
+# containers started with --add-host host.docker.internal:host-gateway. As src/bridgeAddress.ts
+# reads it: the IPv4 gateway when Docker recorded one, else the IPv4 subnet's first host address
+# (a fresh engine records no gateway for the bridge it created itself; its IPAM gave the bridge
+# that address). Read from the engine, not from `ip addr docker0`: the bridge may be named otherwise.
 bridge_gateway() {
-  local gw
-  gw="$(docker network inspect bridge -f '{{range .IPAM.Config}}{{.Gateway}}{{end}}' 2>/dev/null || true)"
-  if [[ -z "$gw" ]] && command -v ip >/dev/null; then
-    gw="$(ip -4 -o addr show docker0 2>/dev/null | awk '{print $4}' | cut -d/ -f1 | head -n1)"
-  fi
-  printf '%s' "$gw"
+  local gw subnet addr prefix a b c d n
+  while read -r gw subnet; do
+    if [[ "$gw" =~ ^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$ ]]; then printf '%s' "$gw"; return; fi
+    [[ -z "${addr:-}" && "$subnet" =~ ^([0-9]+\.[0-9]+\.[0-9]+\.[0-9]+)/([0-9]+)$ ]] || continue
+    addr="${BASH_REMATCH[1]}"; prefix="${BASH_REMATCH[2]}"
+  done < <(docker network inspect bridge -f '{{range .IPAM.Config}}{{if .Gateway}}{{.Gateway}}{{else}}-{{end}} {{.Subnet}}{{"\n"}}{{end}}' 2>/dev/null || true)
+  [[ -n "${addr:-}" ]] && (( prefix <= 30 )) || return 0
+  IFS=. read -r a b c d <<<"$addr"
+  n=$(( ((a << 24 | b << 16 | c << 8 | d) & ~((1 << (32 - prefix)) - 1) & 0xffffffff) + 1 ))
+  printf '%d.%d.%d.%d' $(( n >> 24 & 255 )) $(( n >> 16 & 255 )) $(( n >> 8 & 255 )) $(( n & 255 ))
 }
 
 ensure_redis() {

@@ -2,6 +2,8 @@
  * The Redis command adapter: reads `worker:commands` in the consumer group `worker-manager`,
  * runs each command through the WorkerManagerClient and replies on the reply stream.
  * An entry is acknowledged only after its reply (or dead letter) is written.
+ * At most `concurrency` commands run at once; a `task` takes a slot only to start its worker, not
+ * while it waits for the task's result (which may take the task's whole timeout).
  */
 import type Redis from 'ioredis';
 import type { WorkerManagerClient } from './client';
@@ -14,6 +16,7 @@ import {
   REQUEST_ID_RE,
   type CommandName as Command,
   type ErrorBody,
+  type TaskResult,
 } from './contract';
 import { toContractError, WorkerManagerError } from './errors';
 import { describeIssues, PAYLOAD_SCHEMAS } from './contract';
@@ -32,6 +35,7 @@ export interface AdapterOptions {
   /** A connection of its own for the blocking XREADGROUP. */
   blockingRedis: Redis;
   consumer: string;
+  /** Commands run at once; tasks waiting for their results do not count. */
   concurrency: number;
   log: Log;
   blockMs?: number;
@@ -106,10 +110,17 @@ export function parseEntry(fields: string[]): ParseResult {
 
 type StreamEntries = [id: string, fields: string[]][];
 
+/** What a task's wait gives when the adapter stops first: no reply, the entry stays pending. */
+const ABANDONED = Symbol('abandoned');
+
 export class CommandAdapter {
   private stopping = false;
   /** Entries being served here, by entry id: kept fresh in the group so nobody claims them. */
   private readonly inFlight = new Map<string, Promise<void>>();
+  /** Of those, the ones holding a command slot, by entry id; each promise resolves when it frees its slot. */
+  private readonly slots = new Map<string, Promise<void>>();
+  /** Tasks' waits for their results, each ended by calling it (at stop). */
+  private readonly waits = new Set<() => void>();
   private loop?: Promise<void>;
 
   constructor(private readonly opts: AdapterOptions) {}
@@ -167,8 +178,13 @@ export class CommandAdapter {
     return claimed;
   }
 
+  /**
+   * Stops reading, lets running commands finish, and gives up waiting for tasks' results: their
+   * entries stay pending, so the next start (or another manager's claim) serves them again.
+   */
   async stop(): Promise<void> {
     this.stopping = true;
+    for (const abandon of this.waits) abandon();
     if (this.claimTimer) clearInterval(this.claimTimer);
     this.opts.blockingRedis.disconnect();
     await this.loop?.catch(() => undefined);
@@ -187,8 +203,8 @@ export class CommandAdapter {
           await this.ensureGroup();
           ready = true;
         }
-        while (this.inFlight.size >= this.opts.concurrency) await Promise.race(this.inFlight.values());
-        const free = this.opts.concurrency - this.inFlight.size;
+        while (this.slots.size >= this.opts.concurrency) await Promise.race(this.slots.values());
+        const free = this.opts.concurrency - this.slots.size;
         const res = (await this.opts.blockingRedis.call(
           'XREADGROUP', 'GROUP', CONSUMER_GROUP, this.opts.consumer,
           'COUNT', free,
@@ -217,11 +233,22 @@ export class CommandAdapter {
   /** Starts serving an entry unless it is already being served here; says whether it started. */
   private spawn(id: string, fields: string[]): boolean {
     if (this.inFlight.has(id)) return false;
-    this.inFlight.set(id, this.serve(id, fields).finally(() => this.inFlight.delete(id)));
+    let release!: () => void;
+    this.slots.set(id, new Promise<void>((resolve) => {
+      release = () => {
+        this.slots.delete(id);
+        resolve();
+      };
+    }));
+    this.inFlight.set(id, this.serve(id, fields, release).finally(() => {
+      release();
+      this.inFlight.delete(id);
+    }));
     return true;
   }
 
-  private async serve(id: string, fields: string[]): Promise<void> {
+  /** `release` frees the entry's command slot (a task calls it once its worker is started). */
+  private async serve(id: string, fields: string[], release: () => void): Promise<void> {
     const { redis, log } = this.opts;
     const entry = parseEntry(fields ?? []);
     // Keep trying to write the reply: an unanswered entry stays pending and is retried at restart.
@@ -256,7 +283,8 @@ export class CommandAdapter {
         }
         const { cmd } = parsed;
         injectFault('adapter-after-read', cmd.command);
-        const outcome = await this.execute(cmd);
+        const outcome = await this.execute(cmd, release);
+        if (outcome === ABANDONED) return;
         injectFault('adapter-before-reply', cmd.command);
         await this.reply(id, cmd.replyTo, cmd.requestId, cmd.command, outcome);
         return;
@@ -270,7 +298,7 @@ export class CommandAdapter {
     }
   }
 
-  private async execute(cmd: ParsedCommand): Promise<{ result: unknown } | { error: ErrorBody }> {
+  private async execute(cmd: ParsedCommand, release: () => void): Promise<{ result: unknown } | { error: ErrorBody } | typeof ABANDONED> {
     const { client } = this.opts;
     try {
       const p = cmd.payload as Record<string, unknown>;
@@ -291,8 +319,12 @@ export class CommandAdapter {
           return { result: await client.status(p.worker_id as string) };
         case 'list':
           return { result: await client.list(p) };
-        case 'task':
-          return { result: await client.runTask(p, { requestId: cmd.requestId }) };
+        case 'task': {
+          const { task_id } = await client.startTask(p, { requestId: cmd.requestId });
+          release();
+          const result = await this.taskResult(task_id);
+          return result === ABANDONED ? result : { result };
+        }
         case 'stats':
           return { result: await client.stats() };
       }
@@ -301,6 +333,16 @@ export class CommandAdapter {
       if (e.code === 'INTERNAL') this.opts.log.error('command failed', { request_id: cmd.requestId, command: cmd.command, error: e.message });
       return { error: e.toBody() };
     }
+  }
+
+  /** The task's result, or ABANDONED as soon as the adapter stops. */
+  private taskResult(taskId: string): Promise<TaskResult | typeof ABANDONED> {
+    if (this.stopping) return Promise.resolve(ABANDONED);
+    return new Promise((resolve, reject) => {
+      const abandon = () => resolve(ABANDONED);
+      this.waits.add(abandon);
+      this.opts.client.taskResult(taskId).then(resolve, reject).finally(() => this.waits.delete(abandon));
+    });
   }
 
   private async reply(

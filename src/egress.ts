@@ -33,6 +33,7 @@ import net from 'node:net';
 import { promisify } from 'node:util';
 import type Docker from 'dockerode';
 import type { Log } from './adapter';
+import { bridgeAddressOf, networkBridgeAddress } from './bridgeAddress';
 import type { Config } from './config';
 import { statusCode } from './dockerStatus';
 import { type AllowRule, findAllowRule, HOST_ALIAS, ruleForUrl } from './egressAllow';
@@ -181,19 +182,11 @@ export async function removeHostRules(bridge: string): Promise<void> {
 // ---------------------------------------------------------------------------------------------
 // The network
 
-
-/** What host.docker.internal means in a worker: Docker's host-gateway, the default bridge's gateway. */
+/** What host.docker.internal means in a worker (Docker's host-gateway): the host's address on the default bridge. */
 export async function hostGatewayIp(docker: Docker): Promise<string> {
-  const info = await docker.getNetwork('bridge').inspect();
-  const gw = info.IPAM?.Config?.find((c: { Gateway?: string }) => c.Gateway && net.isIPv4(c.Gateway))?.Gateway as string | undefined;
-  if (gw) return gw;
-  // A bridge the engine created itself at its first start shows no Gateway field: the bridge
-  // interface's own address is the same thing (`ip`, since Node omits interfaces without carrier).
-  const bridge = (info.Options?.['com.docker.network.bridge.name'] as string | undefined) ?? 'docker0';
-  const shown = await run('ip', ['-4', '-o', 'addr', 'show', 'dev', bridge]).catch(() => ({ stdout: '' }));
-  const addr = /inet (\d+\.\d+\.\d+\.\d+)/.exec(shown.stdout)?.[1];
-  if (!addr) throw new EgressSetupError(`cannot find the Docker host-gateway address (the default bridge network has no IPv4 gateway and ${bridge} no IPv4 address)`);
-  return addr;
+  const address = await networkBridgeAddress(docker, 'bridge');
+  if (!address) throw new EgressSetupError('cannot find the Docker host-gateway address (the default bridge network has no IPv4 subnet)');
+  return address;
 }
 
 /**
@@ -226,8 +219,8 @@ export async function ensureEgressNetwork(docker: Docker, config: Config): Promi
   }
   if (!info.Internal) throw new EgressSetupError(`the Docker network ${name} exists but is not internal: remove it (docker network rm ${name}) so the manager recreates it`);
   if (info.EnableIPv6) throw new EgressSetupError(`the Docker network ${name} has IPv6 enabled, which the host rules do not cover: remove it so the manager recreates it`);
-  const gatewayIp = info.IPAM?.Config?.find((c: { Gateway?: string }) => c.Gateway && net.isIPv4(c.Gateway))?.Gateway as string | undefined;
-  if (!gatewayIp) throw new EgressSetupError(`the Docker network ${name} has no IPv4 gateway`);
+  const gatewayIp = bridgeAddressOf(info);
+  if (!gatewayIp) throw new EgressSetupError(`the Docker network ${name} has no IPv4 subnet`);
   const bridge = (info.Options?.['com.docker.network.bridge.name'] as string | undefined) ?? `br-${info.Id.slice(0, 12)}`;
   const n: EgressNetwork = { name, gatewayIp, bridge, hostGatewayIp: await hostGatewayIp(docker) };
   await ensureHostRules(n, productHostPorts(config));

@@ -33,7 +33,7 @@ async function main(): Promise<void> {
   const shutdown = (signal: string) => {
     if (shuttingDown) return;
     shuttingDown = true;
-    log.info(`${signal}: shutting down (in-flight commands finish first)`);
+    log.info(`${signal}: shutting down (in-flight commands finish first; waiting tasks stay pending and are answered after the next start)`);
     void manager.stop();
   };
   process.on('SIGINT', () => shutdown('SIGINT'));

@@ -4,7 +4,6 @@
  */
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import os from 'node:os';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
@@ -12,6 +11,7 @@ import { DefaultLogger, makeTelemetryFilterString, NativeConnection, Runtime, Wo
 import Docker from 'dockerode';
 import type { Log } from '../../src/adapter';
 import type { WorkerManagerClient } from '../../src/client';
+import { bridgeAddressOf } from '../../src/bridgeAddress';
 import { capacityPool, loadConfig, type Config } from '../../src/config';
 import { createManager, type Manager, type ManagerOptions } from '../../src/createManager';
 import { semaphoreWorkflowId } from '../../workflows/messages';
@@ -108,7 +108,7 @@ export async function startManager(overrides: Record<string, string> = {}, optio
     }
     await Promise.race([Promise.allSettled(leftovers.map((id) => m.client.delete(id))), new Promise((r) => setTimeout(r, 60_000))]);
     // This manager's capacity semaphore is test state: it would otherwise stay running (idle) for good.
-    await m.temporal.workflow.getHandle(semaphoreWorkflowId(capacityPool(config))).terminate('test manager stopped').catch(() => undefined);
+    await endSemaphores(m.temporal, config.TEMPORAL_TASK_QUEUE, [semaphoreWorkflowId(capacityPool(config))]);
     await stopManager();
   };
   return m;
@@ -154,12 +154,35 @@ export async function startWorkflowWorker(
     config,
     client,
     async stop() {
+      await endSemaphores(client, taskQueue);
       worker.shutdown();
       await running;
       await connection.close();
       await nativeConnection.close();
     },
   };
+}
+
+/** The capacity semaphores running on a task queue (every pool's semaphore runs on the manager's queue). */
+export async function runningSemaphores(client: Client, taskQueue: string): Promise<string[]> {
+  const ids: string[] = [];
+  for await (const wf of client.workflow.list({ query: `TaskQueue="${taskQueue}" AND WorkflowType="capacitySemaphore" AND ExecutionStatus="Running"` })) ids.push(wf.workflowId);
+  return ids;
+}
+
+/**
+ * Ends the capacity semaphores a test or benchmark started on its task queue (`known`: ids that
+ * may not be in the visibility listing yet). A semaphore runs until told to stop, so one left
+ * behind stays on the shared dev server for good: throws if any is still running afterwards.
+ */
+export async function endSemaphores(client: Client, taskQueue: string, known: string[] = []): Promise<void> {
+  const end = (id: string) => client.workflow.getHandle(id).terminate('test or benchmark done').catch(() => undefined);
+  await Promise.all(known.map(end));
+  await eventually(`no capacity semaphore left running on ${taskQueue}`, async () => {
+    const left = await runningSemaphores(client, taskQueue);
+    await Promise.all(left.map(end));
+    return left.length === 0;
+  }, { timeoutMs: 30_000, intervalMs: 500 });
 }
 
 /** Thrown inside an eventually() check: stop waiting at once (the awaited state can no longer come). */
@@ -206,12 +229,16 @@ export async function containerExists(docker: Docker, nameOrId: string): Promise
   }
 }
 
-/** The host's address on docker0: what host.docker.internal reaches from worker containers. */
+let bridgeAddressCache: string | undefined;
+/**
+ * The host's address on the default bridge: what host.docker.internal reaches from worker
+ * containers, so where test services listen. Synchronous for the many callers that build their
+ * services' arguments with it, hence the docker CLI rather than dockerode.
+ */
 export function bridgeAddress(): string {
-  const a = os.networkInterfaces().docker0?.find((i) => i.family === 'IPv4');
-  if (a) return a.address;
-  // Node leaves out interfaces without carrier (docker0 while no container uses the default bridge).
-  const m = /inet (\d+\.\d+\.\d+\.\d+)/.exec(execFileSync('ip', ['-4', '-o', 'addr', 'show', 'docker0'], { encoding: 'utf8' }));
-  if (!m) throw new Error('no address on docker0: is the Docker engine running?');
-  return m[1]!;
+  if (bridgeAddressCache) return bridgeAddressCache;
+  const ipam = JSON.parse(execFileSync('docker', ['network', 'inspect', 'bridge', '--format', '{{json .IPAM}}'], { encoding: 'utf8' })) as Parameters<typeof bridgeAddressOf>[0]['IPAM'];
+  const address = bridgeAddressOf({ IPAM: ipam });
+  if (!address) throw new Error('the Docker default bridge network has no IPv4 subnet: is the Docker engine running?');
+  return (bridgeAddressCache = address);
 }

@@ -34,8 +34,7 @@ export async function freePort(): Promise<number> {
   });
 }
 
-/** The host's address on docker0: what host.docker.internal resolves to in worker containers. */
-/** The host's address on docker0 (host.docker.internal from worker containers). */
+/** The host's address on the default bridge (host.docker.internal from worker containers). */
 export const bridgeGateway = bridgeAddress;
 
 /** SIGKILLs a process (if started) and waits for it to be gone. */

@@ -12,7 +12,7 @@ import type { WorkerSpec } from '../../src/contract';
 import { capacityQuery, releaseSignal, semaphoreWorkflowId, setLimitUpdate, stateQuery, stopSignal } from '../../workflows/messages';
 import type { PoolSnapshot } from '../../workflows/permitPool';
 import type { workerLifecycle } from '../../workflows/workerLifecycle';
-import { eventually, startWorkflowWorker } from '../helpers/stack';
+import { eventually, runningSemaphores, startWorkflowWorker } from '../helpers/stack';
 
 type Fakes = DockerActivities & Pick<ImageActivities, 'ensureImage'> & Omit<RedisActivities, 'awaitTaskResult'>;
 
@@ -236,5 +236,16 @@ describe('capacity semaphore (real lifecycles, fake Docker)', () => {
     const firstRunDesc = await env.client.workflow.getHandle(semaphoreWorkflowId(pool), firstRun).describe();
     expect(firstRunDesc.status.name).toBe('CONTINUED_AS_NEW');
     expect(await sem.query(capacityQuery)).toMatchObject({ in_use: 0, queue: [] });
+  });
+
+  test("stopping a test's worker ends the semaphores its lifecycles started (none left on the shared dev server)", async () => {
+    const other = await startWorkflowWorker(({ client, config }) => ({ ...countingDocker().fakes, ...createCapacityActivities({ client, config }) }));
+    const s = { ...spec(newPool()), dockerTaskQueue: other.taskQueue };
+    const h = await other.client.workflow.start<typeof workerLifecycle>('workerLifecycle', { taskQueue: other.taskQueue, workflowId: `worker-${s.workerId}`, args: [s] });
+    await eventually('its semaphore to run', async () => (await runningSemaphores(env.client, other.taskQueue)).length === 1);
+    await h.signal(stopSignal, 'deleted');
+    await h.result();
+    await other.stop();
+    expect(await runningSemaphores(env.client, other.taskQueue)).toEqual([]);
   });
 });

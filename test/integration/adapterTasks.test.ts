@@ -1,0 +1,107 @@
+/**
+ * `task` commands through the Redis adapter wait for their results without holding one of the
+ * adapter's command slots: with 50 tasks running, other commands are answered at once. Their
+ * entries stay pending (acknowledged only with the reply), so an adapter stopped meanwhile leaves
+ * them to the next one, which answers each exactly once.
+ * A private Redis keeps other adapters on the shared one from taking these commands.
+ */
+import { randomUUID } from 'node:crypto';
+import Redis from 'ioredis';
+import { CommandAdapter } from '../../src/adapter';
+import { workerIdForTask } from '../../src/ids';
+import { CONSUMER_GROUP, keys } from '../../src/keys';
+import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fakeAnthropic';
+import { PrivateRedis } from '../helpers/hostWrapper';
+import { bridgeAddress, eventually, startManager, type RunningManager } from '../helpers/stack';
+
+const TASKS = 50;
+const REPLY = 'worker:responses:adapter-tasks';
+const silent = { info() {}, warn() {}, error() {} };
+
+describe('tasks through the adapter', () => {
+  const redisServer = new PrivateRedis(['127.0.0.1', bridgeAddress()]);
+  let fake: FakeAnthropic;
+  let m: RunningManager;
+  const adapters: { adapter: CommandAdapter; blocking: Redis }[] = [];
+  const consumer = `tasks-${randomUUID().slice(0, 8)}`;
+  const run = randomUUID().slice(0, 8);
+  const tasks = Array.from({ length: TASKS }, (_, i) => ({ requestId: `task-${run}-${i}`, taskId: `t-${run}-${i}` }));
+  /** Ends the tasks (their workers), so that their waits end too. */
+  const deleteTasks = () => Promise.allSettled(tasks.map((t) => m.client.delete(workerIdForTask(t.taskId))));
+
+  /** An adapter with 4 command slots, far fewer than the tasks. */
+  function startAdapter(): CommandAdapter {
+    const blocking = new Redis(redisServer.url, { maxRetriesPerRequest: null });
+    const adapter = new CommandAdapter({ client: m.client, redis: m.redis, blockingRedis: blocking, consumer, concurrency: 4, log: silent, blockMs: 200 });
+    adapter.start();
+    adapters.push({ adapter, blocking });
+    return adapter;
+  }
+
+  beforeAll(async () => {
+    await redisServer.start();
+    // The one task that gets the only permit stays mid-prompt: the model never answers in time.
+    fake = await startFakeAnthropic(bridgeAddress(), () => ({ text: '<result>late</result>', delayMs: 600_000 }));
+    m = await startManager({
+      REDIS_URL: redisServer.url,
+      WORKER_REDIS_URL: `redis://host.docker.internal:${redisServer.port}`,
+      ANTHROPIC_BASE_URL: fake.url,
+      ANTHROPIC_API_KEY: 'test',
+      MAX_CONCURRENT_WORKERS: '1',
+    });
+  });
+  afterAll(async () => {
+    // Stop reading first, so that no task starts after the deletes.
+    const stopped = Promise.all(adapters.map(({ adapter }) => adapter.stop()));
+    if (m) await deleteTasks();
+    await stopped;
+    for (const { blocking } of adapters) blocking.disconnect();
+    await m?.stop();
+    await fake?.close();
+    await redisServer.stop();
+  });
+
+  async function send(requestId: string, command: string, payload: unknown): Promise<string> {
+    return (await m.redis.xadd(keys.commands, '*', 'request_id', requestId, 'command', command, 'payload', JSON.stringify(payload), 'reply_to', REPLY)) as string;
+  }
+  async function replies(): Promise<Map<string, string[][]>> {
+    const byRequest = new Map<string, string[][]>();
+    for (const [, f] of await m.redis.xrange(REPLY, '-', '+')) {
+      const id = f[f.indexOf('request_id') + 1]!;
+      byRequest.set(id, [...(byRequest.get(id) ?? []), f]);
+    }
+    return byRequest;
+  }
+
+  test('50 running tasks do not delay a status reply; a restarted adapter answers each task once', async () => {
+    const first = startAdapter();
+    const entryIds: string[] = [];
+    for (const t of tasks) entryIds.push(await send(t.requestId, 'task', { agent_type: 'CLAUDE', prompt: 'take your time', task_id: t.taskId }));
+
+    // Sent after all of them: answered only once the adapter has taken up every task before it.
+    const statusId = `status-${run}`;
+    await send(statusId, 'status', { worker_id: workerIdForTask(tasks[TASKS - 1]!.taskId) });
+    const status = await eventually('the status reply', async () => (await replies()).get(statusId)?.[0]);
+    expect(status[status.indexOf('ok') + 1]).toBe('1');
+    expect(JSON.parse(status[status.indexOf('result') + 1]!)).toMatchObject({ status: 'STARTING' });
+
+    // Every task is running, none is answered, and every task entry is still pending here.
+    const answered = await replies();
+    expect(tasks.filter((t) => answered.has(t.requestId))).toEqual([]);
+    const statuses = await Promise.all(tasks.map((t) => m.client.status(workerIdForTask(t.taskId))));
+    expect(statuses.every((s) => s.status === 'STARTING' || s.status === 'RUNNING')).toBe(true);
+    const pending = (await m.redis.xpending(keys.commands, CONSUMER_GROUP, '-', '+', 1000, consumer)) as [string, string, number, number][];
+    expect(new Set(pending.map(([id]) => id))).toEqual(new Set(entryIds));
+
+    // Stopping leaves the waits to the next adapter (same consumer: it re-reads its pending entries).
+    await first.stop();
+    startAdapter();
+    await deleteTasks();
+    const all = await eventually('a reply to every task', async () => {
+      const r = await replies();
+      return tasks.every((t) => r.has(t.requestId)) ? r : undefined;
+    });
+    expect(tasks.filter((t) => all.get(t.requestId)!.length !== 1)).toEqual([]);
+    expect(await m.redis.xpending(keys.commands, CONSUMER_GROUP)).toEqual([0, null, null, null]);
+  });
+});
