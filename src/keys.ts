@@ -26,6 +26,11 @@ export const keys = {
   poolReady: (slot: string) => `worker:pool:${slot}:ready`,
   /** The worker that claimed a warm-pool container (claims it exactly once). */
   poolClaimed: (slot: string) => `worker:pool:${slot}:claimed`,
+  /**
+   * A deployment's per-worker ACL users (hash: user name -> the SHA-256 of its passwords, space
+   * separated), so the manager can re-create them after a Redis restart (src/redisAcl.ts).
+   */
+  aclUsers: (scope: string) => `worker:acl:${scope}`,
 } as const;
 
 export const CONSUMER_GROUP = 'worker-manager';
