@@ -165,6 +165,9 @@ ensure_temporal() {
 
 # ---------------------------------------------------------------- Node project
 ensure_node_modules() {
+  # A link to another checkout's node_modules (git worktrees share one) is that checkout's to
+  # install: npm ci here would empty it through the link.
+  if [[ -L node_modules ]]; then return; fi
   # Re-install only when the lockfile changed since the last install.
   local stamp="node_modules/.package-lock.json"
   if [[ -d node_modules && -f "$stamp" && ! package-lock.json -nt "$stamp" ]]; then return; fi
