@@ -5,21 +5,25 @@
  * inside each, as the agent's `worker` user, every credential found in the environment and
  * /proc/*\/environ is tried against the neighbour, the shared streams and the server itself.
  */
+import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
-import type Redis from 'ioredis';
+import { promisify } from 'node:util';
+import Redis from 'ioredis';
 import { LABELS } from '../../activities/docker';
 import { capacityPool } from '../../src/config';
 import { keys } from '../../src/keys';
 import { reapOrphans } from '../../src/orphanReaper';
 import { aclScope, envValue, poolAclUser, RedisAcl, workerAclUser } from '../../src/redisAcl';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fakeAnthropic';
-import { AclRedis, runPrompt } from '../helpers/aclRedis';
+import { AclRedis, freePort, runPrompt } from '../helpers/aclRedis';
+import { StackRedis } from '../helpers/stackRedis';
 import { bridgeAddress, execIn, startManager, waitForStatus, type RunningManager } from '../helpers/stack';
 
 const ATTACKS = readFileSync(path.join(__dirname, '..', 'fixtures', 'redisAttacks.js'), 'utf8');
 const silent = { info() {}, warn() {}, error() {} };
+const run = promisify(execFile);
 
 /** What an agent in `self` can try against `other` and the server. */
 function attacksOn(other: string): string[][] {
@@ -177,3 +181,68 @@ describe('isolation: a worker reaches only its own keys in Redis', () => {
   });
 });
 
+/**
+ * The same attacks on the local stack's own Redis, started by scripts/stack.sh's start command (on
+ * a port and data directory of this test, never the shared one): no client gets in without the
+ * stack's password, and no container has that password.
+ */
+describe("isolation on the local stack's Redis (scripts/stack.sh)", () => {
+  const stack = new StackRedis();
+  let m: RunningManager | undefined;
+  let fake: FakeAnthropic;
+  let redis: Redis;
+
+  afterAll(async () => {
+    await m?.stop();
+    redis?.disconnect();
+    await stack.stop();
+    await fake?.close();
+  });
+
+  test('a Redis that the stack started without a password is restarted with one, its data kept; the password is made once', async () => {
+    // As stack.sh started it before it had a password.
+    stack.port = await freePort();
+    const data = stack.env.WM_DATA_DIR!;
+    mkdirSync(data, { recursive: true });
+    await run('redis-server', ['--daemonize', 'yes', '--port', String(stack.port), '--bind', `127.0.0.1 ${bridgeAddress()}`, '--protected-mode', 'no', '--dir', data, '--dbfilename', 'redis.rdb', '--logfile', path.join(data, 'redis.log'), '--notify-keyspace-events', 'Kt', '--save', '60 1000', '--appendonly', 'yes']);
+    const anonymous = new Redis({ port: stack.port, maxRetriesPerRequest: null });
+    anonymous.on('error', () => undefined);
+    await anonymous.set('worker:kept', 'yes');
+    anonymous.disconnect();
+
+    expect(await stack.up()).toMatch(/lets clients in without a password: restarting it/);
+    expect(statSync(stack.env.WM_REDIS_PASSWORD_FILE!).mode & 0o777).toBe(0o600);
+    expect(stack.password).toMatch(/^[0-9a-f]{64}$/);
+    const probe = new Redis({ port: stack.port, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    await expect(probe.ping()).rejects.toThrow(/NOAUTH/);
+    probe.disconnect();
+    const env = await stack.sourcedEnv();
+    expect(env.REDIS_URL).toBe(`redis://:${stack.password}@127.0.0.1:${stack.port}`);
+    expect(env.REDISCLI_AUTH).toBe(stack.password);
+    redis = new Redis(env.REDIS_URL!, { maxRetriesPerRequest: null });
+    expect(await redis.get('worker:kept')).toBe('yes');
+
+    const password = stack.password;
+    expect(await stack.up()).toMatch(/Redis already running/);
+    expect(stack.password).toBe(password);
+  });
+
+  test('from inside a worker, a connection without credentials is refused, as is everything else but its own keys', async () => {
+    const env = await stack.sourcedEnv();
+    fake = await startFakeAnthropic(bridgeAddress(), (r) => ({ text: `<result>echo: ${r.lastUserText.slice(0, 40)}</result>` }));
+    m = await startManager({ REDIS_URL: env.REDIS_URL!, WORKER_REDIS_URL: `redis://host.docker.internal:${stack.port}`, ANTHROPIC_BASE_URL: fake.url, ANTHROPIC_API_KEY: 'test' });
+    expect(await new RedisAcl(m.redis, m.config).defaultUserOpen()).toBe(false); // so the manager does not warn
+    const id = (await m.client.create({ agent_type: 'CLAUDE' })).worker_id;
+    await waitForStatus(m.client, id, ['RUNNING']);
+    const container = m.docker.getContainer(`worker-${id}`);
+    expect(JSON.stringify((await container.inspect()).Config.Env)).not.toContain(stack.password);
+
+    const controls = [['XREVRANGE', keys.output(id), '+', '-', 'COUNT', '1']];
+    const report = JSON.parse(await execIn(container, ['node', '-e', ATTACKS, JSON.stringify({ attacks: attacksOn(randomUUID()), controls })])) as AttackReport;
+    expect(report.credentials).toEqual(['(none)', workerAclUser(aclScope(m.config), id)]);
+    expect(report.results.filter((r) => r.user === '(none)').map((r) => r.outcome)).toEqual(Array(attacksOn('x').length + controls.length).fill('refused'));
+    expect(report.results.filter((r) => r.kind === 'attack' && r.outcome !== 'refused' && r.outcome !== 'no connection')).toEqual([]);
+    expect(report.results.filter((r) => r.kind === 'control' && r.user !== '(none)').map((r) => r.outcome)).toEqual(['allowed']);
+    expect(await runPrompt(m, redis, id, 'on-the-stack')).toBe('ok');
+  });
+});
