@@ -7,10 +7,13 @@
 #   TEMPORAL_ADDRESS=host:7233   skip building and starting the Temporal dev server
 #   REDIS_URL=redis://host:6379  skip installing and starting Redis
 #   DOCKER_HOST=tcp://host:2375  skip installing and starting dockerd
+# `stack.sh redis` brings up only the local Redis (WM_REDIS_PORT, WM_DATA_DIR and
+# WM_REDIS_PASSWORD_FILE choose another one: the tests start theirs so).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+source scripts/defaults.sh # the local Redis's password (REDIS_URL, REDISCLI_AUTH)
 
 TEMPORAL_VERSION="v1.5.1"
 TOOLS="$ROOT/.tools"
@@ -100,28 +103,52 @@ bridge_gateway() {
   printf '%d.%d.%d.%d' $(( n >> 24 & 255 )) $(( n >> 16 & 255 )) $(( n >> 8 & 255 )) $(( n & 255 ))
 }
 
+REDIS_PORT="${WM_REDIS_PORT:-6379}"
+
+# What the local Redis answers to PING on an address: with its password (REDISCLI_AUTH, from
+# defaults.sh) or, with `anonymous`, as a client without credentials.
+redis_ping() {
+  if [[ "${2:-}" == anonymous ]]; then env -u REDISCLI_AUTH redis-cli -h "$1" -p "$REDIS_PORT" ping 2>&1 || true
+  else redis-cli --no-auth-warning -h "$1" -p "$REDIS_PORT" ping 2>&1 || true; fi
+}
+
+# Stops the local Redis (its append-only file is flushed: no acknowledged write is lost).
+stop_redis() {
+  redis-cli --no-auth-warning -h 127.0.0.1 -p "$REDIS_PORT" shutdown >/dev/null 2>&1 || true
+  wait_for "old Redis stop" 20 bash -c "! redis-cli -h 127.0.0.1 -p $REDIS_PORT ping" || die "the Redis on port $REDIS_PORT did not stop"
+}
+
 ensure_redis() {
-  if [[ -n "${REDIS_URL:-}" && "${REDIS_URL}" != "redis://127.0.0.1:6379" && "${REDIS_URL}" != "redis://localhost:6379" ]]; then
-    log "using the Redis at $REDIS_URL (not starting a local one)"; return
+  # Local: the URL defaults.sh made (REDIS_URL was unset). Any other is a Redis of your own.
+  if [[ -z "${REDISCLI_AUTH:-}" || "$REDIS_URL" != "redis://:$REDISCLI_AUTH@127.0.0.1:$REDIS_PORT" ]]; then
+    log "using the Redis at ${REDIS_URL/\/\/*@/\/\/***@} (not starting a local one)"; return
   fi
   command -v redis-server >/dev/null || apt_install redis-server
   local gw; gw="$(bridge_gateway)"
   [[ -n "$gw" ]] || die "could not read the Docker bridge gateway address"
-  if redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; then
+  local open; open="$(redis_ping 127.0.0.1 anonymous)"
+  if [[ "$open" == PONG ]]; then
+    # Started before the local stack had a password: anyone (any worker) gets in as `default`.
+    log "Redis on port $REDIS_PORT lets clients in without a password: restarting it with the one in $WM_REDIS_PASSWORD_FILE"
+    stop_redis
+  elif [[ "$open" == *NOAUTH* ]]; then
+    [[ "$(redis_ping 127.0.0.1)" == PONG ]] || die "the Redis on 127.0.0.1:$REDIS_PORT refuses the password in $WM_REDIS_PASSWORD_FILE.
+  Put its password in that file (or set WM_REDIS_PASSWORD_FILE), or set REDIS_URL to use it as a Redis of your own"
     # Already up: make sure worker containers can reach it through the gateway too.
-    if redis-cli -h "$gw" -p 6379 ping 2>/dev/null | grep -q PONG; then log "Redis already running"; return; fi
+    if [[ "$(redis_ping "$gw")" == PONG ]]; then log "Redis already running"; return; fi
     log "Redis is running but not on the Docker gateway $gw: restarting it"
-    redis-cli -h 127.0.0.1 -p 6379 shutdown nosave >/dev/null 2>&1 || true
-    wait_for "old Redis stop" 10 bash -c '! redis-cli -h 127.0.0.1 -p 6379 ping'
+    stop_redis
   fi
-  log "starting Redis on 127.0.0.1 and $gw (log: $DATA/redis.log)"
-  # Keyspace notifications on streams let the manager notice input for paused workers. The
-  # append-only file keeps commands and worker input across a Redis restart (a crash of the
-  # process loses nothing acknowledged; a crash of the machine at most the last second).
-  redis-server --daemonize yes --port 6379 --bind "127.0.0.1 $gw" --protected-mode no \
+  log "starting Redis on 127.0.0.1 and $gw:$REDIS_PORT (log: $DATA/redis.log)"
+  # The default user's password comes on stdin, never on a command line others can read. Protected
+  # mode stays on: should the password ever be missing, only loopback clients get in. Keyspace
+  # notifications on streams let the manager notice input for paused workers. The append-only file
+  # keeps commands and worker input across a Redis restart (a crash of the process loses nothing
+  # acknowledged; a crash of the machine at most the last second).
+  printf 'requirepass %s\n' "$REDISCLI_AUTH" | redis-server - --daemonize yes --port "$REDIS_PORT" --bind "127.0.0.1 $gw" --protected-mode yes \
     --dir "$DATA" --dbfilename redis.rdb --logfile "$DATA/redis.log" \
     --notify-keyspace-events Kt --save "60 1000" --appendonly yes >/dev/null
-  wait_for "Redis" 20 bash -c "redis-cli -h 127.0.0.1 -p 6379 ping | grep -q PONG" || die "Redis did not start, see $DATA/redis.log"
+  wait_for "Redis" 20 bash -c "redis-cli --no-auth-warning -h 127.0.0.1 -p $REDIS_PORT ping | grep -q PONG" || die "Redis did not start, see $DATA/redis.log"
 }
 
 # ---------------------------------------------------------------- Temporal
@@ -172,6 +199,9 @@ ensure_temporal() {
 
 # ---------------------------------------------------------------- Node project
 ensure_node_modules() {
+  # A link to another checkout's node_modules (git worktrees share one) is that checkout's to
+  # install: npm ci here would empty it through the link.
+  if [[ -L node_modules ]]; then return; fi
   # Re-install only when the lockfile changed since the last install.
   local stamp="node_modules/.package-lock.json"
   if [[ -d node_modules && -f "$stamp" && ! package-lock.json -nt "$stamp" ]]; then return; fi
@@ -192,6 +222,7 @@ ensure_build() {
 
 main() {
   local started=$SECONDS
+  if [[ "${1:-}" == redis ]]; then ensure_redis; return; fi
   # --test: also what the test suite uses (docker-compose to validate temporal-dev.yml; openssl
   # makes the throwaway certificates of test/integration/tls.test.ts; Debian's chromium, driven by
   # playwright-core, for the Temporal UI browser test).

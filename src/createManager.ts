@@ -142,6 +142,13 @@ export class Manager {
 
   private async startParts(): Promise<void> {
     const { config, parts, log } = this.p;
+    if (this.p.acl) {
+      // Redis forgets ACL users when it restarts: re-create the recorded ones now (Redis may have
+      // restarted while no manager ran) and each time this connection is ready again after a
+      // reconnect, so running wrappers, which keep retrying, get back in.
+      await this.restoreAclUsers();
+      this.p.redis.on('ready', this.restoreAclUsers);
+    }
     if (await this.p.acl?.defaultUserOpen()) {
       this.log.warn("Redis admits clients without credentials (its default user): a worker can bypass its own ACL user; set 'user default off' (see README, Security model)");
     }
@@ -184,6 +191,7 @@ export class Manager {
 
   private async stopParts(): Promise<void> {
     await this.starting?.catch(() => undefined);
+    this.p.redis.off('ready', this.restoreAclUsers);
     await this.adapter?.stop();
     this.watcher?.stop();
     this.waker?.stop();
@@ -206,6 +214,15 @@ export class Manager {
     await owned.connection?.close();
     if (owned.redis) this.redis.disconnect();
   }
+
+  private readonly restoreAclUsers = async (): Promise<void> => {
+    try {
+      const n = await this.p.acl!.restore();
+      if (n) this.log.info('per-worker Redis users re-applied', { users: n });
+    } catch (err) {
+      this.log.warn('could not re-apply the per-worker Redis users (running workers cannot reconnect until they are)', { error: String(err) });
+    }
+  };
 
   private async reap(): Promise<void> {
     const log = this.p.log('reaper');

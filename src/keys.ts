@@ -35,6 +35,11 @@ export const keys = {
   /** Model usage counted by the gateway: the worker's totals, and each of its tasks'. */
   usage: (id: string) => `worker:usage:${id}`,
   taskUsage: (id: string, taskId: string) => `worker:usage:${id}:task:${taskId}`,
+  /**
+   * A deployment's per-worker ACL users (hash: user name -> the SHA-256 of its passwords, space
+   * separated), so the manager can re-create them after a Redis restart (src/redisAcl.ts).
+   */
+  aclUsers: (scope: string) => `worker:acl:${scope}`,
 } as const;
 
 export const CONSUMER_GROUP = 'worker-manager';

@@ -9,6 +9,11 @@
  * the reaper of one deployment never deletes the users of another on the same Redis server (ACL
  * users are server-wide, not per database). The pure parts come first; the wrapper bundles this
  * file for `openCredentials`, so it imports nothing but node:crypto and the key names.
+ *
+ * Redis keeps ACL users in memory only (neither RDB nor AOF holds them), so each user is also
+ * recorded in the data set, which persists: `worker:acl:{scope}`, user name -> the SHA-256 of its
+ * passwords (what Redis itself stores; no password is ever written). After a restart the manager
+ * re-creates the recorded users (`restore`), and running wrappers re-authenticate.
  */
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
 import type Redis from 'ioredis';
@@ -114,6 +119,8 @@ export const envValue = (env: string[] | undefined, name: string) => env?.find((
 export class RedisAcl {
   readonly scope: string;
   private readonly db: number;
+  /** Where this deployment's users are recorded (src/keys.ts). */
+  private readonly record: string;
 
   constructor(
     private readonly redis: Redis,
@@ -121,6 +128,7 @@ export class RedisAcl {
   ) {
     this.scope = aclScope(settings);
     this.db = dbOf(settings.WORKER_REDIS_URL);
+    this.record = keys.aclUsers(this.scope);
   }
 
   /**
@@ -136,9 +144,34 @@ export class RedisAcl {
     return this.grant(poolAclUser(this.scope, slot), poolAclRules(slot, this.db));
   }
 
-  /** Deletes users (absent ones are fine); Redis closes their connections. */
+  /**
+   * Deletes users (absent ones are fine); Redis closes their connections. The record goes first,
+   * so that a `restore` running meanwhile sees it gone and deletes again what it re-created.
+   */
   async remove(...usernames: string[]): Promise<void> {
-    if (usernames.length) await this.redis.call('ACL', 'DELUSER', ...usernames);
+    if (!usernames.length) return;
+    await run(this.redis.pipeline().hdel(this.record, ...usernames).call('ACL', 'DELUSER', ...usernames));
+  }
+
+  /**
+   * Re-creates every recorded user of this deployment with its rules and password hashes: after a
+   * Redis restart, the users of running workers and of waiting warm-pool containers, whose
+   * wrappers retry until then. Idempotent (rules are set exactly, passwords added), so it runs at
+   * every start and whenever the manager's connection is ready again. Returns how many users.
+   */
+  async restore(): Promise<number> {
+    const recorded = Object.entries(await this.redis.hgetall(this.record));
+    const p = this.redis.pipeline();
+    for (const [username, hashes] of recorded) {
+      const rules = this.rulesOf(username);
+      if (rules) p.call('ACL', 'SETUSER', username, ...rules, ...hashes.split(' ').map((h) => `#${h}`));
+    }
+    await run(p);
+    // A user removed while this ran may have been re-created after its deletion: delete it again.
+    const still = new Set(await this.redis.hkeys(this.record));
+    const removed = recorded.map(([username]) => username).filter((u) => !still.has(u));
+    if (removed.length) await this.redis.call('ACL', 'DELUSER', ...removed);
+    return recorded.length - removed.length;
   }
 
   removeWorker(workerId: string): Promise<void> {
@@ -181,12 +214,36 @@ export class RedisAcl {
     return users.filter((u) => u.startsWith(prefix)).map((u) => u.slice(prefix.length));
   }
 
+  /** The rules of one of this deployment's users, from its name; undefined for any other name. */
+  private rulesOf(username: string): string[] | undefined {
+    const [worker, pool] = [workerUserPrefix(this.scope), poolUserPrefix(this.scope)];
+    if (username.startsWith(worker)) return workerAclRules(username.slice(worker.length), this.db);
+    if (username.startsWith(pool)) return poolAclRules(username.slice(pool.length), this.db);
+    return undefined;
+  }
+
   private async grant(username: string, rules: string[]): Promise<RedisCredentials> {
     const password = randomBytes(32).toString('hex');
     const hash = createHash('sha256').update(password).digest('hex');
-    await this.redis.call('ACL', 'SETUSER', username, ...rules, `#${hash}`);
+    await run(this.redis.pipeline().call('ACL', 'SETUSER', username, ...rules, `#${hash}`).eval(RECORD_HASH, 1, this.record, username, hash));
     return { username, password };
   }
+}
+
+/**
+ * Adds a password hash to a user's record (KEYS[1] field ARGV[1]) unless it is there: a retried
+ * launch adds a password, and the container of an earlier attempt may be the one that uses it.
+ */
+const RECORD_HASH = `
+local have = redis.call('HGET', KEYS[1], ARGV[1])
+if not have then return redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+if string.find(' ' .. have .. ' ', ' ' .. ARGV[2] .. ' ', 1, true) then return 0 end
+return redis.call('HSET', KEYS[1], ARGV[1], have .. ' ' .. ARGV[2])`;
+
+/** Sends a pipeline and throws its first error (ioredis reports errors per command). */
+async function run(p: ReturnType<Redis['pipeline']>): Promise<void> {
+  const failed = (await p.exec())?.find(([err]) => err);
+  if (failed) throw failed[0];
 }
 
 /** This deployment's ACL users, or undefined with WORKER_REDIS_ACL=shared. */

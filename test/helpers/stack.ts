@@ -4,7 +4,8 @@
  */
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import os from 'node:os';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, makeTelemetryFilterString, NativeConnection, Runtime, Worker, type WorkerOptions } from '@temporalio/worker';
@@ -61,12 +62,22 @@ export async function runInImage(docker: Docker, image: string, cmd: string[]): 
   }
 }
 
-/** As scripts/defaults.sh does for `npm test`, so running one file with `npx jest` builds the same images. */
+/**
+ * As scripts/defaults.sh does for `npm test`, so running one file with `npx jest` builds the same
+ * images and reaches the local stack's Redis with its password.
+ */
 const HOST_CA = '/etc/ssl/certs/ca-certificates.crt';
 export const testEnv = (): NodeJS.ProcessEnv => ({
   ...process.env,
   EXTRA_CA_CERTS: process.env.EXTRA_CA_CERTS ?? (existsSync(HOST_CA) ? HOST_CA : undefined),
+  REDIS_URL: process.env.REDIS_URL ?? localRedisUrl(),
 });
+
+/** The local stack's Redis URL with the password scripts/defaults.sh made, if it made one. */
+function localRedisUrl(): string | undefined {
+  const file = process.env.WM_REDIS_PASSWORD_FILE ?? path.join(process.env.XDG_CONFIG_HOME ?? path.join(os.homedir(), '.config'), 'worker-manager', 'redis.password');
+  return existsSync(file) ? `redis://:${readFileSync(file, 'utf8').trim()}@127.0.0.1:${process.env.WM_REDIS_PORT ?? 6379}` : undefined;
+}
 
 export function testConfig(overrides: Record<string, string> = {}): Config {
   const queue = `test-${randomUUID().slice(0, 8)}`;

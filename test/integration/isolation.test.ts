@@ -5,12 +5,11 @@
  * inside each, as the agent's `worker` user, every credential found in the environment and
  * /proc/*\/environ is tried against the neighbour, the shared streams and the server itself.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
-import os from 'node:os';
+import { mkdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import Redis from 'ioredis';
 import { LABELS } from '../../activities/docker';
 import { capacityPool } from '../../src/config';
@@ -18,22 +17,13 @@ import { keys } from '../../src/keys';
 import { reapOrphans } from '../../src/orphanReaper';
 import { aclScope, envValue, poolAclUser, RedisAcl, workerAclUser } from '../../src/redisAcl';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fakeAnthropic';
-import { bridgeAddress, eventually, execIn, startManager, waitForStatus, type RunningManager } from '../helpers/stack';
+import { AclRedis, freePort, runPrompt } from '../helpers/aclRedis';
+import { StackRedis } from '../helpers/stackRedis';
+import { bridgeAddress, execIn, startManager, waitForStatus, type RunningManager } from '../helpers/stack';
 
-const MANAGER_PASSWORD = `mgr-${randomUUID()}`;
-const ADMIN_PASSWORD = `adm-${randomUUID()}`;
-/** The manager's minimal ACL, as in README.md (Security model). */
-const MANAGER_ACL = '~worker:* &__keyspace@*__:worker:*:input +@all -@dangerous +info +config|get +config|set +acl|setuser +acl|deluser +acl|users';
 const ATTACKS = readFileSync(path.join(__dirname, '..', 'fixtures', 'redisAttacks.js'), 'utf8');
 const silent = { info() {}, warn() {}, error() {} };
-
-async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as net.AddressInfo).port;
-  await new Promise((r) => srv.close(r));
-  return port;
-}
+const run = promisify(execFile);
 
 /** What an agent in `self` can try against `other` and the server. */
 function attacksOn(other: string): string[][] {
@@ -70,10 +60,8 @@ interface AttackReport {
 }
 
 describe('isolation: a worker reaches only its own keys in Redis', () => {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'wm-iso-'));
   const gateway = bridgeAddress();
-  let port: number;
-  let server: ChildProcess;
+  const server = new AclRedis();
   let admin: Redis;
   let m: RunningManager;
   let fake: FakeAnthropic;
@@ -83,32 +71,11 @@ describe('isolation: a worker reaches only its own keys in Redis', () => {
   let slotOfB: string;
 
   beforeAll(async () => {
-    port = await freePort();
-    writeFileSync(
-      path.join(dir, 'redis.conf'),
-      [
-        `port ${port}`,
-        `bind 127.0.0.1 ${gateway}`,
-        'protected-mode no',
-        'user default off',
-        `user wm-manager on >${MANAGER_PASSWORD} ${MANAGER_ACL}`,
-        `user admin on >${ADMIN_PASSWORD} ~* &* +@all`,
-        'notify-keyspace-events Kt',
-        'save ""',
-        'appendonly no',
-        `dir ${dir}`,
-      ].join('\n'),
-    );
-    server = spawn('redis-server', [path.join(dir, 'redis.conf')], { stdio: 'ignore' });
-    admin = new Redis({ port, username: 'admin', password: ADMIN_PASSWORD, maxRetriesPerRequest: null });
-    admin.on('error', () => undefined); // until the server is up
-    expect(await admin.ping()).toBe('PONG');
+    await server.start();
+    admin = server.admin;
     fake = await startFakeAnthropic(gateway, (r) => ({ text: `<result>echo: ${r.lastUserText.slice(0, 40)}</result>` }));
     m = await startManager({
-      REDIS_URL: `redis://127.0.0.1:${port}`,
-      REDIS_USERNAME: 'wm-manager',
-      REDIS_PASSWORD: MANAGER_PASSWORD,
-      WORKER_REDIS_URL: `redis://host.docker.internal:${port}`,
+      ...server.managerEnv,
       ANTHROPIC_BASE_URL: fake.url,
       ANTHROPIC_API_KEY: 'test',
       WARM_POOL_SIZE: '1',
@@ -119,23 +86,13 @@ describe('isolation: a worker reaches only its own keys in Redis', () => {
 
   afterAll(async () => {
     await m?.stop();
-    admin?.disconnect();
-    server?.kill();
+    await server.stop();
     await fake?.close();
-    rmSync(dir, { recursive: true, force: true });
   });
 
   const users = async () => (await admin.call('ACL', 'USERS')) as string[];
 
-  /** Runs a prompt on a worker and returns its task_completed status. */
-  async function runPrompt(workerId: string, taskId: string): Promise<string> {
-    await m.client.sendInput(workerId, { content: `hello ${taskId}`, task_id: taskId });
-    const done = await eventually(`${taskId} completed`, async () => {
-      const out = await admin.xrange(keys.output(workerId), '-', '+');
-      return out.map(([, f]) => f).find((f) => f[1] === 'task_completed' && f.includes(taskId));
-    });
-    return JSON.parse(done[done.indexOf('content') + 1] as string).status as string;
-  }
+  const runPromptOn = (workerId: string, taskId: string) => runPrompt(m, admin, workerId, taskId);
 
   test('each worker gets its own ACL user while it runs; a claimed warm container swaps its standby user for its worker user', async () => {
     a = (await m.client.create({ agent_type: 'CLAUDE' })).worker_id;
@@ -159,7 +116,7 @@ describe('isolation: a worker reaches only its own keys in Redis', () => {
     expect(envValue(envA, 'WORKER_REDIS_USERNAME')).toBe(workerAclUser(scope, a));
     const envB = (await m.docker.getContainer(`worker-${b}`).inspect()).Config.Env;
     expect(envValue(envB, 'WORKER_REDIS_USERNAME')).toBe(poolAclUser(scope, slotOfB));
-    expect(JSON.stringify([envA, envB])).not.toContain(MANAGER_PASSWORD);
+    expect(JSON.stringify([envA, envB])).not.toContain(server.managerPassword);
     // The password reached the container at create time, not Temporal, nor Redis (outside ACL).
     const passwordA = envValue(envA, 'WORKER_REDIS_PASSWORD') as string;
     expect(passwordA).toMatch(/^[0-9a-f]{64}$/);
@@ -169,8 +126,8 @@ describe('isolation: a worker reaches only its own keys in Redis', () => {
     expect(everything.join('\n')).not.toContain(passwordA); // Redis keeps only its SHA-256
 
     // Both run prompts as their own users (B after re-authenticating on its open connections).
-    expect(await runPrompt(a, 'a-1')).toBe('ok');
-    expect(await runPrompt(b, 'b-1')).toBe('ok');
+    expect(await runPromptOn(a, 'a-1')).toBe('ok');
+    expect(await runPromptOn(b, 'b-1')).toBe('ok');
   });
 
   test.each([
@@ -200,7 +157,7 @@ describe('isolation: a worker reaches only its own keys in Redis', () => {
     expect(await admin.hgetall(keys.status(victim))).toEqual(statusBefore);
     expect((await m.client.status(victim)).status).toBe('RUNNING');
     // And the attacker's own prompts still run.
-    expect(await runPrompt(self(), `${self().slice(0, 8)}-after`)).toBe('ok');
+    expect(await runPromptOn(self(), `${self().slice(0, 8)}-after`)).toBe('ok');
   });
 
   test("the reaper deletes users of workers that are gone and keeps the running workers'", async () => {
@@ -221,5 +178,71 @@ describe('isolation: a worker reaches only its own keys in Redis', () => {
     expect(now).not.toContain(workerAclUser(scope, a));
     expect(now).not.toContain(workerAclUser(scope, b));
     expect(now).not.toContain(poolAclUser(scope, slotOfB));
+  });
+});
+
+/**
+ * The same attacks on the local stack's own Redis, started by scripts/stack.sh's start command (on
+ * a port and data directory of this test, never the shared one): no client gets in without the
+ * stack's password, and no container has that password.
+ */
+describe("isolation on the local stack's Redis (scripts/stack.sh)", () => {
+  const stack = new StackRedis();
+  let m: RunningManager | undefined;
+  let fake: FakeAnthropic;
+  let redis: Redis;
+
+  afterAll(async () => {
+    await m?.stop();
+    redis?.disconnect();
+    await stack.stop();
+    await fake?.close();
+  });
+
+  test('a Redis that the stack started without a password is restarted with one, its data kept; the password is made once', async () => {
+    // As stack.sh started it before it had a password.
+    stack.port = await freePort();
+    const data = stack.env.WM_DATA_DIR!;
+    mkdirSync(data, { recursive: true });
+    await run('redis-server', ['--daemonize', 'yes', '--port', String(stack.port), '--bind', `127.0.0.1 ${bridgeAddress()}`, '--protected-mode', 'no', '--dir', data, '--dbfilename', 'redis.rdb', '--logfile', path.join(data, 'redis.log'), '--notify-keyspace-events', 'Kt', '--save', '60 1000', '--appendonly', 'yes']);
+    const anonymous = new Redis({ port: stack.port, maxRetriesPerRequest: null });
+    anonymous.on('error', () => undefined);
+    await anonymous.set('worker:kept', 'yes');
+    anonymous.disconnect();
+
+    expect(await stack.up()).toMatch(/lets clients in without a password: restarting it/);
+    expect(statSync(stack.env.WM_REDIS_PASSWORD_FILE!).mode & 0o777).toBe(0o600);
+    expect(stack.password).toMatch(/^[0-9a-f]{64}$/);
+    const probe = new Redis({ port: stack.port, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    await expect(probe.ping()).rejects.toThrow(/NOAUTH/);
+    probe.disconnect();
+    const env = await stack.sourcedEnv();
+    expect(env.REDIS_URL).toBe(`redis://:${stack.password}@127.0.0.1:${stack.port}`);
+    expect(env.REDISCLI_AUTH).toBe(stack.password);
+    redis = new Redis(env.REDIS_URL!, { maxRetriesPerRequest: null });
+    expect(await redis.get('worker:kept')).toBe('yes');
+
+    const password = stack.password;
+    expect(await stack.up()).toMatch(/Redis already running/);
+    expect(stack.password).toBe(password);
+  });
+
+  test('from inside a worker, a connection without credentials is refused, as is everything else but its own keys', async () => {
+    const env = await stack.sourcedEnv();
+    fake = await startFakeAnthropic(bridgeAddress(), (r) => ({ text: `<result>echo: ${r.lastUserText.slice(0, 40)}</result>` }));
+    m = await startManager({ REDIS_URL: env.REDIS_URL!, WORKER_REDIS_URL: `redis://host.docker.internal:${stack.port}`, ANTHROPIC_BASE_URL: fake.url, ANTHROPIC_API_KEY: 'test' });
+    expect(await new RedisAcl(m.redis, m.config).defaultUserOpen()).toBe(false); // so the manager does not warn
+    const id = (await m.client.create({ agent_type: 'CLAUDE' })).worker_id;
+    await waitForStatus(m.client, id, ['RUNNING']);
+    const container = m.docker.getContainer(`worker-${id}`);
+    expect(JSON.stringify((await container.inspect()).Config.Env)).not.toContain(stack.password);
+
+    const controls = [['XREVRANGE', keys.output(id), '+', '-', 'COUNT', '1']];
+    const report = JSON.parse(await execIn(container, ['node', '-e', ATTACKS, JSON.stringify({ attacks: attacksOn(randomUUID()), controls })])) as AttackReport;
+    expect(report.credentials).toEqual(['(none)', workerAclUser(aclScope(m.config), id)]);
+    expect(report.results.filter((r) => r.user === '(none)').map((r) => r.outcome)).toEqual(Array(attacksOn('x').length + controls.length).fill('refused'));
+    expect(report.results.filter((r) => r.kind === 'attack' && r.outcome !== 'refused' && r.outcome !== 'no connection')).toEqual([]);
+    expect(report.results.filter((r) => r.kind === 'control' && r.user !== '(none)').map((r) => r.outcome)).toEqual(['allowed']);
+    expect(await runPrompt(m, redis, id, 'on-the-stack')).toBe('ok');
   });
 });

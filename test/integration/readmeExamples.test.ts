@@ -7,21 +7,23 @@
  * request ids `demo-N` get a per-run suffix (a request id names its worker's workflow, which
  * Temporal keeps for a day), `redis-cli` and `wm` are shell functions pointing at this run's
  * private Redis and at dist/, and the TypeScript import of './src/client' points at the build.
- * The manager (in this process, with the command adapter) uses a private Redis, so the README's
- * `worker:commands` and `worker:responses` are this test's alone.
+ * The private Redis is the local stack's, started by scripts/stack.sh's own start command (with
+ * its password) on another port and data directory (test/helpers/stackRedis.ts); the README's
+ * shell set-up (`source scripts/defaults.sh`) runs as written and gives every command its
+ * environment. The manager (in this process, with the command adapter) uses that Redis, so the
+ * README's `worker:commands` and `worker:responses` are this test's alone.
  *
  * Every command of a block must have a check below: a new README line without one fails here.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
-import os from 'node:os';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import Redis from 'ioredis';
 import { transformSync } from 'esbuild';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fakeAnthropic';
 import { bridgeAddress, containerExists, eventually, ROOT, startManager, testEnv, waitForStatus, type RunningManager } from '../helpers/stack';
+import { StackRedis } from '../helpers/stackRedis';
 
 const CLI = path.join(ROOT, 'dist', 'src', 'cli', 'main.js');
 const UUID = /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/;
@@ -50,14 +52,6 @@ function shellCommands(code: string): string[] {
   return out;
 }
 
-async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
-  const port = (srv.address() as net.AddressInfo).port;
-  await new Promise((r) => srv.close(r));
-  return port;
-}
-
 interface Run {
   code: number | null;
   stdout: string;
@@ -68,9 +62,8 @@ describe('README examples, run as written', () => {
   const readme = readFileSync(path.join(ROOT, 'README.md'), 'utf8');
   const blocks = testedBlocks(readme);
   const run = randomUUID().slice(0, 8);
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'wm-readme-'));
-  let redisProc: ChildProcess;
-  let port: number;
+  const stack = new StackRedis();
+  const dir = stack.dir; // the reader's checkout: rules.md and the example are written here
   let redis: Redis;
   let fake: FakeAnthropic;
   let m: RunningManager;
@@ -78,29 +71,22 @@ describe('README examples, run as written', () => {
 
   beforeAll(async () => {
     if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run npm run build first (npm test does)`);
-    port = await freePort();
-    // Containers reach it through the Docker bridge gateway (host.docker.internal), as the shared one.
-    redisProc = spawn('redis-server', ['--port', String(port), '--bind', `127.0.0.1 ${bridgeAddress()}`, '--protected-mode', 'no', '--save', '', '--appendonly', 'no', '--dir', dir, '--notify-keyspace-events', 'Kt'], { stdio: 'ignore' });
-    redis = new Redis(`redis://127.0.0.1:${port}`, { maxRetriesPerRequest: 3 });
-    await eventually('private Redis', async () => (await redis.ping()) === 'PONG');
+    await stack.up();
+    // The reader's second terminal, set up as the README says.
+    const session = await stack.sourcedEnv(blocks.session!.code);
+    redis = new Redis(session.REDIS_URL!, { maxRetriesPerRequest: 3 });
     fake = await startFakeAnthropic(bridgeAddress(), (r) => ({ text: `Here you are. <result>echo: ${r.lastUserText.trim().split('\n').at(-1)}</result>` }));
-    const redisUrl = `redis://127.0.0.1:${port}`;
     m = await startManager(
-      { REDIS_URL: redisUrl, WORKER_REDIS_URL: `redis://host.docker.internal:${port}`, ANTHROPIC_BASE_URL: fake.url, ANTHROPIC_API_KEY: 'test', MAX_CONCURRENT_WORKERS: '4', MANAGER_ID: `readme-${run}`, ADAPTER_CONCURRENCY: '4' },
+      { REDIS_URL: session.REDIS_URL!, WORKER_REDIS_URL: `redis://host.docker.internal:${stack.port}`, ANTHROPIC_BASE_URL: fake.url, ANTHROPIC_API_KEY: 'test', MAX_CONCURRENT_WORKERS: '4', MANAGER_ID: `readme-${run}`, ADAPTER_CONCURRENCY: '4' },
       { parts: { adapter: true }, adapter: { blockMs: 500 } },
     );
-    env = { ...testEnv(), REDIS_URL: redisUrl, TEMPORAL_TASK_QUEUE: m.config.TEMPORAL_TASK_QUEUE, DOCKER_HOST_ID: m.config.DOCKER_HOST_ID, FORCE_COLOR: undefined };
+    env = { ...testEnv(), ...session, TEMPORAL_TASK_QUEUE: m.config.TEMPORAL_TASK_QUEUE, DOCKER_HOST_ID: m.config.DOCKER_HOST_ID, FORCE_COLOR: undefined };
   });
   afterAll(async () => {
     await m?.stop();
     await fake?.close();
     redis?.disconnect();
-    if (redisProc && redisProc.exitCode === null) {
-      await new Promise<void>((resolve) => {
-        redisProc.once('exit', () => resolve());
-        redisProc.kill('SIGTERM');
-      });
-    }
+    await stack.stop();
   });
 
   /** Runs one command of a block in bash, as a reader would paste it, with placeholders filled. */
@@ -110,7 +96,7 @@ describe('README examples, run as written', () => {
       if (!vars.id) throw new Error(`no worker id yet for: ${command}`);
       text = text.replaceAll('<id>', vars.id);
     }
-    const preamble = `redis-cli() { command redis-cli -p ${port} "$@"; }\nwm() { ${JSON.stringify(process.execPath)} ${JSON.stringify(CLI)} "$@"; }\n`;
+    const preamble = `redis-cli() { command redis-cli -p ${stack.port} "$@"; }\nwm() { ${JSON.stringify(process.execPath)} ${JSON.stringify(CLI)} "$@"; }\n`;
     const child = spawn('bash', ['-c', preamble + text], { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
@@ -140,8 +126,10 @@ describe('README examples, run as written', () => {
       return undefined;
     }, { timeoutMs: 300_000, intervalMs: 250 });
 
-  test('the README marks the three examples', () => {
-    expect(Object.keys(blocks).sort()).toEqual(['cli', 'redis-cli', 'typescript']);
+  test("the README marks the three examples and the shell set-up they need, which gives redis-cli, wm and the client the local Redis's password", () => {
+    expect(Object.keys(blocks).sort()).toEqual(['cli', 'redis-cli', 'session', 'typescript']);
+    expect(env.REDISCLI_AUTH).toBe(stack.password);
+    expect(env.REDIS_URL).toBe(`redis://:${stack.password}@127.0.0.1:${stack.port}`);
     expect(readme).toContain('[docs/CONTRACT.md](docs/CONTRACT.md)');
   });
 

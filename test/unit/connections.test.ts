@@ -140,6 +140,9 @@ describe('Redis options', () => {
     const env = workerRedisEnv(loadConfig({ WORKER_REDIS_URL: 'rediss://host.docker.internal:6380', REDIS_URL: 'rediss://127.0.0.1:6380', REDIS_USERNAME: 'app', REDIS_PASSWORD: 'pw', REDIS_TLS_CA: CA }));
     expect(env.some((l) => l.startsWith('WORKER_REDIS_TLS_CA_PEM='))).toBe(true);
     expect(env.filter((l) => /^WORKER_REDIS_(USERNAME|PASSWORD)=/.test(l))).toEqual([]);
+    // The local stack's URL (scripts/defaults.sh) carries the default user's password: not for containers.
+    const local = workerRedisEnv(loadConfig({ REDIS_URL: 'redis://:stack-secret@127.0.0.1:6379' }));
+    expect(local).toEqual(['WORKER_REDIS_URL=redis://host.docker.internal:6379']);
   });
 
   it("the wrapper's environment when shared: the manager's settings by default, the workers' own when set, and it round-trips", () => {
