@@ -6,6 +6,7 @@ import type { Config } from '../src/config';
 import { Context } from '@temporalio/activity';
 import type { LifecycleEvent, StatusField, TaskResult } from '../src/contract';
 import { keys } from '../src/keys';
+import { decodeHeartbeat, decodeOutputEntry, decodeTaskCompletion, encodeInputEntry, lifecycleXadd } from '../src/contract/codec';
 
 export interface RedisDeps {
   config: Config;
@@ -43,11 +44,7 @@ export function createRedisActivities(deps: RedisDeps) {
       if (set.length) tx.hset(key, ...set);
       if (del.length) tx.hdel(key, ...del);
       if (update.event) {
-        const entry = ['worker_id', update.workerId, 'event', update.event, 'timestamp', new Date().toISOString()];
-        if (update.taskId) entry.push('task_id', update.taskId);
-        if (update.requestId) entry.push('request_id', update.requestId);
-        if (update.detail) entry.push('detail', JSON.stringify(update.detail));
-        tx.xadd(keys.lifecycle, 'MAXLEN', '~', '100000', '*', ...entry);
+        tx.xadd(...lifecycleXadd({ worker_id: update.workerId, event: update.event, task_id: update.taskId, request_id: update.requestId, detail: update.detail }));
       }
       if (update.final) {
         // A finished worker leaves nothing behind for good: its keys expire after the retention.
@@ -82,12 +79,7 @@ export function createRedisActivities(deps: RedisDeps) {
       const inId = lastIn[0]?.[0];
       // Input the wrapper has not taken yet is work waiting: not idle.
       const unread = inId !== undefined && (cursor === null || after(inId, cursor));
-      let busy = unread;
-      try {
-        busy ||= (JSON.parse(beat ?? '{}') as { state?: string }).state === 'busy';
-      } catch {
-        /* an unreadable heartbeat says nothing */
-      }
+      const busy = unread || decodeHeartbeat(beat)?.state === 'busy';
       return { busy, lastActivityMs: Math.max(ms(inId), ms(lastOut[0]?.[0])) };
     },
 
@@ -110,13 +102,12 @@ export function createRedisActivities(deps: RedisDeps) {
           const res = (await conn.xread('COUNT', 500, 'BLOCK', 2000, 'STREAMS', keys.output(input.workerId), from)) as [string, [string, string[]][]][] | null;
           for (const [id, f] of res?.[0]?.[1] ?? []) {
             from = id;
-            const get = (k: string) => f[f.indexOf(k) + 1] as string;
-            if (!f.includes('task_id') || get('task_id') !== input.taskId) continue;
-            const type = get('type');
-            if (type === 'result') result = get('content');
-            if (type === 'error') error = error ? `${error}\n${get('content')}` : get('content');
-            if (type === 'task_completed') {
-              const done = JSON.parse(get('content')) as Pick<TaskResult, 'status' | 'duration_ms' | 'reason' | 'usage'>;
+            const event = decodeOutputEntry(f);
+            if (event.task_id !== input.taskId) continue;
+            if (event.type === 'result') result = event.content;
+            if (event.type === 'error') error = error ? `${error}\n${event.content}` : event.content;
+            if (event.type === 'task_completed') {
+              const done = decodeTaskCompletion(event.content);
               const out: TaskResult = {
                 task_id: input.taskId,
                 worker_id: input.workerId,
@@ -147,9 +138,7 @@ export function createRedisActivities(deps: RedisDeps) {
 
     /** Headless mode: the create's initial prompt goes to the worker's input stream once it runs. */
     async pushInput(input: { workerId: string; content: string; taskId?: string; timeoutS?: number }): Promise<void> {
-      const entry = ['type', 'prompt', 'content', input.content];
-      if (input.taskId) entry.push('task_id', input.taskId);
-      if (input.timeoutS) entry.push('timeout_s', String(input.timeoutS));
+      const entry = encodeInputEntry({ type: 'prompt', task_id: input.taskId || undefined, content: input.content, timeout_s: input.timeoutS || undefined });
       await redis.xadd(keys.input(input.workerId), '*', ...entry);
     },
   };

@@ -11,7 +11,6 @@ import {
   CommandName,
   COMMANDS,
   DEFAULT_REPLY_STREAM,
-  LIMITS,
   ReplyTo,
   REQUEST_ID_RE,
   type CommandName as Command,
@@ -21,6 +20,7 @@ import {
 import { toContractError, WorkerManagerError } from './errors';
 import { describeIssues, PAYLOAD_SCHEMAS } from './contract';
 import { CONSUMER_GROUP, keys } from './keys';
+import { cappedXadd, COMMAND_ENTRY_FIELDS, decodeCommandPayload, encodeReplyEntry, readFields, type ReplyOutcome } from './contract/codec';
 
 export interface Log {
   info(msg: string, meta?: Record<string, unknown>): void;
@@ -57,17 +57,9 @@ export type ParseResult =
   | { kind: 'invalid'; requestId: string; command: string; replyTo: string; details: Record<string, string> }
   | { kind: 'dead'; reason: string };
 
-const MAX_PAYLOAD_BYTES = LIMITS.payloadBytes;
-
 /** Validates the envelope of a command entry; payload schemas are checked by the client. */
 export function parseEntry(fields: string[]): ParseResult {
-  const map = new Map<string, string>();
-  const duplicates: string[] = [];
-  for (let i = 0; i + 1 < fields.length; i += 2) {
-    const k = fields[i] as string;
-    if (map.has(k)) duplicates.push(k);
-    else map.set(k, fields[i + 1] as string);
-  }
+  const { map, duplicates } = readFields(fields);
   const requestId = map.get('request_id');
   if (requestId === undefined) return { kind: 'dead', reason: 'missing field request_id' };
   if (!REQUEST_ID_RE.test(requestId)) return { kind: 'dead', reason: 'request_id must be 1-128 characters of [A-Za-z0-9._:-]' };
@@ -88,19 +80,12 @@ export function parseEntry(fields: string[]): ParseResult {
   let payload: unknown = {};
   const rawPayload = map.get('payload');
   if (rawPayload !== undefined) {
-    if (Buffer.byteLength(rawPayload) > MAX_PAYLOAD_BYTES) {
-      details.payload = `must be at most ${MAX_PAYLOAD_BYTES} bytes`;
-    } else {
-      try {
-        payload = JSON.parse(rawPayload);
-        if (payload === null || typeof payload !== 'object' || Array.isArray(payload)) details.payload = 'must be a JSON object';
-      } catch {
-        details.payload = 'must be valid JSON';
-      }
-    }
+    const decoded = decodeCommandPayload(rawPayload);
+    if (decoded.ok) payload = decoded.payload;
+    else details.payload = decoded.problem;
   }
   for (const k of map.keys()) {
-    if (!['request_id', 'command', 'payload', 'reply_to'].includes(k)) details[k] = 'unknown field';
+    if (!(COMMAND_ENTRY_FIELDS as readonly string[]).includes(k)) details[k] = 'unknown field';
   }
   if (Object.keys(details).length || !command.success) {
     return { kind: 'invalid', requestId, command: rawCommand ?? '', replyTo, details };
@@ -259,7 +244,7 @@ export class CommandAdapter {
           checkExec(
             await redis
               .multi()
-              .xadd(keys.deadLetters, 'MAXLEN', '~', '100000', '*', 'original_id', id, 'fields', JSON.stringify(fields), 'reason', parsed.reason)
+              .xadd(...cappedXadd(keys.deadLetters, ['original_id', id, 'fields', JSON.stringify(fields), 'reason', parsed.reason]))
               .xack(keys.commands, CONSUMER_GROUP, id)
               .exec(),
           );
@@ -298,7 +283,7 @@ export class CommandAdapter {
     }
   }
 
-  private async execute(cmd: ParsedCommand, release: () => void): Promise<{ result: unknown } | { error: ErrorBody } | typeof ABANDONED> {
+  private async execute(cmd: ParsedCommand, release: () => void): Promise<ReplyOutcome | typeof ABANDONED> {
     const { client } = this.opts;
     try {
       const p = cmd.payload as Record<string, unknown>;
@@ -350,13 +335,12 @@ export class CommandAdapter {
     stream: string,
     requestId: string,
     command: string,
-    outcome: { result: unknown } | { error: ErrorBody },
+    outcome: ReplyOutcome,
   ): Promise<void> {
-    const body = 'result' in outcome ? ['ok', '1', 'result', JSON.stringify(outcome.result)] : ['ok', '0', 'error', JSON.stringify(outcome.error)];
     checkExec(
       await this.opts.redis
         .multi()
-        .xadd(stream, 'MAXLEN', '~', '100000', '*', 'request_id', requestId, 'command', command, ...body)
+        .xadd(...cappedXadd(stream, encodeReplyEntry({ request_id: requestId, command, outcome })))
         .xack(keys.commands, CONSUMER_GROUP, id)
         .exec(),
     );

@@ -22,7 +22,6 @@ import {
   ListCursor,
   ListPayload,
   parseMemory,
-  STATUS_FIELDS,
   WorkerId,
   WorkerStatus,
   type CreateResult,
@@ -40,7 +39,8 @@ import { legacyWorkerIdForTask, newRequestId, newTaskId, taskIdForRequest, worke
 import { keys } from './keys';
 import { usageFromHash } from './usage';
 import { wakeWorker } from './wakeWatcher';
-import { parseInputEntry } from './wrapper/input';
+import { decodeInputEntry, encodeInputEntry } from './contract/codec';
+import { statusFromHash, statusFromState } from './contract/status';
 import type { workerLifecycle } from '../workflows/workerLifecycle';
 import {
   AgentTypeKey,
@@ -51,7 +51,6 @@ import {
   stopSignal,
   WorkerIdKey,
   WorkerStatusKey,
-  type WorkerState,
 } from '../workflows/messages';
 import type { PoolSnapshot } from '../workflows/permitPool';
 import type { imageGc, ImageGcInput, ImageGcReport } from '../workflows/imageGc';
@@ -134,15 +133,6 @@ function defaultBudget(c: Config): Budget | undefined {
   return Object.keys(b).length ? b : undefined;
 }
 
-function toStatusObject(hash: Record<string, string>): StatusObject {
-  const out: Record<string, unknown> = {};
-  for (const f of STATUS_FIELDS) out[f] = hash[f] ?? null;
-  if (hash.error_code) out.error_code = hash.error_code;
-  // Written by the model gateway (src/modelGateway.ts) as JSON, once the worker made a model request.
-  if (hash.usage) out.usage = JSON.parse(hash.usage) as ModelUsage;
-  return out as StatusObject;
-}
-
 const comparePlaces = (a: ListPlace, b: ListPlace) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0);
 
 /**
@@ -156,25 +146,6 @@ export function pageOf(workers: StatusObject[], opts: { limit?: number; cursor?:
   if (opts.limit === undefined) return { workers: rest };
   const page = rest.slice(0, opts.limit);
   return { workers: page, next_cursor: rest.length > opts.limit ? ListCursor.encode(page.at(-1)!) : null };
-}
-
-function stateToStatusObject(s: WorkerState): StatusObject {
-  return {
-    worker_id: s.worker_id,
-    status: s.status,
-    agent_type: s.agent_type,
-    ip_address: s.ip_address,
-    container_id: s.container_id,
-    image: s.image,
-    task_id: s.task_id,
-    request_id: s.request_id,
-    created_at: s.created_at,
-    started_at: s.started_at,
-    stopped_at: s.stopped_at,
-    last_activity_at: null,
-    error: s.error,
-    ...(s.error_code ? { error_code: s.error_code } : {}),
-  };
 }
 
 export class WorkerManagerClient {
@@ -466,10 +437,10 @@ export class WorkerManagerClient {
     } catch (err) {
       throw this.redisError(err);
     }
-    if (hash.status) return this.withQueuePosition(toStatusObject(hash));
+    if (hash.status) return this.withQueuePosition(statusFromHash(hash));
     try {
       const state = await (await this.reachTemporal()).workflow.getHandle(workflowIdFor(id)).query(stateQuery);
-      return this.withQueuePosition(stateToStatusObject(state));
+      return this.withQueuePosition(statusFromState(state));
     } catch (err) {
       if (err instanceof WorkflowNotFoundError) throw new WorkerManagerError('NOT_FOUND', `no worker with id ${id}`);
       throw toContractError(err);
@@ -537,11 +508,9 @@ export class WorkerManagerClient {
     const id = parseWorkerId(workerId);
     const type = input.type ?? 'prompt';
     const taskId = input.task_id ?? newTaskId();
-    const fields = ['type', type, 'task_id', taskId];
-    if (input.content !== undefined) fields.push('content', input.content);
-    if (input.timeout_s !== undefined) fields.push('timeout_s', String(input.timeout_s));
+    const fields = encodeInputEntry({ type, task_id: taskId, content: input.content, timeout_s: input.timeout_s });
     // The wrapper's own reading of the entry, so the client refuses exactly what it would.
-    const entry = parseInputEntry('0-0', fields, 1);
+    const entry = decodeInputEntry('0-0', fields, 1);
     const problems: Record<string, string> = entry.kind === 'invalid' ? { ...entry.problems } : {};
     if (entry.kind === 'unknown') problems.type = 'must be prompt or cancel';
     if (type === 'cancel' && input.task_id === undefined) problems.task_id = 'required to cancel';
@@ -592,7 +561,7 @@ export class WorkerManagerClient {
     for (;;) {
       const batch = await this.redis.xrange(keys.input(workerId), from, '+', 'COUNT', page);
       for (const [entryId, f] of batch) {
-        const e = parseInputEntry(entryId, f, 1);
+        const e = decodeInputEntry(entryId, f, 1);
         if (e.kind === 'prompt' && e.task.taskId === taskId) return true;
       }
       const last = batch[batch.length - 1];
@@ -622,7 +591,7 @@ export class WorkerManagerClient {
       const pipeline = this.redis.pipeline();
       for (const k of found) pipeline.hgetall(k);
       const rows = ((await pipeline.exec()) ?? []).map(([, v]) => v as Record<string, string>);
-      workers = rows.filter((h) => h && WorkerStatus.safeParse(h.status).success && (!wanted || wanted.includes(h.status))).map(toStatusObject);
+      workers = rows.filter((h) => h && WorkerStatus.safeParse(h.status).success && (!wanted || wanted.includes(h.status))).map(statusFromHash);
     } catch (err) {
       throw this.redisError(err);
     }

@@ -23,6 +23,7 @@ import { hostGatewayIp } from './egress';
 import { HOST_ALIAS } from './egressAllow';
 import { GATEWAY_KEY_ENV, GATEWAY_URL_ENV, gatewayToken, newGatewayKey, tokenDigest, USAGE_PATH } from './gatewayToken';
 import { keys } from './keys';
+import { lifecycleXadd } from './contract/codec';
 import { TOKEN_FIELDS, UsageMeter, usageFromHash } from './usage';
 
 /** What a registered token stands for (kept in Redis under the token's digest). */
@@ -243,10 +244,7 @@ export class ModelGateway {
     const first = spent.task ? await redis.hsetnx(keys.taskUsage(grant.worker_id, spent.task), 'budget_exceeded', '1') : 1;
     if (spent.task) await redis.expire(keys.taskUsage(grant.worker_id, spent.task), config.STATUS_RETENTION_SECONDS);
     if (first) {
-      const entry = ['worker_id', grant.worker_id, 'event', 'budget_exceeded', 'timestamp', new Date().toISOString()];
-      if (spent.task) entry.push('task_id', spent.task);
-      entry.push('detail', JSON.stringify({ budget: b, requests: spent.requests, tokens: spent.tokens }));
-      await redis.xadd(keys.lifecycle, 'MAXLEN', '~', '100000', '*', ...entry);
+      await redis.xadd(...lifecycleXadd({ worker_id: grant.worker_id, event: 'budget_exceeded', task_id: spent.task, detail: { budget: b, requests: spent.requests, tokens: spent.tokens } }));
       this.opts.log.info('model budget spent: requests refused', { worker_id: grant.worker_id, task_id: spent.task || null, budget: b });
     }
     anthropicError(res, 400, 'budget_exceeded', message);

@@ -27,6 +27,7 @@ import type { AgentType, WorkerSpec } from './contract';
 import { containerNameFor } from './ids';
 import { instructionsFileName, renderInstructions, WORKSPACE_DIR } from './instructions';
 import { keys } from './keys';
+import { encodeWarmIdentity, type WarmIdentity } from './contract/codec';
 import { createRedisAcl, credentialEnv, envValue, sealCredentials, type RedisAcl, type RedisCredentials } from './redisAcl';
 import { capacityQuery, semaphoreWorkflowId } from '../workflows/messages';
 
@@ -54,16 +55,6 @@ export interface WarmPoolDeps {
   capacity: () => Promise<{ limit: number; holders: number; queued: number }>;
 }
 
-/** What the wrapper of a pool container receives when it is claimed (see src/wrapper/main.ts). */
-export interface WarmIdentity {
-  worker_id: string;
-  allowed_commands: string[];
-  task_id?: string;
-  instructions_path: string;
-  instructions: string;
-  /** The worker's own Redis credentials, sealed with the pool password (src/redisAcl.ts); per-worker ACL only. */
-  redis?: string;
-}
 
 const READY_TIMEOUT_MS = 60_000;
 const SWEEP_EVERY_MS = 15_000;
@@ -105,7 +96,7 @@ export async function deliverIdentity(
     instructions: renderInstructions(spec.instructions, spec.allowedCommands),
     ...(handOver ? { redis: sealCredentials(handOver.creds, handOver.poolPassword) } : {}),
   };
-  await redis.eval(DELIVER_ONCE, 2, keys.poolIdentity(slot), keys.poolClaimed(slot), JSON.stringify(identity), spec.workerId);
+  await redis.eval(DELIVER_ONCE, 2, keys.poolIdentity(slot), keys.poolClaimed(slot), encodeWarmIdentity(identity), spec.workerId);
   try {
     await docker.getContainer(containerId).unpause();
   } catch (err) {

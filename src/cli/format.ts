@@ -8,30 +8,12 @@ import type { WorkerStats } from '../client';
 import type { PoolSnapshot } from '../../workflows/permitPool';
 import type { ImageGcReport } from '../../workflows/imageGc';
 import { WorkerManagerError } from '../errors';
+import { decodeOutputEntry, decodeTaskCompletion, type OutputEntry, type TaskCompletion } from '../contract/codec';
 
-/** One entry of `worker:{id}:output`, as the contract writes it (flat fields). */
-export interface OutputEvent {
-  id: string;
-  type: string;
-  content: string;
-  task_id: string | null;
-  timestamp: string | null;
-  seq: number | null;
-}
+/** One entry of `worker:{id}:output` with its stream id. */
+export type OutputEvent = OutputEntry & { id: string };
 
-/** A stream entry's flat field list → an OutputEvent. */
-export function toOutputEvent(id: string, fields: string[]): OutputEvent {
-  const f: Record<string, string> = {};
-  for (let i = 0; i + 1 < fields.length; i += 2) f[fields[i]!] = fields[i + 1]!;
-  return {
-    id,
-    type: f.type ?? 'unknown',
-    content: f.content ?? '',
-    task_id: f.task_id ?? null,
-    timestamp: f.timestamp ?? null,
-    seq: f.seq !== undefined && f.seq !== '' && Number.isFinite(Number(f.seq)) ? Number(f.seq) : null,
-  };
-}
+export const toOutputEvent = (id: string, fields: string[]): OutputEvent => ({ id, ...decodeOutputEntry(fields) });
 
 export function colourStatus(c: Colors, status: WorkerStatus | string): string {
   switch (status) {
@@ -57,7 +39,8 @@ const time = (iso: string | null): string => {
 /** `task_completed`'s JSON content as a sentence; the raw text when it is not JSON. */
 function completed(content: string): { text: string; ok: boolean } {
   try {
-    const j = JSON.parse(content) as { status?: string; exit_code?: number; duration_ms?: number };
+    // Read leniently: a hand-written entry may lack any field.
+    const j: Partial<TaskCompletion> = decodeTaskCompletion(content);
     const parts = [j.status ?? 'done'];
     if (typeof j.duration_ms === 'number') parts.push(`in ${(j.duration_ms / 1000).toFixed(1)} s`);
     if (typeof j.exit_code === 'number') parts.push(`(exit ${j.exit_code})`);

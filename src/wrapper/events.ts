@@ -9,6 +9,7 @@
  */
 import type Redis from 'ioredis';
 import type { OutputType } from './agents';
+import { cappedXadd, decodeOutputEntry, encodeOutputEntry } from '../contract/codec';
 
 const DROPPABLE: ReadonlySet<OutputType> = new Set(['stdout', 'stderr']);
 
@@ -55,11 +56,7 @@ export class EventSink {
   /** Continues `seq` from the last event in the stream, so it stays increasing across restarts. */
   async start(): Promise<void> {
     const last = (await this.opts.redis.xrevrange(this.opts.stream, '+', '-', 'COUNT', 1))[0];
-    if (last) {
-      const f = last[1];
-      const i = f.indexOf('seq');
-      if (i >= 0) this.seq = Number(f[i + 1]) || 0;
-    }
+    if (last) this.seq = decodeOutputEntry(last[1]).seq || 0;
     this.timer = setInterval(() => void this.flush(), this.flushMs);
   }
 
@@ -103,7 +100,7 @@ export class EventSink {
       return;
     }
     this.seq++;
-    const fields = ['type', type, 'content', content, 'task_id', taskId ?? '', 'timestamp', new Date().toISOString(), 'seq', String(this.seq)];
+    const fields = encodeOutputEntry({ type, content, task_id: taskId, timestamp: new Date().toISOString(), seq: this.seq });
     this.buffer.push({ fields, droppable });
     if (droppable) this.droppableCount++;
     if (this.buffer.length >= this.batchSize) void this.flush();
@@ -134,7 +131,7 @@ export class EventSink {
       const batch = this.buffer.slice(0, Math.max(this.batchSize, 2_000));
       // MULTI: a batch lands whole or not at all, so a retry never duplicates events.
       const pipeline = this.opts.redis.multi();
-      for (const p of batch) pipeline.xadd(this.opts.stream, 'MAXLEN', '~', String(this.maxLen), '*', ...p.fields);
+      for (const p of batch) pipeline.xadd(...cappedXadd(this.opts.stream, p.fields, this.maxLen));
       try {
         const results = (await pipeline.exec()) ?? [];
         const failed = results.find(([err]) => err);

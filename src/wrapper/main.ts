@@ -14,9 +14,10 @@ import { explainRedisError, redisEndpointFromEnv, redisOptionsFor } from '../con
 import { keys } from '../keys';
 import { adapters, extractResult, type AgentAdapter } from './agents';
 import { EventSink } from './events';
-import { describeProblems, parseInputEntry, type InputTask } from './input';
+import { describeProblems } from './input';
+import { decodeInputEntry, decodeWarmIdentity, encodeHeartbeat, encodeTaskCompletion, lifecycleXadd, type InputTask, type TaskCompletion } from '../contract/codec';
+import type { LifecycleEvent } from '../contract';
 import { openCredentials } from '../redisAcl';
-import type { WarmIdentity } from '../warmPool';
 import { GATEWAY_KEY_ENV, GATEWAY_URL_ENV, gatewayToken } from '../gatewayToken';
 import { fetchTaskUsage } from './gatewayUsage';
 
@@ -104,7 +105,7 @@ async function awaitIdentity(): Promise<void> {
   await Promise.all([waitConnected(redis), waitConnected(reader)]);
   await reader.set(keys.poolReady(slot), String(process.pid), 'EX', 86400);
   const [, raw] = (await reader.blpop(keys.poolIdentity(slot), 0)) as [string, string];
-  const identity = JSON.parse(raw) as WarmIdentity;
+  const identity = decodeWarmIdentity(raw);
   // Per-worker ACL: from now on both connections act as the worker's own user; the manager then
   // deletes the standby user, which can do nothing but this handshake.
   if (identity.redis) {
@@ -187,11 +188,8 @@ async function main(): Promise<void> {
   });
   await sink.start();
 
-  const lifecycle = (event: string, taskId?: string, detail?: Record<string, unknown>) => {
-    const f = ['worker_id', workerId, 'event', event, 'timestamp', new Date().toISOString()];
-    if (taskId) f.push('task_id', taskId);
-    if (detail) f.push('detail', JSON.stringify(detail));
-    redis.xadd(keys.lifecycle, 'MAXLEN', '~', '100000', '*', ...f).catch((e: Error) => say(`lifecycle ${event} not written: ${e.message}`));
+  const lifecycle = (event: LifecycleEvent, taskId?: string, detail?: object) => {
+    redis.xadd(...lifecycleXadd({ worker_id: workerId, event, task_id: taskId, detail })).catch((e: Error) => say(`lifecycle ${event} not written: ${e.message}`));
   };
 
   // ---- heartbeat, and the status hash's last_activity_at (only a worker the manager started has that hash)
@@ -208,7 +206,7 @@ async function main(): Promise<void> {
     const micros = cpuMicros();
     const cpuPercent = micros !== null && lastCpu.micros !== null && now > lastCpu.at ? Math.round(((micros - lastCpu.micros) / 1000 / (now - lastCpu.at)) * 1000) / 10 : null;
     lastCpu = { at: now, micros };
-    const payload = {
+    const payload = encodeHeartbeat({
       worker_id: workerId,
       state: current ? 'busy' : 'idle',
       task_id: current?.task.taskId ?? null,
@@ -218,8 +216,8 @@ async function main(): Promise<void> {
       uptime_s: Math.round((now - startedAt) / 1000),
       output: sink.stats,
       timestamp: new Date(now).toISOString(),
-    };
-    const tx = redis.multi().set(keys.heartbeat(workerId), JSON.stringify(payload), 'EX', HEARTBEAT_TTL_S);
+    });
+    const tx = redis.multi().set(keys.heartbeat(workerId), payload, 'EX', HEARTBEAT_TTL_S);
     const active = activeAt;
     if (reportsActivity && active > reportedAt) tx.hset(keys.status(workerId), 'last_activity_at', new Date(active).toISOString());
     await tx.exec();
@@ -241,7 +239,7 @@ async function main(): Promise<void> {
   const interrupted = await redis.get(runningKey);
   if (interrupted) {
     sink.push('error', 'the wrapper restarted while this task ran; it was not completed', interrupted);
-    sink.push('task_completed', JSON.stringify({ status: 'error', exit_code: -1, duration_ms: 0 }), interrupted);
+    sink.push('task_completed', encodeTaskCompletion({ status: 'error', exit_code: -1, duration_ms: 0 }), interrupted);
     await redis.del(runningKey);
   }
   const queue: Queued[] = [];
@@ -259,7 +257,7 @@ async function main(): Promise<void> {
         const res = (await reader.xread('COUNT', 50, 'BLOCK', 5000, 'STREAMS', keys.input(workerId), readFrom)) as [string, [string, string[]][]][] | null;
         for (const [id, fields] of res?.[0]?.[1] ?? []) {
           readFrom = id;
-          const entry = parseInputEntry(id, fields, defaultTimeoutS);
+          const entry = decodeInputEntry(id, fields, defaultTimeoutS);
           if (entry.kind === 'cancel') {
             if (current?.task.taskId === entry.taskId) stopTask('cancelled');
             else if (queue.some((q) => q.task.taskId === entry.taskId)) cancelled.add(entry.taskId);
@@ -396,8 +394,8 @@ async function main(): Promise<void> {
       reason = 'budget_exceeded';
       sink.push('error', "the worker's model budget is spent: the model gateway refused the agent's request (budget_exceeded)", task.taskId);
     }
-    const done = { status, exit_code: exitCode, duration_ms: duration, ...(reason ? { reason } : {}), ...(metered ? { usage: metered.usage } : {}) };
-    sink.push('task_completed', JSON.stringify(done), task.taskId);
+    const done: TaskCompletion = { status, exit_code: exitCode, duration_ms: duration, ...(reason ? { reason } : {}), ...(metered ? { usage: metered.usage } : {}) };
+    sink.push('task_completed', encodeTaskCompletion(done), task.taskId);
     await sink.flush();
     await redis.del(runningKey).catch(() => undefined);
     current = undefined;

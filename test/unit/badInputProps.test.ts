@@ -12,7 +12,8 @@ import { loadConfig } from '../../src/config';
 import { CreatePayload, describeIssues, LIMITS, TaskPayload } from '../../src/contract';
 import { WorkerManagerError } from '../../src/errors';
 import { renderInstructions } from '../../src/instructions';
-import { describeProblems, fieldsToMap, parseInputEntry } from '../../src/wrapper/input';
+import { decodeInputEntry, fieldsToMap } from '../../src/contract/codec';
+import { describeProblems } from '../../src/wrapper/input';
 
 /** Characters that break naive quoting, shells, markdown, terminals and parsers. */
 const nasty = fc.constantFrom(
@@ -93,7 +94,7 @@ describe('instructions and prompts pass through every pure layer unchanged', () 
         fc.array(fc.tuple(field, anyText), { maxLength: 4 }),
         (content, taskId, extra) => {
           const fields = ['type', 'prompt', 'content', content, ...(taskId ? ['task_id', taskId] : []), ...extra.flat()];
-          const e = parseInputEntry('1-0', fields, 1800);
+          const e = decodeInputEntry('1-0', fields, 1800);
           expect(e.kind).toBe('prompt');
           if (e.kind !== 'prompt') return;
           expect(e.task.prompt).toBe(content); // the first content wins, untrimmed
@@ -108,7 +109,7 @@ describe('instructions and prompts pass through every pure layer unchanged', () 
   test('input entries of any shape parse without throwing; only a prompt with content and a usable timeout runs', () => {
     fc.assert(
       fc.property(fc.array(fc.string({ unit: 'binary', maxLength: 30 }), { maxLength: 12 }), fc.integer({ min: 1, max: 10_000 }), (fields, def) => {
-        const e = parseInputEntry('5-1', fields, def);
+        const e = decodeInputEntry('5-1', fields, def);
         const f = fieldsToMap(fields);
         const type = f.get('type') ?? 'prompt';
         const timeout = f.get('timeout_s');
@@ -127,7 +128,7 @@ describe('instructions and prompts pass through every pure layer unchanged', () 
   test('timeout_s: a whole number of seconds from 1 to the limit is used, anything else refuses the entry naming timeout_s', () => {
     fc.assert(
       fc.property(fc.oneof(fc.string({ maxLength: 8 }), fc.double().map(String), fc.integer().map(String), fc.integer({ min: 1, max: LIMITS.durationS }).map(String)), (raw) => {
-        const e = parseInputEntry('1-1', ['content', 'x', 'timeout_s', raw], 77);
+        const e = decodeInputEntry('1-1', ['content', 'x', 'timeout_s', raw], 77);
         const n = Number(raw);
         if (/^\d+$/.test(raw) && n >= 1 && n <= LIMITS.durationS) expect(e).toMatchObject({ kind: 'prompt', task: { timeoutS: n } });
         else expect(e).toMatchObject({ kind: 'invalid', problems: { timeout_s: expect.stringContaining(`got "${raw}"`) } });
@@ -215,7 +216,7 @@ describe('every bad field is named, and input that cannot run is refused', () =>
     ['timeout_s past the limit', ['content', 'x', 'timeout_s', String(LIMITS.durationS + 1)], ['timeout_s']],
     ['both', ['timeout_s', '0'], ['content', 'timeout_s']],
   ])('an input prompt with %s is refused naming each problem', (_, fields, named) => {
-    const e = parseInputEntry('9-0', fields, 60);
+    const e = decodeInputEntry('9-0', fields, 60);
     expect(e.kind).toBe('invalid');
     if (e.kind === 'invalid') {
       expect(Object.keys(e.problems).sort()).toEqual(named);
