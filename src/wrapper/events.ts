@@ -6,8 +6,10 @@
  * block). When Redis is away or stalled, excess stdout/stderr lines are dropped and counted, and
  * a `dropped` event with the count is written once Redis takes writes again.
  * Every other type (result, error, task_completed, ...) is never dropped: it waits and retries.
+ * Lifecycle events go to the shared `worker:lifecycle` stream instead (`lifecycleWriter`).
  */
 import type Redis from 'ioredis';
+import { keys } from '../keys';
 import type { OutputType } from './agents';
 
 const DROPPABLE: ReadonlySet<OutputType> = new Set(['stdout', 'stderr']);
@@ -161,4 +163,16 @@ export class EventSink {
       }
     }
   }
+}
+
+/** Appends one event of this worker to `worker:lifecycle`; a failed write is reported, not retried. */
+export type Lifecycle = (event: string, taskId?: string, detail?: Record<string, unknown>) => void;
+
+export function lifecycleWriter(redis: Redis, workerId: string, onError: (event: string, err: Error) => void): Lifecycle {
+  return (event, taskId, detail) => {
+    const f = ['worker_id', workerId, 'event', event, 'timestamp', new Date().toISOString()];
+    if (taskId) f.push('task_id', taskId);
+    if (detail) f.push('detail', JSON.stringify(detail));
+    redis.xadd(keys.lifecycle, 'MAXLEN', '~', '100000', '*', ...f).catch((e: Error) => onError(event, e));
+  };
 }
