@@ -54,7 +54,7 @@ export interface WarmPoolDeps {
   capacity: () => Promise<{ limit: number; holders: number; queued: number }>;
 }
 
-/** What the wrapper of a pool container receives when it is claimed (see src/wrapper/main.ts). */
+/** What the wrapper of a pool container receives when it is claimed (see src/wrapper/standby.ts). */
 export interface WarmIdentity {
   worker_id: string;
   allowed_commands: string[];
