@@ -58,6 +58,14 @@ export interface TaskRunnerOptions {
   gateway?: { url: string; token: string };
 }
 
+/** What the runner keeps in Redis: the last entry taken, the task running, the task ids taken, the agent's session. */
+interface TaskKeys {
+  cursor: string;
+  running: string;
+  tasks: string;
+  session: string;
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export class TaskRunner {
@@ -67,39 +75,36 @@ export class TaskRunner {
   private current: Running | undefined;
   private stopping = false;
   private wake: (() => void) | undefined;
-  private readonly cursorKey: string;
-  private readonly runningKey: string;
-  private readonly tasksKey: string;
-  private readonly sessionKey: string;
-
   private constructor(
     private readonly o: TaskRunnerOptions,
+    private readonly k: TaskKeys,
     /** Every task id taken so far, across restarts: a task id runs once. */
     private readonly taken: Set<string>,
     private session: string | undefined,
     /** The last input entry taken; the reader goes on after it. */
     readonly cursor: string,
-  ) {
-    this.cursorKey = keys.inputCursor(o.workerId);
-    this.runningKey = keys.inputRunning(o.workerId);
-    this.tasksKey = keys.inputTasks(o.workerId);
-    this.sessionKey = keys.session(o.workerId);
-  }
+  ) {}
 
   /** Picks up where the last wrapper of this worker stopped. */
   static async resume(o: TaskRunnerOptions): Promise<TaskRunner> {
     const { redis, workerId, sink } = o;
-    const taken = new Set(await redis.smembers(keys.inputTasks(workerId)));
-    const session = (await redis.get(keys.session(workerId))) ?? undefined;
-    const cursor = (await redis.get(keys.inputCursor(workerId))) ?? '0';
+    const k: TaskKeys = {
+      cursor: keys.inputCursor(workerId),
+      running: keys.inputRunning(workerId),
+      tasks: keys.inputTasks(workerId),
+      session: keys.session(workerId),
+    };
+    const taken = new Set(await redis.smembers(k.tasks));
+    const session = (await redis.get(k.session)) ?? undefined;
+    const cursor = (await redis.get(k.cursor)) ?? '0';
     // A task that was running when the wrapper last stopped ends now, so it gets its task_completed.
-    const interrupted = await redis.get(keys.inputRunning(workerId));
+    const interrupted = await redis.get(k.running);
     if (interrupted) {
       sink.push('error', 'the wrapper restarted while this task ran; it was not completed', interrupted);
       sink.push('task_completed', JSON.stringify({ status: 'error', exit_code: -1, duration_ms: 0 }), interrupted);
-      await redis.del(keys.inputRunning(workerId));
+      await redis.del(k.running);
     }
-    return new TaskRunner(o, taken, session, cursor);
+    return new TaskRunner(o, k, taken, session, cursor);
   }
 
   /** Entries queued and not yet taken. */
@@ -158,7 +163,7 @@ export class TaskRunner {
   /** Takes the next entry: a task id seen before is refused without a second task_completed. */
   private async take({ task, refusal }: Queued): Promise<void> {
     if (!this.taken.has(task.taskId)) return this.runTask(task, refusal);
-    await this.o.redis.set(this.cursorKey, task.entryId).catch(() => undefined);
+    await this.o.redis.set(this.k.cursor, task.entryId).catch(() => undefined);
     this.cancelled.delete(task.taskId);
     this.o.sink.push(
       'error',
@@ -176,8 +181,8 @@ export class TaskRunner {
     heartbeat.busy(task.taskId);
     await redis
       .multi()
-      .mset(this.cursorKey, task.entryId, this.runningKey, task.taskId)
-      .sadd(this.tasksKey, task.taskId)
+      .mset(this.k.cursor, task.entryId, this.k.running, task.taskId)
+      .sadd(this.k.tasks, task.taskId)
       .exec()
       .catch(() => undefined);
     heartbeat.beatNow();
@@ -217,7 +222,7 @@ export class TaskRunner {
     };
     sink.push('task_completed', JSON.stringify(done), task.taskId);
     await sink.flush();
-    await redis.del(this.runningKey).catch(() => undefined);
+    await redis.del(this.k.running).catch(() => undefined);
     this.current = undefined;
     heartbeat.idle();
     heartbeat.beatNow();
@@ -294,7 +299,7 @@ export class TaskRunner {
       sink.push('error', `the agent exited with code ${exitCode}${stderrTail.length ? `: ${stderrTail.join('\n')}` : ''}`, task.taskId);
     }
     if (status === 'timeout') sink.push('error', `the task exceeded its timeout of ${task.timeoutS} s`, task.taskId);
-    if (this.session) await this.o.redis.set(this.sessionKey, this.session).catch(() => undefined);
+    if (this.session) await this.o.redis.set(this.k.session, this.session).catch(() => undefined);
     return { status, exitCode };
   }
 }
