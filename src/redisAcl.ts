@@ -55,7 +55,7 @@ function rules(db: number, commands: string[], keyRules: string[]): string[] {
   return ['on', 'clearselectors', 'resetkeys', 'resetchannels', '-@all', ...commands.map((c) => `+${c}`), ...(db ? ['+select'] : []), ...keyRules];
 }
 
-/** The wrapper's commands (src/wrapper/main.ts, src/wrapper/events.ts). */
+/** The commands the wrapper's Redis connections send (src/wrapper/). */
 export const WORKER_COMMANDS = ['xread', 'xadd', 'xrevrange', 'multi', 'exec', 'discard', 'get', 'set', 'mset', 'del', 'hset', 'smembers', 'sadd', 'ping', 'quit'];
 /** The warm-pool standby: say it is ready, wait for the identity. */
 export const POOL_COMMANDS = ['set', 'blpop', 'ping', 'quit'];

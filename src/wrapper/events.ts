@@ -6,10 +6,12 @@
  * block). When Redis is away or stalled, excess stdout/stderr lines are dropped and counted, and
  * a `dropped` event with the count is written once Redis takes writes again.
  * Every other type (result, error, task_completed, ...) is never dropped: it waits and retries.
+ * Lifecycle events go to the shared `worker:lifecycle` stream instead (`lifecycleWriter`).
  */
 import type Redis from 'ioredis';
 import type { OutputType } from './agents';
-import { cappedXadd, decodeOutputEntry, encodeOutputEntry } from '../contract/codec';
+import { cappedXadd, decodeOutputEntry, encodeOutputEntry, lifecycleXadd } from '../contract/codec';
+import type { LifecycleEvent } from '../contract';
 
 const DROPPABLE: ReadonlySet<OutputType> = new Set(['stdout', 'stderr']);
 
@@ -158,4 +160,13 @@ export class EventSink {
       }
     }
   }
+}
+
+/** Appends one event of this worker to `worker:lifecycle`; a failed write is reported, not retried. */
+export type Lifecycle = (event: LifecycleEvent, taskId?: string, detail?: Record<string, unknown>) => void;
+
+export function lifecycleWriter(redis: Redis, workerId: string, onError: (event: string, err: Error) => void): Lifecycle {
+  return (event, taskId, detail) => {
+    redis.xadd(...lifecycleXadd({ worker_id: workerId, event, task_id: taskId, detail })).catch((e: Error) => onError(event, e));
+  };
 }
