@@ -6,6 +6,7 @@ import type { Config } from '../src/config';
 import { Context } from '@temporalio/activity';
 import type { LifecycleEvent, StatusField, TaskResult } from '../src/contract';
 import { keys } from '../src/keys';
+import { TaskResultReader } from '../src/contract/taskResult';
 
 export interface RedisDeps {
   config: Config;
@@ -101,8 +102,7 @@ export function createRedisActivities(deps: RedisDeps) {
       const conn = redis.duplicate({ maxRetriesPerRequest: null });
       const deadline = Date.now() + (input.timeoutS + 120) * 1000;
       let from = '0';
-      let result: string | null = null;
-      let error: string | undefined;
+      const task = new TaskResultReader(input.workerId, input.taskId);
       try {
         for (;;) {
           if (Date.now() > deadline) throw new Error(`no task_completed for ${input.taskId} within ${input.timeoutS + 120} s`);
@@ -111,22 +111,8 @@ export function createRedisActivities(deps: RedisDeps) {
           for (const [id, f] of res?.[0]?.[1] ?? []) {
             from = id;
             const get = (k: string) => f[f.indexOf(k) + 1] as string;
-            if (!f.includes('task_id') || get('task_id') !== input.taskId) continue;
-            const type = get('type');
-            if (type === 'result') result = get('content');
-            if (type === 'error') error = error ? `${error}\n${get('content')}` : get('content');
-            if (type === 'task_completed') {
-              const done = JSON.parse(get('content')) as Pick<TaskResult, 'status' | 'duration_ms' | 'reason' | 'usage'>;
-              const out: TaskResult = {
-                task_id: input.taskId,
-                worker_id: input.workerId,
-                status: done.status,
-                result: result ?? (done.status === 'ok' ? '' : (error ?? null)),
-                duration_ms: done.duration_ms,
-                ...(error ? { error } : {}),
-                ...(done.reason ? { reason: done.reason } : {}),
-                ...(done.usage ? { usage: done.usage } : {}),
-              };
+            const out = task.read({ type: get('type'), content: get('content'), task_id: f.includes('task_id') ? get('task_id') : null });
+            if (out) {
               // Counted once even if this activity is retried: only the first SET NX counts.
               if (await redis.set(keys.task(input.taskId), JSON.stringify(out), 'EX', config.TASK_RESULT_TTL_SECONDS, 'NX')) {
                 await redis
