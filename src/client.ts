@@ -548,6 +548,8 @@ export class WorkerManagerClient {
     if (taskId === '' || taskId.length > LIMITS.taskIdChars) problems.task_id = `must be 1-${LIMITS.taskIdChars} characters`;
     if (input.content !== undefined && Buffer.byteLength(input.content) > LIMITS.promptBytes) problems.content = `must be at most ${LIMITS.promptBytes} bytes (UTF-8)`;
     if (Object.keys(problems).length) throw invalid(problems);
+    let entryId: string;
+    let paused: boolean;
     try {
       const [[status, reason], running, taken, cursor] = execValues(
         await this.redis
@@ -567,12 +569,20 @@ export class WorkerManagerClient {
         if (taken) throw invalid({ task_id: `task ${taskId} has already completed` });
         if (!(await this.isQueued(id, taskId, cursor))) throw new WorkerManagerError('NOT_FOUND', `worker ${id} has no task ${taskId} running or queued`);
       }
-      const entryId = (await this.redis.xadd(keys.input(id), '*', ...fields)) as string;
-      if (status === 'PAUSED') await wakeWorker(this.temporal, id);
-      return { task_id: taskId, entry_id: entryId };
+      entryId = (await this.redis.xadd(keys.input(id), '*', ...fields)) as string;
+      paused = status === 'PAUSED';
     } catch (err) {
-      throw toContractError(err);
+      throw this.redisError(err);
     }
+    // An outage names the service that failed: Redis above, Temporal for the wake.
+    if (paused) {
+      try {
+        await wakeWorker(await this.reachTemporal(), id);
+      } catch (err) {
+        throw toContractError(err, temporalAt(this.config));
+      }
+    }
+    return { task_id: taskId, entry_id: entryId };
   }
 
   /** Whether a prompt for `taskId` waits in the input stream after the wrapper's cursor. */
