@@ -6,7 +6,8 @@ import type { Config } from '../src/config';
 import { Context } from '@temporalio/activity';
 import type { LifecycleEvent, StatusField, TaskResult } from '../src/contract';
 import { keys } from '../src/keys';
-import { decodeHeartbeat, decodeOutputEntry, decodeTaskCompletion, encodeInputEntry, lifecycleXadd } from '../src/contract/codec';
+import { decodeHeartbeat, decodeOutputEntry, encodeInputEntry, lifecycleXadd } from '../src/contract/codec';
+import { TaskResultReader } from '../src/contract/taskResult';
 
 export interface RedisDeps {
   config: Config;
@@ -93,8 +94,7 @@ export function createRedisActivities(deps: RedisDeps) {
       const conn = redis.duplicate({ maxRetriesPerRequest: null });
       const deadline = Date.now() + (input.timeoutS + 120) * 1000;
       let from = '0';
-      let result: string | null = null;
-      let error: string | undefined;
+      const task = new TaskResultReader(input.workerId, input.taskId);
       try {
         for (;;) {
           if (Date.now() > deadline) throw new Error(`no task_completed for ${input.taskId} within ${input.timeoutS + 120} s`);
@@ -102,22 +102,8 @@ export function createRedisActivities(deps: RedisDeps) {
           const res = (await conn.xread('COUNT', 500, 'BLOCK', 2000, 'STREAMS', keys.output(input.workerId), from)) as [string, [string, string[]][]][] | null;
           for (const [id, f] of res?.[0]?.[1] ?? []) {
             from = id;
-            const event = decodeOutputEntry(f);
-            if (event.task_id !== input.taskId) continue;
-            if (event.type === 'result') result = event.content;
-            if (event.type === 'error') error = error ? `${error}\n${event.content}` : event.content;
-            if (event.type === 'task_completed') {
-              const done = decodeTaskCompletion(event.content);
-              const out: TaskResult = {
-                task_id: input.taskId,
-                worker_id: input.workerId,
-                status: done.status,
-                result: result ?? (done.status === 'ok' ? '' : (error ?? null)),
-                duration_ms: done.duration_ms,
-                ...(error ? { error } : {}),
-                ...(done.reason ? { reason: done.reason } : {}),
-                ...(done.usage ? { usage: done.usage } : {}),
-              };
+            const out = task.read(decodeOutputEntry(f));
+            if (out) {
               // Counted once even if this activity is retried: only the first SET NX counts.
               if (await redis.set(keys.task(input.taskId), JSON.stringify(out), 'EX', config.TASK_RESULT_TTL_SECONDS, 'NX')) {
                 await redis

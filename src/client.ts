@@ -544,9 +544,10 @@ export class WorkerManagerClient {
       if (err instanceof WorkerManagerError) throw err;
       throw this.redisError(err);
     }
+    // An outage names the service that failed: Redis above, Temporal for the wake.
     if (paused) {
       try {
-        await wakeWorker(this.temporal, id);
+        await wakeWorker(await this.reachTemporal(), id);
       } catch (err) {
         throw toContractError(err, temporalAt(this.config));
       }

@@ -1,0 +1,24 @@
+/** `wm ls`: the workers Redis holds, a page at a time. */
+import { Option } from 'commander';
+import { LIST_PAGE_MAX, type WorkerStatus } from '../../contract';
+import type { Cli } from '../actions';
+import { EXIT } from '../exitCodes';
+import { formatWorkers } from '../format';
+import { listPayload, parseStatus, parseWhole } from '../requests';
+
+export function lsCommand(cli: Cli): void {
+  cli
+    .command('ls', 'list live workers (STARTING, RUNNING, PAUSED), oldest first')
+    .option('-s, --status <status>', 'only workers in this status: starting, running, paused, stopped, failed', parseStatus)
+    .addOption(new Option('-a, --all', 'every worker Redis still holds, STOPPED and FAILED ones too').conflicts('status'))
+    .option('-l, --limit <n>', `at most n workers (1-${LIST_PAGE_MAX}); prints the --cursor of the next page`, parseWhole(1, LIST_PAGE_MAX))
+    .option('-c, --cursor <cursor>', 'start after the page that printed this cursor')
+    .action(
+      cli.act(async (ctx, o: { status?: WorkerStatus; all?: boolean; limit?: number; cursor?: string }) => {
+        const r = await (await ctx.client()).list(listPayload(o));
+        ctx.show(r, (c) => formatWorkers(c, r.workers));
+        if (r.next_cursor && !ctx.json) ctx.err(ctx.c.dim(`more workers: add --cursor ${r.next_cursor}`));
+        return EXIT.OK;
+      }),
+    );
+}
