@@ -150,7 +150,7 @@ export class Manager {
       this.p.redis.on('ready', this.restoreAclUsers);
     }
     if (await this.p.acl?.defaultUserOpen()) {
-      this.log.warn("Redis admits clients without credentials (its default user): a worker can bypass its own ACL user; set 'user default off' (see README, Security model)");
+      this.log.warn("Redis admits clients without credentials (its default user): a worker can bypass its own ACL user; give Redis's default user a password (see README, Security model)");
     }
     // The model gateway first: its port (MODEL_GATEWAY_PORT) is one the egress host rules let through.
     if (parts('modelGateway')) this.modelGateway = await startModelGateway({ config, docker: this.docker, redis: this.redis, log: log('model-gateway') });

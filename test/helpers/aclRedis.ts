@@ -1,5 +1,5 @@
 /**
- * A Redis of a test's own, set up as the README's Security model says: the default user off, the
+ * A Redis of a test's own, set up as the README's Security model says: the default user behind a password, the
  * manager on the minimal ACL documented there, and an `admin` user for the test's own checks. On
  * loopback and the Docker bridge gateway (workers reach it as host.docker.internal). kill() and
  * start() again make a crash and a restart on the same data directory.
@@ -56,12 +56,17 @@ export class AclRedis {
           `port ${this.port}`,
           `bind 127.0.0.1 ${bridgeAddress()}`,
           'protected-mode no',
-          'user default off',
+          // A password, not `off`: Redis 7.0 replays the append-only file as the default user and,
+          // with that user off, drops every transaction in it (README, Security model).
+          `user default on >${this.adminPassword} ~* &* +@all`,
           `user wm-manager on >${this.managerPassword} ${MANAGER_ACL}`,
           `user admin on >${this.adminPassword} ~* &* +@all`,
           'notify-keyspace-events Kt',
           'save ""',
           `appendonly ${this.appendonly ? 'yes' : 'no'}`,
+          // Every acknowledged write on disk before the reply: with the default (every second) a
+          // busy disk postpones the write, and a SIGKILL then loses the last seconds of writes.
+          'appendfsync always',
           `dir ${this.dir}`,
         ].join('\n'),
       );

@@ -1,6 +1,6 @@
 /**
  * The blast radius of one worker in Redis (per-worker ACL users, src/redisAcl.ts), on a Redis of
- * its own set up as the README's Security model says: the default user off, the manager on the
+ * its own set up as the README's Security model says: the default user behind a password, the manager on the
  * minimal ACL documented there. Worker A starts cold, worker B is claimed from the warm pool; from
  * inside each, as the agent's `worker` user, every credential found in the environment and
  * /proc/*\/environ is tried against the neighbour, the shared streams and the server itself.

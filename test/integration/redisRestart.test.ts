@@ -1,7 +1,7 @@
 /**
  * Per-worker Redis users across a Redis restart (src/redisAcl.ts): Redis keeps ACL users in memory
  * only, so a crash used to leave every running worker unable to re-authenticate. On a Redis of its
- * own (default user off, the manager on its minimal ACL, the append-only file on), killed with
+ * own (default user behind a password, the manager on its minimal ACL, the append-only file on), killed with
  * SIGKILL and started again on the same data directory while a worker is RUNNING and a warm-pool
  * container waits: the manager re-creates both users, exactly as they were, and both work.
  */
