@@ -4,7 +4,7 @@
  */
 import { WorkflowIdConflictPolicy } from '@temporalio/common';
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
-import type { Config } from '../src/config';
+import type { Config } from '../src/config/config';
 import type { capacitySemaphore } from '../workflows/capacitySemaphore';
 import { acquireSignal, permitGrantedSignal, semaphoreWorkflowId, WorkerStatusKey } from '../workflows/messages';
 
@@ -53,7 +53,7 @@ export function createCapacityActivities(deps: CapacityDeps) {
      * Of the given workflow ids, those whose workflow is no longer running (or never existed) and
      * whose permit may go. A worker's lifecycle that closed before recording its end (terminated
      * by an operator) may still have its container: its permit is released by the manager's
-     * closed-workflow sweep (src/closedWorkflowSweep.ts) once the container is gone, not here.
+     * closed-workflow sweep (src/manager/closedWorkflowSweep.ts) once the container is gone, not here.
      */
     async findClosedWorkflows(input: { workflowIds: string[] }): Promise<string[]> {
       const closed: string[] = [];

@@ -7,19 +7,19 @@ import { ApplicationFailure } from '@temporalio/common';
 import type Docker from 'dockerode';
 import type Redis from 'ioredis';
 import { pack } from 'tar-stream';
-import type { Config } from '../src/config';
-import { redactUrl, workerRedisEnv } from '../src/connections';
-import type { WorkerSpec } from '../src/contract';
-import { containerNameFor } from '../src/ids';
-import { egressContainerEnv, EgressSetupError, ensureEgressNetwork, workerNetworkName } from '../src/egress';
-import { WORKSPACE_DIR } from '../src/instructions';
-import { faultPoint } from '../src/faults';
-import { keys } from '../src/keys';
-import { statusCode } from '../src/dockerStatus';
-import { instructionsFileName, renderInstructions } from '../src/instructions';
-import { createRedisAcl, credentialEnv, envValue, type RedisCredentials } from '../src/redisAcl';
-import { deliverIdentity, poolKeys, poolSlotOf, type WarmImage, type WarmPool } from '../src/warmPool';
-import { agentEnv, grantToken, revokeToken } from '../src/modelGateway';
+import type { Config } from '../src/config/config';
+import { redactUrl, workerRedisEnv } from '../src/config/connections';
+import type { WorkerSpec } from '../src/contract/schemas';
+import { containerNameFor } from '../src/contract/ids';
+import { egressContainerEnv, EgressSetupError, ensureEgressNetwork, workerNetworkName } from '../src/host/egress/gateway';
+import { WORKSPACE_DIR } from '../src/shared/instructions';
+import { faultPoint } from '../src/manager/faults';
+import { keys } from '../src/contract/keys';
+import { statusCode } from '../src/host/dockerStatus';
+import { instructionsFileName, renderInstructions } from '../src/shared/instructions';
+import { createRedisAcl, credentialEnv, envValue, type RedisCredentials } from '../src/config/redisAcl';
+import { deliverIdentity, poolKeys, poolSlotOf, type WarmImage, type WarmPool } from '../src/host/warmPool';
+import { agentEnv, grantToken, revokeToken } from '../src/host/modelGateway';
 
 export const LABELS = {
   managed: 'com.codegen.managed',
@@ -28,7 +28,7 @@ export const LABELS = {
   imageHash: 'com.codegen.image_hash',
   /** The manager deployment (its TEMPORAL_TASK_QUEUE) whose workflows own the container: the orphan reaper's scope. */
   taskQueue: 'com.codegen.task_queue',
-  /** A warm-pool container (src/warmPool.ts): the Docker host id whose pool it belongs to. */
+  /** A warm-pool container (src/host/warmPool.ts): the Docker host id whose pool it belongs to. */
   pool: 'com.codegen.pool',
 } as const;
 
@@ -54,7 +54,7 @@ export interface DockerDeps {
   warmPool?: WarmPool;
 }
 
-export { statusCode } from '../src/dockerStatus';
+export { statusCode } from '../src/host/dockerStatus';
 const LOG_TAIL_LINES = 30;
 
 async function inspectByName(docker: Docker, name: string): Promise<Docker.ContainerInspectInfo | undefined> {
@@ -95,7 +95,7 @@ export function workerEnv(
     'WORKER_REPORT_ACTIVITY=1', // last_activity_at in worker:status:{id}
     ...(spec.taskId ? [`WORKER_TASK_ID=${spec.taskId}`] : []),
     ...agentEnv(config, spec), // the model gateway's URL and token key, never the model API's key
-    ...egressContainerEnv(config), // the egress allow-list's proxy (src/egress.ts); none when unset
+    ...egressContainerEnv(config), // the egress allow-list's proxy (src/host/egress/gateway.ts); none when unset
   ];
 }
 
@@ -129,7 +129,7 @@ export function containerOptions(
 }
 
 /**
- * The egress allow-list's network and host rules (src/egress.ts), checked and repaired before
+ * The egress allow-list's network and host rules (src/host/egress/gateway.ts), checked and repaired before
  * each restricted container is created; a setup problem fails the worker with its reason.
  */
 export async function ensureEgress(docker: Docker, config: Config): Promise<void> {
@@ -166,7 +166,7 @@ async function ensureWorkerNetwork(docker: Docker, config: Config): Promise<void
 
 /**
  * Creates a container with the hardened worker settings on the worker network: a worker's own
- * (labelled with its id) or a warm-pool container (src/warmPool.ts). Not started.
+ * (labelled with its id) or a warm-pool container (src/host/warmPool.ts). Not started.
  */
 export async function createWorkerContainer(
   docker: Docker,
@@ -317,7 +317,7 @@ export function createDockerActivities(deps: DockerDeps) {
       const existing = await inspectByName(docker, containerNameFor(spec.workerId));
       let launched: { containerId: string; ipAddress: string | null; warm: boolean } | undefined;
       let slot = existing && poolSlotOf(existing);
-      // The worker's own Redis user, before its container can connect (src/redisAcl.ts).
+      // The worker's own Redis user, before its container can connect (src/config/redisAcl.ts).
       const creds = await acl?.grantWorker(spec.workerId);
       if (existing && slot) {
         // A claim that a crash interrupted: finish it (the identity is delivered only once).

@@ -11,16 +11,16 @@ import { ApplicationFailure, WorkflowIdConflictPolicy, WorkflowIdReusePolicy } f
 import type Docker from 'dockerode';
 import type Redis from 'ioredis';
 import { pack } from 'tar-stream';
-import { dockerTaskQueue, type Config } from '../src/config';
-import type { AgentType, Module } from '../src/contract';
-import { EXTRA_CA_CONTEXT_FILE, imageModules, renderDockerfile } from '../src/dockerfile';
-import { faultPoint } from '../src/faults';
-import { keys } from '../src/keys';
+import { dockerTaskQueue, type Config } from '../src/config/config';
+import type { AgentType, Module } from '../src/contract/schemas';
+import { EXTRA_CA_CONTEXT_FILE, imageModules, renderDockerfile } from '../src/host/dockerfile';
+import { faultPoint } from '../src/manager/faults';
+import { keys } from '../src/contract/keys';
 import type { ManagedImage } from '../workflows/gcPlan';
 import type { imageBuild } from '../workflows/imageBuild';
 import { LABELS, statusCode } from './docker';
-import type { WarmPool } from '../src/warmPool';
-import { poolKeys } from '../src/warmPool';
+import type { WarmPool } from '../src/host/warmPool';
+import { poolKeys } from '../src/host/warmPool';
 
 export interface ImageDeps {
   config: Config;

@@ -4,7 +4,7 @@
  */
 import { proxyActivities } from '@temporalio/workflow';
 import type { ImageActivities } from '../activities/images';
-import type { AgentType, Module } from '../src/contract';
+import type { AgentType, Module } from '../src/contract/schemas';
 
 export interface ImageBuildInput {
   hash: string;

@@ -4,7 +4,7 @@
  */
 import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
-import type { AgentType, WorkerStatus } from '../src/contract';
+import type { AgentType, WorkerStatus } from '../src/contract/schemas';
 
 export const WorkerIdKey = defineSearchAttributeKey('WorkerId', SearchAttributeType.KEYWORD);
 export const AgentTypeKey = defineSearchAttributeKey('AgentType', SearchAttributeType.KEYWORD);
@@ -47,7 +47,7 @@ export const permitGrantedSignal = defineSignal<[{ pool: string }]>('permitGrant
 export const setLimitUpdate = defineUpdate<PoolSnapshot, [limit: number]>('setLimit');
 export const capacityQuery = defineQuery<PoolSnapshot>('capacity');
 
-// ---- container exits (src/containerWatcher.ts, from the Docker event stream) ----
+// ---- container exits (src/manager/containerWatcher.ts, from the Docker event stream) ----
 export interface ContainerExit {
   exit_code: number;
   oom_killed: boolean;

@@ -24,9 +24,9 @@ import type { CapacityActivities } from '../activities/capacity';
 import type { DockerActivities } from '../activities/docker';
 import type { ImageActivities } from '../activities/images';
 import type { RedisActivities, StatusUpdate } from '../activities/redis';
-import type { ErrorCode, LifecycleEvent, TaskResult, WorkerOutcome, WorkerSpec, WorkerStatus } from '../src/contract';
-import { ERROR_CODES } from '../src/errorCodes';
-import { instructionsFileName, renderInstructions } from '../src/instructions';
+import type { ErrorCode, LifecycleEvent, TaskResult, WorkerOutcome, WorkerSpec, WorkerStatus } from '../src/contract/schemas';
+import { ERROR_CODES } from '../src/shared/errorCodes';
+import { instructionsFileName, renderInstructions } from '../src/shared/instructions';
 import {
   containerExitedSignal,
   permitGrantedSignal,

@@ -1,6 +1,6 @@
 /**
  * The `wm` command line: every command goes through WorkerManagerClient (Temporal and Redis,
- * configured by the same environment variables as the manager, src/config.ts); `wm logs` and
+ * configured by the same environment variables as the manager, src/config/config.ts); `wm logs` and
  * `wm send --wait` read the worker's output stream in Redis, as orchestrators do.
  *
  * For people: colour, tables and spinners while waiting, only when stdout is a terminal.
@@ -12,11 +12,11 @@ import { createSpinner, type Spinner } from 'nanospinner';
 import { createColors } from 'picocolors';
 import type { Colors } from 'picocolors/types';
 import type Redis from 'ioredis';
-import type { WorkerManagerClient } from '../client';
-import { ConfigError, loadConfig } from '../config';
-import { LIST_PAGE_MAX, type StatusObject, type TaskResult, type WorkerStatus } from '../contract';
-import { toContractError, WorkerManagerError } from '../errors';
-import { keys } from '../keys';
+import type { WorkerManagerClient } from '../client/client';
+import { ConfigError, loadConfig } from '../config/config';
+import { LIST_PAGE_MAX, type StatusObject, type TaskResult, type WorkerStatus } from '../contract/schemas';
+import { toContractError, WorkerManagerError } from '../contract/errors';
+import { keys } from '../contract/keys';
 import { version } from '../../package.json';
 import { EXIT, exitCodeFor, type ExitCode } from './exitCodes';
 import {
@@ -577,6 +577,6 @@ export async function runCli(argv: string[], io: CliIO): Promise<ExitCode> {
  */
 export async function connectFromEnv(env: NodeJS.ProcessEnv): Promise<WorkerManagerClient> {
   const config = loadConfig(env);
-  const { WorkerManagerClient } = await import('../client');
+  const { WorkerManagerClient } = await import('../client/client');
   return WorkerManagerClient.connect(config, { lazyTemporal: true });
 }

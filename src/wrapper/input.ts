@@ -5,7 +5,7 @@
  * characters kept): the agent gets exactly these characters, as UTF-8, on its stdin (Claude Code)
  * or in its prompt file (droid).
  */
-import { LIMITS } from '../limits';
+import { LIMITS } from '../contract/limits';
 
 export interface InputTask {
   entryId: string;

@@ -10,14 +10,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import Redis, { type RedisOptions } from 'ioredis';
-import { explainRedisError, redisEndpointFromEnv, redisOptionsFor } from '../connections';
-import { keys } from '../keys';
+import { explainRedisError, redisEndpointFromEnv, redisOptionsFor } from '../config/connections';
+import { keys } from '../contract/keys';
 import { adapters, extractResult, type AgentAdapter } from './agents';
 import { EventSink } from './events';
 import { describeProblems, parseInputEntry, type InputTask } from './input';
-import { openCredentials } from '../redisAcl';
-import type { WarmIdentity } from '../warmPool';
-import { GATEWAY_KEY_ENV, GATEWAY_URL_ENV, gatewayToken } from '../gatewayToken';
+import { openCredentials } from '../config/redisAcl';
+import type { WarmIdentity } from '../host/warmPool';
+import { GATEWAY_KEY_ENV, GATEWAY_URL_ENV, gatewayToken } from '../contract/gatewayToken';
 import { fetchTaskUsage } from './gatewayUsage';
 
 const HEARTBEAT_INTERVAL_MS = 10_000;
@@ -89,7 +89,7 @@ interface Running {
 type TaskStatus = 'ok' | 'error' | 'timeout' | 'cancelled';
 
 /**
- * Warm-pool standby (src/warmPool.ts): a container made before it has an owner boots, connects
+ * Warm-pool standby (src/host/warmPool.ts): a container made before it has an owner boots, connects
  * to Redis, says it is ready and waits, paused by the manager, for the identity a claim pushes.
  * Then it writes the worker's instructions and carries on as if started with them.
  */
@@ -126,7 +126,7 @@ let preconnected: { redis: Redis; reader: Redis } | undefined;
 /**
  * The wrapper's two connections: one for writes, whose commands fail at once while Redis is away
  * (no unbounded offline queue: the sink keeps the events), and one for blocking reads. No ready
- * check (an INFO) and no CLIENT SETINFO: a worker's ACL user may run neither (src/redisAcl.ts).
+ * check (an INFO) and no CLIENT SETINFO: a worker's ACL user may run neither (src/config/redisAcl.ts).
  */
 function connectRedis(options: RedisOptions): { redis: Redis; reader: Redis } {
   const retryStrategy = (times: number) => Math.min(100 * 2 ** Math.min(times, 6), 5_000);
@@ -151,7 +151,7 @@ async function main(): Promise<void> {
   const defaultTimeoutS = Number(env('WORKER_TASK_TIMEOUT_S', '1800'));
   const shutdownGraceMs = Number(env('WORKER_SHUTDOWN_GRACE_S', '5')) * 1000;
   const agentCommand = process.env.WORKER_AGENT_COMMAND; // tests and benchmarks: a stand-in executable
-  // The model gateway's token stands in for the API key (src/gatewayToken.ts); its key goes.
+  // The model gateway's token stands in for the API key (src/contract/gatewayToken.ts); its key goes.
   const gatewayKey = process.env[GATEWAY_KEY_ENV];
   delete process.env[GATEWAY_KEY_ENV];
   const gateway = gatewayKey && process.env[GATEWAY_URL_ENV] ? { url: process.env[GATEWAY_URL_ENV], token: gatewayToken(gatewayKey, workerId) } : undefined;

@@ -10,13 +10,13 @@ import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, makeTelemetryFilterString, NativeConnection, Runtime, Worker, type WorkerOptions } from '@temporalio/worker';
 import Docker from 'dockerode';
-import type { Log } from '../../src/adapter';
-import type { WorkerManagerClient } from '../../src/client';
-import { capacityPool, loadConfig, type Config } from '../../src/config';
-import { createManager, type Manager, type ManagerOptions } from '../../src/createManager';
+import type { Log } from '../../src/manager/commandAdapter';
+import type { WorkerManagerClient } from '../../src/client/client';
+import { capacityPool, loadConfig, type Config } from '../../src/config/config';
+import { createManager, type Manager, type ManagerOptions } from '../../src/manager/createManager';
 import { semaphoreWorkflowId } from '../../workflows/messages';
-import { temporalConnectionOptions } from '../../src/connections';
-import type { StatusObject, WorkerStatus } from '../../src/contract';
+import { temporalConnectionOptions } from '../../src/config/connections';
+import type { StatusObject, WorkerStatus } from '../../src/contract/schemas';
 
 export const ROOT = path.resolve(__dirname, '..', '..');
 export const WORKFLOW_BUNDLE = path.join(ROOT, '.data', 'test-workflow-bundle.js');
@@ -76,7 +76,7 @@ export function testConfig(overrides: Record<string, string> = {}): Config {
 
 const SILENT: Log = { info() {}, warn() {}, error() {} };
 
-/** A manager as tests run it: the production assembly (src/createManager.ts), started, quiet. */
+/** A manager as tests run it: the production assembly (src/manager/createManager.ts), started, quiet. */
 export type RunningManager = Manager;
 
 /**

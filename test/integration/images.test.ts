@@ -7,8 +7,8 @@ import { pack } from 'tar-stream';
 import Dockerode from 'dockerode';
 import type Docker from 'dockerode';
 import { imageBuildWorkflowId, imageTagFor } from '../../activities/images';
-import { keys } from '../../src/keys';
-import { ensureImageGcSchedule, imageGcScheduleId } from '../../src/schedules';
+import { keys } from '../../src/contract/keys';
+import { ensureImageGcSchedule, imageGcScheduleId } from '../../src/manager/schedules';
 import { eventually, runInImage, startManager, waitForStatus, type RunningManager } from '../helpers/stack';
 
 /** Build runs of one image hash started since `since`, and the buildImage activities they scheduled. */

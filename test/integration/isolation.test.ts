@@ -1,5 +1,5 @@
 /**
- * The blast radius of one worker in Redis (per-worker ACL users, src/redisAcl.ts), on a Redis of
+ * The blast radius of one worker in Redis (per-worker ACL users, src/config/redisAcl.ts), on a Redis of
  * its own set up as the README's Security model says: the default user off, the manager on the
  * minimal ACL documented there. Worker A starts cold, worker B is claimed from the warm pool; from
  * inside each, as the agent's `worker` user, every credential found in the environment and
@@ -13,10 +13,10 @@ import os from 'node:os';
 import path from 'node:path';
 import Redis from 'ioredis';
 import { LABELS } from '../../activities/docker';
-import { capacityPool } from '../../src/config';
-import { keys } from '../../src/keys';
-import { reapOrphans } from '../../src/orphanReaper';
-import { aclScope, envValue, poolAclUser, RedisAcl, workerAclUser } from '../../src/redisAcl';
+import { capacityPool } from '../../src/config/config';
+import { keys } from '../../src/contract/keys';
+import { reapOrphans } from '../../src/manager/orphanReaper';
+import { aclScope, envValue, poolAclUser, RedisAcl, workerAclUser } from '../../src/config/redisAcl';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fakeAnthropic';
 import { bridgeAddress, eventually, execIn, startManager, waitForStatus, type RunningManager } from '../helpers/stack';
 

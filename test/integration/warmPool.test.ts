@@ -6,10 +6,10 @@
  */
 import { LABELS } from '../../activities/docker';
 import { createImageActivities } from '../../activities/images';
-import { capacityPool } from '../../src/config';
-import { renderInstructions } from '../../src/instructions';
-import { keys } from '../../src/keys';
-import { reapOrphans } from '../../src/orphanReaper';
+import { capacityPool } from '../../src/config/config';
+import { renderInstructions } from '../../src/shared/instructions';
+import { keys } from '../../src/contract/keys';
+import { reapOrphans } from '../../src/manager/orphanReaper';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fakeAnthropic';
 import { bridgeAddress, containerExists, eventually, execIn, startManager, waitForStatus, type RunningManager } from '../helpers/stack';
 

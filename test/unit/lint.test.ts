@@ -73,7 +73,7 @@ describe('lint config', () => {
       expect.objectContaining({ ruleId: '@typescript-eslint/no-floating-promises', line: 4 }),
     ]);
     const manager = 'async function write(): Promise<void> {}\n\nexport function f(): void {\n  write();\n  void write();\n}\n';
-    expect(await problems('src/keys.ts', manager)).toEqual([
+    expect(await problems('src/contract/keys.ts', manager)).toEqual([
       expect.objectContaining({ ruleId: '@typescript-eslint/no-floating-promises', line: 4 }),
     ]);
   });

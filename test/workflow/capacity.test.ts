@@ -8,7 +8,7 @@ import { createCapacityActivities } from '../../activities/capacity';
 import type { DockerActivities } from '../../activities/docker';
 import type { ImageActivities } from '../../activities/images';
 import type { RedisActivities } from '../../activities/redis';
-import type { WorkerSpec } from '../../src/contract';
+import type { WorkerSpec } from '../../src/contract/schemas';
 import { capacityQuery, releaseSignal, semaphoreWorkflowId, setLimitUpdate, stateQuery, stopSignal } from '../../workflows/messages';
 import type { PoolSnapshot } from '../../workflows/permitPool';
 import type { workerLifecycle } from '../../workflows/workerLifecycle';

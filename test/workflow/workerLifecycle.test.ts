@@ -13,7 +13,7 @@ import { createCapacityActivities } from '../../activities/capacity';
 import type { DockerActivities } from '../../activities/docker';
 import type { ImageActivities } from '../../activities/images';
 import type { RedisActivities, StatusUpdate } from '../../activities/redis';
-import type { WorkerSpec } from '../../src/contract';
+import type { WorkerSpec } from '../../src/contract/schemas';
 import { capacityQuery, semaphoreWorkflowId, stateQuery, stopSignal, wakeSignal, WorkerStatusKey } from '../../workflows/messages';
 import type { workerLifecycle } from '../../workflows/workerLifecycle';
 import { eventually, ROOT, startWorkflowWorker } from '../helpers/stack';

@@ -6,10 +6,10 @@
 import type { Client } from '@temporalio/client';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import type Redis from 'ioredis';
-import type { Log } from './adapter';
-import { workflowIdFor } from './ids';
-import { keys } from './keys';
-import { wakeSignal } from '../workflows/messages';
+import type { Log } from './commandAdapter';
+import { workflowIdFor } from '../contract/ids';
+import { keys } from '../contract/keys';
+import { wakeSignal } from '../../workflows/messages';
 
 const INPUT_PATTERN = '__keyspace@*__:worker:*:input';
 
@@ -42,7 +42,7 @@ export class WakeWatcher {
 
   async start(): Promise<void> {
     await this.enableNotifications();
-    // Same server, credentials and TLS as the command connection (src/connections.ts).
+    // Same server, credentials and TLS as the command connection (src/config/connections.ts).
     this.sub = this.redis.duplicate({ maxRetriesPerRequest: null });
     this.sub.on('error', () => undefined); // ioredis reconnects and re-subscribes by itself
     this.sub.on('pmessage', (_pattern: string, channel: string, event: string) => {

@@ -2,11 +2,11 @@
  * The model gateway: the only way workers reach the agents' model API, so no real API key is ever
  * inside a container. It listens at host.docker.internal (the Docker host's gateway address; on
  * the egress network the host rules and the proxy let it through), takes a per-worker token
- * (src/gatewayToken.ts) where the CLI sends its API key, and forwards the request to the real
+ * (src/contract/gatewayToken.ts) where the CLI sends its API key, and forwards the request to the real
  * endpoint with the real key instead, streaming the reply back chunk by chunk as it arrives.
  *
  * On the way it meters: every model request (POST .../messages) and the token usage its reply
- * reports (src/usage.ts), per worker, per running task and in total, and enforces the worker's
+ * reports (src/contract/usage.ts), per worker, per running task and in total, and enforces the worker's
  * budget before forwarding. Tokens are accepted only while registered: from the worker's launch
  * until its container is removed; every request looks its token up in Redis (no cache), so a
  * revoked token is refused at once.
@@ -16,14 +16,14 @@ import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type Docker from 'dockerode';
 import type Redis from 'ioredis';
-import type { Log } from './adapter';
-import type { Config } from './config';
-import type { AgentType, Budget, ModelUsage, TokenUsage, WorkerSpec } from './contract';
-import { hostGatewayIp } from './egress';
-import { HOST_ALIAS } from './egressAllow';
-import { GATEWAY_KEY_ENV, GATEWAY_URL_ENV, gatewayToken, newGatewayKey, tokenDigest, USAGE_PATH } from './gatewayToken';
-import { keys } from './keys';
-import { TOKEN_FIELDS, UsageMeter, usageFromHash } from './usage';
+import type { Log } from '../manager/commandAdapter';
+import type { Config } from '../config/config';
+import type { AgentType, Budget, ModelUsage, TokenUsage, WorkerSpec } from '../contract/schemas';
+import { hostGatewayIp } from './egress/gateway';
+import { HOST_ALIAS } from './egress/allowList';
+import { GATEWAY_KEY_ENV, GATEWAY_URL_ENV, gatewayToken, newGatewayKey, tokenDigest, USAGE_PATH } from '../contract/gatewayToken';
+import { keys } from '../contract/keys';
+import { TOKEN_FIELDS, UsageMeter, usageFromHash } from '../contract/usage';
 
 /** What a registered token stands for (kept in Redis under the token's digest). */
 export interface GatewayGrant {

@@ -13,35 +13,35 @@ import type { Client } from '@temporalio/client';
 import { NativeConnection, type Worker } from '@temporalio/worker';
 import Docker from 'dockerode';
 import Redis from 'ioredis';
-import { CommandAdapter, type AdapterOptions, type Log } from './adapter';
-import { WorkerManagerClient } from './client';
-import { dockerTaskQueue, type Config } from './config';
-import { managerRedisOptions, redactUrl, temporalConnectionOptions, waitForRedis } from './connections';
+import { CommandAdapter, type AdapterOptions, type Log } from './commandAdapter';
+import { WorkerManagerClient } from '../client/client';
+import { dockerTaskQueue, type Config } from '../config/config';
+import { managerRedisOptions, redactUrl, temporalConnectionOptions, waitForRedis } from '../config/connections';
 import { ClosedWorkflowSweep } from './closedWorkflowSweep';
 import { ContainerWatcher } from './containerWatcher';
-import { startEgressGateway } from './egress';
-import { keys } from './keys';
-import { startModelGateway, type ModelGateway } from './modelGateway';
+import { startEgressGateway } from '../host/egress/gateway';
+import { keys } from '../contract/keys';
+import { startModelGateway, type ModelGateway } from '../host/modelGateway';
 import { createLog } from './log';
 import { reapOrphans } from './orphanReaper';
-import { createRedisAcl, type RedisAcl } from './redisAcl';
+import { createRedisAcl, type RedisAcl } from '../config/redisAcl';
 import { ensureImageGcSchedule, imageGcScheduleId } from './schedules';
 import { WakeWatcher } from './wakeWatcher';
-import { createWarmPool, type WarmPool } from './warmPool';
-import { createManagerWorkers } from './worker';
+import { createWarmPool, type WarmPool } from '../host/warmPool';
+import { createManagerWorkers } from './temporalWorkers';
 
 /** The parts of a manager; each is on unless the options switch it off. */
 export type ManagerPart =
-  | 'modelGateway' // the model API for workers, with the real key added and usage metered (src/modelGateway.ts)
-  | 'workers' // the Temporal workers: workflows, Redis, Docker and image activities (src/worker.ts)
-  | 'adapter' // the Redis command adapter on worker:commands (src/adapter.ts)
-  | 'containerWatcher' // Docker events -> workflows (src/containerWatcher.ts)
-  | 'wakeWatcher' // input for PAUSED workers -> wake signal (src/wakeWatcher.ts)
-  | 'closedWorkflowSweep' // workers whose workflow was terminated from outside (src/closedWorkflowSweep.ts)
-  | 'reaper' // orphaned worker containers, at start and every REAPER_INTERVAL_SECONDS (src/orphanReaper.ts)
-  | 'warmPool' // paused ready containers, when WARM_POOL_SIZE > 0 (src/warmPool.ts)
-  | 'egress' // network, host rules and proxy, when WORKER_EGRESS_ALLOW is set (src/egress.ts)
-  | 'gcSchedule' // the daily image GC schedule (src/schedules.ts)
+  | 'modelGateway' // the model API for workers, with the real key added and usage metered (src/host/modelGateway.ts)
+  | 'workers' // the Temporal workers: workflows, Redis, Docker and image activities (src/manager/temporalWorkers.ts)
+  | 'adapter' // the Redis command adapter on worker:commands (src/manager/commandAdapter.ts)
+  | 'containerWatcher' // Docker events -> workflows (src/manager/containerWatcher.ts)
+  | 'wakeWatcher' // input for PAUSED workers -> wake signal (src/manager/wakeWatcher.ts)
+  | 'closedWorkflowSweep' // workers whose workflow was terminated from outside (src/manager/closedWorkflowSweep.ts)
+  | 'reaper' // orphaned worker containers, at start and every REAPER_INTERVAL_SECONDS (src/manager/orphanReaper.ts)
+  | 'warmPool' // paused ready containers, when WARM_POOL_SIZE > 0 (src/host/warmPool.ts)
+  | 'egress' // network, host rules and proxy, when WORKER_EGRESS_ALLOW is set (src/host/egress/gateway.ts)
+  | 'gcSchedule' // the daily image GC schedule (src/manager/schedules.ts)
   | 'capacityLimit'; // MAX_CONCURRENT_WORKERS applied to a capacity pool that already runs
 
 export type EgressGateway = NonNullable<Awaited<ReturnType<typeof startEgressGateway>>>;
@@ -49,7 +49,7 @@ export type EgressGateway = NonNullable<Awaited<ReturnType<typeof startEgressGat
 export interface ManagerOptions {
   /** Parts to switch off (`{ adapter: false }`); an absent part is on. */
   parts?: Partial<Record<ManagerPart, boolean>>;
-  /** A logger per component; by default structured lines on stderr at LOG_LEVEL (src/log.ts). */
+  /** A logger per component; by default structured lines on stderr at LOG_LEVEL (src/manager/log.ts). */
   log?: (component: string) => Log;
   /** A prebuilt workflow bundle (faster start); otherwise the workflows are bundled at start. */
   workflowBundlePath?: string;

@@ -4,7 +4,7 @@
  * An entry is acknowledged only after its reply (or dead letter) is written.
  */
 import type Redis from 'ioredis';
-import type { WorkerManagerClient } from './client';
+import type { WorkerManagerClient } from '../client/client';
 import {
   CommandName,
   COMMANDS,
@@ -14,10 +14,10 @@ import {
   REQUEST_ID_RE,
   type CommandName as Command,
   type ErrorBody,
-} from './contract';
-import { toContractError, WorkerManagerError } from './errors';
-import { describeIssues, PAYLOAD_SCHEMAS } from './contract';
-import { CONSUMER_GROUP, keys } from './keys';
+} from '../contract/schemas';
+import { toContractError, WorkerManagerError } from '../contract/errors';
+import { describeIssues, PAYLOAD_SCHEMAS } from '../contract/schemas';
+import { CONSUMER_GROUP, keys } from '../contract/keys';
 
 export interface Log {
   info(msg: string, meta?: Record<string, unknown>): void;

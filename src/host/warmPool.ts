@@ -19,16 +19,16 @@ import { randomBytes } from 'node:crypto';
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type Docker from 'dockerode';
 import type Redis from 'ioredis';
-import { createWorkerContainer, LABELS, statusCode, workerEnv } from '../activities/docker';
-import { workerNetworkName } from './egress';
-import type { Log } from './adapter';
-import { capacityPool, type Config } from './config';
-import type { AgentType, WorkerSpec } from './contract';
-import { containerNameFor } from './ids';
-import { instructionsFileName, renderInstructions, WORKSPACE_DIR } from './instructions';
-import { keys } from './keys';
-import { createRedisAcl, credentialEnv, envValue, sealCredentials, type RedisAcl, type RedisCredentials } from './redisAcl';
-import { capacityQuery, semaphoreWorkflowId } from '../workflows/messages';
+import { createWorkerContainer, LABELS, statusCode, workerEnv } from '../../activities/docker';
+import { workerNetworkName } from './egress/gateway';
+import type { Log } from '../manager/commandAdapter';
+import { capacityPool, type Config } from '../config/config';
+import type { AgentType, WorkerSpec } from '../contract/schemas';
+import { containerNameFor } from '../contract/ids';
+import { instructionsFileName, renderInstructions, WORKSPACE_DIR } from '../shared/instructions';
+import { keys } from '../contract/keys';
+import { createRedisAcl, credentialEnv, envValue, sealCredentials, type RedisAcl, type RedisCredentials } from '../config/redisAcl';
+import { capacityQuery, semaphoreWorkflowId } from '../../workflows/messages';
 
 export interface WarmImage {
   tag: string;
@@ -61,7 +61,7 @@ export interface WarmIdentity {
   task_id?: string;
   instructions_path: string;
   instructions: string;
-  /** The worker's own Redis credentials, sealed with the pool password (src/redisAcl.ts); per-worker ACL only. */
+  /** The worker's own Redis credentials, sealed with the pool password (src/config/redisAcl.ts); per-worker ACL only. */
   redis?: string;
 }
 

@@ -1,5 +1,5 @@
 /**
- * Default-deny egress for workers, on when `WORKER_EGRESS_ALLOW` is set (src/egressAllow.ts).
+ * Default-deny egress for workers, on when `WORKER_EGRESS_ALLOW` is set (src/host/egress/allowList.ts).
  *
  * Design. Worker containers drop every capability, so nothing can be enforced inside them (the
  * Claude Code devcontainer's in-container iptables + ipset firewall needs NET_ADMIN, which we do
@@ -32,10 +32,10 @@ import http from 'node:http';
 import net from 'node:net';
 import { promisify } from 'node:util';
 import type Docker from 'dockerode';
-import type { Log } from './adapter';
-import type { Config } from './config';
-import { statusCode } from './dockerStatus';
-import { type AllowRule, findAllowRule, HOST_ALIAS, ruleForUrl } from './egressAllow';
+import type { Log } from '../../manager/commandAdapter';
+import type { Config } from '../../config/config';
+import { statusCode } from '../dockerStatus';
+import { type AllowRule, findAllowRule, HOST_ALIAS, ruleForUrl } from './allowList';
 
 const run = promisify(execFile);
 

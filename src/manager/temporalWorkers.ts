@@ -7,9 +7,9 @@ import type { Client } from '@temporalio/client';
 import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
 import type Docker from 'dockerode';
 import type Redis from 'ioredis';
-import { createHostActivities, createSharedActivities } from '../activities';
-import { dockerTaskQueue, type Config } from './config';
-import type { WarmPool } from './warmPool';
+import { createHostActivities, createSharedActivities } from '../../activities';
+import { dockerTaskQueue, type Config } from '../config/config';
+import type { WarmPool } from '../host/warmPool';
 
 export interface ManagerWorkerDeps {
   connection: NativeConnection;
@@ -18,14 +18,14 @@ export interface ManagerWorkerDeps {
   redis: Redis;
   /** Temporal client for activities that signal or describe workflows. */
   client: Client;
-  /** This host's warm pool (src/warmPool.ts), when enabled. */
+  /** This host's warm pool (src/host/warmPool.ts), when enabled. */
   warmPool?: WarmPool;
   /** A prebuilt workflow bundle (faster start); otherwise the workflows are bundled at start. */
   workflowBundlePath?: string;
 }
 
 export function workflowSource(bundlePath?: string): Pick<WorkerOptions, 'workflowsPath' | 'workflowBundle'> {
-  return bundlePath ? { workflowBundle: { codePath: bundlePath } } : { workflowsPath: require.resolve('../workflows') };
+  return bundlePath ? { workflowBundle: { codePath: bundlePath } } : { workflowsPath: require.resolve('../../workflows') };
 }
 
 export async function createManagerWorkers(deps: ManagerWorkerDeps): Promise<Worker[]> {

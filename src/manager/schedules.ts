@@ -2,8 +2,8 @@
  * Temporal Schedules the manager owns, created idempotently at start-up.
  */
 import { ScheduleAlreadyRunning, ScheduleOverlapPolicy, type Client } from '@temporalio/client';
-import { imageGcInput } from './client';
-import type { Config } from './config';
+import { imageGcInput } from '../client/client';
+import type { Config } from '../config/config';
 
 /** `image-gc` for the default host and queue; suffixed otherwise, so each Docker host has its own. */
 export function imageGcScheduleId(config: Config): string {

@@ -7,8 +7,8 @@ import { Client, Connection, WorkflowExecutionAlreadyStartedError, WorkflowNotFo
 import { WorkflowIdReusePolicy } from '@temporalio/common';
 import path from 'node:path';
 import Redis from 'ioredis';
-import { capacityPool, dockerTaskQueue, loadConfig, type Config } from './config';
-import { managerRedisOptions, redactUrl, temporalConnectionOptions } from './connections';
+import { capacityPool, dockerTaskQueue, loadConfig, type Config } from '../config/config';
+import { managerRedisOptions, redactUrl, temporalConnectionOptions } from '../config/connections';
 import {
   createPayloadSchema,
   describeIssues,
@@ -34,14 +34,14 @@ import {
   type WorkerSpec,
   type Budget,
   type ModelUsage,
-} from './contract';
-import { toContractError, WorkerManagerError } from './errors';
-import { legacyWorkerIdForTask, newRequestId, newTaskId, taskIdForRequest, workerIdForRequest, workerIdForTask, workflowIdFor } from './ids';
-import { keys } from './keys';
-import { usageFromHash } from './usage';
-import { wakeWorker } from './wakeWatcher';
-import { parseInputEntry } from './wrapper/input';
-import type { workerLifecycle } from '../workflows/workerLifecycle';
+} from '../contract/schemas';
+import { toContractError, WorkerManagerError } from '../contract/errors';
+import { legacyWorkerIdForTask, newRequestId, newTaskId, taskIdForRequest, workerIdForRequest, workerIdForTask, workflowIdFor } from '../contract/ids';
+import { keys } from '../contract/keys';
+import { usageFromHash } from '../contract/usage';
+import { wakeWorker } from '../manager/wakeWatcher';
+import { parseInputEntry } from '../wrapper/input';
+import type { workerLifecycle } from '../../workflows/workerLifecycle';
 import {
   AgentTypeKey,
   capacityQuery,
@@ -52,9 +52,9 @@ import {
   WorkerIdKey,
   WorkerStatusKey,
   type WorkerState,
-} from '../workflows/messages';
-import type { PoolSnapshot } from '../workflows/permitPool';
-import type { imageGc, ImageGcInput, ImageGcReport } from '../workflows/imageGc';
+} from '../../workflows/messages';
+import type { PoolSnapshot } from '../../workflows/permitPool';
+import type { imageGc, ImageGcInput, ImageGcReport } from '../../workflows/imageGc';
 
 /** The image GC's input from configuration, for the schedule and for on-demand runs. */
 export function imageGcInput(config: Config, dryRun: boolean): ImageGcInput {
@@ -138,7 +138,7 @@ function toStatusObject(hash: Record<string, string>): StatusObject {
   const out: Record<string, unknown> = {};
   for (const f of STATUS_FIELDS) out[f] = hash[f] ?? null;
   if (hash.error_code) out.error_code = hash.error_code;
-  // Written by the model gateway (src/modelGateway.ts) as JSON, once the worker made a model request.
+  // Written by the model gateway (src/host/modelGateway.ts) as JSON, once the worker made a model request.
   if (hash.usage) out.usage = JSON.parse(hash.usage) as ModelUsage;
   return out as StatusObject;
 }

@@ -4,7 +4,7 @@
  * Layers go from most to least shared (base, CA, user, agent CLI, modules, wrapper) so images
  * that differ only in modules reuse the layers before them.
  */
-import type { AgentType, Module } from './contract';
+import type { AgentType, Module } from '../contract/schemas';
 
 /** Every pinned version of what goes into worker images, in one place. */
 export const PINNED = {

@@ -1,5 +1,5 @@
 /**
- * A worker's model-gateway token (src/modelGateway.ts), derived rather than handed over: the
+ * A worker's model-gateway token (src/host/modelGateway.ts), derived rather than handed over: the
  * container gets a random key at create time (WORKER_GATEWAY_KEY), and the token is
  * HMAC-SHA256(key, worker id). The wrapper derives it once it knows its worker id (a warm-pool
  * container learns it only when claimed); the launch activity derives the same token from the
@@ -12,7 +12,7 @@ import { createHash, createHmac, randomBytes } from 'node:crypto';
 export const GATEWAY_KEY_ENV = 'WORKER_GATEWAY_KEY';
 /** The gateway's URL, for the wrapper's own question (USAGE_PATH) at the end of each task. */
 export const GATEWAY_URL_ENV = 'WORKER_GATEWAY_URL';
-/** GET with the worker's token and ?task_id=: the task's usage (TaskUsageReply in src/modelGateway.ts). */
+/** GET with the worker's token and ?task_id=: the task's usage (TaskUsageReply in src/host/modelGateway.ts). */
 export const USAGE_PATH = '/wm/usage';
 
 export const newGatewayKey = (): string => randomBytes(32).toString('hex');

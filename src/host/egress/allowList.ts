@@ -1,6 +1,6 @@
 /**
  * The worker egress allow-list (`WORKER_EGRESS_ALLOW`): parsing and matching only, no I/O, so the
- * configuration schema can use it. What enforces it is src/egress.ts.
+ * configuration schema can use it. What enforces it is src/host/egress/gateway.ts.
  *
  * Entries, comma-separated, case-insensitive:
  *   `github.com`          that host on ports 80 and 443

@@ -3,7 +3,7 @@
  * Redis as its own ACL user, allowed only the keys and commands its wrapper uses, so an agent
  * that turns hostile can touch nothing but its own streams. A warm-pool container, booted before
  * it has a worker, gets a pool user limited to its standby handshake and is handed its worker's
- * credentials, sealed with its pool password, when it is claimed (src/warmPool.ts).
+ * credentials, sealed with its pool password, when it is claimed (src/host/warmPool.ts).
  *
  * User names carry a scope derived from the deployment (Temporal namespace and task queue), so
  * the reaper of one deployment never deletes the users of another on the same Redis server (ACL
@@ -12,7 +12,7 @@
  */
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
 import type Redis from 'ioredis';
-import { keys } from './keys';
+import { keys } from '../contract/keys';
 
 export interface RedisCredentials {
   username: string;

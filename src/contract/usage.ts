@@ -1,13 +1,13 @@
 /**
  * Token usage as the Anthropic Messages API reports it, read from a response while it streams
- * through the model gateway (src/modelGateway.ts). Pure: fed bytes, never holds them back.
+ * through the model gateway (src/host/modelGateway.ts). Pure: fed bytes, never holds them back.
  *
  * A streamed reply (SSE) reports usage twice: `message_start.message.usage` (the input side and
  * a first output count) and `message_delta.usage` (cumulative counts at the end, which replace
  * the earlier ones field by field). A plain JSON reply carries `usage` at its top level.
  */
 import { StringDecoder } from 'node:string_decoder';
-import type { ModelUsage, TokenUsage } from './contract';
+import type { ModelUsage, TokenUsage } from './schemas';
 
 export const TOKEN_FIELDS = ['input_tokens', 'output_tokens', 'cache_read_input_tokens', 'cache_creation_input_tokens'] as const;
 

@@ -7,8 +7,8 @@ import { hostname } from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
 import { connectionProblems, shownValue } from './connections';
-import { LIMITS, parseMemory } from './contract';
-import { egressConfigProblems, parseAllowList } from './egressAllow';
+import { LIMITS, parseMemory } from '../contract/schemas';
+import { egressConfigProblems, parseAllowList } from '../host/egress/allowList';
 
 const ROOT = path.resolve(__dirname, '..', __dirname.includes(`${path.sep}dist${path.sep}`) ? '..' : '');
 
@@ -42,7 +42,7 @@ export const ConfigSchema = z.object({
     /** Name of the Docker host this manager process serves; its Docker activities poll `docker-<id>`. */
     DOCKER_HOST_ID: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'must be 1-64 characters of [A-Za-z0-9._-]').default('local'),
     TEMPORAL_UI_URL: z.string().default('http://localhost:8233'),
-    /** TLS to Temporal; unset: on when any TEMPORAL_TLS_* or TEMPORAL_API_KEY is set (src/connections.ts). */
+    /** TLS to Temporal; unset: on when any TEMPORAL_TLS_* or TEMPORAL_API_KEY is set (src/config/connections.ts). */
     TEMPORAL_TLS: bool().transform((v) => v === 'true').optional(),
     TEMPORAL_TLS_CA: pemFile('the CA that signed the Temporal server certificate').optional(),
     TEMPORAL_TLS_CERT: pemFile('client certificate for mTLS').optional(),
@@ -63,7 +63,7 @@ export const ConfigSchema = z.object({
     REDIS_TLS_SERVER_NAME: z.string().min(1).optional(),
     /**
      * per-worker: each worker container gets its own ACL user and password, allowed only its own
-     * keys (src/redisAcl.ts); the manager's user then needs ACL SETUSER/DELUSER/USERS. shared:
+     * keys (src/config/redisAcl.ts); the manager's user then needs ACL SETUSER/DELUSER/USERS. shared:
      * every container uses WORKER_REDIS_USERNAME / WORKER_REDIS_PASSWORD (or REDIS_*).
      */
     WORKER_REDIS_ACL: z.enum(['per-worker', 'shared'], { message: 'must be per-worker or shared' }).default('per-worker'),
@@ -93,7 +93,7 @@ export const ConfigSchema = z.object({
     REAPER_INTERVAL_SECONDS: int(300),
     /**
      * Seconds between sweeps for workers whose workflow closed without finishing them (terminated
-     * by an operator): their container is removed and their end recorded (src/closedWorkflowSweep.ts).
+     * by an operator): their container is removed and their end recorded (src/manager/closedWorkflowSweep.ts).
      */
     CLOSED_WORKFLOW_SWEEP_SECONDS: int(5),
     /** Seconds between checks for input to PAUSED workers that a keyspace notification missed. */
@@ -114,7 +114,7 @@ export const ConfigSchema = z.object({
     STATUS_RETENTION_SECONDS: int(86400),
     ADAPTER_CONCURRENCY: int(16),
     /**
-     * Warm pool (src/warmPool.ts): paused, ready containers kept per image in demand, claimed by
+     * Warm pool (src/host/warmPool.ts): paused, ready containers kept per image in demand, claimed by
      * creates. 0 turns it off. They use worker slots (MAX_CONCURRENT_WORKERS) no worker needs.
      */
     WARM_POOL_SIZE: int(0, 0),
@@ -131,7 +131,7 @@ export const ConfigSchema = z.object({
     FACTORY_BASE_URL: z.url({ message: 'must be a URL' }).optional(),
     FACTORY_MODEL_NAME: z.string().min(1).optional(),
     /**
-     * The model gateway (src/modelGateway.ts): on this port at host.docker.internal, workers reach
+     * The model gateway (src/host/modelGateway.ts): on this port at host.docker.internal, workers reach
      * the agents' model API through it with a per-worker token; the keys above stay here. 0: any
      * free port (tests).
      */
@@ -150,7 +150,7 @@ export const ConfigSchema = z.object({
       .transform((v) => v.split(',').map((s) => s.trim()).filter(Boolean))
       .refine((roots) => roots.every((r) => path.isAbsolute(r)), 'must be absolute paths, comma-separated'),
     /**
-     * Egress allow-list for workers (src/egressAllow.ts, src/egress.ts). Unset: no restriction.
+     * Egress allow-list for workers (src/host/egress/allowList.ts, src/host/egress/gateway.ts). Unset: no restriction.
      * Set: workers sit on an internal network and reach only these destinations, through the
      * manager's proxy, plus what the product needs (Redis, the agents' base URLs).
      */

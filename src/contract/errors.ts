@@ -1,4 +1,4 @@
-import type { ErrorBody, ErrorCode } from './contract';
+import type { ErrorBody, ErrorCode } from './schemas';
 
 /** An error with a code from the contract and a message a person can act on. */
 export class WorkerManagerError extends Error {

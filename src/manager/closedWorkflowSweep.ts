@@ -21,14 +21,14 @@
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type Docker from 'dockerode';
 import type Redis from 'ioredis';
-import { createDockerActivities, LABELS, workerIdOfContainer } from '../activities/docker';
-import { createRedisActivities, type StatusUpdate } from '../activities/redis';
-import type { Log } from './adapter';
-import { capacityPool, type Config } from './config';
-import type { ErrorCode } from './contract';
-import { workerIdOfWorkflow, workflowIdFor } from './ids';
-import { keys } from './keys';
-import { AgentTypeKey, releaseSignal, semaphoreWorkflowId } from '../workflows/messages';
+import { createDockerActivities, LABELS, workerIdOfContainer } from '../../activities/docker';
+import { createRedisActivities, type StatusUpdate } from '../../activities/redis';
+import type { Log } from './commandAdapter';
+import { capacityPool, type Config } from '../config/config';
+import type { ErrorCode } from '../contract/schemas';
+import { workerIdOfWorkflow, workflowIdFor } from '../contract/ids';
+import { keys } from '../contract/keys';
+import { AgentTypeKey, releaseSignal, semaphoreWorkflowId } from '../../workflows/messages';
 
 type Ending = { status: 'STOPPED'; reason: string } | { status: 'FAILED'; reason: string; code: ErrorCode; message: string };
 

@@ -25,8 +25,8 @@ export const LIFECYCLE_EVENTS = [
 ] as const;
 export type LifecycleEvent = (typeof LIFECYCLE_EVENTS)[number];
 
-import type { ErrorCode } from './errorCodes';
-export { ERROR_CODES, type ErrorCode } from './errorCodes';
+import type { ErrorCode } from '../shared/errorCodes';
+export { ERROR_CODES, type ErrorCode } from '../shared/errorCodes';
 
 export const COMMANDS = ['create', 'delete', 'status', 'list', 'task', 'stats'] as const;
 export const CommandName = z.enum(COMMANDS);
@@ -70,7 +70,7 @@ export interface ManagerLimits {
 }
 
 /**
- * A worker's model budget, enforced by the model gateway (src/modelGateway.ts): once either is
+ * A worker's model budget, enforced by the model gateway (src/host/modelGateway.ts): once either is
  * reached, further model requests are refused and the running task ends with budget_exceeded.
  */
 export const Budget = z

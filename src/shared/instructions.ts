@@ -2,7 +2,7 @@
  * What the agent reads at start-up: the orchestrator's instructions plus an "Allowed commands"
  * section built from allowed_commands (seed 001 §2.1: a rigid system prompt appended to them).
  */
-import type { AgentType } from './contract';
+import type { AgentType } from '../contract/schemas';
 
 /** CLAUDE reads CLAUDE.md, FACTORY's droid reads AGENTS.md; both live in the working directory. */
 export function instructionsFileName(agentType: AgentType): string {

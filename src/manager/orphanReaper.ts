@@ -8,15 +8,15 @@
  * each with its own Temporal server or namespace, and one must never remove another's workers.
  * (Containers made before the label existed carry none and are left alone.)
  *
- * With per-worker Redis users (src/redisAcl.ts), this deployment's users whose worker's workflow
+ * With per-worker Redis users (src/config/redisAcl.ts), this deployment's users whose worker's workflow
  * is not running are deleted too: a worker that ended while no manager watched keeps none.
  */
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type Docker from 'dockerode';
-import { LABELS, workerIdOfContainer } from '../activities/docker';
-import type { Log } from './adapter';
-import { workflowIdFor } from './ids';
-import type { RedisAcl } from './redisAcl';
+import { LABELS, workerIdOfContainer } from '../../activities/docker';
+import type { Log } from './commandAdapter';
+import { workflowIdFor } from '../contract/ids';
+import type { RedisAcl } from '../config/redisAcl';
 
 export interface ReapReport {
   removed: { container: string; worker_id: string; why: string }[];
@@ -40,7 +40,7 @@ export async function reapOrphans(docker: Docker, temporal: Client, log: Log, ta
   const report: ReapReport = { removed: [], kept: 0, users: [] };
   const containers = await docker.listContainers({ all: true, filters: { label: [`${LABELS.managed}=true`, `${LABELS.taskQueue}=${taskQueue}`] } });
   for (const c of containers) {
-    // Workers only: unclaimed warm-pool containers belong to their pool (src/warmPool.ts).
+    // Workers only: unclaimed warm-pool containers belong to their pool (src/host/warmPool.ts).
     const workerId = workerIdOfContainer(c.Labels, c.Names[0]);
     if (!workerId) continue;
     const why = await whyOrphaned(temporal, workerId);

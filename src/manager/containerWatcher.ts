@@ -5,10 +5,10 @@
  */
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type Docker from 'dockerode';
-import { LABELS, demuxLogs, workerIdOfContainer } from '../activities/docker';
-import type { Log } from './adapter';
-import { workflowIdFor } from './ids';
-import { containerExitedSignal, type ContainerExit } from '../workflows/messages';
+import { LABELS, demuxLogs, workerIdOfContainer } from '../../activities/docker';
+import type { Log } from './commandAdapter';
+import { workflowIdFor } from '../contract/ids';
+import { containerExitedSignal, type ContainerExit } from '../../workflows/messages';
 
 const LOG_TAIL = 30;
 

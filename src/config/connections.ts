@@ -124,7 +124,7 @@ type WorkerRedisSettings = Pick<
  * settings default to the manager's REDIS_* ones (usually the same server); TLS material travels
  * as PEM text, so no image has to be rebuilt for a new CA or client certificate. With per-worker
  * ACL users (the default) the credentials are each container's own, added by its launch
- * (src/redisAcl.ts): never the manager's.
+ * (src/config/redisAcl.ts): never the manager's.
  */
 export function workerRedisEnv(c: WorkerRedisSettings): string[] {
   const tls = c.WORKER_REDIS_URL.startsWith('rediss://');
