@@ -6,7 +6,8 @@ import { WorkflowIdConflictPolicy } from '@temporalio/common';
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type { Config } from '../src/config/config';
 import type { capacitySemaphore } from '../workflows/capacitySemaphore';
-import { acquireSignal, permitGrantedSignal, semaphoreWorkflowId, WorkerStatusKey } from '../workflows/messages';
+import { acquireSignal, permitGrantedSignal, WorkerStatusKey } from '../workflows/messages';
+import { semaphoreWorkflowId } from '../src/shared/ids';
 
 export interface CapacityDeps {
   config: Config;

@@ -18,9 +18,10 @@ import { faultPoint } from '../src/manager/faults';
 import { keys } from '../src/contract/keys';
 import type { ManagedImage } from '../workflows/gcPlan';
 import type { imageBuild } from '../workflows/imageBuild';
-import { LABELS, statusCode } from './docker';
-import type { WarmPool } from '../src/host/warmPool';
-import { poolKeys } from '../src/host/warmPool';
+import { statusCode } from '../src/host/dockerStatus';
+import { LABELS } from '../src/host/labels';
+import { poolKeys, type WarmPool } from '../src/host/warmPool';
+import { imageBuildWorkflowId, isWarmPoolContainer } from '../src/shared/ids';
 
 export interface ImageDeps {
   config: Config;
@@ -49,7 +50,6 @@ interface BuildContext {
 }
 
 const BUILD_LOG_TAIL = 25;
-export const imageBuildWorkflowId = (hash: string) => `image-build-${hash}`;
 
 function buildFailed(message: string): ApplicationFailure {
   return ApplicationFailure.create({ type: 'BUILD_FAILED', nonRetryable: true, message });
@@ -249,7 +249,7 @@ export function createImageActivities(deps: ImageDeps) {
       const containers = await docker.listContainers({ all: true });
       const used = new Map<string, string[]>();
       // Unclaimed warm-pool containers are a cache: the GC removes them with their image.
-      for (const c of containers.filter((c) => !(c.Labels[LABELS.pool] && c.Names[0]?.startsWith('/wm-pool-')))) used.set(c.ImageID, [...(used.get(c.ImageID) ?? []), c.Names[0]?.replace(/^\//, '') ?? c.Id]);
+      for (const c of containers.filter((c) => !(c.Labels[LABELS.pool] && isWarmPoolContainer(c.Names[0] ?? '')))) used.set(c.ImageID, [...(used.get(c.ImageID) ?? []), c.Names[0]?.replace(/^\//, '') ?? c.Id]);
       const tags = images.flatMap((i) => i.RepoTags ?? []).filter((t) => t !== '<none>:<none>');
       const scores = tags.length ? await redis.zmscore(keys.images, ...tags) : [];
       const lastUse = new Map(tags.map((t, i) => [t, scores[i] ? Number(scores[i]) : undefined]));
@@ -278,7 +278,7 @@ export function createImageActivities(deps: ImageDeps) {
       for (const image of input.images) {
         try {
           // Warm containers of this image go first (of every pool on this engine: Docker would refuse).
-          for (const c of pool.filter((c) => c.ImageID === image.id && c.Names[0]?.startsWith('/wm-pool-'))) {
+          for (const c of pool.filter((c) => c.ImageID === image.id && isWarmPoolContainer(c.Names[0] ?? ''))) {
             await docker.getContainer(c.Id).remove({ force: true, v: true }).catch((err) => {
               if (statusCode(err) !== 404) throw err;
             });

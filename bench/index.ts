@@ -12,7 +12,7 @@ import { bundleWorkflowCode, DefaultLogger, makeTelemetryFilterString, NativeCon
 import Docker from 'dockerode';
 import Redis from 'ioredis';
 import { createCapacityActivities } from '../activities/capacity';
-import { containerOptions, workerEnv } from '../activities/docker';
+import { containerOptions, workerEnv } from '../src/host/container';
 import { createImageActivities, imageTagFor } from '../activities/images';
 import { defaultPayloadConverter } from '@temporalio/common';
 import type { ImageBuildInput, ImageBuildResult } from '../workflows/imageBuild';
@@ -28,7 +28,8 @@ import http from 'node:http';
 import { startFakeAnthropic } from '../test/fixtures/fakeAnthropic';
 import { bridgeAddress } from '../test/helpers/stack';
 import { WRAPPER_NODE_FLAGS } from '../src/host/dockerfile';
-import { acquireSignal, releaseSignal, semaphoreWorkflowId } from '../workflows/messages';
+import { acquireSignal, releaseSignal } from '../workflows/messages';
+import { semaphoreWorkflowId } from '../src/shared/ids';
 import { summarize, type Summary } from './stats';
 
 const quick = process.argv.includes('--quick');

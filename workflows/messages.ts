@@ -35,8 +35,6 @@ export const stateQuery = defineQuery<WorkerState>('state');
 // ---- capacity semaphore (workflows/capacitySemaphore.ts) ----
 import type { PoolSnapshot } from './permitPool';
 
-export const semaphoreWorkflowId = (pool: string): string => `capacity-${pool}`;
-
 /** A worker asks for a permit; `deadline` (ms since epoch) is when it will give up waiting. */
 export const acquireSignal = defineSignal<[{ id: string; deadline: number }]>('acquire');
 /** A worker gives its permit back, or leaves the queue. */

@@ -27,17 +27,8 @@ import type { RedisActivities, StatusUpdate } from '../activities/redis';
 import type { ErrorCode, LifecycleEvent, TaskResult, WorkerOutcome, WorkerSpec, WorkerStatus } from '../src/contract/schemas';
 import { ERROR_CODES } from '../src/shared/errorCodes';
 import { instructionsFileName, renderInstructions } from '../src/shared/instructions';
-import {
-  containerExitedSignal,
-  permitGrantedSignal,
-  releaseSignal,
-  semaphoreWorkflowId,
-  stateQuery,
-  stopSignal,
-  wakeSignal,
-  WorkerStatusKey,
-  type WorkerState,
-} from './messages';
+import { containerExitedSignal, permitGrantedSignal, releaseSignal, stateQuery, stopSignal, wakeSignal, WorkerStatusKey, type WorkerState } from './messages';
+import { semaphoreWorkflowId } from '../src/shared/ids';
 
 const CONTRACT_CODES: readonly string[] = ERROR_CODES;
 

@@ -36,23 +36,14 @@ import {
   type ModelUsage,
 } from '../contract/schemas';
 import { toContractError, WorkerManagerError } from '../contract/errors';
-import { legacyWorkerIdForTask, newRequestId, newTaskId, taskIdForRequest, workerIdForRequest, workerIdForTask, workflowIdFor } from '../contract/ids';
+import { legacyWorkerIdForTask, newRequestId, newTaskId, taskIdForRequest, workerIdForRequest, workerIdForTask } from '../contract/ids';
+import { imageGcRunWorkflowId, semaphoreWorkflowId, workflowIdFor } from '../shared/ids';
 import { keys } from '../contract/keys';
 import { usageFromHash } from '../contract/usage';
 import { wakeWorker } from '../manager/wakeWatcher';
 import { parseInputEntry } from '../wrapper/input';
 import type { workerLifecycle } from '../../workflows/workerLifecycle';
-import {
-  AgentTypeKey,
-  capacityQuery,
-  semaphoreWorkflowId,
-  setLimitUpdate,
-  stateQuery,
-  stopSignal,
-  WorkerIdKey,
-  WorkerStatusKey,
-  type WorkerState,
-} from '../../workflows/messages';
+import { AgentTypeKey, capacityQuery, setLimitUpdate, stateQuery, stopSignal, WorkerIdKey, WorkerStatusKey, type WorkerState } from '../../workflows/messages';
 import type { PoolSnapshot } from '../../workflows/permitPool';
 import type { imageGc, ImageGcInput, ImageGcReport } from '../../workflows/imageGc';
 
@@ -517,7 +508,7 @@ export class WorkerManagerClient {
   async runImageGc(opts: { dryRun?: boolean } = {}): Promise<ImageGcReport> {
     try {
       return await (await this.reachTemporal()).workflow.execute<typeof imageGc>('imageGc', {
-        workflowId: `image-gc-run-${new Date().toISOString().replace(/[:.]/g, '-')}-${Math.random().toString(36).slice(2, 6)}`,
+        workflowId: imageGcRunWorkflowId(new Date(), Math.random().toString(36).slice(2, 6)),
         taskQueue: this.config.TEMPORAL_TASK_QUEUE,
         args: [imageGcInput(this.config, opts.dryRun ?? false)],
         staticSummary: opts.dryRun ? 'image GC (dry run, on demand)' : 'image GC (on demand)',

@@ -42,7 +42,3 @@ export const taskIdForRequest = (requestId: string): string => `task-${uuidV5(TA
 export const newRequestId = (): string => `auto-${randomUUID()}`;
 /** A task id for input that names none. */
 export const newTaskId = (): string => `task-${randomUUID()}`;
-
-export const workflowIdFor = (workerId: string): string => `worker-${workerId}`;
-export const workerIdOfWorkflow = (workflowId: string): string => workflowId.replace(/^worker-/, '');
-export const containerNameFor = (workerId: string): string => `worker-${workerId}`;

@@ -16,7 +16,7 @@ import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type Docker from 'dockerode';
 import type Redis from 'ioredis';
-import type { Log } from '../manager/commandAdapter';
+import type { Log } from '../shared/log';
 import type { Config } from '../config/config';
 import type { AgentType, Budget, ModelUsage, TokenUsage, WorkerSpec } from '../contract/schemas';
 import { hostGatewayIp } from './egress/gateway';

@@ -19,16 +19,17 @@ import { randomBytes } from 'node:crypto';
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type Docker from 'dockerode';
 import type Redis from 'ioredis';
-import { createWorkerContainer, LABELS, statusCode, workerEnv } from '../../activities/docker';
-import { workerNetworkName } from './egress/gateway';
-import type { Log } from '../manager/commandAdapter';
+import { createWorkerContainer, workerEnv, workerIpAddress } from './container';
+import { statusCode } from './dockerStatus';
+import { LABELS } from './labels';
+import type { Log } from '../shared/log';
 import { capacityPool, type Config } from '../config/config';
 import type { AgentType, WorkerSpec } from '../contract/schemas';
-import { containerNameFor } from '../contract/ids';
+import { containerNameFor, isWarmPoolContainer, semaphoreWorkflowId, warmPoolContainerName } from '../shared/ids';
 import { instructionsFileName, renderInstructions, WORKSPACE_DIR } from '../shared/instructions';
 import { keys } from '../contract/keys';
 import { createRedisAcl, credentialEnv, envValue, sealCredentials, type RedisAcl, type RedisCredentials } from '../config/redisAcl';
-import { capacityQuery, semaphoreWorkflowId } from '../../workflows/messages';
+import { capacityQuery } from '../../workflows/messages';
 
 export interface WarmImage {
   tag: string;
@@ -158,19 +159,18 @@ export class WarmPool {
     for (const c of found) {
       const hash = c.Labels[LABELS.imageHash];
       const name = c.Names[0]?.replace(/^\//, '') ?? '';
-      const ready = c.State === 'paused' && hash && name.startsWith('wm-pool-') && (await this.deps.redis.exists(keys.poolClaimed(name))) === 0;
+      const ready = c.State === 'paused' && hash && isWarmPoolContainer(name) && (await this.deps.redis.exists(keys.poolClaimed(name))) === 0;
       if (ready) {
-        const ip = c.NetworkSettings?.Networks?.[workerNetworkName(this.deps.config)]?.IPAddress || null;
+        const ip = workerIpAddress(this.deps.config, c);
         const poolPassword = this.acl && envValue((await this.deps.docker.getContainer(c.Id).inspect()).Config.Env, 'WORKER_REDIS_PASSWORD');
         this.slotsOf(hash).push({ id: c.Id, name, hash, ipAddress: ip, since: Date.now(), poolPassword });
-      } else if (name.startsWith('wm-pool-')) {
+      } else if (isWarmPoolContainer(name)) {
         await this.remove({ id: c.Id, name });
       }
     }
     // Standby users of this host's pool whose container is gone (an earlier run that crashed).
-    const mine = `wm-pool-${this.deps.config.DOCKER_HOST_ID}-`;
     const kept = new Set([...this.slots.values()].flat().map((s) => s.name));
-    const stale = (await this.acl?.poolSlots())?.filter((slot) => slot.startsWith(mine) && !kept.has(slot)) ?? [];
+    const stale = (await this.acl?.poolSlots())?.filter((slot) => isWarmPoolContainer(slot, this.deps.config.DOCKER_HOST_ID) && !kept.has(slot)) ?? [];
     for (const slot of stale) await this.acl?.removePool(slot);
     if (found.length) this.deps.log.info('warm pool adopted containers of an earlier run', { adopted: this.total() });
     this.timer = setInterval(() => this.enqueue(() => this.sweep()), SWEEP_EVERY_MS);
@@ -184,7 +184,7 @@ export class WarmPool {
     await this.chain;
     for (const c of await this.list().catch(() => [])) {
       const name = c.Names[0]?.replace(/^\//, '') ?? '';
-      if (name.startsWith('wm-pool-')) await this.remove({ id: c.Id, name }).catch(() => undefined);
+      if (isWarmPoolContainer(name)) await this.remove({ id: c.Id, name }).catch(() => undefined);
     }
     this.slots.clear();
   }
@@ -290,7 +290,7 @@ export class WarmPool {
 
   private async createOne(hash: string, tag: string, agentType: AgentType): Promise<void> {
     const { config, docker, redis } = this.deps;
-    const name = `wm-pool-${config.DOCKER_HOST_ID}-${hash.slice(0, 12)}-${randomBytes(4).toString('hex')}`;
+    const name = warmPoolContainerName(config.DOCKER_HOST_ID, hash, randomBytes(4).toString('hex'));
     this.filling.set(hash, (this.filling.get(hash) ?? 0) + 1);
     let id: string | undefined;
     try {
@@ -323,7 +323,7 @@ export class WarmPool {
       }
       await c.pause();
       const info = await c.inspect();
-      this.slotsOf(hash).push({ id, name, hash, ipAddress: info.NetworkSettings.Networks[workerNetworkName(config)]?.IPAddress || null, since: Date.now(), poolPassword: standby?.password });
+      this.slotsOf(hash).push({ id, name, hash, ipAddress: workerIpAddress(config, info), since: Date.now(), poolPassword: standby?.password });
       this.stats.created++;
     } catch (err) {
       await this.remove({ id: id ?? name, name }).catch(() => undefined);

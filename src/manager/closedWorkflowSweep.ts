@@ -21,14 +21,15 @@
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type Docker from 'dockerode';
 import type Redis from 'ioredis';
-import { createDockerActivities, LABELS, workerIdOfContainer } from '../../activities/docker';
+import { createDockerActivities } from '../../activities/docker';
+import { LABELS, workerIdOfContainer } from '../host/labels';
 import { createRedisActivities, type StatusUpdate } from '../../activities/redis';
-import type { Log } from './commandAdapter';
+import type { Log } from '../shared/log';
 import { capacityPool, type Config } from '../config/config';
 import type { ErrorCode } from '../contract/schemas';
-import { workerIdOfWorkflow, workflowIdFor } from '../contract/ids';
+import { semaphoreWorkflowId, workerIdOfWorkflow, workflowIdFor } from '../shared/ids';
 import { keys } from '../contract/keys';
-import { AgentTypeKey, releaseSignal, semaphoreWorkflowId } from '../../workflows/messages';
+import { AgentTypeKey, releaseSignal } from '../../workflows/messages';
 
 type Ending = { status: 'STOPPED'; reason: string } | { status: 'FAILED'; reason: string; code: ErrorCode; message: string };
 

@@ -18,12 +18,7 @@ import {
 import { toContractError, WorkerManagerError } from '../contract/errors';
 import { describeIssues, PAYLOAD_SCHEMAS } from '../contract/schemas';
 import { CONSUMER_GROUP, keys } from '../contract/keys';
-
-export interface Log {
-  info(msg: string, meta?: Record<string, unknown>): void;
-  warn(msg: string, meta?: Record<string, unknown>): void;
-  error(msg: string, meta?: Record<string, unknown>): void;
-}
+import type { Log } from '../shared/log';
 
 export interface AdapterOptions {
   client: WorkerManagerClient;

@@ -5,9 +5,10 @@
  */
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type Docker from 'dockerode';
-import { LABELS, demuxLogs, workerIdOfContainer } from '../../activities/docker';
-import type { Log } from './commandAdapter';
-import { workflowIdFor } from '../contract/ids';
+import { LABELS, workerIdOfContainer } from '../host/labels';
+import { logTail } from '../host/logs';
+import type { Log } from '../shared/log';
+import { workflowIdFor } from '../shared/ids';
 import { containerExitedSignal, type ContainerExit } from '../../workflows/messages';
 
 const LOG_TAIL = 30;
@@ -121,8 +122,7 @@ export class ContainerWatcher {
     try {
       const info = await this.docker.getContainer(id).inspect();
       if (info.State.Running) return; // restarted meanwhile
-      const buf = (await this.docker.getContainer(id).logs({ stdout: true, stderr: true, tail: LOG_TAIL })) as unknown as Buffer;
-      exit = { exit_code: info.State.ExitCode, oom_killed: info.State.OOMKilled, logs: demuxLogs(buf).trim(), source };
+      exit = { exit_code: info.State.ExitCode, oom_killed: info.State.OOMKilled, logs: await logTail(this.docker, id, LOG_TAIL), source };
     } catch {
       /* removed already: what the event said is all there is */
     }

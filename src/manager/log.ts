@@ -1,5 +1,5 @@
 /** Plain structured logging to stderr: one line per event, JSON when not on a terminal. */
-import type { Log } from './commandAdapter';
+import type { Log } from '../shared/log';
 
 type Level = 'debug' | 'info' | 'warn' | 'error';
 const ORDER: Record<Level, number> = { debug: 10, info: 20, warn: 30, error: 40 };

@@ -13,9 +13,9 @@
  */
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type Docker from 'dockerode';
-import { LABELS, workerIdOfContainer } from '../../activities/docker';
-import type { Log } from './commandAdapter';
-import { workflowIdFor } from '../contract/ids';
+import { LABELS, workerIdOfContainer } from '../host/labels';
+import type { Log } from '../shared/log';
+import { workflowIdFor } from '../shared/ids';
 import type { RedisAcl } from '../config/redisAcl';
 
 export interface ReapReport {

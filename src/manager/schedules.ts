@@ -4,12 +4,7 @@
 import { ScheduleAlreadyRunning, ScheduleOverlapPolicy, type Client } from '@temporalio/client';
 import { imageGcInput } from '../client/client';
 import type { Config } from '../config/config';
-
-/** `image-gc` for the default host and queue; suffixed otherwise, so each Docker host has its own. */
-export function imageGcScheduleId(config: Config): string {
-  const isDefault = config.TEMPORAL_TASK_QUEUE === 'worker-manager' && config.DOCKER_HOST_ID === 'local';
-  return isDefault ? 'image-gc' : `image-gc-${config.TEMPORAL_TASK_QUEUE}-${config.DOCKER_HOST_ID}`;
-}
+import { imageGcScheduleId } from '../shared/ids';
 
 /** Creates the daily image GC schedule, or brings an existing one's action up to date. */
 export async function ensureImageGcSchedule(client: Client, config: Config): Promise<'created' | 'updated'> {

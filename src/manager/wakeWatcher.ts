@@ -6,8 +6,8 @@
 import type { Client } from '@temporalio/client';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import type Redis from 'ioredis';
-import type { Log } from './commandAdapter';
-import { workflowIdFor } from '../contract/ids';
+import type { Log } from '../shared/log';
+import { workflowIdFor } from '../shared/ids';
 import { keys } from '../contract/keys';
 import { wakeSignal } from '../../workflows/messages';
 

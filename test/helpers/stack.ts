@@ -10,11 +10,11 @@ import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, makeTelemetryFilterString, NativeConnection, Runtime, Worker, type WorkerOptions } from '@temporalio/worker';
 import Docker from 'dockerode';
-import type { Log } from '../../src/manager/commandAdapter';
+import type { Log } from '../../src/shared/log';
 import type { WorkerManagerClient } from '../../src/client/client';
 import { capacityPool, loadConfig, type Config } from '../../src/config/config';
 import { createManager, type Manager, type ManagerOptions } from '../../src/manager/createManager';
-import { semaphoreWorkflowId } from '../../workflows/messages';
+import { semaphoreWorkflowId } from '../../src/shared/ids';
 import { temporalConnectionOptions } from '../../src/config/connections';
 import type { StatusObject, WorkerStatus } from '../../src/contract/schemas';
 
@@ -43,7 +43,7 @@ export async function execIn(container: Docker.Container, cmd: string[], user = 
     stream.on('end', () => resolve());
     stream.on('error', () => resolve());
   });
-  const { demuxLogs } = await import('../../activities/docker');
+  const { demuxLogs } = await import('../../src/host/logs');
   return demuxLogs(Buffer.concat(chunks)).trim();
 }
 
@@ -54,7 +54,7 @@ export async function runInImage(docker: Docker, image: string, cmd: string[]): 
     await c.start();
     const { StatusCode } = (await c.wait()) as { StatusCode: number };
     const logs = (await c.logs({ stdout: true, stderr: true })) as unknown as Buffer;
-    const { demuxLogs } = await import('../../activities/docker');
+    const { demuxLogs } = await import('../../src/host/logs');
     return { code: StatusCode, output: demuxLogs(logs) };
   } finally {
     await c.remove({ force: true });

@@ -18,7 +18,7 @@ import Redis from 'ioredis';
 import { WorkerManagerClient } from '../../src/client/client';
 import { loadConfig } from '../../src/config/config';
 import { workerIdForRequest } from '../../src/contract/ids';
-import { imageGcScheduleId } from '../../src/manager/schedules';
+import { imageGcScheduleId } from '../../src/shared/ids';
 import { CONSUMER_GROUP, keys } from '../../src/contract/keys';
 import { PrivateRedis } from '../helpers/hostWrapper';
 import { bridgeAddress, containerExists, eventually, quietTemporalLogs, ROOT, testEnv, waitForStatus, WORKFLOW_BUNDLE } from '../helpers/stack';

@@ -7,7 +7,7 @@
 import { randomUUID } from 'node:crypto';
 import { WorkerManagerClient } from '../../src/client/client';
 import { WorkerManagerError } from '../../src/contract/errors';
-import { workflowIdFor } from '../../src/contract/ids';
+import { workflowIdFor } from '../../src/shared/ids';
 import { keys } from '../../src/contract/keys';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fakeAnthropic';
 import { bridgeAddress, eventually, startManager, testConfig, waitForStatus, type RunningManager } from '../helpers/stack';

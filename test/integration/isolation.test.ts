@@ -12,7 +12,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import Redis from 'ioredis';
-import { LABELS } from '../../activities/docker';
+import { LABELS } from '../../src/host/labels';
 import { capacityPool } from '../../src/config/config';
 import { keys } from '../../src/contract/keys';
 import { reapOrphans } from '../../src/manager/orphanReaper';

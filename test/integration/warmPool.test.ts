@@ -4,7 +4,7 @@
  * limit, ignored by the orphan reaper while unclaimed, watched like any worker once claimed, and
  * removed when the manager stops.
  */
-import { LABELS } from '../../activities/docker';
+import { LABELS } from '../../src/host/labels';
 import { createImageActivities } from '../../activities/images';
 import { capacityPool } from '../../src/config/config';
 import { renderInstructions } from '../../src/shared/instructions';

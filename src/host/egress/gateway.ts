@@ -32,7 +32,7 @@ import http from 'node:http';
 import net from 'node:net';
 import { promisify } from 'node:util';
 import type Docker from 'dockerode';
-import type { Log } from '../../manager/commandAdapter';
+import type { Log } from '../../shared/log';
 import type { Config } from '../../config/config';
 import { statusCode } from '../dockerStatus';
 import { type AllowRule, findAllowRule, HOST_ALIAS, ruleForUrl } from './allowList';
