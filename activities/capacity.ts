@@ -5,8 +5,7 @@
 import { WorkflowIdConflictPolicy } from '@temporalio/common';
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type { Config } from '../src/config/config';
-import type { capacitySemaphore } from '../workflows/capacitySemaphore';
-import { acquireSignal, permitGrantedSignal, WorkerStatusKey } from '../workflows/messages';
+import { acquireSignal, permitGrantedSignal, WorkerStatusKey, type CapacitySemaphoreWorkflow } from '../workflows/messages';
 import { semaphoreWorkflowId } from '../src/shared/ids';
 
 export interface CapacityDeps {
@@ -21,7 +20,7 @@ export function createCapacityActivities(deps: CapacityDeps) {
   return {
     /** Signals `acquire`, starting the pool's semaphore with the configured limit when needed. */
     async requestPermit(input: { pool: string; id: string; deadline: number }): Promise<void> {
-      await client.workflow.signalWithStart<typeof capacitySemaphore, [{ id: string; deadline: number }]>('capacitySemaphore', {
+      await client.workflow.signalWithStart<CapacitySemaphoreWorkflow, [{ id: string; deadline: number }]>('capacitySemaphore', {
         workflowId: semaphoreWorkflowId(input.pool),
         taskQueue: config.TEMPORAL_TASK_QUEUE,
         workflowIdConflictPolicy: WorkflowIdConflictPolicy.USE_EXISTING,

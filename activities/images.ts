@@ -17,10 +17,10 @@ import { EXTRA_CA_CONTEXT_FILE, imageModules, renderDockerfile } from '../src/ho
 import { faultPoint } from '../src/manager/faults';
 import { keys } from '../src/contract/keys';
 import type { ManagedImage } from '../workflows/gcPlan';
-import type { imageBuild } from '../workflows/imageBuild';
+import type { ImageBuildWorkflow } from '../workflows/messages';
 import { statusCode } from '../src/host/dockerStatus';
 import { LABELS } from '../src/host/labels';
-import { poolKeys, type WarmPool } from '../src/host/warmPool';
+import { poolKeys } from '../src/host/warmPool';
 import { imageBuildWorkflowId, isWarmPoolContainer } from '../src/shared/ids';
 
 export interface ImageDeps {
@@ -28,8 +28,6 @@ export interface ImageDeps {
   docker: Docker;
   redis: Redis;
   client: Client;
-  /** The host's warm pool: its containers do not keep an image alive, and go before it. */
-  warmPool?: WarmPool;
 }
 
 export interface ImageRequest {
@@ -168,7 +166,7 @@ export function createImageActivities(deps: ImageDeps) {
       let built = false;
       if (!(await imageExists(docker, ctx.tag))) {
         const activity = Context.current();
-        const handle = await client.workflow.start<typeof imageBuild>('imageBuild', {
+        const handle = await client.workflow.start<ImageBuildWorkflow>('imageBuild', {
           workflowId: imageBuildWorkflowId(ctx.hash),
           taskQueue: config.TEMPORAL_TASK_QUEUE,
           args: [{ hash: ctx.hash, tag: ctx.tag, agentType: req.agentType, modules: imageModules(req.modules), dockerTaskQueue: dockerTaskQueue(config) }],

@@ -15,7 +15,7 @@ import { createCapacityActivities } from '../activities/capacity';
 import { containerOptions, workerEnv } from '../src/host/container';
 import { createImageActivities, imageTagFor } from '../activities/images';
 import { defaultPayloadConverter } from '@temporalio/common';
-import type { ImageBuildInput, ImageBuildResult } from '../workflows/imageBuild';
+import type { ImageBuildInput, ImageBuildResult } from '../workflows/messages';
 import { WorkerManagerClient } from '../src/client/client';
 import { loadConfig, type Config } from '../src/config/config';
 import { managerRedisOptions, temporalConnectionOptions, workerRedisEnv } from '../src/config/connections';

@@ -4,24 +4,7 @@
  */
 import { proxyActivities } from '@temporalio/workflow';
 import type { ImageActivities } from '../activities/images';
-import type { AgentType, Module } from '../src/contract/schemas';
-
-export interface ImageBuildInput {
-  hash: string;
-  tag: string;
-  agentType: AgentType;
-  modules: Module[];
-  /** The task queue of the Docker host to build on. */
-  dockerTaskQueue: string;
-}
-
-export interface ImageBuildResult {
-  tag: string;
-  /** Wall time of the docker build; 0 when an earlier attempt had already built it. */
-  seconds: number;
-  agentType: AgentType;
-  modules: Module[];
-}
+import type { ImageBuildInput, ImageBuildResult } from './messages';
 
 export async function imageBuild(input: ImageBuildInput): Promise<ImageBuildResult> {
   const { buildImage } = proxyActivities<ImageActivities>({

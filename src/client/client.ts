@@ -40,10 +40,9 @@ import { legacyWorkerIdForTask, newRequestId, newTaskId, taskIdForRequest, worke
 import { imageGcRunWorkflowId, semaphoreWorkflowId, workflowIdFor } from '../shared/ids';
 import { keys } from '../contract/keys';
 import { usageFromHash } from '../contract/usage';
-import { wakeWorker } from '../manager/wakeWatcher';
 import { parseInputEntry } from '../wrapper/input';
 import type { workerLifecycle } from '../../workflows/workerLifecycle';
-import { AgentTypeKey, capacityQuery, setLimitUpdate, stateQuery, stopSignal, WorkerIdKey, WorkerStatusKey, type WorkerState } from '../../workflows/messages';
+import { AgentTypeKey, capacityQuery, setLimitUpdate, stateQuery, stopSignal, wakeSignal, WorkerIdKey, WorkerStatusKey, type WorkerState } from '../../workflows/messages';
 import type { PoolSnapshot } from '../../workflows/permitPool';
 import type { imageGc, ImageGcInput, ImageGcReport } from '../../workflows/imageGc';
 
@@ -135,6 +134,17 @@ function toStatusObject(hash: Record<string, string>): StatusObject {
 }
 
 const comparePlaces = (a: ListPlace, b: ListPlace) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0);
+
+/** Sends the wake signal to a worker known to be PAUSED; false when its workflow is gone. */
+export async function wakeWorker(temporal: Client, workerId: string): Promise<boolean> {
+  try {
+    await temporal.workflow.getHandle(workflowIdFor(workerId)).signal(wakeSignal);
+    return true;
+  } catch (err) {
+    if (err instanceof WorkflowNotFoundError) return false;
+    throw err;
+  }
+}
 
 /**
  * The `list` result from every matching worker: oldest first, from after `cursor`, and with

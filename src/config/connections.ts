@@ -8,7 +8,35 @@ import { readFileSync } from 'node:fs';
 import type { TLSConfig } from '@temporalio/client';
 import type Redis from 'ioredis';
 import type { RedisOptions } from 'ioredis';
-import type { Config } from './config';
+
+/**
+ * The connection settings of the configuration (src/config/config.ts validates them), declared
+ * here so this module needs nothing from the configuration schema (which uses it).
+ */
+export interface ConnectionSettings {
+  TEMPORAL_ADDRESS: string;
+  TEMPORAL_TLS?: boolean;
+  TEMPORAL_TLS_CA?: string;
+  TEMPORAL_TLS_CERT?: string;
+  TEMPORAL_TLS_KEY?: string;
+  TEMPORAL_TLS_SERVER_NAME?: string;
+  TEMPORAL_API_KEY?: string;
+  REDIS_URL: string;
+  REDIS_USERNAME?: string;
+  REDIS_PASSWORD?: string;
+  REDIS_TLS_CA?: string;
+  REDIS_TLS_CERT?: string;
+  REDIS_TLS_KEY?: string;
+  REDIS_TLS_SERVER_NAME?: string;
+  WORKER_REDIS_URL: string;
+  WORKER_REDIS_ACL: 'per-worker' | 'shared';
+  WORKER_REDIS_USERNAME?: string;
+  WORKER_REDIS_PASSWORD?: string;
+  WORKER_REDIS_TLS_CA?: string;
+  WORKER_REDIS_TLS_CERT?: string;
+  WORKER_REDIS_TLS_KEY?: string;
+  WORKER_REDIS_TLS_SERVER_NAME?: string;
+}
 
 // ---------------------------------------------------------------- Temporal
 
@@ -20,7 +48,7 @@ export interface TemporalConnectionOptions {
 }
 
 type TemporalSettings = Pick<
-  Config,
+  ConnectionSettings,
   'TEMPORAL_ADDRESS' | 'TEMPORAL_TLS' | 'TEMPORAL_TLS_CA' | 'TEMPORAL_TLS_CERT' | 'TEMPORAL_TLS_KEY' | 'TEMPORAL_TLS_SERVER_NAME' | 'TEMPORAL_API_KEY'
 >;
 
@@ -87,7 +115,7 @@ const read = (file?: string) => (file ? readFileSync(file) : undefined);
 
 /** The manager's own Redis (REDIS_URL and REDIS_*): commands, blocking reads, notifications. */
 export function managerRedisOptions(
-  c: Pick<Config, 'REDIS_URL' | 'REDIS_USERNAME' | 'REDIS_PASSWORD' | 'REDIS_TLS_CA' | 'REDIS_TLS_CERT' | 'REDIS_TLS_KEY' | 'REDIS_TLS_SERVER_NAME'>,
+  c: Pick<ConnectionSettings, 'REDIS_URL' | 'REDIS_USERNAME' | 'REDIS_PASSWORD' | 'REDIS_TLS_CA' | 'REDIS_TLS_CERT' | 'REDIS_TLS_KEY' | 'REDIS_TLS_SERVER_NAME'>,
 ): RedisOptions {
   return redisOptionsFor({
     url: c.REDIS_URL,
@@ -101,7 +129,7 @@ export function managerRedisOptions(
 }
 
 type WorkerRedisSettings = Pick<
-  Config,
+  ConnectionSettings,
   | 'WORKER_REDIS_URL'
   | 'WORKER_REDIS_ACL'
   | 'REDIS_USERNAME'
@@ -186,7 +214,7 @@ export function shownValue(name: string, raw: string): string {
  * Combinations of connection settings that cannot work, each named by the variable to fix.
  * Only variables that are valid on their own are passed in (absent means unset or invalid).
  */
-export function connectionProblems(v: Partial<Config>): Record<string, string> {
+export function connectionProblems(v: Partial<ConnectionSettings>): Record<string, string> {
   const problems: Record<string, string> = {};
   const pair = (cert: string, key: string) => {
     const c = (v as Record<string, unknown>)[cert];

@@ -5,8 +5,6 @@
 import { z } from 'zod';
 import { LIMITS } from './limits';
 
-export const CONTRACT_VERSION = 1;
-
 export const AGENT_TYPES = ['CLAUDE', 'FACTORY'] as const;
 export const AgentType = z.enum(AGENT_TYPES);
 export type AgentType = z.infer<typeof AgentType>;

@@ -19,6 +19,7 @@ import { toContractError, WorkerManagerError } from '../contract/errors';
 import { describeIssues, PAYLOAD_SCHEMAS } from '../contract/schemas';
 import { CONSUMER_GROUP, keys } from '../contract/keys';
 import type { Log } from '../shared/log';
+import { faultPoint } from './faults';
 
 export interface AdapterOptions {
   client: WorkerManagerClient;
@@ -250,9 +251,9 @@ export class CommandAdapter {
           return;
         }
         const { cmd } = parsed;
-        injectFault('adapter-after-read', cmd.command);
+        faultPoint('adapter-after-read', cmd.command); // crash tests only (src/manager/faults.ts)
         const outcome = await this.execute(cmd);
-        injectFault('adapter-before-reply', cmd.command);
+        faultPoint('adapter-before-reply', cmd.command);
         await this.reply(id, cmd.replyTo, cmd.requestId, cmd.command, outcome);
         return;
       } catch (err) {
@@ -314,20 +315,6 @@ export class CommandAdapter {
         .exec(),
     );
   }
-}
-
-/**
- * Fault injection, for crash tests only (test/integration/adapterCrash.test.ts): with
- * `WM_FAULT_INJECT=<point>[:<command>]` the process kills itself with SIGKILL at that point while
- * serving a valid command (of that name, or any). Points: `adapter-after-read` (the entry is read
- * and parsed, nothing done yet) and `adapter-before-reply` (the command ran, its reply and
- * acknowledgement are not written). Inert unless the variable is set; never set it in production.
- */
-function injectFault(point: 'adapter-after-read' | 'adapter-before-reply', command: string): void {
-  const spec = process.env.WM_FAULT_INJECT;
-  if (!spec) return;
-  const [at, only] = spec.split(':');
-  if (at === point && (!only || only === command)) process.kill(process.pid, 'SIGKILL');
 }
 
 /** EXEC reports a failed command in its results rather than by rejecting: surface it. */

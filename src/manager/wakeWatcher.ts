@@ -4,25 +4,12 @@
  * reconnect, a Redis that refuses CONFIG). The workflow does the unpausing.
  */
 import type { Client } from '@temporalio/client';
-import { WorkflowNotFoundError } from '@temporalio/client';
 import type Redis from 'ioredis';
-import type { Log } from '../shared/log';
-import { workflowIdFor } from '../shared/ids';
+import { wakeWorker } from '../client/client';
 import { keys } from '../contract/keys';
-import { wakeSignal } from '../../workflows/messages';
+import type { Log } from '../shared/log';
 
 const INPUT_PATTERN = '__keyspace@*__:worker:*:input';
-
-/** Sends the wake signal to a worker known to be PAUSED; false when its workflow is gone. */
-export async function wakeWorker(temporal: Client, workerId: string): Promise<boolean> {
-  try {
-    await temporal.workflow.getHandle(workflowIdFor(workerId)).signal(wakeSignal);
-    return true;
-  } catch (err) {
-    if (err instanceof WorkflowNotFoundError) return false;
-    throw err;
-  }
-}
 
 /** Sends the wake signal to a worker that is PAUSED; anything else is left alone. */
 export async function wakeIfPaused(redis: Redis, temporal: Client, workerId: string): Promise<boolean> {
