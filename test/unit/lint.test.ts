@@ -37,11 +37,11 @@ describe('lint config', () => {
   it('refuses activities, the zod contract and I/O clients at run time in a workflow, but allows them as types', async () => {
     const code = [
       "import { createDockerActivities } from '../activities/docker';",
-      "import { CreatePayload } from '../src/contract';",
+      "import { CreatePayload } from '../src/contract/schemas';",
       "import Redis from 'ioredis';",
       "import type { DockerActivities } from '../activities/docker';",
-      "import type { WorkerSpec } from '../src/contract';",
-      "import { ERROR_CODES } from '../src/errorCodes';",
+      "import type { WorkerSpec } from '../src/contract/schemas';",
+      "import { ERROR_CODES } from '../src/shared/errorCodes';",
       "import { proxyActivities } from '@temporalio/workflow';",
       "import { planGc } from './gcPlan';",
       '',
