@@ -8,11 +8,11 @@ const tseslint = require('typescript-eslint');
 
 // The workflow bundle runs in Temporal's sandbox, and replays must take the same path as the first
 // run. Workflow files may import at run time only the SDK's workflow-safe packages, each other
-// (./x) and the src/ modules listed here, which import nothing themselves but types. Anything else
+// (./x) and the src/shared/ modules listed here, which import nothing themselves but types. Anything else
 // (Node built-ins, activities/, the contract's zod schemas, Docker and Redis clients) only as
 // `import type`, which the compiler erases. Date.now() and Math.random() stay allowed: the SDK
 // makes them deterministic inside a workflow.
-const WORKFLOW_RUNTIME_IMPORTS = ['@temporalio/workflow', '@temporalio/common', '../src/errorCodes', '../src/instructions'];
+const WORKFLOW_RUNTIME_IMPORTS = ['@temporalio/workflow', '@temporalio/common', '../src/shared/errorCodes', '../src/shared/ids', '../src/shared/instructions'];
 const escapeRegex = (s) => s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
 
 // Paths are matched as written, so a file `depth` folders below workflows/ writes the list's paths
@@ -83,6 +83,18 @@ module.exports = defineConfig(
     rules: {
       // An unawaited activity call, Redis write or Docker request fails silently or out of order.
       '@typescript-eslint/no-floating-promises': 'error',
+    },
+  },
+  {
+    // The layers of src/ (docs/ARCHITECTURE.md) sit below the activities: only the manager, which
+    // registers the activities with its Temporal workers, may import them.
+    files: ['src/**/*.ts'],
+    ignores: ['src/manager/**'],
+    rules: {
+      '@typescript-eslint/no-restricted-imports': [
+        'error',
+        { patterns: [{ regex: '(^|/)activities(/|$)', message: 'src/ sits below activities/: move what both need into src/host or src/shared.' }] },
+      ],
     },
   },
   {

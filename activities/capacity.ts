@@ -4,9 +4,9 @@
  */
 import { WorkflowIdConflictPolicy } from '@temporalio/common';
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
-import type { Config } from '../src/config';
-import type { capacitySemaphore } from '../workflows/capacitySemaphore';
-import { acquireSignal, permitGrantedSignal, semaphoreWorkflowId, WorkerStatusKey } from '../workflows/messages';
+import type { Config } from '../src/config/config';
+import { acquireSignal, permitGrantedSignal, WorkerStatusKey, type CapacitySemaphoreWorkflow } from '../workflows/messages';
+import { semaphoreWorkflowId } from '../src/shared/ids';
 
 export interface CapacityDeps {
   config: Config;
@@ -20,7 +20,7 @@ export function createCapacityActivities(deps: CapacityDeps) {
   return {
     /** Signals `acquire`, starting the pool's semaphore with the configured limit when needed. */
     async requestPermit(input: { pool: string; id: string; deadline: number }): Promise<void> {
-      await client.workflow.signalWithStart<typeof capacitySemaphore, [{ id: string; deadline: number }]>('capacitySemaphore', {
+      await client.workflow.signalWithStart<CapacitySemaphoreWorkflow, [{ id: string; deadline: number }]>('capacitySemaphore', {
         workflowId: semaphoreWorkflowId(input.pool),
         taskQueue: config.TEMPORAL_TASK_QUEUE,
         workflowIdConflictPolicy: WorkflowIdConflictPolicy.USE_EXISTING,
@@ -53,7 +53,7 @@ export function createCapacityActivities(deps: CapacityDeps) {
      * Of the given workflow ids, those whose workflow is no longer running (or never existed) and
      * whose permit may go. A worker's lifecycle that closed before recording its end (terminated
      * by an operator) may still have its container: its permit is released by the manager's
-     * closed-workflow sweep (src/closedWorkflowSweep.ts) once the container is gone, not here.
+     * closed-workflow sweep (src/manager/closedWorkflowSweep.ts) once the container is gone, not here.
      */
     async findClosedWorkflows(input: { workflowIds: string[] }): Promise<string[]> {
       const closed: string[] = [];

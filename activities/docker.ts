@@ -7,41 +7,21 @@ import { ApplicationFailure } from '@temporalio/common';
 import type Docker from 'dockerode';
 import type Redis from 'ioredis';
 import { pack } from 'tar-stream';
-import type { Config } from '../src/config';
-import { redactUrl, workerRedisEnv } from '../src/connections';
-import type { WorkerSpec } from '../src/contract';
-import { containerNameFor } from '../src/ids';
-import { egressContainerEnv, EgressSetupError, ensureEgressNetwork, workerNetworkName } from '../src/egress';
-import { WORKSPACE_DIR } from '../src/instructions';
-import { faultPoint } from '../src/faults';
-import { keys } from '../src/keys';
-import { statusCode } from '../src/dockerStatus';
-import { instructionsFileName, renderInstructions } from '../src/instructions';
-import { createRedisAcl, credentialEnv, envValue, type RedisCredentials } from '../src/redisAcl';
-import { deliverIdentity, poolKeys, poolSlotOf, type WarmImage, type WarmPool } from '../src/warmPool';
-import { agentEnv, grantToken, revokeToken } from '../src/modelGateway';
-
-export const LABELS = {
-  managed: 'com.codegen.managed',
-  workerId: 'com.codegen.worker_id',
-  agentType: 'com.codegen.agent_type',
-  imageHash: 'com.codegen.image_hash',
-  /** The manager deployment (its TEMPORAL_TASK_QUEUE) whose workflows own the container: the orphan reaper's scope. */
-  taskQueue: 'com.codegen.task_queue',
-  /** A warm-pool container (src/warmPool.ts): the Docker host id whose pool it belongs to. */
-  pool: 'com.codegen.pool',
-} as const;
-
-/**
- * The worker id of a managed container: its label, or for a claimed warm-pool container (whose
- * labels were fixed before it had an owner) its name, `worker-{id}`.
- */
-export function workerIdOfContainer(labels: Record<string, string> | undefined, name: string | undefined): string | undefined {
-  const label = labels?.[LABELS.workerId];
-  if (label) return label;
-  const m = /^\/?worker-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/.exec(name ?? '');
-  return m?.[1];
-}
+import type { Config } from '../src/config/config';
+import { redactUrl } from '../src/config/connections';
+import { createRedisAcl, credentialEnv, envValue, type RedisCredentials } from '../src/config/redisAcl';
+import { keys } from '../src/contract/keys';
+import type { WorkerSpec } from '../src/contract/schemas';
+import { createWorkerContainer, workerEnv, workerIpAddress } from '../src/host/container';
+import { statusCode } from '../src/host/dockerStatus';
+import { EgressSetupError } from '../src/host/egress/gateway';
+import { LABELS } from '../src/host/labels';
+import { logTail } from '../src/host/logs';
+import { grantToken, revokeToken } from '../src/host/modelGateway';
+import { deliverIdentity, poolKeys, poolSlotOf, type WarmImage, type WarmPool } from '../src/host/warmPool';
+import { faultPoint } from '../src/manager/faults';
+import { containerNameFor } from '../src/shared/ids';
+import { instructionsFileName, renderInstructions, WORKSPACE_DIR } from '../src/shared/instructions';
 
 /** uid/gid of the `worker` user in docker/worker-base/Dockerfile. */
 export const WORKER_UID = 1000;
@@ -54,7 +34,6 @@ export interface DockerDeps {
   warmPool?: WarmPool;
 }
 
-export { statusCode } from '../src/dockerStatus';
 const LOG_TAIL_LINES = 30;
 
 async function inspectByName(docker: Docker, name: string): Promise<Docker.ContainerInspectInfo | undefined> {
@@ -66,130 +45,13 @@ async function inspectByName(docker: Docker, name: string): Promise<Docker.Conta
   }
 }
 
-/** Docker's multiplexed log stream (8-byte frame headers) to plain text. */
-export function demuxLogs(buf: Buffer): string {
-  const out: Buffer[] = [];
-  let i = 0;
-  while (i + 8 <= buf.length && (buf[i] === 1 || buf[i] === 2) && buf[i + 1] === 0) {
-    const len = buf.readUInt32BE(i + 4);
-    out.push(buf.subarray(i + 8, i + 8 + len));
-    i += 8 + len;
-  }
-  return i === 0 ? buf.toString('utf8') : Buffer.concat(out).toString('utf8');
-}
-
-/** Where a worker's settings reach its wrapper: everything but its identity (WORKER_ID). */
-export function workerEnv(
-  config: Config,
-  spec: Pick<WorkerSpec, 'agentType' | 'authMode' | 'allowedCommands' | 'stopGraceSeconds' | 'taskId'>,
-): string[] {
-  return [
-    ...workerRedisEnv(config), // URL, credentials, TLS material: create time only, never in history
-    `WORKER_AGENT_TYPE=${spec.agentType}`,
-    `WORKER_INSTRUCTIONS_FILE=${WORKSPACE_DIR}/${spec.agentType === 'CLAUDE' ? 'CLAUDE.md' : 'AGENTS.md'}`,
-    `WORKER_ALLOWED_COMMANDS=${JSON.stringify(spec.allowedCommands)}`,
-    `WORKER_TASK_TIMEOUT_S=${config.TASK_TIMEOUT_SECONDS}`,
-    // The wrapper's share of docker stop's grace period: the rest is for flushing and exiting.
-    `WORKER_SHUTDOWN_GRACE_S=${Math.max(1, spec.stopGraceSeconds - 5)}`,
-    'CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1',
-    'WORKER_REPORT_ACTIVITY=1', // last_activity_at in worker:status:{id}
-    ...(spec.taskId ? [`WORKER_TASK_ID=${spec.taskId}`] : []),
-    ...agentEnv(config, spec), // the model gateway's URL and token key, never the model API's key
-    ...egressContainerEnv(config), // the egress allow-list's proxy (src/egress.ts); none when unset
-  ];
-}
-
-/** The hardened container settings every worker gets (name, env and labels are the caller's). */
-export function containerOptions(
-  config: Config,
-  spec: Pick<WorkerSpec, 'memoryBytes' | 'nanoCpus' | 'authMode' | 'hostClaudeDir' | 'modules'>,
-  image: string,
-): Docker.ContainerCreateOptions {
-  return {
-    Image: image,
-    User: 'worker',
-    WorkingDir: WORKSPACE_DIR,
-    HostConfig: {
-      Memory: spec.memoryBytes,
-      MemorySwap: spec.memoryBytes, // no swap beyond the limit
-      NanoCpus: spec.nanoCpus,
-      PidsLimit: config.WORKER_PIDS_LIMIT,
-      NetworkMode: workerNetworkName(config), // <WORKER_NETWORK>-egress with the egress allow-list
-      ExtraHosts: ['host.docker.internal:host-gateway'],
-      // host_session auth: the host's Claude directory, read-only (the client checked its root).
-      ...(spec.authMode === 'host_session' && spec.hostClaudeDir ? { Binds: [`${spec.hostClaudeDir}:/opt/worker/host-claude:ro`] } : {}),
-      // The DOCKER module runs its own engine: only with ALLOW_PRIVILEGED_WORKERS (the client
-      // refuses it otherwise), and then the container is privileged, so root inside it is
-      // root on the host. Everyone else: no new privileges, no capabilities.
-      ...(spec.modules.includes('DOCKER') ? { Privileged: true } : { SecurityOpt: ['no-new-privileges'], CapDrop: ['ALL'] }),
-      Init: false, // tini is the image's entrypoint
-      RestartPolicy: { Name: 'no' },
-    },
-  };
-}
-
-/**
- * The egress allow-list's network and host rules (src/egress.ts), checked and repaired before
- * each restricted container is created; a setup problem fails the worker with its reason.
- */
-export async function ensureEgress(docker: Docker, config: Config): Promise<void> {
-  try {
-    await ensureEgressNetwork(docker, config);
-  } catch (err) {
-    if (err instanceof EgressSetupError) throw ApplicationFailure.create({ type: 'INTERNAL', nonRetryable: true, message: err.message });
-    throw err;
-  }
-}
-
-/** The network workers go on: the egress-restricted one (with its host rules), or the plain one. */
-async function ensureWorkerNetwork(docker: Docker, config: Config): Promise<void> {
-  if (config.WORKER_EGRESS_ALLOW) return ensureEgress(docker, config);
-  try {
-    await docker.getNetwork(config.WORKER_NETWORK).inspect();
-    return;
-  } catch (err) {
-    if (statusCode(err) !== 404) throw err;
-  }
-  try {
-    await docker.createNetwork({
-      Name: config.WORKER_NETWORK,
-      Driver: 'bridge',
-      CheckDuplicate: true,
-      Labels: { [LABELS.managed]: 'true' },
-      // Workers reach Redis on the host but not each other.
-      Options: { 'com.docker.network.bridge.enable_icc': 'false' },
-    });
-  } catch (err) {
-    if (statusCode(err) !== 409) throw err; // created concurrently by another activity
-  }
-}
-
-/**
- * Creates a container with the hardened worker settings on the worker network: a worker's own
- * (labelled with its id) or a warm-pool container (src/warmPool.ts). Not started.
- */
-export async function createWorkerContainer(
-  docker: Docker,
-  config: Config,
-  input: { name: string; spec: Parameters<typeof containerOptions>[1] & Pick<WorkerSpec, 'agentType'>; image: string; env: string[]; labels: Record<string, string> },
-): Promise<Docker.Container> {
-  await ensureWorkerNetwork(docker, config);
-  return docker.createContainer({
-    name: input.name,
-    ...containerOptions(config, input.spec, input.image),
-    Env: input.env,
-    Labels: { [LABELS.managed]: 'true', [LABELS.agentType]: input.spec.agentType, [LABELS.taskQueue]: config.TEMPORAL_TASK_QUEUE, ...input.labels },
-  });
-}
-
 export function createDockerActivities(deps: DockerDeps) {
   const { config, docker, redis, warmPool } = deps;
   const acl = createRedisAcl(redis, config); // undefined with WORKER_REDIS_ACL=shared
 
   async function lastLogLines(containerId: string): Promise<string> {
     try {
-      const buf = (await docker.getContainer(containerId).logs({ stdout: true, stderr: true, tail: LOG_TAIL_LINES })) as unknown as Buffer;
-      return demuxLogs(buf).trim();
+      return await logTail(docker, containerId, LOG_TAIL_LINES);
     } catch {
       return '';
     }
@@ -217,6 +79,8 @@ export function createDockerActivities(deps: DockerDeps) {
           const again = await inspectByName(docker, name);
           if (again) return { containerId: again.Id };
         }
+        // The egress network or its host rules could not be set up: no retry can fix that.
+        if (err instanceof EgressSetupError) throw ApplicationFailure.create({ type: 'INTERNAL', nonRetryable: true, message: err.message });
         if (statusCode(err) === 404) {
           throw ApplicationFailure.create({
             type: 'INTERNAL',
@@ -263,7 +127,7 @@ export function createDockerActivities(deps: DockerDeps) {
         if (statusCode(err) !== 304) throw err; // 304: already started by an earlier attempt
       }
       const info = await c.inspect();
-      return { ipAddress: info.NetworkSettings.Networks[workerNetworkName(config)]?.IPAddress || null };
+      return { ipAddress: workerIpAddress(config, info) };
     },
 
     /**
@@ -317,13 +181,13 @@ export function createDockerActivities(deps: DockerDeps) {
       const existing = await inspectByName(docker, containerNameFor(spec.workerId));
       let launched: { containerId: string; ipAddress: string | null; warm: boolean } | undefined;
       let slot = existing && poolSlotOf(existing);
-      // The worker's own Redis user, before its container can connect (src/redisAcl.ts).
+      // The worker's own Redis user, before its container can connect (src/config/redisAcl.ts).
       const creds = await acl?.grantWorker(spec.workerId);
       if (existing && slot) {
         // A claim that a crash interrupted: finish it (the identity is delivered only once).
         const handOver = creds && { creds, poolPassword: envValue(existing.Config.Env, 'WORKER_REDIS_PASSWORD') ?? '' };
         await deliverIdentity(redis, docker, existing.Id, slot, spec, handOver);
-        launched = { containerId: existing.Id, ipAddress: existing.NetworkSettings.Networks[workerNetworkName(config)]?.IPAddress || null, warm: true };
+        launched = { containerId: existing.Id, ipAddress: workerIpAddress(config, existing), warm: true };
       } else if (!existing && pooled) {
         const claimed = await warmPool!.claim(spec, image, creds);
         if (claimed) {

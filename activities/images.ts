@@ -11,24 +11,23 @@ import { ApplicationFailure, WorkflowIdConflictPolicy, WorkflowIdReusePolicy } f
 import type Docker from 'dockerode';
 import type Redis from 'ioredis';
 import { pack } from 'tar-stream';
-import { dockerTaskQueue, type Config } from '../src/config';
-import type { AgentType, Module } from '../src/contract';
-import { EXTRA_CA_CONTEXT_FILE, imageModules, renderDockerfile } from '../src/dockerfile';
-import { faultPoint } from '../src/faults';
-import { keys } from '../src/keys';
+import { dockerTaskQueue, type Config } from '../src/config/config';
+import type { AgentType, Module } from '../src/contract/schemas';
+import { EXTRA_CA_CONTEXT_FILE, imageModules, renderDockerfile } from '../src/host/dockerfile';
+import { faultPoint } from '../src/manager/faults';
+import { keys } from '../src/contract/keys';
 import type { ManagedImage } from '../workflows/gcPlan';
-import type { imageBuild } from '../workflows/imageBuild';
-import { LABELS, statusCode } from './docker';
-import type { WarmPool } from '../src/warmPool';
-import { poolKeys } from '../src/warmPool';
+import type { ImageBuildWorkflow } from '../workflows/messages';
+import { statusCode } from '../src/host/dockerStatus';
+import { LABELS } from '../src/host/labels';
+import { poolKeys } from '../src/host/warmPool';
+import { imageBuildWorkflowId, isWarmPoolContainer } from '../src/shared/ids';
 
 export interface ImageDeps {
   config: Config;
   docker: Docker;
   redis: Redis;
   client: Client;
-  /** The host's warm pool: its containers do not keep an image alive, and go before it. */
-  warmPool?: WarmPool;
 }
 
 export interface ImageRequest {
@@ -49,7 +48,6 @@ interface BuildContext {
 }
 
 const BUILD_LOG_TAIL = 25;
-export const imageBuildWorkflowId = (hash: string) => `image-build-${hash}`;
 
 function buildFailed(message: string): ApplicationFailure {
   return ApplicationFailure.create({ type: 'BUILD_FAILED', nonRetryable: true, message });
@@ -168,7 +166,7 @@ export function createImageActivities(deps: ImageDeps) {
       let built = false;
       if (!(await imageExists(docker, ctx.tag))) {
         const activity = Context.current();
-        const handle = await client.workflow.start<typeof imageBuild>('imageBuild', {
+        const handle = await client.workflow.start<ImageBuildWorkflow>('imageBuild', {
           workflowId: imageBuildWorkflowId(ctx.hash),
           taskQueue: config.TEMPORAL_TASK_QUEUE,
           args: [{ hash: ctx.hash, tag: ctx.tag, agentType: req.agentType, modules: imageModules(req.modules), dockerTaskQueue: dockerTaskQueue(config) }],
@@ -249,7 +247,7 @@ export function createImageActivities(deps: ImageDeps) {
       const containers = await docker.listContainers({ all: true });
       const used = new Map<string, string[]>();
       // Unclaimed warm-pool containers are a cache: the GC removes them with their image.
-      for (const c of containers.filter((c) => !(c.Labels[LABELS.pool] && c.Names[0]?.startsWith('/wm-pool-')))) used.set(c.ImageID, [...(used.get(c.ImageID) ?? []), c.Names[0]?.replace(/^\//, '') ?? c.Id]);
+      for (const c of containers.filter((c) => !(c.Labels[LABELS.pool] && isWarmPoolContainer(c.Names[0] ?? '')))) used.set(c.ImageID, [...(used.get(c.ImageID) ?? []), c.Names[0]?.replace(/^\//, '') ?? c.Id]);
       const tags = images.flatMap((i) => i.RepoTags ?? []).filter((t) => t !== '<none>:<none>');
       const scores = tags.length ? await redis.zmscore(keys.images, ...tags) : [];
       const lastUse = new Map(tags.map((t, i) => [t, scores[i] ? Number(scores[i]) : undefined]));
@@ -278,7 +276,7 @@ export function createImageActivities(deps: ImageDeps) {
       for (const image of input.images) {
         try {
           // Warm containers of this image go first (of every pool on this engine: Docker would refuse).
-          for (const c of pool.filter((c) => c.ImageID === image.id && c.Names[0]?.startsWith('/wm-pool-'))) {
+          for (const c of pool.filter((c) => c.ImageID === image.id && isWarmPoolContainer(c.Names[0] ?? ''))) {
             await docker.getContainer(c.Id).remove({ force: true, v: true }).catch((err) => {
               if (statusCode(err) !== 404) throw err;
             });

@@ -1,12 +1,12 @@
 import type { Client } from '@temporalio/client';
 import type Docker from 'dockerode';
-import type { Config } from '../src/config';
+import type { Config } from '../src/config/config';
 import { createCapacityActivities } from './capacity';
 import type Redis from 'ioredis';
 import { createDockerActivities } from './docker';
 import { createImageActivities } from './images';
 import { createRedisActivities } from './redis';
-import type { WarmPool } from '../src/warmPool';
+import type { WarmPool } from '../src/host/warmPool';
 
 export interface ActivityDeps {
   config: Config;

@@ -2,10 +2,10 @@
  * Redis activities: the status hash and the lifecycle stream that orchestrators read.
  */
 import type Redis from 'ioredis';
-import type { Config } from '../src/config';
+import type { Config } from '../src/config/config';
 import { Context } from '@temporalio/activity';
-import type { LifecycleEvent, StatusField, TaskResult } from '../src/contract';
-import { keys } from '../src/keys';
+import type { LifecycleEvent, StatusField, TaskResult } from '../src/contract/schemas';
+import { keys } from '../src/contract/keys';
 import { decodeHeartbeat, decodeOutputEntry, encodeInputEntry, lifecycleXadd } from '../src/contract/codec';
 import { TaskResultReader } from '../src/contract/taskResult';
 

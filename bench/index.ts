@@ -12,23 +12,24 @@ import { bundleWorkflowCode, DefaultLogger, makeTelemetryFilterString, NativeCon
 import Docker from 'dockerode';
 import Redis from 'ioredis';
 import { createCapacityActivities } from '../activities/capacity';
-import { containerOptions, workerEnv } from '../activities/docker';
+import { containerOptions, workerEnv } from '../src/host/container';
 import { createImageActivities, imageTagFor } from '../activities/images';
 import { defaultPayloadConverter } from '@temporalio/common';
-import type { ImageBuildInput, ImageBuildResult } from '../workflows/imageBuild';
-import { WorkerManagerClient } from '../src/client';
-import { capacityPool, loadConfig, type Config } from '../src/config';
-import { managerRedisOptions, temporalConnectionOptions, workerRedisEnv } from '../src/connections';
-import { keys } from '../src/keys';
-import { createManager, type Manager } from '../src/createManager';
-import { RedisAcl } from '../src/redisAcl';
-import { grantToken, ModelGateway, revokeToken } from '../src/modelGateway';
-import { GATEWAY_KEY_ENV, gatewayToken } from '../src/gatewayToken';
+import type { ImageBuildInput, ImageBuildResult } from '../workflows/messages';
+import { WorkerManagerClient } from '../src/client/client';
+import { capacityPool, loadConfig, type Config } from '../src/config/config';
+import { managerRedisOptions, temporalConnectionOptions, workerRedisEnv } from '../src/config/connections';
+import { keys } from '../src/contract/keys';
+import { createManager, type Manager } from '../src/manager/createManager';
+import { RedisAcl } from '../src/config/redisAcl';
+import { grantToken, ModelGateway, revokeToken } from '../src/host/modelGateway';
+import { GATEWAY_KEY_ENV, gatewayToken } from '../src/contract/gatewayToken';
 import http from 'node:http';
 import { startFakeAnthropic } from '../test/fixtures/fakeAnthropic';
 import { bridgeAddress, endSemaphores } from '../test/helpers/stack';
-import { WRAPPER_NODE_FLAGS } from '../src/dockerfile';
-import { acquireSignal, releaseSignal, semaphoreWorkflowId } from '../workflows/messages';
+import { WRAPPER_NODE_FLAGS } from '../src/host/dockerfile';
+import { acquireSignal, releaseSignal } from '../workflows/messages';
+import { semaphoreWorkflowId } from '../src/shared/ids';
 import { summarize, type Summary } from './stats';
 
 const quick = process.argv.includes('--quick');
@@ -118,7 +119,7 @@ async function semaphoreThroughput(config: Config): Promise<void> {
 }
 
 /**
- * The production manager (src/createManager.ts), in this process, for one benchmark section. The
+ * The production manager (src/manager/createManager.ts), in this process, for one benchmark section. The
  * command adapter stays off (the shared worker:commands stream is not this run's), and so does
  * the GC schedule (it would outlive the section's queue).
  */

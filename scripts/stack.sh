@@ -86,7 +86,7 @@ ensure_base_image() {
 
 # ---------------------------------------------------------------- Redis
 # The host's address on the default bridge: what host.docker.internal resolves to inside
-# containers started with --add-host host.docker.internal:host-gateway. As src/bridgeAddress.ts
+# containers started with --add-host host.docker.internal:host-gateway. As src/host/bridgeAddress.ts
 # reads it: the IPv4 gateway when Docker recorded one, else the IPv4 subnet's first host address
 # (a fresh engine records no gateway for the bridge it created itself; its IPAM gave the bridge
 # that address). Read from the engine, not from `ip addr docker0`: the bridge may be named otherwise.

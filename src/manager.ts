@@ -1,13 +1,13 @@
 #!/usr/bin/env node
 /**
- * The manager process: the configuration from the environment (src/config.ts), the manager built
- * by src/createManager.ts, run until SIGINT or SIGTERM.
+ * The manager process: the configuration from the environment (src/config/config.ts), the manager built
+ * by src/manager/createManager.ts, run until SIGINT or SIGTERM.
  */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { ConfigError, loadConfig, type Config } from './config';
-import { createManager } from './createManager';
-import { createLog } from './log';
+import { ConfigError, loadConfig, type Config } from './config/config';
+import { createManager } from './manager/createManager';
+import { createLog } from './manager/log';
 
 /** dist/workflows.bundle.js, made by `npm run build` (scripts/build-workflows.js), when present. */
 function prebuiltWorkflowBundle(): string | undefined {

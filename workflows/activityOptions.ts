@@ -9,7 +9,7 @@ import type { CapacityActivities } from '../activities/capacity';
 import type { DockerActivities } from '../activities/docker';
 import type { ImageActivities } from '../activities/images';
 import type { RedisActivities } from '../activities/redis';
-import type { WorkerSpec } from '../src/contract';
+import type { WorkerSpec } from '../src/contract/schemas';
 import { imageBuildTimeouts } from './imageBuild';
 
 /**

@@ -24,17 +24,9 @@ import {
   capacityQuery,
   releaseSignal,
   setLimitUpdate,
+  type SemaphoreInput,
 } from './messages';
-import { PermitPool, type PoolState } from './permitPool';
-
-export interface SemaphoreInput {
-  pool: string;
-  state: PoolState;
-  /** How often holders' and waiters' workflows are checked for having closed. */
-  reclaimIntervalS: number;
-  /** Grants made while the previous run handed over, not yet told to their workers. */
-  pendingGrants?: string[];
-}
+import { PermitPool } from './permitPool';
 
 export const MAX_LIMIT = 10_000;
 

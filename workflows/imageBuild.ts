@@ -5,24 +5,7 @@
 import type { ActivityOptions } from '@temporalio/common';
 import { proxyActivities } from '@temporalio/workflow';
 import type { ImageActivities } from '../activities/images';
-import type { AgentType, Module } from '../src/contract';
-
-export interface ImageBuildInput {
-  hash: string;
-  tag: string;
-  agentType: AgentType;
-  modules: Module[];
-  /** The task queue of the Docker host to build on. */
-  dockerTaskQueue: string;
-}
-
-export interface ImageBuildResult {
-  tag: string;
-  /** Wall time of the docker build; 0 when an earlier attempt had already built it. */
-  seconds: number;
-  agentType: AgentType;
-  modules: Module[];
-}
+import type { ImageBuildInput, ImageBuildResult } from './messages';
 
 /** A docker build may take half an hour. */
 export const imageBuildTimeouts = { startToCloseTimeout: '30 minutes', heartbeatTimeout: '2 minutes' } satisfies ActivityOptions;

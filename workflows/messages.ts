@@ -4,7 +4,7 @@
  */
 import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
-import type { AgentType, WorkerStatus } from '../src/contract';
+import type { AgentType, Module, WorkerStatus } from '../src/contract/schemas';
 
 export const WorkerIdKey = defineSearchAttributeKey('WorkerId', SearchAttributeType.KEYWORD);
 export const AgentTypeKey = defineSearchAttributeKey('AgentType', SearchAttributeType.KEYWORD);
@@ -33,9 +33,7 @@ export interface WorkerState {
 export const stateQuery = defineQuery<WorkerState>('state');
 
 // ---- capacity semaphore (workflows/capacitySemaphore.ts) ----
-import type { PoolSnapshot } from './permitPool';
-
-export const semaphoreWorkflowId = (pool: string): string => `capacity-${pool}`;
+import type { PoolSnapshot, PoolState } from './permitPool';
 
 /** A worker asks for a permit; `deadline` (ms since epoch) is when it will give up waiting. */
 export const acquireSignal = defineSignal<[{ id: string; deadline: number }]>('acquire');
@@ -47,7 +45,7 @@ export const permitGrantedSignal = defineSignal<[{ pool: string }]>('permitGrant
 export const setLimitUpdate = defineUpdate<PoolSnapshot, [limit: number]>('setLimit');
 export const capacityQuery = defineQuery<PoolSnapshot>('capacity');
 
-// ---- container exits (src/containerWatcher.ts, from the Docker event stream) ----
+// ---- container exits (src/manager/containerWatcher.ts, from the Docker event stream) ----
 export interface ContainerExit {
   exit_code: number;
   oom_killed: boolean;
@@ -62,3 +60,35 @@ export const containerExitedSignal = defineSignal<[ContainerExit]>('containerExi
 
 /** Thaws a PAUSED worker (sent when input arrives for it). Ignored when it is not paused. */
 export const wakeSignal = defineSignal('wake');
+
+// ---- the inputs of workflows that activities start by name (typed here, so activities need not
+// import the workflow modules, which import the activities' types) ----
+export interface SemaphoreInput {
+  pool: string;
+  state: PoolState;
+  /** How often holders' and waiters' workflows are checked for having closed. */
+  reclaimIntervalS: number;
+  /** Grants made while the previous run handed over, not yet told to their workers. */
+  pendingGrants?: string[];
+}
+
+export type CapacitySemaphoreWorkflow = (input: SemaphoreInput) => Promise<void>;
+
+export interface ImageBuildInput {
+  hash: string;
+  tag: string;
+  agentType: AgentType;
+  modules: Module[];
+  /** The task queue of the Docker host to build on. */
+  dockerTaskQueue: string;
+}
+
+export interface ImageBuildResult {
+  tag: string;
+  /** Wall time of the docker build; 0 when an earlier attempt had already built it. */
+  seconds: number;
+  agentType: AgentType;
+  modules: Module[];
+}
+
+export type ImageBuildWorkflow = (input: ImageBuildInput) => Promise<ImageBuildResult>;

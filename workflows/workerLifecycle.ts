@@ -12,7 +12,7 @@
  * Deterministic code only: activities do all I/O.
  */
 import { CancellationScope, isCancellation, setHandler } from '@temporalio/workflow';
-import type { WorkerOutcome, WorkerSpec } from '../src/contract';
+import type { WorkerOutcome, WorkerSpec } from '../src/contract/schemas';
 import { workerActivities } from './activityOptions';
 import { containerExitedSignal, permitGrantedSignal, stateQuery, stopSignal, wakeSignal } from './messages';
 import { cleanUp } from './workerLifecycle/cleanUp';

@@ -1,7 +1,7 @@
 /**
  * The `wm` CLI's exit codes, documented in README.md ("Command line"): scripts branch on them.
  */
-import type { ErrorCode } from '../errorCodes';
+import type { ErrorCode } from '../shared/errorCodes';
 
 export const EXIT = {
   /** The command did what was asked. */

@@ -3,11 +3,11 @@
  * passed in (picocolors' createColors(enabled)), so piped output is plain and tests are exact.
  */
 import type { Colors } from 'picocolors/types';
-import type { StatusObject, WorkerStatus } from '../contract';
-import type { WorkerStats } from '../client';
+import type { StatusObject, WorkerStatus } from '../contract/schemas';
+import type { WorkerStats } from '../client/client';
 import type { PoolSnapshot } from '../../workflows/permitPool';
 import type { ImageGcReport } from '../../workflows/imageGc';
-import { WorkerManagerError } from '../errors';
+import { WorkerManagerError } from '../contract/errors';
 import { decodeOutputEntry, decodeTaskCompletion, type OutputEntry, type TaskCompletion } from '../contract/codec';
 
 /** One entry of `worker:{id}:output` with its stream id. */

@@ -1,13 +1,13 @@
 /**
  * The `wm` command line: every command goes through WorkerManagerClient (Temporal and Redis,
- * configured by the same environment variables as the manager, src/config.ts); `wm logs` and
+ * configured by the same environment variables as the manager, src/config/config.ts); `wm logs` and
  * `wm send --wait` read the worker's output stream in Redis, as orchestrators do.
  *
  * This file wires the program: one file per command in commands/, what they share in actions.ts.
  */
 import { Command } from 'commander';
-import type { WorkerManagerClient } from '../client';
-import { loadConfig } from '../config';
+import type { WorkerManagerClient } from '../client/client';
+import { loadConfig } from '../config/config';
 import { version } from '../../package.json';
 import { cliFor, reportError, type Cli, type CliIO, type CliState } from './actions';
 import { EXIT, type ExitCode } from './exitCodes';
@@ -86,6 +86,6 @@ export async function runCli(argv: string[], io: CliIO): Promise<ExitCode> {
  */
 export async function connectFromEnv(env: NodeJS.ProcessEnv): Promise<WorkerManagerClient> {
   const config = loadConfig(env);
-  const { WorkerManagerClient } = await import('../client');
+  const { WorkerManagerClient } = await import('../client/client');
   return WorkerManagerClient.connect(config, { lazyTemporal: true });
 }

@@ -4,7 +4,7 @@
  * translate spellings (lower-case agents and modules) and reject what the CLI alone can know.
  */
 import { InvalidArgumentError } from 'commander';
-import { AGENT_TYPES, MODULES, WORKER_STATUSES, type AgentType, type CreatePayload, type ListPayload, type Module, type TaskPayload, type WorkerStatus } from '../contract';
+import { AGENT_TYPES, MODULES, WORKER_STATUSES, type AgentType, type CreatePayload, type ListPayload, type Module, type TaskPayload, type WorkerStatus } from '../contract/schemas';
 
 /** `claude`, `CLAUDE` → `CLAUDE`. */
 export function parseAgent(value: string): AgentType {

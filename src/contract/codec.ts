@@ -4,9 +4,9 @@
  * Runtime imports stay import-free modules only: the in-container wrapper bundles this file
  * (scripts/build-wrapper.js), and zod or Node built-ins have no place in that bundle.
  */
-import type { ErrorBody, LifecycleEvent, ModelUsage, TaskStatus } from '../contract';
-import { keys } from '../keys';
-import { LIMITS } from '../limits';
+import type { ErrorBody, LifecycleEvent, ModelUsage, TaskStatus } from './schemas';
+import { keys } from './keys';
+import { LIMITS } from './limits';
 
 /** A stream entry's fields as Redis returns them: the flat list `[field, value, field, value, ...]`. */
 export type Fields = string[];
@@ -239,14 +239,14 @@ export function decodeHeartbeat(raw: string | null): Partial<Heartbeat> | undefi
 
 // ---------------------------------------------------------------- worker:pool:{slot}
 
-/** What the wrapper of a warm-pool container receives when it is claimed (src/warmPool.ts). */
+/** What the wrapper of a warm-pool container receives when it is claimed (src/host/warmPool.ts). */
 export interface WarmIdentity {
   worker_id: string;
   allowed_commands: string[];
   task_id?: string;
   instructions_path: string;
   instructions: string;
-  /** The worker's own Redis credentials, sealed with the pool password (src/redisAcl.ts); per-worker ACL only. */
+  /** The worker's own Redis credentials, sealed with the pool password (src/config/redisAcl.ts); per-worker ACL only. */
   redis?: string;
 }
 

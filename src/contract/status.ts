@@ -3,7 +3,7 @@
  * workflow's WorkerState (its `state` query) and the StatusObject that `status` and `list`
  * return. These are the conversions to the one callers see.
  */
-import { STATUS_FIELDS, type ModelUsage, type StatusObject } from '../contract';
+import { STATUS_FIELDS, type ModelUsage, type StatusObject } from './schemas';
 import type { WorkerState } from '../../workflows/messages';
 
 /** The status hash as the status object: every contract field (null when unset), and the optional ones it has. */
@@ -11,7 +11,7 @@ export function statusFromHash(hash: Record<string, string>): StatusObject {
   const out: Record<string, unknown> = {};
   for (const f of STATUS_FIELDS) out[f] = hash[f] ?? null;
   if (hash.error_code) out.error_code = hash.error_code;
-  // Written by the model gateway (src/modelGateway.ts) as JSON, once the worker made a model request.
+  // Written by the model gateway (src/host/modelGateway.ts) as JSON, once the worker made a model request.
   if (hash.usage) out.usage = JSON.parse(hash.usage) as ModelUsage;
   return out as StatusObject;
 }

@@ -4,7 +4,7 @@
  * awaitTaskResult), and `wm send --wait` reads a task the same way, so both agree on when a task
  * has ended and with what status.
  */
-import { TASK_STATUSES, type TaskResult, type TaskStatus } from '../contract';
+import { TASK_STATUSES, type TaskResult, type TaskStatus } from './schemas';
 import { decodeTaskCompletion } from './codec';
 
 /** The fields of an output entry that say which task it belongs to and what it says. */

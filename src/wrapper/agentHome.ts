@@ -6,7 +6,7 @@
 import { cpSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { gatewayToken } from '../gatewayToken';
+import { gatewayToken } from '../contract/gatewayToken';
 import type { WrapperSettings } from './settings';
 
 /** Who the wrapper works for: from its environment, or from a warm-pool claim. */
@@ -25,7 +25,7 @@ export interface AgentSetup {
 
 export function prepareAgent(settings: WrapperSettings, identity: Identity, claimed: boolean): AgentSetup {
   const { agentType } = settings;
-  // The model gateway's token stands in for the API key (src/gatewayToken.ts).
+  // The model gateway's token stands in for the API key (src/contract/gatewayToken.ts).
   const gateway = settings.gateway && { url: settings.gateway.url, token: gatewayToken(settings.gateway.key, identity.workerId) };
   const defaultModel = prepareAgentHome(settings, gateway?.token);
   const model = settings.model ?? defaultModel;

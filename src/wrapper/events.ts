@@ -11,7 +11,7 @@
 import type Redis from 'ioredis';
 import type { OutputType } from './agents';
 import { cappedXadd, decodeOutputEntry, encodeOutputEntry, lifecycleXadd } from '../contract/codec';
-import type { LifecycleEvent } from '../contract';
+import type { LifecycleEvent } from '../contract/schemas';
 
 const DROPPABLE: ReadonlySet<OutputType> = new Set(['stdout', 'stderr']);
 

@@ -3,8 +3,8 @@
  * requests use, and did the worker's budget refuse one? Asked with the worker's own token.
  */
 import http from 'node:http';
-import type { TaskUsageReply } from '../modelGateway';
-import { USAGE_PATH } from '../gatewayToken';
+import type { TaskUsageReply } from '../host/modelGateway';
+import { USAGE_PATH } from '../contract/gatewayToken';
 
 /** Undefined when the gateway does not answer (e.g. the manager is restarting): usage unknown. */
 export function fetchTaskUsage(gatewayUrl: string, token: string, taskId: string, timeoutMs = 5_000): Promise<TaskUsageReply | undefined> {

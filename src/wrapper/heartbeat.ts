@@ -5,7 +5,7 @@
  */
 import { readFileSync, statfsSync } from 'node:fs';
 import type Redis from 'ioredis';
-import { keys } from '../keys';
+import { keys } from '../contract/keys';
 import type { EventSink } from './events';
 import { say } from './log';
 import { encodeHeartbeat } from '../contract/codec';

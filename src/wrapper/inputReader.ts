@@ -4,7 +4,7 @@
  * else back as an `error` event. Reads ahead at most about 100 entries.
  */
 import type Redis from 'ioredis';
-import { keys } from '../keys';
+import { keys } from '../contract/keys';
 import type { EventSink } from './events';
 import { decodeInputEntry } from '../contract/codec';
 import { describeProblems } from './input';

@@ -7,8 +7,8 @@
  * one file (scripts/build-wrapper.js).
  */
 import type { RedisOptions } from 'ioredis';
-import { redisOptionsFor } from '../connections';
-import { keys } from '../keys';
+import { redisOptionsFor } from '../config/connections';
+import { keys } from '../contract/keys';
 import { prepareAgent, type Identity } from './agentHome';
 import { EventSink, lifecycleWriter } from './events';
 import { Heartbeat } from './heartbeat';

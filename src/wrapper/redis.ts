@@ -1,11 +1,11 @@
 /**
  * The wrapper's Redis connections, and the credentials they act with. The warm-pool standby opens
  * them before it has a worker and hands them on; a claimed worker re-authenticates them as its
- * own ACL user (src/redisAcl.ts).
+ * own ACL user (src/config/redisAcl.ts).
  */
 import Redis, { type RedisOptions } from 'ioredis';
-import { explainRedisError } from '../connections';
-import type { RedisCredentials } from '../redisAcl';
+import { explainRedisError } from '../config/connections';
+import type { RedisCredentials } from '../config/redisAcl';
 import { say } from './log';
 
 export interface Connections {
@@ -18,7 +18,7 @@ export interface Connections {
 /**
  * The wrapper's two connections: one for writes, whose commands fail at once while Redis is away
  * (no unbounded offline queue: the sink keeps the events), and one for blocking reads. No ready
- * check (an INFO) and no CLIENT SETINFO: a worker's ACL user may run neither (src/redisAcl.ts).
+ * check (an INFO) and no CLIENT SETINFO: a worker's ACL user may run neither (src/config/redisAcl.ts).
  */
 export function connectRedis(options: RedisOptions): Connections {
   const retryStrategy = (times: number) => Math.min(100 * 2 ** Math.min(times, 6), 5_000);

@@ -1,10 +1,10 @@
 /**
  * The container's environment, read once at start. The manager sets it at create time (workerEnv in
- * activities/docker.ts; a warm-pool container's in src/warmPool.ts). A required variable that is
+ * src/host/container.ts; a warm-pool container's in src/host/warmPool.ts). A required variable that is
  * missing or empty ends the wrapper with exit code 2.
  */
-import { redisEndpointFromEnv, type RedisEndpoint } from '../connections';
-import { GATEWAY_KEY_ENV, GATEWAY_URL_ENV } from '../gatewayToken';
+import { redisEndpointFromEnv, type RedisEndpoint } from '../config/connections';
+import { GATEWAY_KEY_ENV, GATEWAY_URL_ENV } from '../contract/gatewayToken';
 import { adapters, type AgentAdapter } from './agents';
 import { say } from './log';
 
@@ -30,7 +30,7 @@ export interface WrapperSettings {
   reportsActivity: boolean;
   /** URL, ACL credentials and TLS material (PEM text). */
   redis: RedisEndpoint;
-  /** The model gateway (src/gatewayToken.ts): its URL, and the key the worker's token derives from. */
+  /** The model gateway (src/contract/gatewayToken.ts): its URL, and the key the worker's token derives from. */
   gateway?: { url: string; key: string };
   /** droid's custom model, when it goes through the model gateway. */
   factory: { baseUrl?: string; modelName?: string; apiKey?: string };

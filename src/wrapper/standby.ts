@@ -1,12 +1,12 @@
 /**
- * Warm-pool standby (src/warmPool.ts): a container made before it has an owner boots, connects
+ * Warm-pool standby (src/host/warmPool.ts): a container made before it has an owner boots, connects
  * to Redis, says it is ready and waits, paused by the manager, for the identity a claim pushes.
  * Then it writes the worker's instructions and carries on as if started with them.
  */
 import { writeFileSync } from 'node:fs';
 import type { RedisOptions } from 'ioredis';
-import { keys } from '../keys';
-import { openCredentials } from '../redisAcl';
+import { keys } from '../contract/keys';
+import { openCredentials } from '../config/redisAcl';
 import { decodeWarmIdentity } from '../contract/codec';
 import type { Identity } from './agentHome';
 import { say } from './log';

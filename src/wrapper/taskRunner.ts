@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import type Redis from 'ioredis';
-import { keys } from '../keys';
+import { keys } from '../contract/keys';
 import { extractResult, type AgentAdapter } from './agents';
 import type { EventSink, Lifecycle } from './events';
 import { fetchTaskUsage } from './gatewayUsage';

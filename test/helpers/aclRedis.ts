@@ -11,7 +11,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import Redis from 'ioredis';
-import { keys } from '../../src/keys';
+import { keys } from '../../src/contract/keys';
 import { bridgeAddress, eventually, type RunningManager } from './stack';
 
 /** The manager's minimal ACL, as in README.md (Secure connections). */

@@ -1,4 +1,4 @@
-import { ConfigError, loadConfig } from '../../src/config';
+import { ConfigError, loadConfig } from '../../src/config/config';
 
 /** Runs loadConfig and returns the ConfigError it throws; fails the test when it does not throw one. */
 export function configError(env: Record<string, string>): ConfigError {

@@ -9,7 +9,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import Redis from 'ioredis';
-import { keys } from '../../src/keys';
+import { keys } from '../../src/contract/keys';
 import { eventually, ROOT } from './stack';
 
 export const STANDIN_AGENT = path.join(ROOT, 'test', 'fixtures', 'standin-agent.js');

@@ -10,14 +10,14 @@ import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, makeTelemetryFilterString, NativeConnection, Runtime, Worker, type WorkerOptions } from '@temporalio/worker';
 import Docker from 'dockerode';
-import type { Log } from '../../src/adapter';
-import type { WorkerManagerClient } from '../../src/client';
-import { bridgeAddressOf } from '../../src/bridgeAddress';
-import { capacityPool, loadConfig, type Config } from '../../src/config';
-import { createManager, type Manager, type ManagerOptions } from '../../src/createManager';
-import { semaphoreWorkflowId } from '../../workflows/messages';
-import { temporalConnectionOptions } from '../../src/connections';
-import type { StatusObject, WorkerStatus } from '../../src/contract';
+import type { Log } from '../../src/shared/log';
+import type { WorkerManagerClient } from '../../src/client/client';
+import { bridgeAddressOf } from '../../src/host/bridgeAddress';
+import { capacityPool, loadConfig, type Config } from '../../src/config/config';
+import { createManager, type Manager, type ManagerOptions } from '../../src/manager/createManager';
+import { semaphoreWorkflowId } from '../../src/shared/ids';
+import { temporalConnectionOptions } from '../../src/config/connections';
+import type { StatusObject, WorkerStatus } from '../../src/contract/schemas';
 
 export const ROOT = path.resolve(__dirname, '..', '..');
 export const WORKFLOW_BUNDLE = path.join(ROOT, '.data', 'test-workflow-bundle.js');
@@ -44,7 +44,7 @@ export async function execIn(container: Docker.Container, cmd: string[], user = 
     stream.on('end', () => resolve());
     stream.on('error', () => resolve());
   });
-  const { demuxLogs } = await import('../../activities/docker');
+  const { demuxLogs } = await import('../../src/host/logs');
   return demuxLogs(Buffer.concat(chunks)).trim();
 }
 
@@ -55,7 +55,7 @@ export async function runInImage(docker: Docker, image: string, cmd: string[]): 
     await c.start();
     const { StatusCode } = (await c.wait()) as { StatusCode: number };
     const logs = (await c.logs({ stdout: true, stderr: true })) as unknown as Buffer;
-    const { demuxLogs } = await import('../../activities/docker');
+    const { demuxLogs } = await import('../../src/host/logs');
     return { code: StatusCode, output: demuxLogs(logs) };
   } finally {
     await c.remove({ force: true });
@@ -87,7 +87,7 @@ export function testConfig(overrides: Record<string, string> = {}): Config {
 
 const SILENT: Log = { info() {}, warn() {}, error() {} };
 
-/** A manager as tests run it: the production assembly (src/createManager.ts), started, quiet. */
+/** A manager as tests run it: the production assembly (src/manager/createManager.ts), started, quiet. */
 export type RunningManager = Manager;
 
 /**

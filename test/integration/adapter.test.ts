@@ -4,8 +4,8 @@
  */
 import { randomUUID } from 'node:crypto';
 import Redis from 'ioredis';
-import type { StatusObject } from '../../src/contract';
-import { CONSUMER_GROUP, keys } from '../../src/keys';
+import type { StatusObject } from '../../src/contract/schemas';
+import { CONSUMER_GROUP, keys } from '../../src/contract/keys';
 import { adapterOnlyManager, containerExists, eventually, startManager, type RunningManager } from '../helpers/stack';
 
 interface Reply {

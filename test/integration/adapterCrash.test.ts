@@ -15,11 +15,11 @@ import path from 'node:path';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import Docker from 'dockerode';
 import Redis from 'ioredis';
-import { WorkerManagerClient } from '../../src/client';
-import { loadConfig } from '../../src/config';
-import { workerIdForRequest } from '../../src/ids';
-import { imageGcScheduleId } from '../../src/schedules';
-import { CONSUMER_GROUP, keys } from '../../src/keys';
+import { WorkerManagerClient } from '../../src/client/client';
+import { loadConfig } from '../../src/config/config';
+import { workerIdForRequest } from '../../src/contract/ids';
+import { imageGcScheduleId } from '../../src/shared/ids';
+import { CONSUMER_GROUP, keys } from '../../src/contract/keys';
 import { PrivateRedis } from '../helpers/hostWrapper';
 import { bridgeAddress, containerExists, eventually, quietTemporalLogs, ROOT, testEnv, waitForStatus, WORKFLOW_BUNDLE } from '../helpers/stack';
 

@@ -9,8 +9,8 @@ import { randomUUID } from 'node:crypto';
 import Docker from 'dockerode';
 import Redis from 'ioredis';
 import { pack } from 'tar-stream';
-import { WorkerManagerClient } from '../../src/client';
-import { keys } from '../../src/keys';
+import { WorkerManagerClient } from '../../src/client/client';
+import { keys } from '../../src/contract/keys';
 import { PrivateRedis } from '../helpers/hostWrapper';
 import { bridgeAddress, eventually, startManager, waitForStatus } from '../helpers/stack';
 

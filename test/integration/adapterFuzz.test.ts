@@ -1,5 +1,5 @@
 /**
- * Fuzzing the real command adapter (src/adapter.ts) with the real client, Temporal and Redis:
+ * Fuzzing the real command adapter (src/manager/commandAdapter.ts) with the real client, Temporal and Redis:
  * random and malformed entries on `worker:commands` (random field names and values, missing and
  * repeated fields, bad JSON, huge values, bad request_id / reply_to, unknown commands, bytes that
  * are not UTF-8). Each entry must be answered on its reply stream (INVALID_REQUEST naming every
@@ -9,8 +9,8 @@
  */
 import { randomUUID } from 'node:crypto';
 import fc from 'fast-check';
-import { COMMANDS, ERROR_CODES, LIMITS, REQUEST_ID_RE } from '../../src/contract';
-import { CONSUMER_GROUP, keys } from '../../src/keys';
+import { COMMANDS, ERROR_CODES, LIMITS, REQUEST_ID_RE } from '../../src/contract/schemas';
+import { CONSUMER_GROUP, keys } from '../../src/contract/keys';
 import { PrivateRedis } from '../helpers/hostWrapper';
 import { eventually, startManager, type RunningManager } from '../helpers/stack';
 

@@ -7,9 +7,9 @@
  */
 import { randomUUID } from 'node:crypto';
 import Redis from 'ioredis';
-import { CommandAdapter } from '../../src/adapter';
-import { workerIdForTask } from '../../src/ids';
-import { CONSUMER_GROUP, keys } from '../../src/keys';
+import { CommandAdapter } from '../../src/manager/commandAdapter';
+import { workerIdForTask } from '../../src/contract/ids';
+import { CONSUMER_GROUP, keys } from '../../src/contract/keys';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fakeAnthropic';
 import { PrivateRedis } from '../helpers/hostWrapper';
 import { bridgeAddress, eventually, startManager, type RunningManager } from '../helpers/stack';

@@ -9,9 +9,9 @@
 import { randomUUID } from 'node:crypto';
 import fc from 'fast-check';
 import { extract } from 'tar-stream';
-import { LIMITS } from '../../src/contract';
-import { renderInstructions } from '../../src/instructions';
-import { keys } from '../../src/keys';
+import { LIMITS } from '../../src/contract/schemas';
+import { renderInstructions } from '../../src/shared/instructions';
+import { keys } from '../../src/contract/keys';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fakeAnthropic';
 import { PrivateRedis, readOutput, startHostWrapper } from '../helpers/hostWrapper';
 import { bridgeAddress, eventually, ROOT, startManager, waitForStatus, type RunningManager } from '../helpers/stack';

@@ -10,8 +10,8 @@ import { randomUUID } from 'node:crypto';
 import http from 'node:http';
 import type net from 'node:net';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fakeAnthropic';
-import type { EgressGateway } from '../../src/createManager';
-import { chainFor, egressNetworkName, removeEgressNetwork } from '../../src/egress';
+import type { EgressGateway } from '../../src/manager/createManager';
+import { chainFor, egressNetworkName, removeEgressNetwork } from '../../src/host/egress/gateway';
 import { bridgeAddress, execIn, startManager, waitForStatus, type RunningManager } from '../helpers/stack';
 
 const silent = { info() {}, warn() {}, error() {} };

@@ -3,8 +3,8 @@
  * happened while nobody watched, by reconciliation), and their workers end truthfully.
  */
 import { randomUUID } from 'node:crypto';
-import { ContainerWatcher } from '../../src/containerWatcher';
-import { reapOrphans } from '../../src/orphanReaper';
+import { ContainerWatcher } from '../../src/manager/containerWatcher';
+import { reapOrphans } from '../../src/manager/orphanReaper';
 import { containerExists, eventually, execIn, startManager, waitForStatus, type RunningManager } from '../helpers/stack';
 
 describe('container exits (Docker events)', () => {

@@ -1,7 +1,7 @@
 /**
  * Idle pause and wake-up with real containers and the real Claude Code against the fake API.
  */
-import { keys } from '../../src/keys';
+import { keys } from '../../src/contract/keys';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fakeAnthropic';
 import { bridgeAddress, containerExists, eventually, startManager, waitForStatus, type RunningManager } from '../helpers/stack';
 

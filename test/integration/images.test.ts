@@ -6,9 +6,10 @@ import { randomUUID } from 'node:crypto';
 import { pack } from 'tar-stream';
 import Dockerode from 'dockerode';
 import type Docker from 'dockerode';
-import { imageBuildWorkflowId, imageTagFor } from '../../activities/images';
-import { keys } from '../../src/keys';
-import { ensureImageGcSchedule, imageGcScheduleId } from '../../src/schedules';
+import { imageTagFor } from '../../activities/images';
+import { imageBuildWorkflowId, imageGcScheduleId } from '../../src/shared/ids';
+import { keys } from '../../src/contract/keys';
+import { ensureImageGcSchedule } from '../../src/manager/schedules';
 import { eventually, runInImage, startManager, waitForStatus, type RunningManager } from '../helpers/stack';
 
 /** Build runs of one image hash started since `since`, and the buildImage activities they scheduled. */

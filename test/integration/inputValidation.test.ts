@@ -5,10 +5,10 @@
  * `last_activity_at` moving with tasks, and a task's request id naming one task.
  */
 import { randomUUID } from 'node:crypto';
-import { WorkerManagerClient } from '../../src/client';
-import { WorkerManagerError } from '../../src/errors';
-import { workflowIdFor } from '../../src/ids';
-import { keys } from '../../src/keys';
+import { WorkerManagerClient } from '../../src/client/client';
+import { WorkerManagerError } from '../../src/contract/errors';
+import { workflowIdFor } from '../../src/shared/ids';
+import { keys } from '../../src/contract/keys';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fakeAnthropic';
 import { bridgeAddress, eventually, startManager, testConfig, waitForStatus, type RunningManager } from '../helpers/stack';
 

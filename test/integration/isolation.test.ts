@@ -1,5 +1,5 @@
 /**
- * The blast radius of one worker in Redis (per-worker ACL users, src/redisAcl.ts), on a Redis of
+ * The blast radius of one worker in Redis (per-worker ACL users, src/config/redisAcl.ts), on a Redis of
  * its own set up as the README's Security model says: the default user behind a password, the manager on the
  * minimal ACL documented there. Worker A starts cold, worker B is claimed from the warm pool; from
  * inside each, as the agent's `worker` user, every credential found in the environment and
@@ -11,11 +11,11 @@ import { mkdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import Redis from 'ioredis';
-import { LABELS } from '../../activities/docker';
-import { capacityPool } from '../../src/config';
-import { keys } from '../../src/keys';
-import { reapOrphans } from '../../src/orphanReaper';
-import { aclScope, envValue, poolAclUser, RedisAcl, workerAclUser } from '../../src/redisAcl';
+import { LABELS } from '../../src/host/labels';
+import { capacityPool } from '../../src/config/config';
+import { keys } from '../../src/contract/keys';
+import { reapOrphans } from '../../src/manager/orphanReaper';
+import { aclScope, envValue, poolAclUser, RedisAcl, workerAclUser } from '../../src/config/redisAcl';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fakeAnthropic';
 import { AclRedis, freePort, runPrompt } from '../helpers/aclRedis';
 import { StackRedis } from '../helpers/stackRedis';

@@ -5,9 +5,9 @@
  */
 import { extract } from 'tar-stream';
 import type Docker from 'dockerode';
-import { renderInstructions } from '../../src/instructions';
-import { keys } from '../../src/keys';
-import { WorkerManagerError } from '../../src/errors';
+import { renderInstructions } from '../../src/shared/instructions';
+import { keys } from '../../src/contract/keys';
+import { WorkerManagerError } from '../../src/contract/errors';
 import { WorkerStatusKey } from '../../workflows/messages';
 import { containerExists, eventually, execIn, startManager, waitForStatus, type RunningManager } from '../helpers/stack';
 

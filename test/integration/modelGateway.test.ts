@@ -1,5 +1,5 @@
 /**
- * The model gateway (src/modelGateway.ts) with the real agent CLIs in real containers and the
+ * The model gateway (src/host/modelGateway.ts) with the real agent CLIs in real containers and the
  * fake Anthropic API as the upstream: the manager's API key never reaches a container, Redis or
  * Temporal; a worker's token works only while the worker runs; replies stream; usage is
  * metered; budgets stop the request after the last one they allow.
@@ -8,10 +8,10 @@ import http from 'node:http';
 import { randomUUID } from 'node:crypto';
 import type Docker from 'dockerode';
 import type Redis from 'ioredis';
-import { keys } from '../../src/keys';
-import { grantToken, revokeToken } from '../../src/modelGateway';
-import { GATEWAY_KEY_ENV, gatewayToken } from '../../src/gatewayToken';
-import type { ModelUsage } from '../../src/contract';
+import { keys } from '../../src/contract/keys';
+import { grantToken, revokeToken } from '../../src/host/modelGateway';
+import { GATEWAY_KEY_ENV, gatewayToken } from '../../src/contract/gatewayToken';
+import type { ModelUsage } from '../../src/contract/schemas';
 import { startFakeAnthropic, type FakeAnthropic, type FakeRequest } from '../fixtures/fakeAnthropic';
 import { bridgeAddress, eventually, execIn, startManager, waitForStatus, type RunningManager } from '../helpers/stack';
 

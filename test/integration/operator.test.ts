@@ -4,8 +4,8 @@
  * with the usual retention, its permit freed only once the container is gone, and a delete that
  * replies only then.
  */
-import { ClosedWorkflowSweep } from '../../src/closedWorkflowSweep';
-import { keys } from '../../src/keys';
+import { ClosedWorkflowSweep } from '../../src/manager/closedWorkflowSweep';
+import { keys } from '../../src/contract/keys';
 import { stateQuery } from '../../workflows/messages';
 import { containerExists, eventually, startManager, waitForStatus, type RunningManager } from '../helpers/stack';
 

@@ -6,7 +6,7 @@
  * What the test changes, and only that: `<id>` becomes the worker id the example created, the
  * request ids `demo-N` get a per-run suffix (a request id names its worker's workflow, which
  * Temporal keeps for a day), `redis-cli` and `wm` are shell functions pointing at this run's
- * private Redis and at dist/, and the TypeScript import of './src/client' points at the build.
+ * private Redis and at dist/, and the TypeScript import of './src/client/client' points at the build.
  * The private Redis is the local stack's, started by scripts/stack.sh's own start command (with
  * its password) on another port and data directory (test/helpers/stackRedis.ts); the README's
  * shell set-up (`source scripts/defaults.sh`) runs as written and gives every command its
@@ -188,8 +188,8 @@ describe('README examples, run as written', () => {
 
   test('"From TypeScript": the client example', async () => {
     const { code } = blocks.typescript!;
-    expect(code).toContain("from './src/client'");
-    const js = transformSync(code.replace("'./src/client'", JSON.stringify(path.join(ROOT, 'dist', 'src', 'client.js'))), { loader: 'ts', format: 'esm' }).code;
+    expect(code).toContain("from './src/client/client'");
+    const js = transformSync(code.replace("'./src/client/client'", JSON.stringify(path.join(ROOT, 'dist', 'src', 'client', 'client.js'))), { loader: 'ts', format: 'esm' }).code;
     const file = path.join(dir, 'example.mjs');
     writeFileSync(file, js);
     // Asynchronously: the manager serving it runs in this process.

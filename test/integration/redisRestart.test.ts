@@ -1,15 +1,15 @@
 /**
- * Per-worker Redis users across a Redis restart (src/redisAcl.ts): Redis keeps ACL users in memory
+ * Per-worker Redis users across a Redis restart (src/config/redisAcl.ts): Redis keeps ACL users in memory
  * only, so a crash used to leave every running worker unable to re-authenticate. On a Redis of its
  * own (default user behind a password, the manager on its minimal ACL, the append-only file on), killed with
  * SIGKILL and started again on the same data directory while a worker is RUNNING and a warm-pool
  * container waits: the manager re-creates both users, exactly as they were, and both work.
  */
 import { createHash } from 'node:crypto';
-import { LABELS } from '../../activities/docker';
-import { capacityPool } from '../../src/config';
-import { keys } from '../../src/keys';
-import { aclScope, envValue, poolAclUser, workerAclUser } from '../../src/redisAcl';
+import { LABELS } from '../../src/host/labels';
+import { capacityPool } from '../../src/config/config';
+import { keys } from '../../src/contract/keys';
+import { aclScope, envValue, poolAclUser, workerAclUser } from '../../src/config/redisAcl';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fakeAnthropic';
 import { AclRedis, runPrompt } from '../helpers/aclRedis';
 import { bridgeAddress, eventually, startManager, waitForStatus, type RunningManager } from '../helpers/stack';

@@ -3,8 +3,8 @@
  * Code against the fake API, collect the result, remove the worker. And statistics.
  */
 import { randomUUID } from 'node:crypto';
-import { workerIdForTask } from '../../src/ids';
-import { keys } from '../../src/keys';
+import { workerIdForTask } from '../../src/contract/ids';
+import { keys } from '../../src/contract/keys';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fakeAnthropic';
 import { bridgeAddress, containerExists, eventually, startManager, type RunningManager } from '../helpers/stack';
 

@@ -18,10 +18,10 @@ import { promisify } from 'node:util';
 import { Connection } from '@temporalio/client';
 import { NativeConnection } from '@temporalio/worker';
 import Redis from 'ioredis';
-import { loadConfig } from '../../src/config';
-import { redisOptionsFor, temporalConnectionOptions } from '../../src/connections';
-import { keys } from '../../src/keys';
-import { aclScope, envValue, workerAclUser } from '../../src/redisAcl';
+import { loadConfig } from '../../src/config/config';
+import { redisOptionsFor, temporalConnectionOptions } from '../../src/config/connections';
+import { keys } from '../../src/contract/keys';
+import { aclScope, envValue, workerAclUser } from '../../src/config/redisAcl';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fakeAnthropic';
 import { bridgeAddress, eventually, ROOT, startManager, waitForStatus, type RunningManager } from '../helpers/stack';
 

@@ -9,7 +9,7 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { chromium, type Browser, type Locator, type Page } from 'playwright-core';
-import { renderInstructions } from '../../src/instructions';
+import { renderInstructions } from '../../src/shared/instructions';
 import { eventually, ROOT, startManager, waitForStatus, type RunningManager } from '../helpers/stack';
 
 const UI_URL = process.env.TEMPORAL_UI_URL ?? 'http://localhost:8233';

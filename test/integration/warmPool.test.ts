@@ -4,12 +4,12 @@
  * limit, ignored by the orphan reaper while unclaimed, watched like any worker once claimed, and
  * removed when the manager stops.
  */
-import { LABELS } from '../../activities/docker';
+import { LABELS } from '../../src/host/labels';
 import { createImageActivities } from '../../activities/images';
-import { capacityPool } from '../../src/config';
-import { renderInstructions } from '../../src/instructions';
-import { keys } from '../../src/keys';
-import { reapOrphans } from '../../src/orphanReaper';
+import { capacityPool } from '../../src/config/config';
+import { renderInstructions } from '../../src/shared/instructions';
+import { keys } from '../../src/contract/keys';
+import { reapOrphans } from '../../src/manager/orphanReaper';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fakeAnthropic';
 import { bridgeAddress, containerExists, eventually, execIn, startManager, waitForStatus, type RunningManager } from '../helpers/stack';
 

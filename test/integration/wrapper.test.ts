@@ -3,7 +3,7 @@
  * Anthropic API: prompts from Redis in, contract output events out.
  */
 import { randomUUID } from 'node:crypto';
-import { keys } from '../../src/keys';
+import { keys } from '../../src/contract/keys';
 import { startFakeAnthropic, type FakeAnthropic, type FakeRequest } from '../fixtures/fakeAnthropic';
 import { bridgeAddress, containerExists, eventually, execIn, startManager, waitForStatus, type RunningManager } from '../helpers/stack';
 

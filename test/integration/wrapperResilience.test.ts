@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import Redis from 'ioredis';
-import { keys } from '../../src/keys';
+import { keys } from '../../src/contract/keys';
 import { PrivateRedis, readOutput, startHostWrapper, type HostWrapper } from '../helpers/hostWrapper';
 import { eventually } from '../helpers/stack';
 

@@ -12,9 +12,10 @@ import type { Client } from '@temporalio/client';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import type Docker from 'dockerode';
 import type Redis from 'ioredis';
-import { LABELS, workerIdOfContainer } from '../../activities/docker';
+import { LABELS, workerIdOfContainer } from '../../src/host/labels';
 import { containerExists } from '../helpers/stack';
-import { capacityQuery, semaphoreWorkflowId } from '../../workflows/messages';
+import { capacityQuery } from '../../workflows/messages';
+import { semaphoreWorkflowId } from '../../src/shared/ids';
 import { sleep } from './services';
 
 export interface AuditReport {

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
-import { parseEntry, type ParseResult } from '../../src/adapter';
-import { LIMITS } from '../../src/contract';
+import { parseEntry, type ParseResult } from '../../src/manager/commandAdapter';
+import { LIMITS } from '../../src/contract/schemas';
 
 const COMMANDS = ['create', 'delete', 'status', 'list'];
 const ENVELOPE = ['request_id', 'command', 'payload', 'reply_to'];

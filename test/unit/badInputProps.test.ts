@@ -6,12 +6,12 @@
  * What arrives inside real containers is checked end to end in test/integration/badInput.test.ts.
  */
 import fc from 'fast-check';
-import { parseEntry } from '../../src/adapter';
-import { WorkerManagerClient } from '../../src/client';
-import { loadConfig } from '../../src/config';
-import { CreatePayload, describeIssues, LIMITS, TaskPayload } from '../../src/contract';
-import { WorkerManagerError } from '../../src/errors';
-import { renderInstructions } from '../../src/instructions';
+import { parseEntry } from '../../src/manager/commandAdapter';
+import { WorkerManagerClient } from '../../src/client/client';
+import { loadConfig } from '../../src/config/config';
+import { CreatePayload, describeIssues, LIMITS, TaskPayload } from '../../src/contract/schemas';
+import { WorkerManagerError } from '../../src/contract/errors';
+import { renderInstructions } from '../../src/shared/instructions';
 import { decodeInputEntry, fieldsToMap } from '../../src/contract/codec';
 import { describeProblems } from '../../src/wrapper/input';
 

@@ -3,7 +3,7 @@
  * a fresh engine records no Gateway for the bridge it created itself, only the subnet.
  */
 import type Docker from 'dockerode';
-import { bridgeAddressOf, networkBridgeAddress } from '../../src/bridgeAddress';
+import { bridgeAddressOf, networkBridgeAddress } from '../../src/host/bridgeAddress';
 
 describe('bridgeAddressOf', () => {
   it("a fresh engine's default bridge (subnet, no Gateway): the subnet's first host address", () => {

@@ -7,13 +7,13 @@ import { randomUUID } from 'node:crypto';
 import { PassThrough } from 'node:stream';
 import { createColors } from 'picocolors';
 import { InvalidArgumentError } from 'commander';
-import { WorkerManagerError } from '../../src/errors';
+import { WorkerManagerError } from '../../src/contract/errors';
 import { EXIT, exitCodeFor } from '../../src/cli/exitCodes';
 import { errorJson, formatCapacity, formatError, formatEvent, formatWorkers, table, toOutputEvent } from '../../src/cli/format';
 import { createPayload, parseAgent, parseModules, parseStatus, parseWhole, taskPayload } from '../../src/cli/requests';
 import { connectFromEnv, runCli, type CliIO } from '../../src/cli/program';
-import { pageOf, type WorkerManagerClient } from '../../src/client';
-import { CreatePayload, ListCursor, ListPayload, TaskPayload, type StatusObject } from '../../src/contract';
+import { pageOf, type WorkerManagerClient } from '../../src/client/client';
+import { CreatePayload, ListCursor, ListPayload, TaskPayload, type StatusObject } from '../../src/contract/schemas';
 import { freePort } from '../helpers/ports';
 import { version } from '../../package.json';
 

@@ -27,7 +27,7 @@ import {
   type WarmIdentity,
 } from '../../src/contract/codec';
 import { statusFromHash, statusFromState } from '../../src/contract/status';
-import { LIFECYCLE_EVENTS, LIMITS, STATUS_FIELDS, TASK_STATUSES } from '../../src/contract';
+import { LIFECYCLE_EVENTS, LIMITS, STATUS_FIELDS, TASK_STATUSES } from '../../src/contract/schemas';
 import type { WorkerState } from '../../workflows/messages';
 
 const text = fc.string({ unit: 'grapheme', maxLength: 40 });

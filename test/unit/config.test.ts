@@ -1,4 +1,4 @@
-import { dockerTaskQueue, loadConfig } from '../../src/config';
+import { dockerTaskQueue, loadConfig } from '../../src/config/config';
 import { configError } from '../helpers/config';
 
 const KiB = 1024;

@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ConfigError, loadConfig } from '../../src/config';
+import { ConfigError, loadConfig } from '../../src/config/config';
 import {
   explainRedisError,
   managerRedisOptions,
@@ -10,7 +10,7 @@ import {
   redisOptionsFor,
   temporalConnectionOptions,
   workerRedisEnv,
-} from '../../src/connections';
+} from '../../src/config/connections';
 
 // The builders only pass PEM text on; real certificates are exercised by test/integration/tls.test.ts.
 const dir = mkdtempSync(path.join(os.tmpdir(), 'wm-conn-'));

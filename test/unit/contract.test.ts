@@ -10,7 +10,7 @@ import {
   REQUEST_ID_RE,
   TaskPayload,
   WorkerRef,
-} from '../../src/contract';
+} from '../../src/contract/schemas';
 
 const KiB = 1024;
 const UUID = '3f2b8c1e-9a4d-4e6f-8b7a-1c2d3e4f5a6b';

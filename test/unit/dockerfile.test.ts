@@ -1,4 +1,4 @@
-import { imageModules, PINNED, renderDockerfile, type DockerfileSpec } from '../../src/dockerfile';
+import { imageModules, PINNED, renderDockerfile, type DockerfileSpec } from '../../src/host/dockerfile';
 
 const base: DockerfileSpec = { baseImage: 'debian:bookworm-slim', agentType: 'CLAUDE', modules: [], extraCa: false };
 

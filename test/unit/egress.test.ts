@@ -5,10 +5,10 @@
  */
 import http from 'node:http';
 import net from 'node:net';
-import { loadConfig } from '../../src/config';
+import { loadConfig } from '../../src/config/config';
 import { configError } from '../helpers/config';
-import { EgressProxy, effectiveRules, egressContainerEnv, hostRuleSpecs, productHostPorts, workerNetworkName } from '../../src/egress';
-import { EgressAllowError, findAllowRule, parseAllowList } from '../../src/egressAllow';
+import { EgressProxy, effectiveRules, egressContainerEnv, hostRuleSpecs, productHostPorts, workerNetworkName } from '../../src/host/egress/gateway';
+import { EgressAllowError, findAllowRule, parseAllowList } from '../../src/host/egress/allowList';
 
 
 describe('parseAllowList', () => {

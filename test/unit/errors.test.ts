@@ -1,4 +1,4 @@
-import { toContractError, WorkerManagerError } from '../../src/errors';
+import { toContractError, WorkerManagerError } from '../../src/contract/errors';
 
 const systemError = (message: string, code: string) => Object.assign(new Error(message), { code });
 

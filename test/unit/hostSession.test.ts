@@ -1,4 +1,4 @@
-import { isUnderRoot } from '../../src/client';
+import { isUnderRoot } from '../../src/client/client';
 
 describe('isUnderRoot (host_session folders)', () => {
   const roots = ['/home/alice/.claude-sessions', '/srv/claude'];

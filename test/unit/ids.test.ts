@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
 import fc from 'fast-check';
-import { WorkerRef } from '../../src/contract';
-import { containerNameFor, legacyWorkerIdForTask, newRequestId, taskIdForRequest, workerIdForRequest, workerIdForTask, workflowIdFor } from '../../src/ids';
+import { WorkerRef } from '../../src/contract/schemas';
+import { legacyWorkerIdForTask, newRequestId, taskIdForRequest, workerIdForRequest, workerIdForTask } from '../../src/contract/ids';
+import { containerNameFor, workflowIdFor } from '../../src/shared/ids';
 
 /**
  * The worker-id namespace. Pinned here on purpose: changing it would give every in-flight request a

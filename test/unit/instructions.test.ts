@@ -1,5 +1,5 @@
 import fc from 'fast-check';
-import { instructionsFileName, renderInstructions } from '../../src/instructions';
+import { instructionsFileName, renderInstructions } from '../../src/shared/instructions';
 
 const HEADING = '## Allowed commands';
 

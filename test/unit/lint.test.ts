@@ -37,11 +37,11 @@ describe('lint config', () => {
   it('refuses activities, the zod contract and I/O clients at run time in a workflow, but allows them as types', async () => {
     const code = [
       "import { createDockerActivities } from '../activities/docker';",
-      "import { CreatePayload } from '../src/contract';",
+      "import { CreatePayload } from '../src/contract/schemas';",
       "import Redis from 'ioredis';",
       "import type { DockerActivities } from '../activities/docker';",
-      "import type { WorkerSpec } from '../src/contract';",
-      "import { ERROR_CODES } from '../src/errorCodes';",
+      "import type { WorkerSpec } from '../src/contract/schemas';",
+      "import { ERROR_CODES } from '../src/shared/errorCodes';",
       "import { proxyActivities } from '@temporalio/workflow';",
       "import { planGc } from './gcPlan';",
       '',
@@ -60,8 +60,8 @@ describe('lint config', () => {
   it('in a subfolder of workflows/, applies the same rule to paths written one folder further up, and allows workflow files above', async () => {
     const code = [
       "import { createDockerActivities } from '../../activities/docker';",
-      "import { CreatePayload } from '../../src/contract';",
-      "import { ERROR_CODES } from '../../src/errorCodes';",
+      "import { CreatePayload } from '../../src/contract/schemas';",
+      "import { ERROR_CODES } from '../../src/shared/errorCodes';",
       "import { stopSignal } from '../messages';",
       "import { start } from './start';",
       '',
@@ -91,7 +91,7 @@ describe('lint config', () => {
       expect.objectContaining({ ruleId: '@typescript-eslint/no-floating-promises', line: 4 }),
     ]);
     const manager = 'async function write(): Promise<void> {}\n\nexport function f(): void {\n  write();\n  void write();\n}\n';
-    expect(await problems('src/keys.ts', manager)).toEqual([
+    expect(await problems('src/contract/keys.ts', manager)).toEqual([
       expect.objectContaining({ ruleId: '@typescript-eslint/no-floating-promises', line: 4 }),
     ]);
   });

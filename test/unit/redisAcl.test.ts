@@ -1,4 +1,4 @@
-import { aclScope, openCredentials, poolAclRules, poolAclUser, sealCredentials, workerAclRules, workerAclUser } from '../../src/redisAcl';
+import { aclScope, openCredentials, poolAclRules, poolAclUser, sealCredentials, workerAclRules, workerAclUser } from '../../src/config/redisAcl';
 
 const ID = '0b7c5d3e-1f2a-4b3c-8d4e-5f6a7b8c9d0e';
 

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
-import { totalTokens, UsageMeter, usageFromHash, usageFromJson } from '../../src/usage';
-import { gatewayToken, tokenDigest } from '../../src/gatewayToken';
-import { Budget, CreatePayload, TaskPayload } from '../../src/contract';
+import { totalTokens, UsageMeter, usageFromHash, usageFromJson } from '../../src/contract/usage';
+import { gatewayToken, tokenDigest } from '../../src/contract/gatewayToken';
+import { Budget, CreatePayload, TaskPayload } from '../../src/contract/schemas';
 
 const event = (name: string, data: unknown) => `event: ${name}\ndata: ${JSON.stringify(data)}\n\n`;
 

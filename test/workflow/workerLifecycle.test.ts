@@ -13,8 +13,9 @@ import { createCapacityActivities } from '../../activities/capacity';
 import type { DockerActivities } from '../../activities/docker';
 import type { ImageActivities } from '../../activities/images';
 import type { RedisActivities, StatusUpdate } from '../../activities/redis';
-import type { WorkerSpec } from '../../src/contract';
-import { capacityQuery, semaphoreWorkflowId, stateQuery, stopSignal, wakeSignal, WorkerStatusKey } from '../../workflows/messages';
+import type { WorkerSpec } from '../../src/contract/schemas';
+import { capacityQuery, stateQuery, stopSignal, wakeSignal, WorkerStatusKey } from '../../workflows/messages';
+import { semaphoreWorkflowId } from '../../src/shared/ids';
 import type { workerLifecycle } from '../../workflows/workerLifecycle';
 import { eventually, ROOT, startWorkflowWorker } from '../helpers/stack';
 

@@ -2,7 +2,7 @@
  * The end of every worker, whatever ended it: the container stopped (grace period) and removed,
  * the permit given back, then STOPPED with the stop's reason or FAILED with the failure's.
  */
-import type { TaskResult, WorkerOutcome } from '../../src/contract';
+import type { TaskResult, WorkerOutcome } from '../../src/contract/schemas';
 import type { Failure } from './failures';
 import { now, type WorkerLife } from './life';
 

@@ -1,7 +1,7 @@
 /** Why a worker failed, as a code from the contract and a reason a person can act on. */
 import { ActivityFailure, ApplicationFailure, TimeoutFailure } from '@temporalio/workflow';
-import type { ErrorCode } from '../../src/contract';
-import { ERROR_CODES } from '../../src/errorCodes';
+import type { ErrorCode } from '../../src/contract/schemas';
+import { ERROR_CODES } from '../../src/shared/errorCodes';
 import type { WorkerLife } from './life';
 
 export interface Failure {

@@ -10,9 +10,10 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { StatusUpdate } from '../../activities/redis';
-import type { LifecycleEvent, TaskResult, WorkerSpec, WorkerStatus } from '../../src/contract';
+import type { LifecycleEvent, TaskResult, WorkerSpec, WorkerStatus } from '../../src/contract/schemas';
 import type { WorkerActivities } from '../activityOptions';
-import { releaseSignal, semaphoreWorkflowId, WorkerStatusKey, type ContainerExit, type WorkerState } from '../messages';
+import { semaphoreWorkflowId } from '../../src/shared/ids';
+import { releaseSignal, WorkerStatusKey, type ContainerExit, type WorkerState } from '../messages';
 
 export const now = () => new Date().toISOString();
 

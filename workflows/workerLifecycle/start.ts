@@ -3,7 +3,7 @@
  * instructions and its wrapper ready (a stop interrupts any of it), then the initial prompt.
  */
 import { ApplicationFailure, CancellationScope, condition } from '@temporalio/workflow';
-import { instructionsFileName, renderInstructions } from '../../src/instructions';
+import { instructionsFileName, renderInstructions } from '../../src/shared/instructions';
 import { now, type WorkerLife } from './life';
 
 /** "812 B", "12 KiB": sizes in the activity summaries the Temporal UI shows. */

@@ -1,6 +1,6 @@
 /** `wm create`: start a worker; with --wait, until it is RUNNING (or has failed). */
-import type { StatusObject } from '../../contract';
-import { WorkerManagerError } from '../../errors';
+import type { StatusObject } from '../../contract/schemas';
+import { WorkerManagerError } from '../../contract/errors';
 import { addWaitOptions, bounded, waitForWorker, withSpinner, type Cli, type WaitOptions } from '../actions';
 import { EXIT } from '../exitCodes';
 import { colourStatus, formatError } from '../format';

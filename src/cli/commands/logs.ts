@@ -1,6 +1,6 @@
 /** `wm logs`: a worker's output stream, the backlog and, with --follow, what comes. */
-import { toContractError } from '../../errors';
-import { keys } from '../../keys';
+import { toContractError } from '../../contract/errors';
+import { keys } from '../../contract/keys';
 import { followOutput, type Cli } from '../actions';
 import { EXIT } from '../exitCodes';
 import { formatEvent, toOutputEvent, type OutputEvent } from '../format';

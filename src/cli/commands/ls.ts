@@ -1,6 +1,6 @@
 /** `wm ls`: the workers Redis holds, a page at a time. */
 import { Option } from 'commander';
-import { LIST_PAGE_MAX, type WorkerStatus } from '../../contract';
+import { LIST_PAGE_MAX, type WorkerStatus } from '../../contract/schemas';
 import type { Cli } from '../actions';
 import { EXIT } from '../exitCodes';
 import { formatWorkers } from '../format';

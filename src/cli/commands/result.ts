@@ -1,6 +1,6 @@
 /** `wm result`: a headless task's result, waiting while it runs. */
 import type { Spinner } from 'nanospinner';
-import type { TaskResult } from '../../contract';
+import type { TaskResult } from '../../contract/schemas';
 import { bounded, withSpinner, type Cli, type Ctx } from '../actions';
 import { EXIT, type ExitCode } from '../exitCodes';
 

@@ -1,8 +1,8 @@
 /** `wm send`: a prompt to a worker; with --wait, its task's output as it comes, until it completes. */
-import type { TaskResult } from '../../contract';
+import type { TaskResult } from '../../contract/schemas';
 import { TaskResultReader } from '../../contract/taskResult';
-import { toContractError, WorkerManagerError } from '../../errors';
-import { keys } from '../../keys';
+import { toContractError, WorkerManagerError } from '../../contract/errors';
+import { keys } from '../../contract/keys';
 import { addTaskTimeoutOption, addWaitOptions, bounded, followOutput, type Cli, type WaitOptions } from '../actions';
 import { EXIT } from '../exitCodes';
 import { formatError, formatEvent } from '../format';

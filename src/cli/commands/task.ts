@@ -1,5 +1,5 @@
 /** `wm task`: a headless task, a worker that runs one prompt and is removed; with --wait, its result. */
-import type { TaskResult } from '../../contract';
+import type { TaskResult } from '../../contract/schemas';
 import { addTaskTimeoutOption, addWaitOptions, bounded, sleep, startingText, withSpinner, type Cli, type WaitOptions } from '../actions';
 import { EXIT } from '../exitCodes';
 import { taskPayload } from '../requests';

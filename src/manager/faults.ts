@@ -1,0 +1,28 @@
+/**
+ * Fault-injection points for the reliability suite (`npm run reliability`, test/reliability/).
+ * Inert unless the environment variable WM_FAULT_INJECT names a point (`<point>[:<command>]`):
+ * then the process kills itself with SIGKILL when it reaches that point (while serving a command
+ * of that name, when one is given), as a crash at that exact moment would. A manager
+ * restarted without the variable carries on from there. Never set it in production.
+ *
+ * The named points:
+ * - `during-image-build`     the docker build has started (activities/images.ts buildImage)
+ * - `after-container-create` the container exists but is not started (activities/docker.ts createContainer)
+ * - `during-write-instructions` just before CLAUDE.md / AGENTS.md is uploaded (activities/docker.ts writeFile,
+ *                             run alongside the start by launchContainer)
+ * - `during-delete`          the container is stopped but not yet removed (activities/docker.ts removeContainer)
+ * - `adapter-after-read`     a valid command entry is read and parsed, nothing done yet (commandAdapter.ts;
+ *                             test/integration/adapterCrash.test.ts)
+ * - `adapter-before-reply`   the command ran, its reply and acknowledgement are not written (commandAdapter.ts)
+ */
+export const FAULT_POINTS = ['during-image-build', 'after-container-create', 'during-write-instructions', 'during-delete', 'adapter-after-read', 'adapter-before-reply'] as const;
+export type FaultPoint = (typeof FAULT_POINTS)[number];
+
+export function faultPoint(name: FaultPoint, command?: string): void {
+  const spec = process.env.WM_FAULT_INJECT;
+  if (!spec) return;
+  const [at, only] = spec.split(':');
+  if (at !== name || (only && only !== command)) return;
+  process.stderr.write(`worker-manager: fault injection: SIGKILL at ${name}\n`);
+  process.kill(process.pid, 'SIGKILL');
+}

@@ -1,0 +1,67 @@
+/**
+ * Removes containers labelled as workers of ours whose workflow is not running (it was
+ * terminated by an operator, or its history is gone): nothing else would ever remove them.
+ * Run at manager start and periodically.
+ *
+ * Only containers labelled with this deployment's task queue are considered: a Docker engine may
+ * run the workers of several deployments (a staging and a production manager, the test suites),
+ * each with its own Temporal server or namespace, and one must never remove another's workers.
+ * (Containers made before the label existed carry none and are left alone.)
+ *
+ * With per-worker Redis users (src/config/redisAcl.ts), this deployment's users whose worker's workflow
+ * is not running are deleted too: a worker that ended while no manager watched keeps none.
+ */
+import { WorkflowNotFoundError, type Client } from '@temporalio/client';
+import type Docker from 'dockerode';
+import { LABELS, workerIdOfContainer } from '../host/labels';
+import type { Log } from '../shared/log';
+import { workflowIdFor } from '../shared/ids';
+import type { RedisAcl } from '../config/redisAcl';
+
+export interface ReapReport {
+  removed: { container: string; worker_id: string; why: string }[];
+  kept: number;
+  /** Redis users deleted (per-worker ACL). */
+  users: { worker_id: string; why: string }[];
+}
+
+/** Why a worker's resources are orphans, or undefined while its workflow runs. */
+async function whyOrphaned(temporal: Client, workerId: string): Promise<string | undefined> {
+  try {
+    const d = await temporal.workflow.getHandle(workflowIdFor(workerId)).describe();
+    return d.status.name === 'RUNNING' ? undefined : `its workflow is ${d.status.name}`;
+  } catch (err) {
+    if (!(err instanceof WorkflowNotFoundError)) throw err;
+    return 'it has no workflow';
+  }
+}
+
+export async function reapOrphans(docker: Docker, temporal: Client, log: Log, taskQueue: string, acl?: RedisAcl): Promise<ReapReport> {
+  const report: ReapReport = { removed: [], kept: 0, users: [] };
+  const containers = await docker.listContainers({ all: true, filters: { label: [`${LABELS.managed}=true`, `${LABELS.taskQueue}=${taskQueue}`] } });
+  for (const c of containers) {
+    // Workers only: unclaimed warm-pool containers belong to their pool (src/host/warmPool.ts).
+    const workerId = workerIdOfContainer(c.Labels, c.Names[0]);
+    if (!workerId) continue;
+    const why = await whyOrphaned(temporal, workerId);
+    if (!why) {
+      report.kept++;
+      continue;
+    }
+    try {
+      await docker.getContainer(c.Id).remove({ force: true, v: true });
+      report.removed.push({ container: c.Names[0]?.replace(/^\//, '') ?? c.Id, worker_id: workerId, why });
+      log.warn('removed an orphaned worker container', { container: c.Names[0], worker_id: workerId, why });
+    } catch (err) {
+      if ((err as { statusCode?: number }).statusCode !== 404) throw err;
+    }
+  }
+  for (const workerId of (await acl?.workerIds()) ?? []) {
+    const why = await whyOrphaned(temporal, workerId);
+    if (!why) continue;
+    await acl!.removeWorker(workerId);
+    report.users.push({ worker_id: workerId, why });
+    log.warn('removed the Redis user of a worker that is gone', { worker_id: workerId, why });
+  }
+  return report;
+}
