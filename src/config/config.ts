@@ -10,7 +10,8 @@ import { connectionProblems, shownValue } from './connections';
 import { LIMITS, parseMemory } from '../contract/schemas';
 import { egressConfigProblems, parseAllowList } from '../host/egress/allowList';
 
-const ROOT = path.resolve(__dirname, '..', __dirname.includes(`${path.sep}dist${path.sep}`) ? '..' : '');
+// The repository root, from src/config/ (ts-jest) or dist/src/config/ (the build).
+const ROOT = path.resolve(__dirname, '..', '..', __dirname.includes(`${path.sep}dist${path.sep}`) ? '..' : '');
 
 const int = (def: number, min = 1, max = Infinity) =>
   z.coerce.number().int(`must be a whole number`).min(min, `must be at least ${min}`).max(max, `must be at most ${max}`).default(def);

@@ -1,3 +1,4 @@
+import path from 'node:path';
 import { dockerTaskQueue, loadConfig } from '../../src/config/config';
 import { configError } from '../helpers/config';
 
@@ -8,6 +9,10 @@ const GiB = 1024 * MiB;
 
 describe('loadConfig defaults', () => {
   const c = loadConfig({});
+
+  it("finds the wrapper bundle in the repository's dist/, wherever the config module lives", () => {
+    expect(c.WRAPPER_BUNDLE).toBe(path.resolve(__dirname, '../../dist/wrapper/wrapper.js'));
+  });
 
   it('applies the documented defaults when nothing is set', () => {
     expect(c.TEMPORAL_ADDRESS).toBe('127.0.0.1:7233');
