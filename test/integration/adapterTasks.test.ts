@@ -6,35 +6,32 @@
  * A private Redis keeps other adapters on the shared one from taking these commands.
  */
 import { randomUUID } from 'node:crypto';
-import Redis from 'ioredis';
-import { CommandAdapter } from '../../src/manager/commandAdapter';
+import type { Manager } from '../../src/manager/createManager';
 import { workerIdForTask } from '../../src/contract/ids';
 import { CONSUMER_GROUP, keys } from '../../src/contract/keys';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fakeAnthropic';
 import { PrivateRedis } from '../helpers/hostWrapper';
-import { bridgeAddress, eventually, startManager, type RunningManager } from '../helpers/stack';
+import { adapterOnlyManager, bridgeAddress, eventually, startManager, type RunningManager } from '../helpers/stack';
 
 const TASKS = 50;
 const REPLY = 'worker:responses:adapter-tasks';
-const silent = { info() {}, warn() {}, error() {} };
 
 describe('tasks through the adapter', () => {
   const redisServer = new PrivateRedis(['127.0.0.1', bridgeAddress()]);
   let fake: FakeAnthropic;
   let m: RunningManager;
-  const adapters: { adapter: CommandAdapter; blocking: Redis }[] = [];
+  const adapters: Manager[] = [];
   const consumer = `tasks-${randomUUID().slice(0, 8)}`;
   const run = randomUUID().slice(0, 8);
   const tasks = Array.from({ length: TASKS }, (_, i) => ({ requestId: `task-${run}-${i}`, taskId: `t-${run}-${i}` }));
   /** Ends the tasks (their workers), so that their waits end too. */
   const deleteTasks = () => Promise.allSettled(tasks.map((t) => m.client.delete(workerIdForTask(t.taskId))));
 
-  /** An adapter with 4 command slots, far fewer than the tasks. */
-  function startAdapter(): CommandAdapter {
-    const blocking = new Redis(redisServer.url, { maxRetriesPerRequest: null });
-    const adapter = new CommandAdapter({ client: m.client, redis: m.redis, blockingRedis: blocking, consumer, concurrency: 4, log: silent, blockMs: 200 });
-    adapter.start();
-    adapters.push({ adapter, blocking });
+  /** A manager serving only commands, with 4 command slots (ADAPTER_CONCURRENCY), far fewer than the tasks. */
+  async function startAdapter(): Promise<Manager> {
+    const adapter = await adapterOnlyManager(m, consumer, { blockMs: 200 });
+    await adapter.start();
+    adapters.push(adapter);
     return adapter;
   }
 
@@ -48,14 +45,14 @@ describe('tasks through the adapter', () => {
       ANTHROPIC_BASE_URL: fake.url,
       ANTHROPIC_API_KEY: 'test',
       MAX_CONCURRENT_WORKERS: '1',
+      ADAPTER_CONCURRENCY: '4',
     });
   });
   afterAll(async () => {
     // Stop reading first, so that no task starts after the deletes.
-    const stopped = Promise.all(adapters.map(({ adapter }) => adapter.stop()));
+    const stopped = Promise.all(adapters.map((a) => a.stop()));
     if (m) await deleteTasks();
     await stopped;
-    for (const { blocking } of adapters) blocking.disconnect();
     await m?.stop();
     await fake?.close();
     await redisServer.stop();
@@ -74,7 +71,7 @@ describe('tasks through the adapter', () => {
   }
 
   test('50 running tasks do not delay a status reply; a restarted adapter answers each task once', async () => {
-    const first = startAdapter();
+    const first = await startAdapter();
     const entryIds: string[] = [];
     for (const t of tasks) entryIds.push(await send(t.requestId, 'task', { agent_type: 'CLAUDE', prompt: 'take your time', task_id: t.taskId }));
 
@@ -95,7 +92,7 @@ describe('tasks through the adapter', () => {
 
     // Stopping leaves the waits to the next adapter (same consumer: it re-reads its pending entries).
     await first.stop();
-    startAdapter();
+    await startAdapter();
     await deleteTasks();
     const all = await eventually('a reply to every task', async () => {
       const r = await replies();
