@@ -154,10 +154,12 @@ describe('wm CLI against the real stack', () => {
 
   test('ls --limit and --cursor page through the workers, each once, in order', async () => {
     const place = (w: { created_at: string; worker_id: string }) => `${w.created_at} ${w.worker_id}`;
+    // Two workers at least, whatever else this Redis holds (on a fresh machine, only this suite's).
+    expect((await wmJson('create', '--agent', 'claude')).code).toBe(0);
     const first = await wmJson('ls', '--all', '--limit', '1');
     expect(first.code).toBe(0);
     expect(first.json.workers).toHaveLength(1);
-    expect(first.json.next_cursor).toEqual(expect.any(String)); // this suite's worker at least is still there
+    expect(first.json.next_cursor).toEqual(expect.any(String));
     const second = await wmJson('ls', '--all', '--limit', '1', '--cursor', first.json.next_cursor);
     expect(second.json.workers).toHaveLength(1);
     expect(place(second.json.workers[0]) > place(first.json.workers[0])).toBe(true);
