@@ -15,7 +15,7 @@ import Docker from 'dockerode';
 import Redis from 'ioredis';
 import { CommandAdapter, type AdapterOptions } from './commandAdapter';
 import { type Log } from '../shared/log';
-import { WorkerManagerClient } from '../client/client';
+import { reportUsage, WorkerManagerClient } from '../client/client';
 import { dockerTaskQueue, type Config } from '../config/config';
 import { managerRedisOptions, redactUrl, temporalConnectionOptions, waitForRedis } from '../config/connections';
 import { ClosedWorkflowSweep } from './closedWorkflowSweep';
@@ -155,7 +155,15 @@ export class Manager {
       this.log.warn("Redis admits clients without credentials (its default user): a worker can bypass its own ACL user; give Redis's default user a password (see README, Security model)");
     }
     // The model gateway first: its port (MODEL_GATEWAY_PORT) is one the egress host rules let through.
-    if (parts('modelGateway')) this.modelGateway = await startModelGateway({ config, docker: this.docker, redis: this.redis, log: log('model-gateway') });
+    if (parts('modelGateway')) {
+      this.modelGateway = await startModelGateway({
+        config,
+        docker: this.docker,
+        redis: this.redis,
+        log: log('model-gateway'),
+        onTaskEnd: async (workerId, usage) => void (await reportUsage(this.temporal, workerId, usage)),
+      });
+    }
     // The egress allow-list's network, host rules and proxy, before any worker can be created.
     if (parts('egress')) this.egress = await startEgressGateway({ config, docker: this.docker, log: log('egress') });
     await this.warmPool?.start();

@@ -115,7 +115,12 @@ describe('model gateway: the real CLIs reach the model API only through the mana
     // Usage: what the fake reported (12 input and 20 output tokens per reply), per task, worker and in total.
     const expected: ModelUsage = { requests: mine.length, input_tokens: 12 * mine.length, output_tokens: 20 * mine.length, cache_read_input_tokens: 0, cache_creation_input_tokens: 0 };
     expect(done.usage).toEqual(expected);
+    // The status hash has the totals by the time task_completed is out (the gateway copies them at the task's end).
     expect((await m.client.status(id)).usage).toEqual(expected);
+    // And the Temporal UI's current details of the worker's workflow show them (one signal per task).
+    const line = `model usage: ${expected.requests} requests · tokens ${expected.input_tokens} input, ${expected.output_tokens} output, 0 cache read, 0 cache write`;
+    const details = async () => (await m.temporal.workflow.getHandle(`worker-${id}`).query<{ currentDetails?: string }>('__temporal_workflow_metadata')).currentDetails ?? '';
+    await eventually('the usage in the current details', async () => (await details()).includes(line));
     const statsAfter = (await m.client.stats()).usage; // shared Redis: other tests may add to it too
     expect(statsAfter.requests - statsBefore.requests).toBeGreaterThanOrEqual(expected.requests);
     expect(statsAfter.output_tokens - statsBefore.output_tokens).toBeGreaterThanOrEqual(expected.output_tokens);
@@ -143,6 +148,8 @@ describe('model gateway: the real CLIs reach the model API only through the mana
     await m.client.delete(id);
     const refused = await post(`${gateway}/v1/messages`, { 'x-api-key': token }, MESSAGE);
     expect(refused.status).toBe(401);
+    // The final status counts the request made outside any task too.
+    expect((await m.client.status(id)).usage).toEqual({ ...expected, requests: expected.requests + 1, input_tokens: expected.input_tokens + 12, output_tokens: expected.output_tokens + 20 });
     expect(JSON.parse(refused.body)).toMatchObject({ type: 'error', error: { type: 'authentication_error' } });
     expect((await post(`${gateway}/v1/messages`, { authorization: `Bearer ${token}` }, MESSAGE)).status).toBe(401);
 
