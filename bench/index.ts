@@ -22,7 +22,7 @@ import { managerRedisOptions, temporalConnectionOptions, workerRedisEnv } from '
 import { keys } from '../src/contract/keys';
 import { createManager, type Manager } from '../src/manager/createManager';
 import { RedisAcl } from '../src/config/redisAcl';
-import { grantToken, ModelGateway, revokeToken } from '../src/host/modelGateway';
+import { GatewayTokens, ModelGateway } from '../src/host/modelGateway';
 import { GATEWAY_KEY_ENV, gatewayToken } from '../src/contract/gatewayToken';
 import http from 'node:http';
 import { startFakeAnthropic } from '../test/fixtures/fakeAnthropic';
@@ -613,7 +613,8 @@ async function gatewayOverhead(config: Config): Promise<void> {
   const port = await gateway.listen('127.0.0.1', 0);
   const workerId = randomUUID();
   const key = 'bench-gateway-key';
-  await grantToken(redis, { Config: { Env: [`${GATEWAY_KEY_ENV}=${key}`] } as Docker.ContainerInspectInfo['Config'] }, { workerId, agentType: 'CLAUDE' });
+  const tokens = new GatewayTokens(redis, 'bench');
+  await tokens.grant({ Config: { Env: [`${GATEWAY_KEY_ENV}=${key}`] } as Docker.ContainerInspectInfo['Config'] }, { workerId, agentType: 'CLAUDE' });
   const token = gatewayToken(key, workerId);
   const body = JSON.stringify({ model: 'bench', stream: true, max_tokens: 64, messages: [{ role: 'user', content: 'hello' }] });
   const agent = new http.Agent({ keepAlive: true });
@@ -645,7 +646,7 @@ async function gatewayOverhead(config: Config): Promise<void> {
     agent.destroy();
     await gateway.close();
     await fake.close();
-    await revokeToken(redis, workerId);
+    await tokens.revoke(workerId);
     await redis.del(keys.usage(workerId));
     redis.disconnect();
   }

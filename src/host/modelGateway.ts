@@ -60,22 +60,52 @@ export function agentEnv(config: Config, spec: Pick<WorkerSpec, 'agentType' | 'a
 }
 
 /**
- * Registers the token of a worker's container (derived from the key in its environment) for the
- * worker. Idempotent: the same container always yields the same token. A container without a
- * key (its agent does not use the gateway) registers nothing.
+ * The tokens one deployment registered (its scope: src/config/redisAcl.ts's aclScope, from the
+ * Temporal namespace and task queue), indexed so that the orphan reaper finds the tokens of
+ * workers that ended while no manager watched, and never another deployment's.
  */
-export async function grantToken(redis: Redis, info: Pick<Docker.ContainerInspectInfo, 'Config'>, spec: Pick<WorkerSpec, 'workerId' | 'agentType' | 'budget'>): Promise<void> {
-  const key = info.Config?.Env?.find((e) => e.startsWith(`${GATEWAY_KEY_ENV}=`))?.slice(GATEWAY_KEY_ENV.length + 1);
-  if (!key) return;
-  const digest = tokenDigest(gatewayToken(key, spec.workerId));
-  const grant: GatewayGrant = { worker_id: spec.workerId, agent_type: spec.agentType, ...(spec.budget ? { budget: spec.budget } : {}) };
-  await redis.multi().set(keys.gatewayToken(digest), JSON.stringify(grant)).set(keys.gatewayGrant(spec.workerId), digest).exec();
-}
+export class GatewayTokens {
+  private readonly index: string;
 
-/** Revokes the worker's token: the gateway refuses it from the next request on. */
-export async function revokeToken(redis: Redis, workerId: string): Promise<void> {
-  const digest = await redis.get(keys.gatewayGrant(workerId));
-  await redis.del(...(digest ? [keys.gatewayToken(digest)] : []), keys.gatewayGrant(workerId));
+  constructor(
+    private readonly redis: Redis,
+    scope: string,
+  ) {
+    this.index = keys.gatewayWorkers(scope);
+  }
+
+  /**
+   * Registers the token of a worker's container (derived from the key in its environment) for the
+   * worker. Idempotent: the same container always yields the same token. A container without a
+   * key (its agent does not use the gateway) registers nothing.
+   */
+  async grant(info: Pick<Docker.ContainerInspectInfo, 'Config'>, spec: Pick<WorkerSpec, 'workerId' | 'agentType' | 'budget'>): Promise<void> {
+    const key = info.Config?.Env?.find((e) => e.startsWith(`${GATEWAY_KEY_ENV}=`))?.slice(GATEWAY_KEY_ENV.length + 1);
+    if (!key) return;
+    const digest = tokenDigest(gatewayToken(key, spec.workerId));
+    const grant: GatewayGrant = { worker_id: spec.workerId, agent_type: spec.agentType, ...(spec.budget ? { budget: spec.budget } : {}) };
+    await this.redis
+      .multi()
+      .sadd(this.index, spec.workerId)
+      .set(keys.gatewayToken(digest), JSON.stringify(grant))
+      .set(keys.gatewayGrant(spec.workerId), digest)
+      .exec();
+  }
+
+  /** Revokes the worker's token: the gateway refuses it from the next request on. */
+  async revoke(workerId: string): Promise<void> {
+    const digest = await this.redis.get(keys.gatewayGrant(workerId));
+    await this.redis
+      .multi()
+      .del(...(digest ? [keys.gatewayToken(digest)] : []), keys.gatewayGrant(workerId))
+      .srem(this.index, workerId)
+      .exec();
+  }
+
+  /** The workers of this deployment with a registered token. */
+  workerIds(): Promise<string[]> {
+    return this.redis.smembers(this.index);
+  }
 }
 
 /**

@@ -22,10 +22,10 @@ import { ClosedWorkflowSweep } from './closedWorkflowSweep';
 import { ContainerWatcher } from './containerWatcher';
 import { startEgressGateway } from '../host/egress/gateway';
 import { keys } from '../contract/keys';
-import { startModelGateway, type ModelGateway } from '../host/modelGateway';
+import { GatewayTokens, startModelGateway, type ModelGateway } from '../host/modelGateway';
 import { createLog } from './log';
 import { reapOrphans } from './orphanReaper';
-import { createRedisAcl, type RedisAcl } from '../config/redisAcl';
+import { aclScope, createRedisAcl, type RedisAcl } from '../config/redisAcl';
 import { ensureImageGcSchedule } from './schedules';
 import { imageGcScheduleId } from '../shared/ids';
 import { WakeWatcher } from './wakeWatcher';
@@ -237,7 +237,8 @@ export class Manager {
   private async reap(): Promise<void> {
     const log = this.p.log('reaper');
     try {
-      const r = await reapOrphans(this.docker, this.temporal, log, this.config.TEMPORAL_TASK_QUEUE, this.p.acl);
+      const tokens = new GatewayTokens(this.redis, aclScope(this.config));
+      const r = await reapOrphans(this.docker, this.temporal, log, this.config.TEMPORAL_TASK_QUEUE, this.p.acl, tokens);
       if (r.removed.length) log.info('orphan sweep', { removed: r.removed.length, kept: r.kept });
     } catch (err) {
       log.warn('orphan sweep failed', { error: (err as Error).message });
