@@ -227,6 +227,15 @@ export class Manager {
 
   private readonly restoreAclUsers = async (): Promise<void> => {
     try {
+      const n = await this.p.acl!.adoptUnrecorded();
+      if (n) this.log.info('per-worker Redis users recorded for re-creation after a Redis restart', { users: n });
+    } catch (err) {
+      this.log.warn(
+        "could not record the per-worker Redis users that predate their record (those workers could not re-authenticate after a Redis restart): the manager's Redis user needs ACL GETUSER (README, Secure connections)",
+        { error: String(err) },
+      );
+    }
+    try {
       const n = await this.p.acl!.restore();
       if (n) this.log.info('per-worker Redis users re-applied', { users: n });
     } catch (err) {
