@@ -21,7 +21,7 @@ import { capacityPool, loadConfig, type Config } from '../src/config/config';
 import { managerRedisOptions, temporalConnectionOptions, workerRedisEnv } from '../src/config/connections';
 import { keys } from '../src/contract/keys';
 import { createManager, type Manager } from '../src/manager/createManager';
-import { RedisAcl } from '../src/config/redisAcl';
+import { createRedisAcl, credentialEnv, RedisAcl } from '../src/config/redisAcl';
 import { GatewayTokens, ModelGateway } from '../src/host/modelGateway';
 import { GATEWAY_KEY_ENV, gatewayToken } from '../src/contract/gatewayToken';
 import http from 'node:http';
@@ -222,19 +222,27 @@ async function rawDockerStart(docker: Docker, redis: Redis, cfg: Config, image: 
     nanoCpus: Math.round(cfg.WORKER_CPU_LIMIT * 1e9),
     modules: [],
   };
+  // Its own Redis user, as a worker has (Redis admits no one without credentials): made before
+  // the clock starts, since the baseline is Docker's part alone.
+  const acl = createRedisAcl(redis, cfg);
+  const creds = await acl?.grantWorker(id);
   const t0 = performance.now();
-  const c = await docker.createContainer({
-    name: `bench-raw-${id}`,
-    ...containerOptions(cfg, spec, image),
-    Env: [`WORKER_ID=${id}`, ...workerEnv(cfg, spec)],
-    Labels: { 'com.codegen.bench': 'true' },
-  });
-  await c.start();
-  await until('raw wrapper ready', async () => (await redis.exists(keys.heartbeat(id))) === 1);
-  const ms = performance.now() - t0;
-  await c.remove({ force: true });
-  await redis.del(keys.heartbeat(id), keys.output(id), keys.inputCursor(id));
-  return ms;
+  let c: Docker.Container | undefined;
+  try {
+    c = await docker.createContainer({
+      name: `bench-raw-${id}`,
+      ...containerOptions(cfg, spec, image),
+      Env: [`WORKER_ID=${id}`, ...workerEnv(cfg, spec), ...(creds ? credentialEnv(creds) : [])],
+      Labels: { 'com.codegen.bench': 'true' },
+    });
+    await c.start();
+    await until('raw wrapper ready', async () => (await redis.exists(keys.heartbeat(id))) === 1);
+    return performance.now() - t0;
+  } finally {
+    await c?.remove({ force: true });
+    await acl?.removeWorker(id);
+    await redis.del(keys.heartbeat(id), keys.output(id), keys.inputCursor(id));
+  }
 }
 
 /**
