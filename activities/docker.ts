@@ -9,7 +9,7 @@ import type Redis from 'ioredis';
 import { pack } from 'tar-stream';
 import type { Config } from '../src/config/config';
 import { redactUrl } from '../src/config/connections';
-import { createRedisAcl, credentialEnv, envValue, type RedisCredentials } from '../src/config/redisAcl';
+import { aclScope, createRedisAcl, credentialEnv, envValue, type RedisCredentials } from '../src/config/redisAcl';
 import { keys } from '../src/contract/keys';
 import type { WorkerSpec } from '../src/contract/schemas';
 import { createWorkerContainer, workerEnv, workerIpAddress } from '../src/host/container';
@@ -17,7 +17,7 @@ import { statusCode } from '../src/host/dockerStatus';
 import { EgressSetupError } from '../src/host/egress/gateway';
 import { LABELS } from '../src/host/labels';
 import { logTail } from '../src/host/logs';
-import { grantToken, revokeToken } from '../src/host/modelGateway';
+import { GatewayTokens } from '../src/host/modelGateway';
 import { deliverIdentity, poolKeys, poolSlotOf, type WarmImage, type WarmPool } from '../src/host/warmPool';
 import { faultPoint } from '../src/manager/faults';
 import { containerNameFor } from '../src/shared/ids';
@@ -48,6 +48,7 @@ async function inspectByName(docker: Docker, name: string): Promise<Docker.Conta
 export function createDockerActivities(deps: DockerDeps) {
   const { config, docker, redis, warmPool } = deps;
   const acl = createRedisAcl(redis, config); // undefined with WORKER_REDIS_ACL=shared
+  const tokens = new GatewayTokens(redis, aclScope(config));
 
   async function lastLogLines(containerId: string): Promise<string> {
     try {
@@ -206,7 +207,7 @@ export function createDockerActivities(deps: DockerDeps) {
       const containerId = launched.containerId;
       await Promise.all([
         // The model gateway accepts the worker's token from here until removeContainer.
-        docker.getContainer(containerId).inspect().then((info) => grantToken(redis, info, spec)),
+        docker.getContainer(containerId).inspect().then((info) => tokens.grant(info, spec)),
         steps.waitForWrapper({ workerId: spec.workerId, containerId, timeoutS: spec.readyTimeoutS, pollMs: launched.warm ? 2 : 10 }),
       ]);
       // Its heartbeat is written as the worker's user: the wrapper has re-authenticated both
@@ -239,7 +240,7 @@ export function createDockerActivities(deps: DockerDeps) {
     async removeContainer(input: { workerId: string; graceSeconds: number }): Promise<{ removed: boolean }> {
       const name = containerNameFor(input.workerId);
       const c = docker.getContainer(name);
-      await revokeToken(redis, input.workerId); // first: a stopping worker's agent gets no more model calls
+      await tokens.revoke(input.workerId); // first: a stopping worker's agent gets no more model calls
       const gone = async (removed: boolean) => {
         await acl?.removeWorker(input.workerId);
         return { removed };

@@ -8,6 +8,7 @@ import type { LifecycleEvent, StatusField, TaskResult } from '../src/contract/sc
 import { keys } from '../src/contract/keys';
 import { decodeHeartbeat, decodeOutputEntry, encodeInputEntry, lifecycleXadd } from '../src/contract/codec';
 import { TaskResultReader } from '../src/contract/taskResult';
+import { usageFromHash } from '../src/contract/usage';
 
 export interface RedisDeps {
   config: Config;
@@ -40,6 +41,12 @@ export function createRedisActivities(deps: RedisDeps) {
       for (const [k, v] of Object.entries(update.fields)) {
         if (v === null || v === undefined) del.push(k);
         else set.push(k, v);
+      }
+      if (update.final) {
+        // The model gateway copies the usage totals into the status at each task's end: a task cut
+        // short by the stop never reached its end, so the final status takes the totals as they are.
+        const totals = await redis.hgetall(keys.usage(update.workerId));
+        if (Object.keys(totals).length) set.push('usage', JSON.stringify(usageFromHash(totals)));
       }
       const tx = redis.multi();
       if (set.length) tx.hset(key, ...set);
