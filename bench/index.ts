@@ -20,6 +20,7 @@ import { WorkerManagerClient } from '../src/client/client';
 import { capacityPool, loadConfig, type Config } from '../src/config/config';
 import { managerRedisOptions, temporalConnectionOptions, workerRedisEnv } from '../src/config/connections';
 import { keys } from '../src/contract/keys';
+import { createActivities } from '../activities';
 import { createManager, type Manager } from '../src/manager/createManager';
 import { RedisAcl } from '../src/config/redisAcl';
 import { grantToken, ModelGateway, revokeToken } from '../src/host/modelGateway';
@@ -126,7 +127,7 @@ async function semaphoreThroughput(config: Config): Promise<void> {
 async function inProcessManager(cfg: Config): Promise<Manager> {
   const quiet = { info() {}, warn() {}, error() {} };
   const warmPoolLog = { ...quiet, warn: (m: string, x?: Record<string, unknown>) => log(`warm pool: ${m} ${JSON.stringify(x ?? {})}`) };
-  const manager = await createManager(cfg, { parts: { adapter: false, gcSchedule: false }, log: (component) => (component === 'warm-pool' ? warmPoolLog : quiet) });
+  const manager = await createManager(cfg, { activities: createActivities, parts: { adapter: false, gcSchedule: false }, log: (component) => (component === 'warm-pool' ? warmPoolLog : quiet) });
   await manager.start();
   // The section's capacity semaphore is bench state: it must not stay on the dev server.
   const stop = manager.stop.bind(manager);

@@ -30,7 +30,7 @@ import { ensureImageGcSchedule } from './schedules';
 import { imageGcScheduleId } from '../shared/ids';
 import { WakeWatcher } from './wakeWatcher';
 import { createWarmPool, type WarmPool } from '../host/warmPool';
-import { createManagerWorkers } from './temporalWorkers';
+import { createManagerWorkers, type ActivityFactory } from './temporalWorkers';
 
 /** The parts of a manager; each is on unless the options switch it off. */
 export type ManagerPart =
@@ -49,6 +49,11 @@ export type ManagerPart =
 export type EgressGateway = NonNullable<Awaited<ReturnType<typeof startEgressGateway>>>;
 
 export interface ManagerOptions {
+  /**
+   * The activities for the Temporal workers: activities/index.ts createActivities, or a variant of
+   * it that swaps some. Passed in, so src/ never imports activities/ (src/manager.ts hands it over).
+   */
+  activities: ActivityFactory;
   /** Parts to switch off (`{ adapter: false }`); an absent part is on. */
   parts?: Partial<Record<ManagerPart, boolean>>;
   /** A logger per component; by default structured lines on stderr at LOG_LEVEL (src/manager/log.ts). */
@@ -238,7 +243,7 @@ export class Manager {
 }
 
 /** Connects to Docker, Redis and Temporal as configured and builds the parts; start() runs them. */
-export async function createManager(config: Config, options: ManagerOptions = {}): Promise<Manager> {
+export async function createManager(config: Config, options: ManagerOptions): Promise<Manager> {
   const parts = (part: ManagerPart) => options.parts?.[part] !== false;
   const log = options.log ?? ((component: string) => createLog(component, config.LOG_LEVEL));
 
@@ -262,7 +267,7 @@ export async function createManager(config: Config, options: ManagerOptions = {}
 
   const warmPool = parts('warmPool') ? createWarmPool({ config, docker, redis, temporal, log: log('warm-pool') }) : undefined;
   const workers = connection
-    ? await createManagerWorkers({ connection, config, docker, redis, client: temporal, warmPool, workflowBundlePath: options.workflowBundlePath })
+    ? await createManagerWorkers({ connection, config, docker, redis, client: temporal, warmPool, activities: options.activities, workflowBundlePath: options.workflowBundlePath })
     : [];
   let adapter: CommandAdapter | undefined;
   if (parts('adapter')) {

@@ -14,6 +14,7 @@ import type { Log } from '../../src/shared/log';
 import type { WorkerManagerClient } from '../../src/client/client';
 import { bridgeAddressOf } from '../../src/host/bridgeAddress';
 import { capacityPool, loadConfig, type Config } from '../../src/config/config';
+import { createActivities } from '../../activities';
 import { createManager, type Manager, type ManagerOptions } from '../../src/manager/createManager';
 import { semaphoreWorkflowId } from '../../src/shared/ids';
 import { temporalConnectionOptions } from '../../src/config/connections';
@@ -90,6 +91,9 @@ const SILENT: Log = { info() {}, warn() {}, error() {} };
 /** A manager as tests run it: the production assembly (src/manager/createManager.ts), started, quiet. */
 export type RunningManager = Manager;
 
+/** createManager's options for tests: the real activities unless a test swaps some. */
+export type TestManagerOptions = Omit<ManagerOptions, 'activities'> & Partial<Pick<ManagerOptions, 'activities'>>;
+
 /**
  * Runs a manager in this process, on a fresh task queue, with the real activities. Off unless a
  * test file asks for them (`{ parts: { adapter: true } }`): the command adapter (every adapter on
@@ -97,10 +101,11 @@ export type RunningManager = Manager;
  * or competes with whoever else serves it), the orphan reaper (its sweeps would race the tests
  * that sweep by hand) and the GC schedule (it would outlive the test's queue).
  */
-export async function startManager(overrides: Record<string, string> = {}, options: ManagerOptions = {}): Promise<RunningManager> {
+export async function startManager(overrides: Record<string, string> = {}, options: TestManagerOptions = {}): Promise<RunningManager> {
   quietTemporalLogs();
   const config = testConfig(overrides);
   const m = await createManager(config, {
+    activities: createActivities,
     log: () => SILENT,
     workflowBundlePath: WORKFLOW_BUNDLE,
     ...options,
@@ -131,7 +136,7 @@ export async function startManager(overrides: Record<string, string> = {}, optio
  */
 export function adapterOnlyManager(m: RunningManager, managerId: string, options: ManagerOptions['adapter'] = {}): Promise<Manager> {
   const off = { workers: false, modelGateway: false, containerWatcher: false, wakeWatcher: false, closedWorkflowSweep: false, reaper: false, warmPool: false, egress: false, gcSchedule: false, capacityLimit: false };
-  return createManager({ ...m.config, MANAGER_ID: managerId }, { parts: off, shared: { client: m.client, redis: m.redis }, log: () => SILENT, adapter: options });
+  return createManager({ ...m.config, MANAGER_ID: managerId }, { activities: createActivities, parts: off, shared: { client: m.client, redis: m.redis }, log: () => SILENT, adapter: options });
 }
 
 /**

@@ -14,7 +14,7 @@ import { WorkerManagerClient } from '../../src/client/client';
 import { capacityPool, loadConfig, type Config } from '../../src/config/config';
 import type { StatusObject, WorkerStatus } from '../../src/contract/schemas';
 import { keys } from '../../src/contract/keys';
-import type { FaultPoint } from '../../src/manager/faults';
+import type { FaultPoint } from '../../src/config/faults';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fakeAnthropic';
 import { audit, type AuditReport } from './audit';
 import { bridgeGateway, DATA, FinalError, DockerProxy, ManagerProcess, PrivateRedis, PrivateTemporal, ROOT, sleep, until } from './services';
