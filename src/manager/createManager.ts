@@ -62,6 +62,12 @@ export interface ManagerOptions {
   workflowBundlePath?: string;
   /** Connections the caller owns and shares with this manager: stop() leaves them open. */
   shared?: { client?: WorkerManagerClient; redis?: Redis };
+  /**
+   * Work that must end while every part still runs, before stop() stops them (tests and benchmarks
+   * end the workers and the capacity semaphore of their throwaway task queue). The parts stop
+   * even when it fails; stop() then rejects with its error.
+   */
+  beforeStop?: (manager: Manager) => Promise<void>;
   /** The adapter's timing, and the client it serves commands with (by default the manager's). */
   adapter?: Pick<AdapterOptions, 'blockMs' | 'claimIdleMs' | 'claimEveryMs'> & {
     client?: (client: WorkerManagerClient) => WorkerManagerClient;
@@ -86,6 +92,7 @@ interface Assembled {
   warmPool?: WarmPool;
   /** Per-worker Redis users (WORKER_REDIS_ACL=per-worker): the reaper removes those left behind. */
   acl?: RedisAcl;
+  beforeStop?: ManagerOptions['beforeStop'];
 }
 
 /** A built manager: its connections and parts (a part switched off is absent), and its lifecycle. */
@@ -198,6 +205,14 @@ export class Manager {
 
   private async stopParts(): Promise<void> {
     await this.starting?.catch(() => undefined);
+    try {
+      await this.p.beforeStop?.(this);
+    } finally {
+      await this.stopRunningParts();
+    }
+  }
+
+  private async stopRunningParts(): Promise<void> {
     this.p.redis.off('ready', this.restoreAclUsers);
     await this.adapter?.stop();
     this.watcher?.stop();
@@ -299,6 +314,7 @@ export async function createManager(config: Config, options: ManagerOptions): Pr
     sweep: parts('closedWorkflowSweep') ? new ClosedWorkflowSweep({ config, docker, redis, temporal, log: log('closed-workflows') }) : undefined,
     warmPool,
     acl: createRedisAcl(redis, config),
+    beforeStop: options.beforeStop,
   });
 }
 

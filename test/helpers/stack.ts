@@ -20,7 +20,8 @@ import { semaphoreWorkflowId } from '../../src/shared/ids';
 import { temporalConnectionOptions } from '../../src/config/connections';
 import type { StatusObject, WorkerStatus } from '../../src/contract/schemas';
 
-export const ROOT = path.resolve(__dirname, '..', '..');
+/** The checkout, also when this runs compiled (dist/test/helpers/: the benchmarks and the reliability suite). */
+export const ROOT = path.resolve(__dirname, __dirname.includes(`${path.sep}dist${path.sep}`) ? '../../..' : '../..');
 export const WORKFLOW_BUNDLE = path.join(ROOT, '.data', 'test-workflow-bundle.js');
 
 let runtimeQuiet = false;
@@ -108,6 +109,7 @@ export async function startManager(overrides: Record<string, string> = {}, optio
     activities: createActivities,
     log: () => SILENT,
     workflowBundlePath: WORKFLOW_BUNDLE,
+    beforeStop: endQueue,
     ...options,
     parts: { adapter: false, reaper: false, gcSchedule: false, ...options.parts },
   });
@@ -115,19 +117,23 @@ export async function startManager(overrides: Record<string, string> = {}, optio
     await m.stop().catch(() => undefined);
     throw err;
   });
-  const stopManager = m.stop.bind(m);
-  m.stop = async () => {
-    // A failed test must not leave workers behind for the tests after it: delete what still runs.
-    const leftovers: string[] = [];
-    for await (const wf of m.temporal.workflow.list({ query: `TaskQueue="${config.TEMPORAL_TASK_QUEUE}" AND WorkflowType="workerLifecycle" AND ExecutionStatus="Running"` })) {
-      leftovers.push(wf.workflowId.replace(/^worker-/, ''));
-    }
-    await Promise.race([Promise.allSettled(leftovers.map((id) => m.client.delete(id))), new Promise((r) => setTimeout(r, 60_000))]);
-    // This manager's capacity semaphore is test state: it would otherwise stay running (idle) for good.
-    await endSemaphores(m.temporal, config.TEMPORAL_TASK_QUEUE, [semaphoreWorkflowId(capacityPool(config))]);
-    await stopManager();
-  };
   return m;
+}
+
+/**
+ * What a test's (or a benchmark's) manager leaves on its throwaway task queue, ended before it
+ * stops (startManager's `beforeStop`): workers still running, which a failed test must not leave
+ * behind for the tests after it, and its capacity semaphore, which would otherwise stay running
+ * (idle) for good.
+ */
+export async function endQueue(m: Manager): Promise<void> {
+  const queue = m.config.TEMPORAL_TASK_QUEUE;
+  const leftovers: string[] = [];
+  for await (const wf of m.temporal.workflow.list({ query: `TaskQueue="${queue}" AND WorkflowType="workerLifecycle" AND ExecutionStatus="Running"` })) {
+    leftovers.push(wf.workflowId.replace(/^worker-/, ''));
+  }
+  await Promise.race([Promise.allSettled(leftovers.map((id) => m.client.delete(id))), new Promise((r) => setTimeout(r, 60_000))]);
+  await endSemaphores(m.temporal, queue, [semaphoreWorkflowId(capacityPool(m.config))]);
 }
 
 /**
