@@ -14,7 +14,7 @@ import { keys } from '../src/contract/keys';
 import type { WorkerSpec } from '../src/contract/schemas';
 import { createWorkerContainer, workerEnv, workerIpAddress } from '../src/host/container';
 import { statusCode } from '../src/host/dockerStatus';
-import { EgressSetupError } from '../src/host/egress/gateway';
+import { EgressSetupError } from '../src/host/egress/setupError';
 import { LABELS } from '../src/host/labels';
 import { logTail } from '../src/host/logs';
 import { grantToken } from '../src/host/modelGateway';

@@ -11,7 +11,8 @@ import http from 'node:http';
 import type net from 'node:net';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fakeAnthropic';
 import type { EgressGateway } from '../../src/manager/createManager';
-import { chainFor, egressNetworkName, removeEgressNetwork } from '../../src/host/egress/gateway';
+import { egressNetworkName, removeEgressNetwork } from '../../src/host/egress/gateway';
+import { chainFor } from '../../src/host/egress/hostRules';
 import { freePort } from '../helpers/ports';
 import { bridgeAddress, execIn, startManager, waitForStatus, type RunningManager } from '../helpers/stack';
 
