@@ -129,10 +129,7 @@ async function semaphoreThroughput(config: Config): Promise<void> {
 function inProcessManager(settings: Record<string, string> = {}): Promise<Manager> {
   const quiet = { info() {}, warn() {}, error() {} };
   const warmPoolLog = { ...quiet, warn: (m: string, x?: Record<string, unknown>) => log(`warm pool: ${m} ${JSON.stringify(x ?? {})}`) };
-  return startManager(settings, {
-    log: (component) => (component === 'warm-pool' ? warmPoolLog : quiet),
-    workflowBundlePath: path.join(ROOT, 'dist', 'workflows.bundle.js'),
-  });
+  return startManager(settings, { log: (component) => (component === 'warm-pool' ? warmPoolLog : quiet) });
 }
 
 /** From the docker `destroy` of a holder's container to the `start` of the next waiter's container. */

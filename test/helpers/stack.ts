@@ -22,7 +22,8 @@ import type { StatusObject, WorkerStatus } from '../../src/contract/schemas';
 
 /** The checkout, also when this runs compiled (dist/test/helpers/: the benchmarks and the reliability suite). */
 export const ROOT = path.resolve(__dirname, __dirname.includes(`${path.sep}dist${path.sep}`) ? '../../..' : '../..');
-export const WORKFLOW_BUNDLE = path.join(ROOT, '.data', 'test-workflow-bundle.js');
+/** The workflow bundle `npm run build` makes (scripts/build-workflows.js), kept current by test/global-setup.js. */
+export const WORKFLOW_BUNDLE = path.join(ROOT, 'dist', 'workflows.bundle.js');
 
 let runtimeQuiet = false;
 /** Keeps the SDK's INFO lines out of test output; warnings and errors still show. */
