@@ -9,7 +9,7 @@ import type Redis from 'ioredis';
 import { pack } from 'tar-stream';
 import type { Config } from '../src/config/config';
 import { redactUrl } from '../src/config/connections';
-import { createRedisAcl, credentialEnv, envValue, type RedisCredentials } from '../src/config/redisAcl';
+import { aclScope, createRedisAcl, credentialEnv, envValue, type RedisCredentials } from '../src/config/redisAcl';
 import { keys } from '../src/contract/keys';
 import type { WorkerSpec } from '../src/contract/schemas';
 import { createWorkerContainer, workerEnv, workerIpAddress } from '../src/host/container';
@@ -17,7 +17,7 @@ import { statusCode } from '../src/host/dockerStatus';
 import { EgressSetupError } from '../src/host/egress/setupError';
 import { LABELS } from '../src/host/labels';
 import { logTail } from '../src/host/logs';
-import { grantToken } from '../src/host/modelGateway';
+import { GatewayTokens } from '../src/host/modelGateway';
 import { deliverIdentity, poolSlotOf, type WarmImage, type WarmPool } from '../src/host/warmPool';
 import { removeWorkerContainer } from '../src/host/workerRemoval';
 import { faultPoint } from '../src/config/faults';
@@ -49,6 +49,7 @@ async function inspectByName(docker: Docker, name: string): Promise<Docker.Conta
 export function createDockerActivities(deps: DockerDeps) {
   const { config, docker, redis, warmPool } = deps;
   const acl = createRedisAcl(redis, config); // undefined with WORKER_REDIS_ACL=shared
+  const tokens = new GatewayTokens(redis, aclScope(config));
 
   async function lastLogLines(containerId: string): Promise<string> {
     try {
@@ -207,7 +208,7 @@ export function createDockerActivities(deps: DockerDeps) {
       const containerId = launched.containerId;
       await Promise.all([
         // The model gateway accepts the worker's token from here until removeContainer.
-        docker.getContainer(containerId).inspect().then((info) => grantToken(redis, info, spec)),
+        docker.getContainer(containerId).inspect().then((info) => tokens.grant(info, spec)),
         steps.waitForWrapper({ workerId: spec.workerId, containerId, timeoutS: spec.readyTimeoutS, pollMs: launched.warm ? 2 : 10 }),
       ]);
       // Its heartbeat is written as the worker's user: the wrapper has re-authenticated both
@@ -234,7 +235,7 @@ export function createDockerActivities(deps: DockerDeps) {
     },
 
     /** Stops and removes the worker's container, then what let it in (src/host/workerRemoval.ts). */
-    removeContainer: (input: { workerId: string; graceSeconds: number }): Promise<{ removed: boolean }> => removeWorkerContainer({ docker, redis, acl }, input),
+    removeContainer: (input: { workerId: string; graceSeconds: number }): Promise<{ removed: boolean }> => removeWorkerContainer({ docker, redis, acl, tokens }, input),
   };
 }
 

@@ -21,8 +21,8 @@ import { capacityPool, loadConfig, type Config } from '../src/config/config';
 import { managerRedisOptions, temporalConnectionOptions, workerRedisEnv } from '../src/config/connections';
 import { keys } from '../src/contract/keys';
 import type { Manager } from '../src/manager/createManager';
-import { RedisAcl } from '../src/config/redisAcl';
-import { grantToken, ModelGateway, revokeToken } from '../src/host/modelGateway';
+import { createRedisAcl, credentialEnv, RedisAcl } from '../src/config/redisAcl';
+import { GatewayTokens, ModelGateway } from '../src/host/modelGateway';
 import { GATEWAY_KEY_ENV, gatewayToken } from '../src/contract/gatewayToken';
 import http from 'node:http';
 import { startFakeAnthropic } from '../test/fixtures/fakeAnthropic';
@@ -213,19 +213,27 @@ async function rawDockerStart(docker: Docker, redis: Redis, cfg: Config, image: 
     nanoCpus: Math.round(cfg.WORKER_CPU_LIMIT * 1e9),
     modules: [],
   };
+  // Its own Redis user, as a worker has (Redis admits no one without credentials): made before
+  // the clock starts, since the baseline is Docker's part alone.
+  const acl = createRedisAcl(redis, cfg);
+  const creds = await acl?.grantWorker(id);
   const t0 = performance.now();
-  const c = await docker.createContainer({
-    name: `bench-raw-${id}`,
-    ...containerOptions(cfg, spec, image),
-    Env: [`WORKER_ID=${id}`, ...workerEnv(cfg, spec)],
-    Labels: { 'com.codegen.bench': 'true' },
-  });
-  await c.start();
-  await eventually('raw wrapper ready', async () => (await redis.exists(keys.heartbeat(id))) === 1, poll(2));
-  const ms = performance.now() - t0;
-  await c.remove({ force: true });
-  await redis.del(keys.heartbeat(id), keys.output(id), keys.inputCursor(id));
-  return ms;
+  let c: Docker.Container | undefined;
+  try {
+    c = await docker.createContainer({
+      name: `bench-raw-${id}`,
+      ...containerOptions(cfg, spec, image),
+      Env: [`WORKER_ID=${id}`, ...workerEnv(cfg, spec), ...(creds ? credentialEnv(creds) : [])],
+      Labels: { 'com.codegen.bench': 'true' },
+    });
+    await c.start();
+    await eventually('raw wrapper ready', async () => (await redis.exists(keys.heartbeat(id))) === 1, poll(2));
+    return performance.now() - t0;
+  } finally {
+    await c?.remove({ force: true });
+    await acl?.removeWorker(id);
+    await redis.del(keys.heartbeat(id), keys.output(id), keys.inputCursor(id));
+  }
 }
 
 /**
@@ -575,7 +583,8 @@ async function gatewayOverhead(config: Config): Promise<void> {
   const port = await gateway.listen('127.0.0.1', 0);
   const workerId = randomUUID();
   const key = 'bench-gateway-key';
-  await grantToken(redis, { Config: { Env: [`${GATEWAY_KEY_ENV}=${key}`] } as Docker.ContainerInspectInfo['Config'] }, { workerId, agentType: 'CLAUDE' });
+  const tokens = new GatewayTokens(redis, 'bench');
+  await tokens.grant({ Config: { Env: [`${GATEWAY_KEY_ENV}=${key}`] } as Docker.ContainerInspectInfo['Config'] }, { workerId, agentType: 'CLAUDE' });
   const token = gatewayToken(key, workerId);
   const body = JSON.stringify({ model: 'bench', stream: true, max_tokens: 64, messages: [{ role: 'user', content: 'hello' }] });
   const agent = new http.Agent({ keepAlive: true });
@@ -607,7 +616,7 @@ async function gatewayOverhead(config: Config): Promise<void> {
     agent.destroy();
     await gateway.close();
     await fake.close();
-    await revokeToken(redis, workerId);
+    await tokens.revoke(workerId);
     await redis.del(keys.usage(workerId));
     redis.disconnect();
   }

@@ -4,7 +4,7 @@
  */
 import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
-import type { AgentType, Module, WorkerStatus } from '../src/contract/schemas';
+import type { AgentType, ModelUsage, Module, WorkerStatus } from '../src/contract/schemas';
 
 export const WorkerIdKey = defineSearchAttributeKey('WorkerId', SearchAttributeType.KEYWORD);
 export const AgentTypeKey = defineSearchAttributeKey('AgentType', SearchAttributeType.KEYWORD);
@@ -60,6 +60,13 @@ export const containerExitedSignal = defineSignal<[ContainerExit]>('containerExi
 
 /** Thaws a PAUSED worker (sent when input arrives for it). Ignored when it is not paused. */
 export const wakeSignal = defineSignal('wake');
+
+/**
+ * The worker's model usage totals, sent by the model gateway (src/host/modelGateway.ts) at the end
+ * of each task (not per model request: the history grows by one signal per task), for the Temporal
+ * UI's current details. Totals only grow: an older report arriving late is ignored.
+ */
+export const usageSignal = defineSignal<[ModelUsage]>('usage');
 
 // ---- the inputs of workflows that activities start by name (typed here, so activities need not
 // import the workflow modules, which import the activities' types) ----

@@ -14,7 +14,7 @@
 import { CancellationScope, isCancellation, setHandler } from '@temporalio/workflow';
 import type { WorkerOutcome, WorkerSpec } from '../src/contract/schemas';
 import { workerActivities } from './activityOptions';
-import { containerExitedSignal, permitGrantedSignal, stateQuery, stopSignal, wakeSignal } from './messages';
+import { containerExitedSignal, permitGrantedSignal, stateQuery, stopSignal, usageSignal, wakeSignal } from './messages';
 import { cleanUp } from './workerLifecycle/cleanUp';
 import { describeFailure, settleExit, type Failure } from './workerLifecycle/failures';
 import { headlessWait } from './workerLifecycle/headlessWait';
@@ -29,6 +29,7 @@ export async function workerLifecycle(spec: WorkerSpec): Promise<WorkerOutcome> 
   setHandler(permitGrantedSignal, () => life.permitArrived());
   setHandler(wakeSignal, () => life.wake());
   setHandler(containerExitedSignal, (exit) => life.containerExited(exit));
+  setHandler(usageSignal, (usage) => life.usageReported(usage));
 
   let failure: Failure | undefined;
   try {

@@ -42,7 +42,7 @@ import { usageFromHash } from '../contract/usage';
 import { decodeInputEntry, encodeInputEntry } from '../contract/codec';
 import { statusFromHash, statusFromState } from '../contract/status';
 import type { workerLifecycle } from '../../workflows/workerLifecycle';
-import { AgentTypeKey, capacityQuery, setLimitUpdate, stateQuery, stopSignal, wakeSignal, WorkerIdKey, WorkerStatusKey } from '../../workflows/messages';
+import { AgentTypeKey, capacityQuery, setLimitUpdate, stateQuery, stopSignal, usageSignal, wakeSignal, WorkerIdKey, WorkerStatusKey } from '../../workflows/messages';
 import type { PoolSnapshot } from '../../workflows/permitPool';
 import type { imageGc, ImageGcInput, ImageGcReport } from '../../workflows/imageGc';
 
@@ -130,6 +130,20 @@ const comparePlaces = (a: ListPlace, b: ListPlace) => (a[0] < b[0] ? -1 : a[0] >
 export async function wakeWorker(temporal: Client, workerId: string): Promise<boolean> {
   try {
     await temporal.workflow.getHandle(workflowIdFor(workerId)).signal(wakeSignal);
+    return true;
+  } catch (err) {
+    if (err instanceof WorkflowNotFoundError) return false;
+    throw err;
+  }
+}
+
+/**
+ * Tells the worker's workflow its model usage totals (the Temporal UI's current details show them).
+ * False when the workflow has closed meanwhile.
+ */
+export async function reportUsage(temporal: Client, workerId: string, usage: ModelUsage): Promise<boolean> {
+  try {
+    await temporal.workflow.getHandle(workflowIdFor(workerId)).signal(usageSignal, usage);
     return true;
   } catch (err) {
     if (err instanceof WorkflowNotFoundError) return false;

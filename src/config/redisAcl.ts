@@ -174,6 +174,27 @@ export class RedisAcl {
     return recorded.length - removed.length;
   }
 
+  /**
+   * Records the live users of this deployment that the record lacks: made by a manager from before
+   * the record existed, or whose record was lost. Their password hashes come from ACL GETUSER (the
+   * manager's user needs it). Without this, such a worker works until the next Redis restart and
+   * then can never re-authenticate. Returns how many users it recorded.
+   */
+  async adoptUnrecorded(): Promise<number> {
+    const recorded = new Set(await this.redis.hkeys(this.record));
+    const unrecorded = (await this.users()).filter((u) => this.rulesOf(u) && !recorded.has(u));
+    const adopted: string[] = [];
+    for (const username of unrecorded) {
+      const hashes = passwordHashes(await this.redis.call('ACL', 'GETUSER', username));
+      if (hashes.length && (await this.redis.hsetnx(this.record, username, hashes.join(' ')))) adopted.push(username);
+    }
+    // A user removed meanwhile (its record deleted first) must not come back at the next restore.
+    const live = new Set(await this.users());
+    const gone = adopted.filter((u) => !live.has(u));
+    if (gone.length) await this.redis.hdel(this.record, ...gone);
+    return adopted.length - gone.length;
+  }
+
   removeWorker(workerId: string): Promise<void> {
     return this.remove(workerAclUser(this.scope, workerId));
   }
@@ -210,8 +231,11 @@ export class RedisAcl {
   }
 
   private async suffixes(prefix: string): Promise<string[]> {
-    const users = (await this.redis.call('ACL', 'USERS')) as string[];
-    return users.filter((u) => u.startsWith(prefix)).map((u) => u.slice(prefix.length));
+    return (await this.users()).filter((u) => u.startsWith(prefix)).map((u) => u.slice(prefix.length));
+  }
+
+  private async users(): Promise<string[]> {
+    return (await this.redis.call('ACL', 'USERS')) as string[];
   }
 
   /** The rules of one of this deployment's users, from its name; undefined for any other name. */
@@ -228,6 +252,14 @@ export class RedisAcl {
     await run(this.redis.pipeline().call('ACL', 'SETUSER', username, ...rules, `#${hash}`).eval(RECORD_HASH, 1, this.record, username, hash));
     return { username, password };
   }
+}
+
+/** The password hashes (SHA-256, hex) in an ACL GETUSER reply; none for an unknown user. */
+export function passwordHashes(reply: unknown): string[] {
+  if (!Array.isArray(reply)) return [];
+  const i = reply.indexOf('passwords');
+  const hashes: unknown = i >= 0 ? reply[i + 1] : undefined;
+  return Array.isArray(hashes) ? hashes.filter((h): h is string => typeof h === 'string' && /^[0-9a-f]{64}$/.test(h)) : [];
 }
 
 /**

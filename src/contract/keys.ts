@@ -32,6 +32,8 @@ export const keys = {
   gatewayToken: (digest: string) => `worker:gateway:token:${digest}`,
   /** The digest of the worker's registered token, so it is revoked when the worker stops. */
   gatewayGrant: (id: string) => `worker:gateway:worker:${id}`,
+  /** A deployment's workers with a registered token (set), for the orphan reaper. */
+  gatewayWorkers: (scope: string) => `worker:gateway:workers:${scope}`,
   /** Model usage counted by the gateway: the worker's totals, and each of its tasks'. */
   usage: (id: string) => `worker:usage:${id}`,
   taskUsage: (id: string, taskId: string) => `worker:usage:${id}:task:${taskId}`,

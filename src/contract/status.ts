@@ -8,6 +8,7 @@ import type Redis from 'ioredis';
 import { STATUS_FIELDS, type LifecycleEvent, type ModelUsage, type StatusField, type StatusObject } from './schemas';
 import { keys } from './keys';
 import { lifecycleXadd } from './codec';
+import { usageFromHash } from './usage';
 import type { WorkerState } from '../../workflows/messages';
 
 /** The status hash as the status object: every contract field (null when unset), and the optional ones it has. */
@@ -63,6 +64,12 @@ export async function recordStatus(redis: Redis, retentionSeconds: number, updat
   for (const [k, v] of Object.entries(update.fields)) {
     if (v === null || v === undefined) del.push(k);
     else set.push(k, v);
+  }
+  if (update.final) {
+    // The model gateway copies the usage totals into the status at each task's end: a task cut
+    // short by the stop never reached its end, so the final status takes the totals as they are.
+    const totals = await redis.hgetall(keys.usage(update.workerId));
+    if (Object.keys(totals).length) set.push('usage', JSON.stringify(usageFromHash(totals)));
   }
   const tx = redis.multi();
   if (set.length) tx.hset(key, ...set);

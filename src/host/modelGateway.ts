@@ -60,22 +60,52 @@ export function agentEnv(config: Config, spec: Pick<WorkerSpec, 'agentType' | 'a
 }
 
 /**
- * Registers the token of a worker's container (derived from the key in its environment) for the
- * worker. Idempotent: the same container always yields the same token. A container without a
- * key (its agent does not use the gateway) registers nothing.
+ * The tokens one deployment registered (its scope: src/config/redisAcl.ts's aclScope, from the
+ * Temporal namespace and task queue), indexed so that the orphan reaper finds the tokens of
+ * workers that ended while no manager watched, and never another deployment's.
  */
-export async function grantToken(redis: Redis, info: Pick<Docker.ContainerInspectInfo, 'Config'>, spec: Pick<WorkerSpec, 'workerId' | 'agentType' | 'budget'>): Promise<void> {
-  const key = info.Config?.Env?.find((e) => e.startsWith(`${GATEWAY_KEY_ENV}=`))?.slice(GATEWAY_KEY_ENV.length + 1);
-  if (!key) return;
-  const digest = tokenDigest(gatewayToken(key, spec.workerId));
-  const grant: GatewayGrant = { worker_id: spec.workerId, agent_type: spec.agentType, ...(spec.budget ? { budget: spec.budget } : {}) };
-  await redis.multi().set(keys.gatewayToken(digest), JSON.stringify(grant)).set(keys.gatewayGrant(spec.workerId), digest).exec();
-}
+export class GatewayTokens {
+  private readonly index: string;
 
-/** Revokes the worker's token: the gateway refuses it from the next request on. */
-export async function revokeToken(redis: Redis, workerId: string): Promise<void> {
-  const digest = await redis.get(keys.gatewayGrant(workerId));
-  await redis.del(...(digest ? [keys.gatewayToken(digest)] : []), keys.gatewayGrant(workerId));
+  constructor(
+    private readonly redis: Redis,
+    scope: string,
+  ) {
+    this.index = keys.gatewayWorkers(scope);
+  }
+
+  /**
+   * Registers the token of a worker's container (derived from the key in its environment) for the
+   * worker. Idempotent: the same container always yields the same token. A container without a
+   * key (its agent does not use the gateway) registers nothing.
+   */
+  async grant(info: Pick<Docker.ContainerInspectInfo, 'Config'>, spec: Pick<WorkerSpec, 'workerId' | 'agentType' | 'budget'>): Promise<void> {
+    const key = info.Config?.Env?.find((e) => e.startsWith(`${GATEWAY_KEY_ENV}=`))?.slice(GATEWAY_KEY_ENV.length + 1);
+    if (!key) return;
+    const digest = tokenDigest(gatewayToken(key, spec.workerId));
+    const grant: GatewayGrant = { worker_id: spec.workerId, agent_type: spec.agentType, ...(spec.budget ? { budget: spec.budget } : {}) };
+    await this.redis
+      .multi()
+      .sadd(this.index, spec.workerId)
+      .set(keys.gatewayToken(digest), JSON.stringify(grant))
+      .set(keys.gatewayGrant(spec.workerId), digest)
+      .exec();
+  }
+
+  /** Revokes the worker's token: the gateway refuses it from the next request on. */
+  async revoke(workerId: string): Promise<void> {
+    const digest = await this.redis.get(keys.gatewayGrant(workerId));
+    await this.redis
+      .multi()
+      .del(...(digest ? [keys.gatewayToken(digest)] : []), keys.gatewayGrant(workerId))
+      .srem(this.index, workerId)
+      .exec();
+  }
+
+  /** The workers of this deployment with a registered token. */
+  workerIds(): Promise<string[]> {
+    return this.redis.smembers(this.index);
+  }
 }
 
 /**
@@ -96,11 +126,32 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 return {1, task, 0, 0}`;
 
 /**
+ * Copies the worker's totals into its status hash as JSON (if the worker has a status); returns
+ * the totals' hash. Shared by RECORD and COPY_TO_STATUS.
+ */
+const COPY_FUNCTION = `
+local function copyToStatus(usageKey, statusKey)
+  local h = redis.call('HGETALL', usageKey)
+  if #h > 0 and redis.call('EXISTS', statusKey) == 1 then
+    local u = {requests = 0, input_tokens = 0, output_tokens = 0, cache_read_input_tokens = 0, cache_creation_input_tokens = 0}
+    for i = 1, #h, 2 do u[h[i]] = tonumber(h[i + 1]) end
+    redis.call('HSET', statusKey, 'usage', cjson.encode(u))
+  end
+  return h
+end`;
+
+/** KEYS: worker usage, status. Returns the worker usage hash (flat). */
+const COPY_TO_STATUS = `${COPY_FUNCTION}
+return copyToStatus(KEYS[1], KEYS[2])`;
+
+/**
  * Adds a finished request's tokens to the worker's totals, its task's (one request more there)
- * and the manager's (stats), then copies the worker's totals into its status hash as JSON.
+ * and the manager's (stats). The status hash's copy of the totals is written at the end of each
+ * task (taskUsage, asked by the wrapper before its task_completed) and at the worker's end
+ * (recordStatus), not per request; only a request made outside any task copies them at once.
  * KEYS: worker usage, task usage (or ''), stats, status. ARGV: ttl, then the four token counts.
  */
-const RECORD = `
+const RECORD = `${COPY_FUNCTION}
 local fields = {'input_tokens', 'output_tokens', 'cache_read_input_tokens', 'cache_creation_input_tokens'}
 redis.call('HINCRBY', KEYS[3], 'usage_requests', 1)
 if KEYS[2] ~= '' then redis.call('HINCRBY', KEYS[2], 'requests', 1) end
@@ -114,12 +165,7 @@ for i, f in ipairs(fields) do
 end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 if KEYS[2] ~= '' then redis.call('EXPIRE', KEYS[2], ARGV[1]) end
-if redis.call('EXISTS', KEYS[4]) == 1 then
-  local h = redis.call('HGETALL', KEYS[1])
-  local u = {requests = 0, input_tokens = 0, output_tokens = 0, cache_read_input_tokens = 0, cache_creation_input_tokens = 0}
-  for i = 1, #h, 2 do u[h[i]] = tonumber(h[i + 1]) end
-  redis.call('HSET', KEYS[4], 'usage', cjson.encode(u))
-end
+if KEYS[2] == '' then copyToStatus(KEYS[1], KEYS[4]) end
 return 1`;
 
 /** Headers that belong to one hop, or that the gateway sets itself. */
@@ -149,6 +195,14 @@ export interface GatewayStats {
   upstream_errors: number;
 }
 
+export interface GatewayDeps {
+  config: Config;
+  redis: Redis;
+  log: Log;
+  /** Told the worker's usage totals at the end of each of its tasks (the manager signals its workflow). */
+  onTaskEnd?: (workerId: string, usage: ModelUsage) => Promise<void>;
+}
+
 export class ModelGateway {
   private readonly server: http.Server;
   private readonly agents = { http: new http.Agent({ keepAlive: true }), https: new https.Agent({ keepAlive: true }) };
@@ -156,7 +210,7 @@ export class ModelGateway {
   private readonly inflight = new Map<string, Set<Promise<void>>>();
   private readonly counts: GatewayStats = { requests: 0, refused: { unauthorized: 0, budget: 0 }, upstream_errors: 0 };
 
-  constructor(private readonly opts: { config: Config; redis: Redis; log: Log }) {
+  constructor(private readonly opts: GatewayDeps) {
     this.server = http.createServer((req, res) => {
       this.handle(req, res).catch((err: Error) => {
         this.opts.log.warn('model gateway request failed', { error: err.message });
@@ -318,13 +372,28 @@ export class ModelGateway {
     });
   }
 
-  /** A task's usage, once the worker's requests in flight are recorded (waiting at most 2 s). */
+  /**
+   * A task's usage, once the worker's requests in flight are recorded (waiting at most 2 s). The
+   * wrapper asks at the end of every task, before it writes task_completed: so the worker's
+   * totals go into its status hash here, and to its workflow (the Temporal UI's current details)
+   * once the wrapper has its answer.
+   */
   private async taskUsage(grant: GatewayGrant, taskId: string | null, res: http.ServerResponse): Promise<void> {
-    const pending = [...(this.inflight.get(grant.worker_id) ?? [])];
+    const { redis } = this.opts;
+    const workerId = grant.worker_id;
+    const pending = [...(this.inflight.get(workerId) ?? [])];
     if (pending.length) await Promise.race([Promise.all(pending), new Promise((r) => setTimeout(r, 2_000).unref())]);
-    const hash = taskId ? await this.opts.redis.hgetall(keys.taskUsage(grant.worker_id, taskId)) : {};
+    const [hash, flat] = await Promise.all([
+      taskId ? redis.hgetall(keys.taskUsage(workerId, taskId)) : ({} as Record<string, string>),
+      redis.eval(COPY_TO_STATUS, 2, keys.usage(workerId), keys.status(workerId)) as Promise<string[]>,
+    ]);
     const reply: TaskUsageReply = { usage: usageFromHash(hash), budget_exceeded: hash.budget_exceeded === '1' };
     res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(reply));
+    if (flat.length && this.opts.onTaskEnd) {
+      const totals: Record<string, string> = {};
+      for (let i = 0; i + 1 < flat.length; i += 2) totals[flat[i]!] = flat[i + 1]!;
+      this.opts.onTaskEnd(workerId, usageFromHash(totals)).catch((err: Error) => this.opts.log.warn('model usage not reported to the worker\'s workflow', { worker_id: workerId, error: err.message }));
+    }
   }
 }
 
@@ -333,7 +402,7 @@ export class ModelGateway {
  * MODEL_GATEWAY_PORT=0 it takes a free port and writes it into `config`, which the containers'
  * environment and the egress host rules are built from afterwards.
  */
-export async function startModelGateway(deps: { config: Config; docker: Docker; redis: Redis; log: Log }): Promise<ModelGateway> {
+export async function startModelGateway(deps: GatewayDeps & { docker: Docker }): Promise<ModelGateway> {
   const { config, docker, log } = deps;
   const gateway = new ModelGateway(deps);
   const host = await hostGatewayIp(docker);

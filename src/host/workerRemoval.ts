@@ -10,7 +10,7 @@ import type { RedisAcl } from '../config/redisAcl';
 import { faultPoint } from '../config/faults';
 import { containerNameFor } from '../shared/ids';
 import { statusCode } from './dockerStatus';
-import { revokeToken } from './modelGateway';
+import type { GatewayTokens } from './modelGateway';
 import { poolKeys, poolSlotOf } from './warmPool';
 
 export interface WorkerRemovalDeps {
@@ -18,6 +18,8 @@ export interface WorkerRemovalDeps {
   redis: Redis;
   /** Per-worker Redis users (WORKER_REDIS_ACL=per-worker); absent with shared credentials. */
   acl?: RedisAcl;
+  /** This deployment's model-gateway tokens. */
+  tokens: GatewayTokens;
 }
 
 /**
@@ -25,10 +27,10 @@ export interface WorkerRemovalDeps {
  * then deletes its Redis user (not before: the wrapper writes its last events while it stops).
  */
 export async function removeWorkerContainer(deps: WorkerRemovalDeps, input: { workerId: string; graceSeconds: number }): Promise<{ removed: boolean }> {
-  const { docker, redis, acl } = deps;
+  const { docker, redis, acl, tokens } = deps;
   const name = containerNameFor(input.workerId);
   const c = docker.getContainer(name);
-  await revokeToken(redis, input.workerId); // first: a stopping worker's agent gets no more model calls
+  await tokens.revoke(input.workerId); // first: a stopping worker's agent gets no more model calls
   const gone = async (removed: boolean) => {
     await acl?.removeWorker(input.workerId);
     return { removed };

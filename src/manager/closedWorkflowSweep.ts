@@ -23,7 +23,8 @@ import type Docker from 'dockerode';
 import type Redis from 'ioredis';
 import { LABELS, workerIdOfContainer } from '../host/labels';
 import { removeWorkerContainer, type WorkerRemovalDeps } from '../host/workerRemoval';
-import { createRedisAcl } from '../config/redisAcl';
+import { aclScope, createRedisAcl } from '../config/redisAcl';
+import { GatewayTokens } from '../host/modelGateway';
 import { recordStatus, type StatusUpdate } from '../contract/status';
 import type { Log } from '../shared/log';
 import { capacityPool, type Config } from '../config/config';
@@ -63,7 +64,7 @@ export class ClosedWorkflowSweep {
   private readonly removal: WorkerRemovalDeps;
 
   constructor(private readonly deps: ClosedWorkflowSweepDeps) {
-    this.removal = { docker: deps.docker, redis: deps.redis, acl: createRedisAcl(deps.redis, deps.config) };
+    this.removal = { docker: deps.docker, redis: deps.redis, acl: createRedisAcl(deps.redis, deps.config), tokens: new GatewayTokens(deps.redis, aclScope(deps.config)) };
   }
 
   /** Sweeps now, then every CLOSED_WORKFLOW_SWEEP_SECONDS after the previous sweep ended. */

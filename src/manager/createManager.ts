@@ -15,17 +15,17 @@ import Docker from 'dockerode';
 import Redis from 'ioredis';
 import { CommandAdapter, type AdapterOptions } from './commandAdapter';
 import { type Log } from '../shared/log';
-import { WorkerManagerClient } from '../client/client';
+import { reportUsage, WorkerManagerClient } from '../client/client';
 import { dockerTaskQueue, type Config } from '../config/config';
 import { managerRedisOptions, redactUrl, temporalConnectionOptions, waitForRedis } from '../config/connections';
 import { ClosedWorkflowSweep } from './closedWorkflowSweep';
 import { ContainerWatcher } from './containerWatcher';
 import { startEgressGateway } from '../host/egress/gateway';
 import { keys } from '../contract/keys';
-import { startModelGateway, type ModelGateway } from '../host/modelGateway';
+import { GatewayTokens, startModelGateway, type ModelGateway } from '../host/modelGateway';
 import { createLog } from './log';
 import { reapOrphans } from './orphanReaper';
-import { createRedisAcl, type RedisAcl } from '../config/redisAcl';
+import { aclScope, createRedisAcl, type RedisAcl } from '../config/redisAcl';
 import { ensureImageGcSchedule } from './schedules';
 import { imageGcScheduleId } from '../shared/ids';
 import { WakeWatcher } from './wakeWatcher';
@@ -167,7 +167,15 @@ export class Manager {
       this.log.warn("Redis admits clients without credentials (its default user): a worker can bypass its own ACL user; give Redis's default user a password (see README, Security model)");
     }
     // The model gateway first: its port (MODEL_GATEWAY_PORT) is one the egress host rules let through.
-    if (parts('modelGateway')) this.modelGateway = await startModelGateway({ config, docker: this.docker, redis: this.redis, log: log('model-gateway') });
+    if (parts('modelGateway')) {
+      this.modelGateway = await startModelGateway({
+        config,
+        docker: this.docker,
+        redis: this.redis,
+        log: log('model-gateway'),
+        onTaskEnd: async (workerId, usage) => void (await reportUsage(this.temporal, workerId, usage)),
+      });
+    }
     // The egress allow-list's network, host rules and proxy, before any worker can be created.
     if (parts('egress')) this.egress = await startEgressGateway({ config, docker: this.docker, log: log('egress') });
     await this.warmPool?.start();
@@ -239,6 +247,15 @@ export class Manager {
 
   private readonly restoreAclUsers = async (): Promise<void> => {
     try {
+      const n = await this.p.acl!.adoptUnrecorded();
+      if (n) this.log.info('per-worker Redis users recorded for re-creation after a Redis restart', { users: n });
+    } catch (err) {
+      this.log.warn(
+        "could not record the per-worker Redis users that predate their record (those workers could not re-authenticate after a Redis restart): the manager's Redis user needs ACL GETUSER (README, Secure connections)",
+        { error: String(err) },
+      );
+    }
+    try {
       const n = await this.p.acl!.restore();
       if (n) this.log.info('per-worker Redis users re-applied', { users: n });
     } catch (err) {
@@ -249,7 +266,8 @@ export class Manager {
   private async reap(): Promise<void> {
     const log = this.p.log('reaper');
     try {
-      const r = await reapOrphans(this.docker, this.temporal, log, this.config.TEMPORAL_TASK_QUEUE, this.p.acl);
+      const tokens = new GatewayTokens(this.redis, aclScope(this.config));
+      const r = await reapOrphans(this.docker, this.temporal, log, this.config.TEMPORAL_TASK_QUEUE, this.p.acl, tokens);
       if (r.removed.length) log.info('orphan sweep', { removed: r.removed.length, kept: r.kept });
     } catch (err) {
       log.warn('orphan sweep failed', { error: (err as Error).message });

@@ -9,7 +9,8 @@
  * (Containers made before the label existed carry none and are left alone.)
  *
  * With per-worker Redis users (src/config/redisAcl.ts), this deployment's users whose worker's workflow
- * is not running are deleted too: a worker that ended while no manager watched keeps none.
+ * is not running are deleted too, and so are the model-gateway tokens (src/host/modelGateway.ts)
+ * of such workers: a worker that ended while no manager watched keeps neither.
  */
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type Docker from 'dockerode';
@@ -17,12 +18,15 @@ import { LABELS, workerIdOfContainer } from '../host/labels';
 import type { Log } from '../shared/log';
 import { workflowIdFor } from '../shared/ids';
 import type { RedisAcl } from '../config/redisAcl';
+import type { GatewayTokens } from '../host/modelGateway';
 
 export interface ReapReport {
   removed: { container: string; worker_id: string; why: string }[];
   kept: number;
   /** Redis users deleted (per-worker ACL). */
   users: { worker_id: string; why: string }[];
+  /** Model-gateway tokens revoked. */
+  tokens: { worker_id: string; why: string }[];
 }
 
 /** Why a worker's resources are orphans, or undefined while its workflow runs. */
@@ -36,8 +40,8 @@ async function whyOrphaned(temporal: Client, workerId: string): Promise<string |
   }
 }
 
-export async function reapOrphans(docker: Docker, temporal: Client, log: Log, taskQueue: string, acl?: RedisAcl): Promise<ReapReport> {
-  const report: ReapReport = { removed: [], kept: 0, users: [] };
+export async function reapOrphans(docker: Docker, temporal: Client, log: Log, taskQueue: string, acl?: RedisAcl, tokens?: GatewayTokens): Promise<ReapReport> {
+  const report: ReapReport = { removed: [], kept: 0, users: [], tokens: [] };
   const containers = await docker.listContainers({ all: true, filters: { label: [`${LABELS.managed}=true`, `${LABELS.taskQueue}=${taskQueue}`] } });
   for (const c of containers) {
     // Workers only: unclaimed warm-pool containers belong to their pool (src/host/warmPool.ts).
@@ -62,6 +66,13 @@ export async function reapOrphans(docker: Docker, temporal: Client, log: Log, ta
     await acl!.removeWorker(workerId);
     report.users.push({ worker_id: workerId, why });
     log.warn('removed the Redis user of a worker that is gone', { worker_id: workerId, why });
+  }
+  for (const workerId of (await tokens?.workerIds()) ?? []) {
+    const why = await whyOrphaned(temporal, workerId);
+    if (!why) continue;
+    await tokens!.revoke(workerId);
+    report.tokens.push({ worker_id: workerId, why });
+    log.warn('revoked the model-gateway token of a worker that is gone', { worker_id: workerId, why });
   }
   return report;
 }

@@ -9,7 +9,9 @@ import { randomUUID } from 'node:crypto';
 import type Docker from 'dockerode';
 import type Redis from 'ioredis';
 import { keys } from '../../src/contract/keys';
-import { grantToken, revokeToken } from '../../src/host/modelGateway';
+import { aclScope } from '../../src/config/redisAcl';
+import { GatewayTokens } from '../../src/host/modelGateway';
+import { reapOrphans } from '../../src/manager/orphanReaper';
 import { GATEWAY_KEY_ENV, gatewayToken } from '../../src/contract/gatewayToken';
 import type { ModelUsage } from '../../src/contract/schemas';
 import { startFakeAnthropic, type FakeAnthropic, type FakeRequest } from '../fixtures/fakeAnthropic';
@@ -35,6 +37,9 @@ function post(url: string, headers: Record<string, string>, body: unknown): Prom
     req.end(JSON.stringify(body));
   });
 }
+
+/** What grant() reads of a container: the gateway key in its environment. */
+const containerWithKey = (key: string) => ({ Config: { Env: [`${GATEWAY_KEY_ENV}=${key}`] } as Docker.ContainerInspectInfo['Config'] });
 
 const MESSAGE = { model: 'claude-test', max_tokens: 64, stream: true, messages: [{ role: 'user', content: 'hello' }] };
 
@@ -115,7 +120,12 @@ describe('model gateway: the real CLIs reach the model API only through the mana
     // Usage: what the fake reported (12 input and 20 output tokens per reply), per task, worker and in total.
     const expected: ModelUsage = { requests: mine.length, input_tokens: 12 * mine.length, output_tokens: 20 * mine.length, cache_read_input_tokens: 0, cache_creation_input_tokens: 0 };
     expect(done.usage).toEqual(expected);
+    // The status hash has the totals by the time task_completed is out (the gateway copies them at the task's end).
     expect((await m.client.status(id)).usage).toEqual(expected);
+    // And the Temporal UI's current details of the worker's workflow show them (one signal per task).
+    const line = `model usage: ${expected.requests} requests · tokens ${expected.input_tokens} input, ${expected.output_tokens} output, 0 cache read, 0 cache write`;
+    const details = async () => (await m.temporal.workflow.getHandle(`worker-${id}`).query<{ currentDetails?: string }>('__temporal_workflow_metadata')).currentDetails ?? '';
+    await eventually('the usage in the current details', async () => (await details()).includes(line));
     const statsAfter = (await m.client.stats()).usage; // shared Redis: other tests may add to it too
     expect(statsAfter.requests - statsBefore.requests).toBeGreaterThanOrEqual(expected.requests);
     expect(statsAfter.output_tokens - statsBefore.output_tokens).toBeGreaterThanOrEqual(expected.output_tokens);
@@ -143,6 +153,8 @@ describe('model gateway: the real CLIs reach the model API only through the mana
     await m.client.delete(id);
     const refused = await post(`${gateway}/v1/messages`, { 'x-api-key': token }, MESSAGE);
     expect(refused.status).toBe(401);
+    // The final status counts the request made outside any task too.
+    expect((await m.client.status(id)).usage).toEqual({ ...expected, requests: expected.requests + 1, input_tokens: expected.input_tokens + 12, output_tokens: expected.output_tokens + 20 });
     expect(JSON.parse(refused.body)).toMatchObject({ type: 'error', error: { type: 'authentication_error' } });
     expect((await post(`${gateway}/v1/messages`, { authorization: `Bearer ${token}` }, MESSAGE)).status).toBe(401);
 
@@ -154,6 +166,34 @@ describe('model gateway: the real CLIs reach the model API only through the mana
     expect(history).toContain(id); // decoded: the spec is readable
     expect(history).not.toContain(CANARY);
     expect(history).not.toContain(token);
+  });
+
+  test('a worker that ended while nobody watched: the closed-workflow sweep and the orphan reaper revoke its token; a running worker keeps its own', async () => {
+    // A token registered for a worker with no workflow (its manager died between the grant and the
+    // container's removal, or the workflow's history is gone).
+    const tokens = new GatewayTokens(m.redis, aclScope(m.config));
+    const ghost = randomUUID();
+    const ghostKey = `ghost-key-${randomUUID()}`;
+    await tokens.grant(containerWithKey(ghostKey), { workerId: ghost, agentType: 'CLAUDE' });
+    const ghostToken = gatewayToken(ghostKey, ghost);
+    expect((await post(`${gateway}/v1/messages`, { 'x-api-key': ghostToken }, MESSAGE)).status).toBe(200);
+
+    const { worker_id: id } = await m.client.create({ agent_type: 'CLAUDE' });
+    await waitForStatus(m.client, id, ['RUNNING']);
+    const token = await tokenOf(m.docker, id);
+    const report = await reapOrphans(m.docker, m.temporal, { info() {}, warn() {}, error() {} }, m.config.TEMPORAL_TASK_QUEUE, undefined, tokens);
+    expect(report.tokens).toEqual([{ worker_id: ghost, why: 'it has no workflow' }]);
+    expect((await post(`${gateway}/v1/messages`, { 'x-api-key': ghostToken }, MESSAGE)).status).toBe(401);
+    expect((await post(`${gateway}/v1/messages`, { 'x-api-key': token }, MESSAGE)).status).toBe(200);
+
+    // Terminated from outside: its workflow runs no clean-up; the sweep ends the worker, and a delete
+    // replies once that end is recorded. From then on its token is refused.
+    await m.temporal.workflow.getHandle(`worker-${id}`).terminate('test: ended outside the manager');
+    expect(await m.client.delete(id)).toMatchObject({ worker_id: id, status: 'FAILED' });
+    expect((await post(`${gateway}/v1/messages`, { 'x-api-key': token }, MESSAGE)).status).toBe(401);
+    expect(await tokens.workerIds()).not.toContain(id);
+    expect(await tokens.workerIds()).not.toContain(ghost);
+    await m.redis.del(keys.usage(ghost));
   });
 
   test('droid\'s custom model goes through the gateway with the worker\'s token as its key', async () => {
@@ -187,7 +227,8 @@ describe('model gateway: the real CLIs reach the model API only through the mana
     fake.script = () => ({ text: 'first half, then second half', hold: held.then(() => (finished = true)) });
     const workerId = randomUUID();
     const key = `test-key-${randomUUID()}`;
-    await grantToken(m.redis, { Config: { Env: [`${GATEWAY_KEY_ENV}=${key}`] } as Docker.ContainerInspectInfo['Config'] }, { workerId, agentType: 'CLAUDE' });
+    const tokens = new GatewayTokens(m.redis, aclScope(m.config));
+    await tokens.grant(containerWithKey(key), { workerId, agentType: 'CLAUDE' });
     try {
       const chunks: string[] = [];
       const body = await new Promise<string>((resolve, reject) => {
@@ -208,7 +249,7 @@ describe('model gateway: the real CLIs reach the model API only through the mana
       await eventually('the held request to be recorded', async () => (await m.redis.hget(keys.usage(workerId), 'output_tokens')) === '20');
     } finally {
       fake.script = script;
-      await revokeToken(m.redis, workerId);
+      await tokens.revoke(workerId);
       await m.redis.del(keys.usage(workerId));
     }
   });

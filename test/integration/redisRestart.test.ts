@@ -3,13 +3,14 @@
  * only, so a crash used to leave every running worker unable to re-authenticate. On a Redis of its
  * own (default user behind a password, the manager on its minimal ACL, the append-only file on), killed with
  * SIGKILL and started again on the same data directory while a worker is RUNNING and a warm-pool
- * container waits: the manager re-creates both users, exactly as they were, and both work.
+ * container waits: the manager re-creates both users, exactly as they were, and both work, even
+ * the worker's whose record a manager from before the record would not have written.
  */
 import { createHash } from 'node:crypto';
 import { LABELS } from '../../src/host/labels';
 import { capacityPool } from '../../src/config/config';
 import { keys } from '../../src/contract/keys';
-import { aclScope, envValue, poolAclUser, workerAclUser } from '../../src/config/redisAcl';
+import { aclScope, envValue, poolAclUser, RedisAcl, workerAclUser } from '../../src/config/redisAcl';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fakeAnthropic';
 import { AclRedis, runPrompt } from '../helpers/aclRedis';
 import { bridgeAddress, eventually, startManager, waitForStatus, type RunningManager } from '../helpers/stack';
@@ -47,6 +48,12 @@ describe('per-worker Redis users survive a Redis restart', () => {
     const before = { a: await server.aclRules(userA), pool: await server.aclRules(userPool) };
     expect(before.a).toBeDefined();
     expect(before.pool).toBeDefined();
+
+    // A worker made by a manager from before the record existed has no record entry: a manager's
+    // start (this is what it runs then) records it with the hashes Redis has, so it survives too.
+    await server.admin.hdel(keys.aclUsers(scope), userA);
+    expect(await new RedisAcl(m.redis, m.config).adoptUnrecorded()).toBe(1);
+    expect(await new RedisAcl(m.redis, m.config).adoptUnrecorded()).toBe(0);
 
     // The record in the data set holds the passwords' SHA-256 (as Redis does), never a password.
     const record = await server.admin.hgetall(keys.aclUsers(scope));

@@ -70,7 +70,10 @@ describe('headless tasks and statistics', () => {
   });
 
   test('the task and stats commands over Redis', async () => {
-    const replyTo = `worker:responses:tasks-${randomUUID().slice(0, 8)}`;
+    // Request ids are unique per run: a task's worker id derives from its request id, so a fixed id
+    // would meet the worker of an earlier or a simultaneous run on the same Temporal and Redis.
+    const run = randomUUID().slice(0, 8);
+    const replyTo = `worker:responses:tasks-${run}`;
     const reply = (requestId: string) =>
       eventually(`reply to ${requestId}`, async () => {
         const hit = (await m.redis.xrange(replyTo, '-', '+')).find(([, f]) => f.includes(requestId));
@@ -79,15 +82,15 @@ describe('headless tasks and statistics', () => {
         return { ok: f[f.indexOf('ok') + 1], body: JSON.parse(f[f.indexOf(f.includes('result') ? 'result' : 'error') + 1]!) };
       }, { timeoutMs: 180_000 });
     try {
-      await m.redis.xadd(keys.commands, '*', 'request_id', 'task-cmd-1', 'command', 'task', 'reply_to', replyTo, 'payload', JSON.stringify({ agent_type: 'CLAUDE', prompt: '[task 42]' }));
-      const t = await reply('task-cmd-1');
+      await m.redis.xadd(keys.commands, '*', 'request_id', `task-cmd-1-${run}`, 'command', 'task', 'reply_to', replyTo, 'payload', JSON.stringify({ agent_type: 'CLAUDE', prompt: '[task 42]' }));
+      const t = await reply(`task-cmd-1-${run}`);
       expect(t).toMatchObject({ ok: '1', body: { status: 'ok', result: 'answer-42' } });
 
-      await m.redis.xadd(keys.commands, '*', 'request_id', 'task-bad-1', 'command', 'task', 'reply_to', replyTo, 'payload', JSON.stringify({ agent_type: 'CLAUDE' }));
-      expect(await reply('task-bad-1')).toMatchObject({ ok: '0', body: { code: 'INVALID_REQUEST', details: { prompt: expect.any(String) } } });
+      await m.redis.xadd(keys.commands, '*', 'request_id', `task-bad-1-${run}`, 'command', 'task', 'reply_to', replyTo, 'payload', JSON.stringify({ agent_type: 'CLAUDE' }));
+      expect(await reply(`task-bad-1-${run}`)).toMatchObject({ ok: '0', body: { code: 'INVALID_REQUEST', details: { prompt: expect.any(String) } } });
 
-      await m.redis.xadd(keys.commands, '*', 'request_id', 'stats-1', 'command', 'stats', 'reply_to', replyTo);
-      const s = await reply('stats-1');
+      await m.redis.xadd(keys.commands, '*', 'request_id', `stats-1-${run}`, 'command', 'stats', 'reply_to', replyTo);
+      const s = await reply(`stats-1-${run}`);
       expect(s.ok).toBe('1');
       expect(s.body.tasks.ok).toBeGreaterThanOrEqual(12);
       expect(s.body.workers.STOPPED).toBeGreaterThanOrEqual(12);

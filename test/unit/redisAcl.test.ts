@@ -1,4 +1,4 @@
-import { aclScope, openCredentials, poolAclRules, poolAclUser, sealCredentials, workerAclRules, workerAclUser } from '../../src/config/redisAcl';
+import { aclScope, openCredentials, passwordHashes, poolAclRules, poolAclUser, sealCredentials, workerAclRules, workerAclUser } from '../../src/config/redisAcl';
 
 const ID = '0b7c5d3e-1f2a-4b3c-8d4e-5f6a7b8c9d0e';
 
@@ -49,5 +49,13 @@ describe("the claim's sealed credentials", () => {
     expect(sealed).not.toContain(creds.password);
     expect(openCredentials(sealed, 'pool-secret')).toEqual(creds);
     expect(() => openCredentials(sealed, 'another')).toThrow();
+  });
+
+  it('reads the password hashes of an ACL GETUSER reply (Redis 7), and none of an unknown user', () => {
+    const hash = 'd38afcdf0c1c24d452d07f578d6535558092b7b0951155ea7c5a5d717aca4e65';
+    const reply = ['flags', ['on'], 'passwords', [hash, 'not-a-hash'], 'commands', '-@all +ping', 'keys', '~worker:x', 'channels', '', 'selectors', []];
+    expect(passwordHashes(reply)).toEqual([hash]);
+    expect(passwordHashes(null)).toEqual([]);
+    expect(passwordHashes(['flags', ['on'], 'passwords', []])).toEqual([]);
   });
 });

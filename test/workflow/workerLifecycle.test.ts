@@ -15,7 +15,7 @@ import type { ImageActivities } from '../../activities/images';
 import type { RedisActivities } from '../../activities/redis';
 import type { StatusUpdate } from '../../src/contract/status';
 import type { WorkerSpec } from '../../src/contract/schemas';
-import { capacityQuery, stateQuery, stopSignal, wakeSignal, WorkerStatusKey } from '../../workflows/messages';
+import { capacityQuery, stateQuery, stopSignal, usageSignal, wakeSignal, WorkerStatusKey } from '../../workflows/messages';
 import { semaphoreWorkflowId } from '../../src/shared/ids';
 import type { workerLifecycle } from '../../workflows/workerLifecycle';
 import { eventually, ROOT, startWorkflowWorker } from '../helpers/stack';
@@ -169,6 +169,27 @@ describe('workerLifecycle workflow (fake activities, real dev server)', () => {
       mkdirSync(dir, { recursive: true });
       writeFileSync(path.join(dir, 'workerLifecycle-stop.json'), historyToJSON(await handle.fetchHistory()));
     }
+  });
+
+  test("the current details show the model usage the gateway reports at each task's end; a late, older report changes nothing", async () => {
+    const spec = specFor(env.taskQueue);
+    const handle = await start(env.client, env.taskQueue, spec);
+    await eventually('RUNNING', async () => (await handle.query(stateQuery)).status === 'RUNNING');
+    const details = async () => (await handle.query<{ currentDetails?: string }>('__temporal_workflow_metadata')).currentDetails ?? '';
+    expect(await details()).not.toContain('model usage');
+
+    const usage = { requests: 3, input_tokens: 36, output_tokens: 60, cache_read_input_tokens: 7, cache_creation_input_tokens: 5 };
+    await handle.signal(usageSignal, usage);
+    const line = 'model usage: 3 requests · tokens 36 input, 60 output, 7 cache read, 5 cache write';
+    await eventually('the usage in the current details', async () => (await details()).includes(line));
+    expect(await details()).toContain('**RUNNING**');
+    await handle.signal(usageSignal, { ...usage, requests: 1, input_tokens: 12, output_tokens: 20 });
+    await handle.signal(stopSignal, 'deleted');
+    await handle.result();
+    // Still shown once stopped, next to the final state; the older report was ignored.
+    const final = await details();
+    expect(final).toContain('**STOPPED**');
+    expect(final).toContain(line);
   });
 
   test('a FACTORY worker is launched as one (its instructions become AGENTS.md in the activity)', async () => {

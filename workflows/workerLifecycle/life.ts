@@ -10,7 +10,7 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { StatusUpdate } from '../../src/contract/status';
-import type { LifecycleEvent, TaskResult, WorkerSpec, WorkerStatus } from '../../src/contract/schemas';
+import type { LifecycleEvent, ModelUsage, TaskResult, WorkerSpec, WorkerStatus } from '../../src/contract/schemas';
 import type { WorkerActivities } from '../activityOptions';
 import { semaphoreWorkflowId } from '../../src/shared/ids';
 import { releaseSignal, WorkerStatusKey, type ContainerExit, type WorkerState } from '../messages';
@@ -30,6 +30,11 @@ export class WorkerLife {
   exited: ContainerExit | undefined;
   /** A headless worker's task result: the workflow's result carries it. */
   taskResult: TaskResult | undefined;
+  /** The model usage totals the gateway last reported (the `usage` signal), for the current details. */
+  usage: ModelUsage | undefined;
+  /** The current details' first line and error, from the latest transition. */
+  private headline = '';
+  private errorLine: string | undefined;
 
   constructor(
     readonly spec: WorkerSpec,
@@ -72,6 +77,14 @@ export class WorkerLife {
     if (this.state.stop_reason === null && this.exited === undefined && this.state.container_id !== null) this.exited = exit;
   }
 
+  /** Totals only grow: a report that arrives after a newer one is ignored. */
+  usageReported(usage: ModelUsage): void {
+    const size = (u: ModelUsage) => u.requests + u.input_tokens + u.output_tokens + u.cache_read_input_tokens + u.cache_creation_input_tokens;
+    if (this.usage && size(usage) < size(this.usage)) return;
+    this.usage = usage;
+    this.showDetails();
+  }
+
   ended(): boolean {
     return this.state.stop_reason !== null || this.exited !== undefined;
   }
@@ -85,16 +98,9 @@ export class WorkerLife {
     const { spec, state } = this;
     state.status = status;
     upsertSearchAttributes([{ key: WorkerStatusKey, value: status }]);
-    // The Temporal UI's "current details" of this worker.
-    setCurrentDetails(
-      [
-        `**${status}** since ${now()} (${event})`,
-        state.container_id
-          ? `container \`${state.container_id.slice(0, 12)}\` · image \`${state.image}\` · ip ${state.ip_address ?? '-'}`
-          : 'no container yet',
-        ...(fields.error ? [`error: ${String(fields.error).slice(0, 500)}`] : []),
-      ].join('\n\n'),
-    );
+    this.headline = `**${status}** since ${now()} (${event})`;
+    this.errorLine = fields.error ? `error: ${String(fields.error).slice(0, 500)}` : undefined;
+    this.showDetails();
     await this.acts.statusWriter.recordStatus.executeWithOptions({ summary: `status ${status} (${event})` }, [
       {
         workerId: spec.workerId,
@@ -106,6 +112,26 @@ export class WorkerLife {
         final: status === 'STOPPED' || status === 'FAILED',
       },
     ]);
+  }
+
+  /**
+   * The Temporal UI's "current details" of this worker (answered from memory by the SDK's
+   * metadata query: setting them writes no history event).
+   */
+  private showDetails(): void {
+    const { state, usage: u } = this;
+    setCurrentDetails(
+      [
+        this.headline,
+        state.container_id
+          ? `container \`${state.container_id.slice(0, 12)}\` · image \`${state.image}\` · ip ${state.ip_address ?? '-'}`
+          : 'no container yet',
+        ...(u
+          ? [`model usage: ${u.requests} requests · tokens ${u.input_tokens} input, ${u.output_tokens} output, ${u.cache_read_input_tokens} cache read, ${u.cache_creation_input_tokens} cache write`]
+          : []),
+        ...(this.errorLine ? [this.errorLine] : []),
+      ].join('\n\n'),
+    );
   }
 
   /** Joins the pool's queue; the `permitGranted` signal answers, and the caller waits for it. */
