@@ -14,12 +14,13 @@ import { keys } from '../src/contract/keys';
 import type { WorkerSpec } from '../src/contract/schemas';
 import { createWorkerContainer, workerEnv, workerIpAddress } from '../src/host/container';
 import { statusCode } from '../src/host/dockerStatus';
-import { EgressSetupError } from '../src/host/egress/gateway';
+import { EgressSetupError } from '../src/host/egress/setupError';
 import { LABELS } from '../src/host/labels';
 import { logTail } from '../src/host/logs';
 import { GatewayTokens } from '../src/host/modelGateway';
-import { deliverIdentity, poolKeys, poolSlotOf, type WarmImage, type WarmPool } from '../src/host/warmPool';
-import { faultPoint } from '../src/manager/faults';
+import { deliverIdentity, poolSlotOf, type WarmImage, type WarmPool } from '../src/host/warmPool';
+import { removeWorkerContainer } from '../src/host/workerRemoval';
+import { faultPoint } from '../src/config/faults';
 import { containerNameFor } from '../src/shared/ids';
 import { instructionsFileName, renderInstructions, WORKSPACE_DIR } from '../src/shared/instructions';
 
@@ -233,40 +234,8 @@ export function createDockerActivities(deps: DockerDeps) {
       await c.unpause();
     },
 
-    /**
-     * Stops (SIGTERM, then SIGKILL after the grace period) and removes the worker's container,
-     * then deletes its Redis user (not before: the wrapper writes its last events while it stops).
-     */
-    async removeContainer(input: { workerId: string; graceSeconds: number }): Promise<{ removed: boolean }> {
-      const name = containerNameFor(input.workerId);
-      const c = docker.getContainer(name);
-      await tokens.revoke(input.workerId); // first: a stopping worker's agent gets no more model calls
-      const gone = async (removed: boolean) => {
-        await acl?.removeWorker(input.workerId);
-        return { removed };
-      };
-      try {
-        const info = await c.inspect();
-        // A container that came from the warm pool: its claim keys and standby user go with it.
-        const slot = poolSlotOf(info);
-        if (slot) await Promise.all([redis.del(...poolKeys(slot)), acl?.removePool(slot)]);
-        // A paused container cannot take SIGTERM: thaw it first so the wrapper shuts down cleanly.
-        if (info.State.Paused) await c.unpause();
-        await c.stop({ t: input.graceSeconds });
-      } catch (err) {
-        if (statusCode(err) === 404) return gone(false);
-        if (statusCode(err) !== 304) throw err; // 304: not running
-      }
-      faultPoint('during-delete');
-      try {
-        await c.remove({ force: true, v: true });
-      } catch (err) {
-        if (statusCode(err) === 404) return gone(false);
-        if (statusCode(err) !== 409) throw err; // 409: removal already in progress
-        throw new Error(`removal of ${name} already in progress`); // retried until it is gone
-      }
-      return gone(true);
-    },
+    /** Stops and removes the worker's container, then what let it in (src/host/workerRemoval.ts). */
+    removeContainer: (input: { workerId: string; graceSeconds: number }): Promise<{ removed: boolean }> => removeWorkerContainer({ docker, redis, acl, tokens }, input),
   };
 }
 

@@ -14,7 +14,7 @@ import { pack } from 'tar-stream';
 import { dockerTaskQueue, type Config } from '../src/config/config';
 import type { AgentType, Module } from '../src/contract/schemas';
 import { EXTRA_CA_CONTEXT_FILE, imageModules, renderDockerfile } from '../src/host/dockerfile';
-import { faultPoint } from '../src/manager/faults';
+import { faultPoint } from '../src/config/faults';
 import { keys } from '../src/contract/keys';
 import type { ManagedImage } from '../workflows/gcPlan';
 import type { ImageBuildWorkflow } from '../workflows/messages';

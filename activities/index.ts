@@ -1,31 +1,16 @@
-import type { Client } from '@temporalio/client';
-import type Docker from 'dockerode';
-import type { Config } from '../src/config/config';
+import type { ActivityDeps, ActivityFactory } from '../src/manager/temporalWorkers';
 import { createCapacityActivities } from './capacity';
-import type Redis from 'ioredis';
 import { createDockerActivities } from './docker';
 import { createImageActivities } from './images';
 import { createRedisActivities } from './redis';
-import type { WarmPool } from '../src/host/warmPool';
 
-export interface ActivityDeps {
-  config: Config;
-  docker: Docker;
-  redis: Redis;
-  /** For activities that talk to Temporal itself (the capacity semaphore). */
-  client: Client;
-  /** This host's warm pool, when enabled (WARM_POOL_SIZE > 0). */
-  warmPool?: WarmPool;
-}
-
-/** Activities that need the Docker host: registered on that host's task queue. */
-export const createHostActivities = (deps: ActivityDeps) => ({
-  ...createDockerActivities(deps),
-  ...createImageActivities(deps),
-});
-
-/** Activities that need only Redis or Temporal: registered on the main task queue. */
-export const createSharedActivities = (deps: ActivityDeps) => ({
-  ...createRedisActivities(deps),
-  ...createCapacityActivities(deps),
-});
+/**
+ * Every activity of a manager, by the task queue it is registered on (src/manager/temporalWorkers.ts):
+ * what createManager takes as its `activities` option.
+ */
+export const createActivities = ((deps: ActivityDeps) => ({
+  /** Need only Redis or Temporal: the main task queue. */
+  shared: { ...createRedisActivities(deps), ...createCapacityActivities(deps) },
+  /** Need the Docker host: that host's task queue. */
+  host: { ...createDockerActivities(deps), ...createImageActivities(deps) },
+})) satisfies ActivityFactory;

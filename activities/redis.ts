@@ -4,66 +4,22 @@
 import type Redis from 'ioredis';
 import type { Config } from '../src/config/config';
 import { Context } from '@temporalio/activity';
-import type { LifecycleEvent, StatusField, TaskResult } from '../src/contract/schemas';
+import type { TaskResult } from '../src/contract/schemas';
 import { keys } from '../src/contract/keys';
-import { decodeHeartbeat, decodeOutputEntry, encodeInputEntry, lifecycleXadd } from '../src/contract/codec';
+import { decodeHeartbeat, decodeOutputEntry, encodeInputEntry } from '../src/contract/codec';
+import { recordStatus, type StatusUpdate } from '../src/contract/status';
 import { TaskResultReader } from '../src/contract/taskResult';
-import { usageFromHash } from '../src/contract/usage';
 
 export interface RedisDeps {
   config: Config;
   redis: Redis;
 }
 
-export interface StatusUpdate {
-  workerId: string;
-  /** Fields to set; null removes a field. */
-  fields: Partial<Record<StatusField | 'error_code' | 'reason', string | null>>;
-  event?: LifecycleEvent;
-  taskId?: string;
-  requestId?: string;
-  detail?: Record<string, unknown>;
-  /** Set on STOPPED / FAILED: the worker's keys expire after the retention period. */
-  final?: boolean;
-}
-
 export function createRedisActivities(deps: RedisDeps) {
   const { redis, config } = deps;
   return {
-    /**
-     * Updates `worker:status:{id}` and appends to `worker:lifecycle` in one transaction.
-     * A retry rewrites the same hash values; the event may then appear twice (at least once).
-     */
-    async recordStatus(update: StatusUpdate): Promise<void> {
-      const key = keys.status(update.workerId);
-      const set: string[] = [];
-      const del: string[] = [];
-      for (const [k, v] of Object.entries(update.fields)) {
-        if (v === null || v === undefined) del.push(k);
-        else set.push(k, v);
-      }
-      if (update.final) {
-        // The model gateway copies the usage totals into the status at each task's end: a task cut
-        // short by the stop never reached its end, so the final status takes the totals as they are.
-        const totals = await redis.hgetall(keys.usage(update.workerId));
-        if (Object.keys(totals).length) set.push('usage', JSON.stringify(usageFromHash(totals)));
-      }
-      const tx = redis.multi();
-      if (set.length) tx.hset(key, ...set);
-      if (del.length) tx.hdel(key, ...del);
-      if (update.event) {
-        tx.xadd(...lifecycleXadd({ worker_id: update.workerId, event: update.event, task_id: update.taskId, request_id: update.requestId, detail: update.detail }));
-      }
-      if (update.final) {
-        // A finished worker leaves nothing behind for good: its keys expire after the retention.
-        const id = update.workerId;
-        for (const k of [key, keys.input(id), keys.output(id), keys.inputCursor(id), keys.inputRunning(id), keys.inputTasks(id), keys.session(id)]) {
-          tx.expire(k, config.STATUS_RETENTION_SECONDS);
-        }
-        tx.del(keys.heartbeat(update.workerId));
-      }
-      await tx.exec();
-    },
+    /** The status hash and its lifecycle event (src/contract/status.ts). */
+    recordStatus: (update: StatusUpdate): Promise<void> => recordStatus(redis, config.STATUS_RETENTION_SECONDS, update),
 
     /**
      * How active a worker has been: busy (its heartbeat says so, or input waits unread) and the

@@ -8,7 +8,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
-import { bundleWorkflowCode, DefaultLogger, makeTelemetryFilterString, NativeConnection, Runtime, Worker } from '@temporalio/worker';
+import { bundleWorkflowCode, DefaultLogger, NativeConnection, Worker } from '@temporalio/worker';
 import Docker from 'dockerode';
 import Redis from 'ioredis';
 import { createCapacityActivities } from '../activities/capacity';
@@ -20,13 +20,14 @@ import { WorkerManagerClient } from '../src/client/client';
 import { capacityPool, loadConfig, type Config } from '../src/config/config';
 import { managerRedisOptions, temporalConnectionOptions, workerRedisEnv } from '../src/config/connections';
 import { keys } from '../src/contract/keys';
-import { createManager, type Manager } from '../src/manager/createManager';
+import type { Manager } from '../src/manager/createManager';
 import { createRedisAcl, credentialEnv, RedisAcl } from '../src/config/redisAcl';
 import { GatewayTokens, ModelGateway } from '../src/host/modelGateway';
 import { GATEWAY_KEY_ENV, gatewayToken } from '../src/contract/gatewayToken';
 import http from 'node:http';
 import { startFakeAnthropic } from '../test/fixtures/fakeAnthropic';
-import { bridgeAddress, endSemaphores } from '../test/helpers/stack';
+import { ManagerProcess } from '../test/helpers/managerProcess';
+import { bridgeAddress, endSemaphores, eventually, FinalError, quietTemporalLogs, startManager } from '../test/helpers/stack';
 import { WRAPPER_NODE_FLAGS } from '../src/host/dockerfile';
 import { acquireSignal, releaseSignal } from '../workflows/messages';
 import { semaphoreWorkflowId } from '../src/shared/ids';
@@ -119,30 +120,23 @@ async function semaphoreThroughput(config: Config): Promise<void> {
 }
 
 /**
- * The production manager (src/manager/createManager.ts), in this process, for one benchmark section. The
- * command adapter stays off (the shared worker:commands stream is not this run's), and so does
- * the GC schedule (it would outlive the section's queue).
+ * The production manager (src/manager/createManager.ts), in this process, on a task queue of its
+ * own for one benchmark section, as the integration tests run it (test/helpers/stack.ts
+ * startManager): the command adapter stays off (the shared worker:commands stream is not this
+ * run's), and so do the reaper and the GC schedule; its workers and capacity semaphore end with it.
+ * `settings`: environment variables over the bench's own.
  */
-async function inProcessManager(cfg: Config): Promise<Manager> {
+function inProcessManager(settings: Record<string, string> = {}): Promise<Manager> {
   const quiet = { info() {}, warn() {}, error() {} };
   const warmPoolLog = { ...quiet, warn: (m: string, x?: Record<string, unknown>) => log(`warm pool: ${m} ${JSON.stringify(x ?? {})}`) };
-  const manager = await createManager(cfg, { parts: { adapter: false, gcSchedule: false }, log: (component) => (component === 'warm-pool' ? warmPoolLog : quiet) });
-  await manager.start();
-  // The section's capacity semaphore is bench state: it must not stay on the dev server.
-  const stop = manager.stop.bind(manager);
-  manager.stop = async () => {
-    await endSemaphores(manager.temporal, cfg.TEMPORAL_TASK_QUEUE, [semaphoreWorkflowId(capacityPool(cfg))]);
-    await stop();
-  };
-  return manager;
+  return startManager(settings, { log: (component) => (component === 'warm-pool' ? warmPoolLog : quiet) });
 }
 
 /** From the docker `destroy` of a holder's container to the `start` of the next waiter's container. */
-async function releaseToNextStart(config: Config): Promise<void> {
+async function releaseToNextStart(): Promise<void> {
   const rounds = quick ? 4 : 12;
   log(`release -> next waiter's container start: ${rounds} rounds at limit 1 (real containers)`);
-  const cfg: Config = { ...config, TEMPORAL_TASK_QUEUE: `bench-${randomUUID().slice(0, 8)}`, MAX_CONCURRENT_WORKERS: 1 };
-  const manager = await inProcessManager(cfg);
+  const manager = await inProcessManager({ MAX_CONCURRENT_WORKERS: '1' });
   const { docker, client: wm } = manager;
   const events = new Map<string, { start?: number; destroy?: number }>();
   const stream = (await docker.getEvents({ filters: { type: ['container'], event: ['start', 'destroy'], label: ['com.codegen.managed=true'] } })) as NodeJS.ReadableStream;
@@ -160,19 +154,19 @@ async function releaseToNextStart(config: Config): Promise<void> {
   const samples: number[] = [];
   const isRunning = async (id: string) => {
     const s = await wm.status(id);
-    if (s.status === 'FAILED') throw new Error(`worker ${id} FAILED: ${s.error}`);
+    if (s.status === 'FAILED') throw new FinalError(`worker ${id} FAILED: ${s.error}`);
     return s.status === 'RUNNING';
   };
   try {
     let holder = (await wm.create({ agent_type: 'CLAUDE' })).worker_id;
-    await until('first RUNNING', () => isRunning(holder), 10);
+    await eventually('first RUNNING', () => isRunning(holder), poll(10));
     for (let i = 0; i < rounds; i++) {
       const waiter = (await wm.create({ agent_type: 'CLAUDE' })).worker_id;
-      await until('queued', async () => (await wm.status(waiter)).queue_position === 1, 10);
+      await eventually('queued', async () => (await wm.status(waiter)).queue_position === 1, poll(10));
       const deleted = wm.delete(holder);
-      await until('next RUNNING', () => isRunning(waiter), 10);
+      await eventually('next RUNNING', () => isRunning(waiter), poll(10));
       await deleted;
-      await until('events', async () => events.get(holder)?.destroy !== undefined && events.get(waiter)?.start !== undefined, 10);
+      await eventually('events', async () => events.get(holder)?.destroy !== undefined && events.get(waiter)?.start !== undefined, poll(10));
       samples.push((events.get(waiter)!.start as number) - (events.get(holder)!.destroy as number));
       holder = waiter;
     }
@@ -191,19 +185,16 @@ async function releaseToNextStart(config: Config): Promise<void> {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Polls until fn is true (every `everyMs`), failing after two minutes. */
-async function until(what: string, fn: () => Promise<boolean>, everyMs = 2): Promise<void> {
-  const deadline = Date.now() + 120_000;
-  while (!(await fn())) {
-    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
-    await sleep(everyMs);
-  }
-}
+/** eventually()'s timing for a benchmark: a check every `everyMs` (the resolution of what is timed), for two minutes at most. */
+const poll = (everyMs: number) => ({ timeoutMs: 120_000, intervalMs: everyMs });
+
+/** Whether the latest entry of a worker's output stream is a task_completed. */
+const taskCompleted = async (redis: Redis, workerId: string) => (await redis.xrevrange(keys.output(workerId), '+', '-', 'COUNT', 1))[0]?.[1].includes('task_completed') ?? false;
 
 /** The worker's status as the status hash shows it (what orchestrators read). */
 const statusOf = async (redis: Redis, id: string) => {
   const s = await redis.hget(keys.status(id), 'status');
-  if (s === 'FAILED') throw new Error(`worker ${id} FAILED: ${await redis.hget(keys.status(id), 'error')}`);
+  if (s === 'FAILED') throw new FinalError(`worker ${id} FAILED: ${await redis.hget(keys.status(id), 'error')}`);
   return s;
 };
 
@@ -236,7 +227,7 @@ async function rawDockerStart(docker: Docker, redis: Redis, cfg: Config, image: 
       Labels: { 'com.codegen.bench': 'true' },
     });
     await c.start();
-    await until('raw wrapper ready', async () => (await redis.exists(keys.heartbeat(id))) === 1);
+    await eventually('raw wrapper ready', async () => (await redis.exists(keys.heartbeat(id))) === 1, poll(2));
     return performance.now() - t0;
   } finally {
     await c?.remove({ force: true });
@@ -249,19 +240,18 @@ async function rawDockerStart(docker: Docker, redis: Redis, cfg: Config, image: 
  * create -> RUNNING with a cached image against the raw Docker baseline (alternating, so both see
  * the same machine), delete -> container gone, and the same create with the warm pool.
  */
-async function createPath(config: Config): Promise<void> {
+async function createPath(): Promise<void> {
   const rounds = quick ? 5 : 15;
   log(`create -> RUNNING vs raw docker create+start: ${rounds} rounds each (cached image), then delete -> gone`);
-  const cfg: Config = { ...config, TEMPORAL_TASK_QUEUE: `bench-${randomUUID().slice(0, 8)}`, MAX_CONCURRENT_WORKERS: 20 };
-  const manager = await inProcessManager(cfg);
-  const { docker, redis, client: wm } = manager;
+  const manager = await inProcessManager({ MAX_CONCURRENT_WORKERS: '20' });
+  const { docker, redis, client: wm, config: cfg } = manager;
   const create: number[] = [];
   const raw: number[] = [];
   const del: number[] = [];
   try {
     // Warm-up: the image exists and the workflow code is loaded before anything is timed.
     const first = (await wm.create({ agent_type: 'CLAUDE' })).worker_id;
-    await until('warm-up RUNNING', async () => (await statusOf(redis, first)) === 'RUNNING', 20);
+    await eventually('warm-up RUNNING', async () => (await statusOf(redis, first)) === 'RUNNING', poll(20));
     const image = (await redis.hget(keys.status(first), 'image')) as string;
     await wm.delete(first);
     await rawDockerStart(docker, redis, cfg, image);
@@ -269,7 +259,7 @@ async function createPath(config: Config): Promise<void> {
       raw.push(await rawDockerStart(docker, redis, cfg, image));
       const t0 = performance.now();
       const id = (await wm.create({ agent_type: 'CLAUDE' })).worker_id;
-      await until('RUNNING', async () => (await statusOf(redis, id)) === 'RUNNING');
+      await eventually('RUNNING', async () => (await statusOf(redis, id)) === 'RUNNING', poll(2));
       create.push(performance.now() - t0);
       const t1 = performance.now();
       await wm.delete(id); // resolves once the container is gone
@@ -279,20 +269,19 @@ async function createPath(config: Config): Promise<void> {
     await manager.stop();
   }
   // The same create with a warm pool of 2 for the image: each create claims a paused container.
-  const warmCfg: Config = { ...cfg, TEMPORAL_TASK_QUEUE: `bench-${randomUUID().slice(0, 8)}`, WARM_POOL_SIZE: 2 };
-  const warmManager = await inProcessManager(warmCfg);
+  const warmManager = await inProcessManager({ MAX_CONCURRENT_WORKERS: '20', WARM_POOL_SIZE: '2' });
   const warm: number[] = [];
   let claimed = 0;
   try {
     const { redis: wr, client: wwm, warmPool } = warmManager;
     const first = (await wwm.create({ agent_type: 'CLAUDE' })).worker_id; // makes the image "in demand"
-    await until('warm-up RUNNING', async () => (await statusOf(wr, first)) === 'RUNNING', 20);
+    await eventually('warm-up RUNNING', async () => (await statusOf(wr, first)) === 'RUNNING', poll(20));
     await wwm.delete(first);
     for (let i = 0; i < rounds; i++) {
       await warmPool!.settled(); // refilled after the last claim: a claim is what is timed
       const t0 = performance.now();
       const id = (await wwm.create({ agent_type: 'CLAUDE' })).worker_id;
-      await until('RUNNING', async () => (await statusOf(wr, id)) === 'RUNNING');
+      await eventually('RUNNING', async () => (await statusOf(wr, id)) === 'RUNNING', poll(2));
       warm.push(performance.now() - t0);
       await wwm.delete(id);
     }
@@ -341,17 +330,16 @@ async function aclUser(config: Config): Promise<void> {
 }
 
 /** 20 creates at once against a limit of 10: time until all were RUNNING, and the queue waits. */
-async function burst(config: Config): Promise<void> {
+async function burst(): Promise<void> {
   const n = 20;
   const limit = 10;
   log(`${n} creates against a limit of ${limit} (each worker is deleted 2 s after RUNNING)`);
-  const cfg: Config = { ...config, TEMPORAL_TASK_QUEUE: `bench-${randomUUID().slice(0, 8)}`, MAX_CONCURRENT_WORKERS: limit };
-  const manager = await inProcessManager(cfg);
+  const manager = await inProcessManager({ MAX_CONCURRENT_WORKERS: String(limit) });
   const { redis, client: wm } = manager;
   const waits: number[] = [];
   try {
     const warm = (await wm.create({ agent_type: 'CLAUDE' })).worker_id;
-    await until('warm-up RUNNING', async () => (await statusOf(redis, warm)) === 'RUNNING', 20);
+    await eventually('warm-up RUNNING', async () => (await statusOf(redis, warm)) === 'RUNNING', poll(20));
     await wm.delete(warm);
     const t0 = performance.now();
     const ids = await Promise.all(Array.from({ length: n }, () => wm.create({ agent_type: 'CLAUDE' }).then((r) => r.worker_id)));
@@ -359,7 +347,7 @@ async function burst(config: Config): Promise<void> {
     await Promise.all(
       ids.map(async (id) => {
         const created = performance.now();
-        await until('RUNNING', async () => (await statusOf(redis, id)) === 'RUNNING', 10);
+        await eventually('RUNNING', async () => (await statusOf(redis, id)) === 'RUNNING', poll(10));
         waits.push(performance.now() - created);
         deletions.push(sleep(2_000).then(() => wm.delete(id)));
       }),
@@ -394,39 +382,32 @@ async function managerFootprint(config: Config): Promise<void> {
   log(`manager RSS and CPU: its own process, ${workers} RUNNING workers, ${seconds} s idle`);
   const queue = `bench-${randomUUID().slice(0, 8)}`;
   const env = { ...process.env, TEMPORAL_TASK_QUEUE: queue, MANAGER_ID: queue, MAX_CONCURRENT_WORKERS: String(workers + 2), LOG_LEVEL: 'warn', DOCKER_HOST_ID: 'bench' };
-  const child = spawn(process.execPath, [path.join(ROOT, 'dist', 'src', 'manager.js')], { env, stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  await new Promise<void>((resolve, reject) => {
-    child.stderr!.on('data', (c: Buffer) => {
-      stderr += c.toString();
-      if (stderr.includes('worker-manager is up')) resolve();
-    });
-    child.on('exit', (code) => reject(new Error(`the manager exited (${code}): ${stderr.slice(-2000)}`)));
-  });
+  const manager = new ManagerProcess(queue, env, path.join(ROOT, '.data', 'bench'));
+  await manager.start();
+  const pid = manager.proc!.pid!;
   const cfg: Config = { ...config, TEMPORAL_TASK_QUEUE: queue, DOCKER_HOST_ID: 'bench' };
   const wm = await WorkerManagerClient.connect(cfg);
   const redis = new Redis(cfg.REDIS_URL);
   const ids: string[] = [];
   try {
     for (let i = 0; i < workers; i++) ids.push((await wm.create({ agent_type: 'CLAUDE', idle_timeout_s: 3600 })).worker_id);
-    await until('all RUNNING', async () => (await Promise.all(ids.map((id) => statusOf(redis, id)))).every((s) => s === 'RUNNING'), 100);
+    await eventually('all RUNNING', async () => (await Promise.all(ids.map((id) => statusOf(redis, id)))).every((s) => s === 'RUNNING'), poll(100));
     await sleep(3_000); // settle after the start-up burst
-    const a = procUsage(child.pid!);
+    const a = procUsage(pid);
     const t0 = performance.now();
     const rss: number[] = [];
     for (let i = 0; i < seconds; i++) {
       await sleep(1_000);
-      rss.push(procUsage(child.pid!).rssKb / 1024);
+      rss.push(procUsage(pid).rssKb / 1024);
     }
-    const b = procUsage(child.pid!);
+    const b = procUsage(pid);
     const cpuPct = Math.round(((b.ticks - a.ticks) / 100 / ((performance.now() - t0) / 1000)) * 1000) / 10;
     const peak = Math.round(Math.max(...rss));
     rows.push({ name: `manager RSS, ${workers} RUNNING workers, idle`, unit: 'MB', value: peak, target: '< 300 MB', met: peak < 300, note: `highest of ${seconds} one-second samples; peak since start (VmHWM) ${Math.round(b.hwmKb / 1024)} MB; workflows from the prebuilt bundle` });
     rows.push({ name: `manager CPU, ${workers} RUNNING workers, idle`, unit: '%', value: cpuPct, note: `of one core, over ${seconds} s` });
   } finally {
     await Promise.allSettled(ids.map((id) => wm.delete(id)));
-    child.kill('SIGTERM');
-    await new Promise((r) => child.once('exit', r));
+    await manager.stop();
     await endSemaphores(wm.temporal, queue, [semaphoreWorkflowId(capacityPool(cfg))]);
     await wm.close();
     redis.disconnect();
@@ -506,18 +487,9 @@ async function wrapperFlood(config: Config): Promise<void> {
     }
   }, 20);
   try {
-    const deadline = Date.now() + 30_000;
-    while (!(await redis.exists(keys.heartbeat(workerId)))) {
-      if (Date.now() > deadline) throw new Error('the wrapper did not start');
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    await eventually('the wrapper to start', async () => (await redis.exists(keys.heartbeat(workerId))) === 1, { timeoutMs: 30_000, intervalMs: 20 });
     await redis.xadd(keys.input(workerId), '*', 'type', 'prompt', 'content', `flood ${lines}`, 'task_id', 'flood');
-    let done = false;
-    while (!done) {
-      await new Promise((r) => setTimeout(r, 200));
-      const last = await redis.xrevrange(keys.output(workerId), '+', '-', 'COUNT', 1);
-      done = last[0]?.[1].includes('task_completed') ?? false;
-    }
+    await eventually('the flood task to complete', () => taskCompleted(redis, workerId), { timeoutMs: 600_000, intervalMs: 200 });
     const latencies: number[] = [];
     let first = Infinity;
     let lastMs = 0;
@@ -557,26 +529,21 @@ async function wrapperFlood(config: Config): Promise<void> {
 }
 
 /** Input written to a PAUSED worker -> its first output event; idle deadline -> paused. */
-async function wakeLatency(config: Config): Promise<void> {
+async function wakeLatency(): Promise<void> {
   const rounds = quick ? 3 : 8;
   log(`wake latency: ${rounds} pause/wake rounds of a real worker (fake LLM API)`);
   const fake = await startFakeAnthropic(bridgeAddress(), () => ({ text: '<result>ok</result>' }));
-  const cfg: Config = { ...config, TEMPORAL_TASK_QUEUE: `bench-${randomUUID().slice(0, 8)}`, ANTHROPIC_BASE_URL: fake.url, ANTHROPIC_API_KEY: 'bench' };
-  const manager = await inProcessManager(cfg);
+  const manager = await inProcessManager({ ANTHROPIC_BASE_URL: fake.url, ANTHROPIC_API_KEY: 'bench' });
   const { redis, client: wm } = manager;
   const wake: number[] = [];
   const pauseLag: number[] = [];
   const idleS = 1;
-  const statusIs = async (id: string, s: string) => {
-    const deadline = Date.now() + 120_000;
-    for (;;) {
+  const statusIs = (id: string, s: string) =>
+    eventually(s, async () => {
       const st = await wm.status(id);
-      if (st.status === 'FAILED') throw new Error(`worker FAILED: ${st.error}`);
-      if (st.status === s) return;
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${s}`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  };
+      if (st.status === 'FAILED') throw new FinalError(`worker FAILED: ${st.error}`);
+      return st.status === s;
+    }, poll(20));
   try {
     const { worker_id: id } = await wm.create({ agent_type: 'CLAUDE', idle_timeout_s: idleS });
     for (let i = 0; i < rounds; i++) {
@@ -586,15 +553,10 @@ async function wakeLatency(config: Config): Promise<void> {
       const lastOut = (await redis.xrevrange(keys.output(id), '+', '-', 'COUNT', 1))[0];
       if (pausedAt && lastOut) pauseLag.push(Number(pausedAt[0].split('-')[0]) - Number(lastOut[0].split('-')[0]) - idleS * 1000);
       const entry = (await redis.xadd(keys.input(id), '*', 'type', 'prompt', 'content', `round ${i}`, 'task_id', `wake-${i}`)) as string;
-      let first: string | undefined;
-      while (!first) {
-        const out = await redis.xrange(keys.output(id), `(${entry}`, '+', 'COUNT', 1);
-        first = out[0]?.[0];
-        if (!first) await new Promise((r) => setTimeout(r, 5));
-      }
+      const first = await eventually('the first output after the input', async () => (await redis.xrange(keys.output(id), `(${entry}`, '+', 'COUNT', 1))[0]?.[0], poll(5));
       wake.push(Number(first.split('-')[0]) - Number(entry.split('-')[0]));
       // Let the task finish, so the next pause is a real idle one.
-      while (!(await redis.xrevrange(keys.output(id), '+', '-', 'COUNT', 1))[0]?.[1].includes('task_completed')) await new Promise((r) => setTimeout(r, 20));
+      await eventually('the task to complete', () => taskCompleted(redis, id), poll(20));
     }
     await wm.delete(id);
   } finally {
@@ -687,19 +649,16 @@ function markdown(): string {
 }
 
 async function main(): Promise<void> {
-  Runtime.install({
-    logger: new DefaultLogger('ERROR'),
-    telemetryOptions: { logging: { filter: makeTelemetryFilterString({ core: 'ERROR' }) } },
-  });
+  quietTemporalLogs();
   const config = loadConfig();
   if (wanted('images')) await images(config);
   if (wanted('wrapper')) await wrapperFlood(config);
   if (wanted('semaphore')) await semaphoreThroughput(config);
-  if (wanted('release')) await releaseToNextStart(config);
-  if (wanted('wake')) await wakeLatency(config);
+  if (wanted('release')) await releaseToNextStart();
+  if (wanted('wake')) await wakeLatency();
   if (wanted('acl')) await aclUser(config);
-  if (wanted('create')) await createPath(config);
-  if (wanted('burst')) await burst(config);
+  if (wanted('create')) await createPath();
+  if (wanted('burst')) await burst();
   if (wanted('rss')) await managerFootprint(config);
   if (wanted('gateway')) await gatewayOverhead(config);
   const out = path.join(ROOT, 'bench');

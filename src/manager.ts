@@ -1,10 +1,12 @@
 #!/usr/bin/env node
 /**
  * The manager process: the configuration from the environment (src/config/config.ts), the manager built
- * by src/manager/createManager.ts, run until SIGINT or SIGTERM.
+ * by src/manager/createManager.ts, run until SIGINT or SIGTERM. The composition root: the one file
+ * in src/ that imports activities/, to hand their factory to createManager (eslint.config.js).
  */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
+import { createActivities } from '../activities';
 import { ConfigError, loadConfig, type Config } from './config/config';
 import { createManager } from './manager/createManager';
 import { createLog } from './manager/log';
@@ -27,7 +29,7 @@ async function main(): Promise<void> {
     throw err;
   }
   const log = createLog('manager', config.LOG_LEVEL);
-  const manager = await createManager(config, { workflowBundlePath: process.env.WORKFLOW_BUNDLE ?? prebuiltWorkflowBundle() });
+  const manager = await createManager(config, { activities: createActivities, workflowBundlePath: process.env.WORKFLOW_BUNDLE ?? prebuiltWorkflowBundle() });
 
   let shuttingDown = false;
   const shutdown = (signal: string) => {

@@ -1,17 +1,34 @@
-// Runs once before all tests: bundles the workflows once (every test's Temporal worker reuses
-// the bundle) and builds the wrapper bundle that worker images copy.
+// Runs once before all tests: makes sure the two bundles the tests use are there and current,
+// dist/workflows.bundle.js (every test's Temporal worker loads it, as the manager process does) and
+// dist/wrapper/wrapper.js (worker images copy it). `npm test` has just built both (scripts/stack.sh
+// runs `npm run build`), so this builds them only when a source changed since, as when one file
+// is run with `npx jest` after an edit.
 const { execFileSync } = require('node:child_process');
-const { mkdirSync, writeFileSync } = require('node:fs');
+const { existsSync, readdirSync, statSync } = require('node:fs');
 const path = require('node:path');
 
+const root = path.resolve(__dirname, '..');
+const SOURCES = ['src', 'workflows'];
+
+/** The newest modification time of the files under the source folders. */
+function newestSource() {
+  let newest = 0;
+  for (const dir of SOURCES) {
+    for (const f of readdirSync(path.join(root, dir), { recursive: true, encoding: 'utf8' })) {
+      const s = statSync(path.join(root, dir, f));
+      if (s.isFile()) newest = Math.max(newest, s.mtimeMs);
+    }
+  }
+  return newest;
+}
+
 module.exports = async () => {
-  const root = path.resolve(__dirname, '..');
-  execFileSync(process.execPath, [path.join(root, 'scripts/build-wrapper.js')], { stdio: 'inherit' });
-  const { bundleWorkflowCode } = require('@temporalio/worker');
-  const { code } = await bundleWorkflowCode({
-    workflowsPath: path.join(root, 'workflows/index.ts'),
-    logger: { trace() {}, debug() {}, info() {}, warn: console.warn, error: console.error, log() {} },
-  });
-  mkdirSync(path.join(root, '.data'), { recursive: true });
-  writeFileSync(path.join(root, '.data/test-workflow-bundle.js'), code);
+  const since = newestSource();
+  for (const [bundle, script] of [
+    ['dist/wrapper/wrapper.js', 'scripts/build-wrapper.js'],
+    ['dist/workflows.bundle.js', 'scripts/build-workflows.js'],
+  ]) {
+    const file = path.join(root, bundle);
+    if (!existsSync(file) || statSync(file).mtimeMs < since) execFileSync(process.execPath, [path.join(root, script)], { stdio: 'inherit' });
+  }
 };

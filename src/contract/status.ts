@@ -1,9 +1,14 @@
 /**
  * A worker's state has three shapes: the `worker:status:{id}` hash (Redis strings), the
  * workflow's WorkerState (its `state` query) and the StatusObject that `status` and `list`
- * return. These are the conversions to the one callers see.
+ * return. These are the conversions to the one callers see, and the one way a change of the
+ * hash is written (with its `worker:lifecycle` event).
  */
-import { STATUS_FIELDS, type ModelUsage, type StatusObject } from './schemas';
+import type Redis from 'ioredis';
+import { STATUS_FIELDS, type LifecycleEvent, type ModelUsage, type StatusField, type StatusObject } from './schemas';
+import { keys } from './keys';
+import { lifecycleXadd } from './codec';
+import { usageFromHash } from './usage';
 import type { WorkerState } from '../../workflows/messages';
 
 /** The status hash as the status object: every contract field (null when unset), and the optional ones it has. */
@@ -34,4 +39,51 @@ export function statusFromState(s: WorkerState): StatusObject {
     error: s.error,
     ...(s.error_code ? { error_code: s.error_code } : {}),
   };
+}
+
+export interface StatusUpdate {
+  workerId: string;
+  /** Fields to set; null removes a field. */
+  fields: Partial<Record<StatusField | 'error_code' | 'reason', string | null>>;
+  event?: LifecycleEvent;
+  taskId?: string;
+  requestId?: string;
+  detail?: Record<string, unknown>;
+  /** Set on STOPPED / FAILED: the worker's keys expire after the retention period. */
+  final?: boolean;
+}
+
+/**
+ * Updates `worker:status:{id}` and appends to `worker:lifecycle` in one transaction.
+ * A retry rewrites the same hash values; the event may then appear twice (at least once).
+ */
+export async function recordStatus(redis: Redis, retentionSeconds: number, update: StatusUpdate): Promise<void> {
+  const key = keys.status(update.workerId);
+  const set: string[] = [];
+  const del: string[] = [];
+  for (const [k, v] of Object.entries(update.fields)) {
+    if (v === null || v === undefined) del.push(k);
+    else set.push(k, v);
+  }
+  if (update.final) {
+    // The model gateway copies the usage totals into the status at each task's end: a task cut
+    // short by the stop never reached its end, so the final status takes the totals as they are.
+    const totals = await redis.hgetall(keys.usage(update.workerId));
+    if (Object.keys(totals).length) set.push('usage', JSON.stringify(usageFromHash(totals)));
+  }
+  const tx = redis.multi();
+  if (set.length) tx.hset(key, ...set);
+  if (del.length) tx.hdel(key, ...del);
+  if (update.event) {
+    tx.xadd(...lifecycleXadd({ worker_id: update.workerId, event: update.event, task_id: update.taskId, request_id: update.requestId, detail: update.detail }));
+  }
+  if (update.final) {
+    // A finished worker leaves nothing behind for good: its keys expire after the retention.
+    const id = update.workerId;
+    for (const k of [key, keys.input(id), keys.output(id), keys.inputCursor(id), keys.inputRunning(id), keys.inputTasks(id), keys.session(id)]) {
+      tx.expire(k, retentionSeconds);
+    }
+    tx.del(keys.heartbeat(update.workerId));
+  }
+  await tx.exec();
 }

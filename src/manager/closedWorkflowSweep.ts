@@ -21,9 +21,11 @@
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type Docker from 'dockerode';
 import type Redis from 'ioredis';
-import { createDockerActivities } from '../../activities/docker';
 import { LABELS, workerIdOfContainer } from '../host/labels';
-import { createRedisActivities, type StatusUpdate } from '../../activities/redis';
+import { removeWorkerContainer, type WorkerRemovalDeps } from '../host/workerRemoval';
+import { aclScope, createRedisAcl } from '../config/redisAcl';
+import { GatewayTokens } from '../host/modelGateway';
+import { recordStatus, type StatusUpdate } from '../contract/status';
 import type { Log } from '../shared/log';
 import { capacityPool, type Config } from '../config/config';
 import type { ErrorCode } from '../contract/schemas';
@@ -59,12 +61,10 @@ export class ClosedWorkflowSweep {
   private timer?: NodeJS.Timeout;
   private stopped = false;
   private current?: Promise<unknown>;
-  private readonly removeContainer: ReturnType<typeof createDockerActivities>['removeContainer'];
-  private readonly recordStatus: ReturnType<typeof createRedisActivities>['recordStatus'];
+  private readonly removal: WorkerRemovalDeps;
 
   constructor(private readonly deps: ClosedWorkflowSweepDeps) {
-    this.removeContainer = createDockerActivities(deps).removeContainer;
-    this.recordStatus = createRedisActivities(deps).recordStatus;
+    this.removal = { docker: deps.docker, redis: deps.redis, acl: createRedisAcl(deps.redis, deps.config), tokens: new GatewayTokens(deps.redis, aclScope(deps.config)) };
   }
 
   /** Sweeps now, then every CLOSED_WORKFLOW_SWEEP_SECONDS after the previous sweep ended. */
@@ -118,7 +118,7 @@ export class ClosedWorkflowSweep {
               throw err;
             });
           if (running) return; // a new run (a reset) owns it
-          if ((await this.removeContainer({ workerId, graceSeconds: 0 })).removed) report.outlived.push(workerId);
+          if ((await removeWorkerContainer(this.removal, { workerId, graceSeconds: 0 })).removed) report.outlived.push(workerId);
         });
       }),
     ]);
@@ -169,7 +169,7 @@ export class ClosedWorkflowSweep {
     const latest = await temporal.workflow.getHandle(workflowId).describe();
     const ending = ENDINGS[latest.status.name];
     if (!ending) return undefined;
-    const { removed } = await this.removeContainer({ workerId, graceSeconds: config.WORKER_STOP_GRACE_SECONDS });
+    const { removed } = await removeWorkerContainer(this.removal, { workerId, graceSeconds: config.WORKER_STOP_GRACE_SECONDS });
     const failed = ending.status === 'FAILED' ? ending : undefined;
     const update: StatusUpdate = {
       workerId,
@@ -193,7 +193,7 @@ export class ClosedWorkflowSweep {
       });
     // Last: a final hash is what makes later sweeps skip this worker, so everything before it is
     // repeated (idempotently) until it is written.
-    await this.recordStatus(update);
+    await recordStatus(this.deps.redis, config.STATUS_RETENTION_SECONDS, update);
     log.warn('finished a worker whose workflow closed without finishing it', { worker_id: workerId, workflow_status: latest.status.name, container_removed: removed });
     return { worker_id: workerId, status: ending.status, reason: ending.reason, removed };
   }

@@ -22,7 +22,7 @@ import { describeIssues, PAYLOAD_SCHEMAS } from '../contract/schemas';
 import { CONSUMER_GROUP, keys } from '../contract/keys';
 import { cappedXadd, COMMAND_ENTRY_FIELDS, decodeCommandPayload, encodeReplyEntry, readFields, type ReplyOutcome } from '../contract/codec';
 import type { Log } from '../shared/log';
-import { faultPoint } from './faults';
+import { faultPoint } from '../config/faults';
 
 export interface AdapterOptions {
   client: WorkerManagerClient;

@@ -30,7 +30,7 @@ import { ensureImageGcSchedule } from './schedules';
 import { imageGcScheduleId } from '../shared/ids';
 import { WakeWatcher } from './wakeWatcher';
 import { createWarmPool, type WarmPool } from '../host/warmPool';
-import { createManagerWorkers } from './temporalWorkers';
+import { createManagerWorkers, type ActivityFactory } from './temporalWorkers';
 
 /** The parts of a manager; each is on unless the options switch it off. */
 export type ManagerPart =
@@ -49,6 +49,11 @@ export type ManagerPart =
 export type EgressGateway = NonNullable<Awaited<ReturnType<typeof startEgressGateway>>>;
 
 export interface ManagerOptions {
+  /**
+   * The activities for the Temporal workers: activities/index.ts createActivities, or a variant of
+   * it that swaps some. Passed in, so src/ never imports activities/ (src/manager.ts hands it over).
+   */
+  activities: ActivityFactory;
   /** Parts to switch off (`{ adapter: false }`); an absent part is on. */
   parts?: Partial<Record<ManagerPart, boolean>>;
   /** A logger per component; by default structured lines on stderr at LOG_LEVEL (src/manager/log.ts). */
@@ -57,6 +62,12 @@ export interface ManagerOptions {
   workflowBundlePath?: string;
   /** Connections the caller owns and shares with this manager: stop() leaves them open. */
   shared?: { client?: WorkerManagerClient; redis?: Redis };
+  /**
+   * Work that must end while every part still runs, before stop() stops them (tests and benchmarks
+   * end the workers and the capacity semaphore of their throwaway task queue). The parts stop
+   * even when it fails; stop() then rejects with its error.
+   */
+  beforeStop?: (manager: Manager) => Promise<void>;
   /** The adapter's timing, and the client it serves commands with (by default the manager's). */
   adapter?: Pick<AdapterOptions, 'blockMs' | 'claimIdleMs' | 'claimEveryMs'> & {
     client?: (client: WorkerManagerClient) => WorkerManagerClient;
@@ -81,6 +92,7 @@ interface Assembled {
   warmPool?: WarmPool;
   /** Per-worker Redis users (WORKER_REDIS_ACL=per-worker): the reaper removes those left behind. */
   acl?: RedisAcl;
+  beforeStop?: ManagerOptions['beforeStop'];
 }
 
 /** A built manager: its connections and parts (a part switched off is absent), and its lifecycle. */
@@ -201,6 +213,14 @@ export class Manager {
 
   private async stopParts(): Promise<void> {
     await this.starting?.catch(() => undefined);
+    try {
+      await this.p.beforeStop?.(this);
+    } finally {
+      await this.stopRunningParts();
+    }
+  }
+
+  private async stopRunningParts(): Promise<void> {
     this.p.redis.off('ready', this.restoreAclUsers);
     await this.adapter?.stop();
     this.watcher?.stop();
@@ -256,7 +276,7 @@ export class Manager {
 }
 
 /** Connects to Docker, Redis and Temporal as configured and builds the parts; start() runs them. */
-export async function createManager(config: Config, options: ManagerOptions = {}): Promise<Manager> {
+export async function createManager(config: Config, options: ManagerOptions): Promise<Manager> {
   const parts = (part: ManagerPart) => options.parts?.[part] !== false;
   const log = options.log ?? ((component: string) => createLog(component, config.LOG_LEVEL));
 
@@ -280,7 +300,7 @@ export async function createManager(config: Config, options: ManagerOptions = {}
 
   const warmPool = parts('warmPool') ? createWarmPool({ config, docker, redis, temporal, log: log('warm-pool') }) : undefined;
   const workers = connection
-    ? await createManagerWorkers({ connection, config, docker, redis, client: temporal, warmPool, workflowBundlePath: options.workflowBundlePath })
+    ? await createManagerWorkers({ connection, config, docker, redis, client: temporal, warmPool, activities: options.activities, workflowBundlePath: options.workflowBundlePath })
     : [];
   let adapter: CommandAdapter | undefined;
   if (parts('adapter')) {
@@ -312,6 +332,7 @@ export async function createManager(config: Config, options: ManagerOptions = {}
     sweep: parts('closedWorkflowSweep') ? new ClosedWorkflowSweep({ config, docker, redis, temporal, log: log('closed-workflows') }) : undefined,
     warmPool,
     acl: createRedisAcl(redis, config),
+    beforeStop: options.beforeStop,
   });
 }
 

@@ -7,23 +7,15 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import Redis from 'ioredis';
 import { keys } from '../../src/contract/keys';
+import { freePort } from './ports';
 import { bridgeAddress, eventually, type RunningManager } from './stack';
 
 /** The manager's minimal ACL, as in README.md (Secure connections). */
 const MANAGER_ACL = '~worker:* &__keyspace@*__:worker:*:input +@all -@dangerous +info +config|get +config|set +acl|setuser +acl|deluser +acl|users +acl|getuser';
-
-export async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as net.AddressInfo).port;
-  await new Promise((r) => srv.close(r));
-  return port;
-}
 
 export class AclRedis {
   readonly managerPassword = `mgr-${randomUUID()}`;

@@ -1,67 +1,18 @@
 /**
- * Runs the wrapper bundle as a host process against a private Redis that a test may slow down,
- * kill and restart, with a stand-in agent instead of a real CLI.
+ * Runs the wrapper bundle as a host process, with a stand-in agent instead of a real CLI, against
+ * a Redis of the test's own (test/helpers/privateRedis.ts) that it may slow down, kill and restart.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import Redis from 'ioredis';
 import { keys } from '../../src/contract/keys';
-import { eventually, ROOT } from './stack';
+import { ROOT } from './stack';
 
 export const STANDIN_AGENT = path.join(ROOT, 'test', 'fixtures', 'standin-agent.js');
 export const WRAPPER_BUNDLE = path.join(ROOT, 'dist', 'wrapper', 'wrapper.js');
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-/** A Redis of the test's own, on loopback, persisting its streams (append-only file) across restarts. */
-export class PrivateRedis {
-  port = 0;
-  dir = mkdtempSync(path.join(os.tmpdir(), 'wm-redis-'));
-  private proc?: ChildProcess;
-
-  /** `bind`: the addresses to listen on (add bridgeAddress() for containers to reach it). */
-  constructor(private readonly bind: string[] = ['127.0.0.1']) {}
-
-  get url(): string {
-    return `redis://127.0.0.1:${this.port}`;
-  }
-
-  async start(): Promise<void> {
-    if (!this.port) this.port = await freePort();
-    this.proc = spawn('redis-server', ['--port', String(this.port), '--bind', this.bind.join(' '), '--protected-mode', 'no', '--dir', this.dir, '--appendonly', 'yes', '--appendfsync', 'always', '--save', '', '--enable-debug-command', 'local'], { stdio: 'ignore' });
-    const probe = new Redis(this.url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
-    await eventually('private Redis', async () => {
-      try {
-        await probe.connect();
-        return (await probe.ping()) === 'PONG';
-      } catch {
-        probe.disconnect();
-        return false;
-      }
-    });
-    probe.disconnect();
-  }
-
-  async stop(): Promise<void> {
-    const p = this.proc;
-    if (!p || p.exitCode !== null) return;
-    await new Promise<void>((resolve) => {
-      p.once('exit', () => resolve());
-      p.kill('SIGTERM');
-    });
-  }
-}
 
 export interface HostWrapper {
   workerId: string;

@@ -14,13 +14,16 @@ import type { Log } from '../../src/shared/log';
 import type { WorkerManagerClient } from '../../src/client/client';
 import { bridgeAddressOf } from '../../src/host/bridgeAddress';
 import { capacityPool, loadConfig, type Config } from '../../src/config/config';
+import { createActivities } from '../../activities';
 import { createManager, type Manager, type ManagerOptions } from '../../src/manager/createManager';
 import { semaphoreWorkflowId } from '../../src/shared/ids';
 import { temporalConnectionOptions } from '../../src/config/connections';
 import type { StatusObject, WorkerStatus } from '../../src/contract/schemas';
 
-export const ROOT = path.resolve(__dirname, '..', '..');
-export const WORKFLOW_BUNDLE = path.join(ROOT, '.data', 'test-workflow-bundle.js');
+/** The checkout, also when this runs compiled (dist/test/helpers/: the benchmarks and the reliability suite). */
+export const ROOT = path.resolve(__dirname, __dirname.includes(`${path.sep}dist${path.sep}`) ? '../../..' : '../..');
+/** The workflow bundle `npm run build` makes (scripts/build-workflows.js), kept current by test/global-setup.js. */
+export const WORKFLOW_BUNDLE = path.join(ROOT, 'dist', 'workflows.bundle.js');
 
 let runtimeQuiet = false;
 /** Keeps the SDK's INFO lines out of test output; warnings and errors still show. */
@@ -90,6 +93,9 @@ const SILENT: Log = { info() {}, warn() {}, error() {} };
 /** A manager as tests run it: the production assembly (src/manager/createManager.ts), started, quiet. */
 export type RunningManager = Manager;
 
+/** createManager's options for tests: the real activities unless a test swaps some. */
+export type TestManagerOptions = Omit<ManagerOptions, 'activities'> & Partial<Pick<ManagerOptions, 'activities'>>;
+
 /**
  * Runs a manager in this process, on a fresh task queue, with the real activities. Off unless a
  * test file asks for them (`{ parts: { adapter: true } }`): the command adapter (every adapter on
@@ -97,12 +103,14 @@ export type RunningManager = Manager;
  * or competes with whoever else serves it), the orphan reaper (its sweeps would race the tests
  * that sweep by hand) and the GC schedule (it would outlive the test's queue).
  */
-export async function startManager(overrides: Record<string, string> = {}, options: ManagerOptions = {}): Promise<RunningManager> {
+export async function startManager(overrides: Record<string, string> = {}, options: TestManagerOptions = {}): Promise<RunningManager> {
   quietTemporalLogs();
   const config = testConfig(overrides);
   const m = await createManager(config, {
+    activities: createActivities,
     log: () => SILENT,
     workflowBundlePath: WORKFLOW_BUNDLE,
+    beforeStop: endQueue,
     ...options,
     parts: { adapter: false, reaper: false, gcSchedule: false, ...options.parts },
   });
@@ -110,19 +118,23 @@ export async function startManager(overrides: Record<string, string> = {}, optio
     await m.stop().catch(() => undefined);
     throw err;
   });
-  const stopManager = m.stop.bind(m);
-  m.stop = async () => {
-    // A failed test must not leave workers behind for the tests after it: delete what still runs.
-    const leftovers: string[] = [];
-    for await (const wf of m.temporal.workflow.list({ query: `TaskQueue="${config.TEMPORAL_TASK_QUEUE}" AND WorkflowType="workerLifecycle" AND ExecutionStatus="Running"` })) {
-      leftovers.push(wf.workflowId.replace(/^worker-/, ''));
-    }
-    await Promise.race([Promise.allSettled(leftovers.map((id) => m.client.delete(id))), new Promise((r) => setTimeout(r, 60_000))]);
-    // This manager's capacity semaphore is test state: it would otherwise stay running (idle) for good.
-    await endSemaphores(m.temporal, config.TEMPORAL_TASK_QUEUE, [semaphoreWorkflowId(capacityPool(config))]);
-    await stopManager();
-  };
   return m;
+}
+
+/**
+ * What a test's (or a benchmark's) manager leaves on its throwaway task queue, ended before it
+ * stops (startManager's `beforeStop`): workers still running, which a failed test must not leave
+ * behind for the tests after it, and its capacity semaphore, which would otherwise stay running
+ * (idle) for good.
+ */
+export async function endQueue(m: Manager): Promise<void> {
+  const queue = m.config.TEMPORAL_TASK_QUEUE;
+  const leftovers: string[] = [];
+  for await (const wf of m.temporal.workflow.list({ query: `TaskQueue="${queue}" AND WorkflowType="workerLifecycle" AND ExecutionStatus="Running"` })) {
+    leftovers.push(wf.workflowId.replace(/^worker-/, ''));
+  }
+  await Promise.race([Promise.allSettled(leftovers.map((id) => m.client.delete(id))), new Promise((r) => setTimeout(r, 60_000))]);
+  await endSemaphores(m.temporal, queue, [semaphoreWorkflowId(capacityPool(m.config))]);
 }
 
 /**
@@ -131,7 +143,7 @@ export async function startManager(overrides: Record<string, string> = {}, optio
  */
 export function adapterOnlyManager(m: RunningManager, managerId: string, options: ManagerOptions['adapter'] = {}): Promise<Manager> {
   const off = { workers: false, modelGateway: false, containerWatcher: false, wakeWatcher: false, closedWorkflowSweep: false, reaper: false, warmPool: false, egress: false, gcSchedule: false, capacityLimit: false };
-  return createManager({ ...m.config, MANAGER_ID: managerId }, { parts: off, shared: { client: m.client, redis: m.redis }, log: () => SILENT, adapter: options });
+  return createManager({ ...m.config, MANAGER_ID: managerId }, { activities: createActivities, parts: off, shared: { client: m.client, redis: m.redis }, log: () => SILENT, adapter: options });
 }
 
 /**

@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import Redis from 'ioredis';
-import { freePort } from './aclRedis';
+import { freePort } from './ports';
 import { ROOT } from './stack';
 
 const run = promisify(execFile);

@@ -6,15 +6,8 @@ import { randomUUID } from 'node:crypto';
 import Redis from 'ioredis';
 import type { StatusObject } from '../../src/contract/schemas';
 import { CONSUMER_GROUP, keys } from '../../src/contract/keys';
+import { command as sendAndWait, replyFor as replyOn, type Reply } from '../helpers/commands';
 import { adapterOnlyManager, containerExists, eventually, startManager, type RunningManager } from '../helpers/stack';
-
-interface Reply {
-  request_id: string;
-  command: string;
-  ok: string;
-  result?: string;
-  error?: string;
-}
 
 describe('Redis command adapter', () => {
   let m: RunningManager;
@@ -32,23 +25,8 @@ describe('Redis command adapter', () => {
     return (await m.redis.xadd(keys.commands, '*', ...Object.entries(fields).flat())) as string;
   }
 
-  async function replyFor(requestId: string, stream = replyTo): Promise<Reply> {
-    return eventually(`reply to ${requestId}`, async () => {
-      const entries = await m.redis.xrange(stream, '-', '+');
-      for (const [, f] of entries) {
-        const obj: Record<string, string> = {};
-        for (let i = 0; i < f.length; i += 2) obj[f[i]!] = f[i + 1]!;
-        if (obj.request_id === requestId) return obj as unknown as Reply;
-      }
-      return undefined;
-    });
-  }
-
-  async function command(command: string, payload: unknown): Promise<Reply> {
-    const requestId = `t-${randomUUID()}`;
-    await send({ request_id: requestId, command, payload: JSON.stringify(payload), reply_to: replyTo });
-    return replyFor(requestId);
-  }
+  const replyFor = (requestId: string, stream = replyTo): Promise<Reply> => replyOn(m.redis, stream, requestId);
+  const command = (command: string, payload: unknown): Promise<Reply> => sendAndWait(m.redis, { requestId: `t-${randomUUID()}`, command, payload, replyTo });
 
   test('create, status until RUNNING, list, delete, delete again: the contract end to end', async () => {
     const requestId = `t-${randomUUID()}`;

@@ -9,7 +9,6 @@
  * The manager runs against a private Redis (so no other developer's adapter on the shared stack can
  * take these entries) on its own task queue, Docker host id and consumer name.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import { WorkflowNotFoundError } from '@temporalio/client';
@@ -20,16 +19,12 @@ import { loadConfig } from '../../src/config/config';
 import { workerIdForRequest } from '../../src/contract/ids';
 import { imageGcScheduleId } from '../../src/shared/ids';
 import { CONSUMER_GROUP, keys } from '../../src/contract/keys';
-import { PrivateRedis } from '../helpers/hostWrapper';
+import { repliesOn, sendCommand, type Reply } from '../helpers/commands';
+import { ManagerProcess } from '../helpers/managerProcess';
+import { PrivateRedis } from '../helpers/privateRedis';
 import { bridgeAddress, containerExists, eventually, quietTemporalLogs, ROOT, testEnv, waitForStatus, WORKFLOW_BUNDLE } from '../helpers/stack';
 
 const REPLY = 'worker:responses:crash';
-
-interface ManagerProcess {
-  proc: ChildProcess;
-  stderr: string[];
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
 
 describe('manager killed with SIGKILL between reading a command and replying', () => {
   const run = randomUUID().slice(0, 8);
@@ -37,7 +32,7 @@ describe('manager killed with SIGKILL between reading a command and replying', (
   let env: Record<string, string | undefined>;
   let redis: Redis;
   let client: WorkerManagerClient;
-  let current: ManagerProcess | undefined;
+  let manager: ManagerProcess;
   const docker = new Docker();
   const created: string[] = [];
 
@@ -55,12 +50,13 @@ describe('manager killed with SIGKILL between reading a command and replying', (
       LOG_LEVEL: 'warn',
       WM_FAULT_INJECT: undefined,
     };
+    manager = new ManagerProcess(`crash-${run}`, env, path.join(ROOT, 'test-artifacts'));
     redis = new Redis(redisServer.url);
     client = await WorkerManagerClient.connect(loadConfig(env));
   });
 
   afterAll(async () => {
-    await stopManager();
+    await manager?.stop();
     // Whatever a failed assertion left: workers of this queue, the capacity pool, the GC schedule.
     const config = loadConfig(env);
     for (const id of created) await client.delete(id).catch(() => undefined);
@@ -73,45 +69,14 @@ describe('manager killed with SIGKILL between reading a command and replying', (
     await redisServer.stop();
   });
 
-  function startManagerProcess(faultInject?: string): Promise<ManagerProcess> {
-    const proc = spawn(process.execPath, [path.join(ROOT, 'dist/src/manager.js')], {
-      env: { ...env, ...(faultInject ? { WM_FAULT_INJECT: faultInject } : {}) },
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    const stderr: string[] = [];
-    proc.stderr!.on('data', (c: Buffer) => stderr.push(c.toString()));
-    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => proc.once('exit', (code, signal) => resolve({ code, signal })));
-    const m = { proc, stderr, exited };
-    current = m;
-    // Up once it says so (the adapter has started); fail at once if it exits before.
-    return Promise.race([
-      eventually('the manager to start', async () => stderr.join('').includes('worker-manager is up'), { timeoutMs: 120_000 }).then(() => m),
-      exited.then((e) => Promise.reject(new Error(`the manager exited at start (${JSON.stringify(e)}): ${stderr.join('')}`))),
-    ]);
+  /** The manager process, up (with a fault armed, it dies at that point later). */
+  async function startManagerProcess(faultInject?: string): Promise<ManagerProcess> {
+    await manager.start(faultInject ? { WM_FAULT_INJECT: faultInject } : {});
+    return manager;
   }
 
-  async function stopManager(): Promise<void> {
-    const m = current;
-    current = undefined;
-    if (!m || m.proc.exitCode !== null || m.proc.signalCode !== null) return;
-    m.proc.kill('SIGTERM');
-    await Promise.race([m.exited, new Promise((r) => setTimeout(r, 30_000))]);
-    if (m.proc.exitCode === null && m.proc.signalCode === null) m.proc.kill('SIGKILL');
-  }
-
-  async function send(command: string, requestId: string, payload: unknown): Promise<string> {
-    return (await redis.xadd(keys.commands, '*', 'request_id', requestId, 'command', command, 'payload', JSON.stringify(payload), 'reply_to', REPLY)) as string;
-  }
-
-  async function repliesFor(requestId: string): Promise<Record<string, string>[]> {
-    return (await redis.xrange(REPLY, '-', '+'))
-      .map(([, f]) => {
-        const o: Record<string, string> = {};
-        for (let i = 0; i + 1 < f.length; i += 2) o[f[i]!] = f[i + 1]!;
-        return o;
-      })
-      .filter((r) => r.request_id === requestId);
-  }
+  const send = (command: string, requestId: string, payload: unknown): Promise<string> => sendCommand(redis, { requestId, command, payload, replyTo: REPLY });
+  const repliesFor = async (requestId: string): Promise<Reply[]> => (await repliesOn(redis, REPLY)).filter((r) => r.request_id === requestId);
 
   async function pending(): Promise<{ id: string; consumer: string }[]> {
     const p = (await redis.xpending(keys.commands, CONSUMER_GROUP, '-', '+', 1000)) as [string, string, number, number][];
@@ -141,7 +106,7 @@ describe('manager killed with SIGKILL between reading a command and replying', (
   }
 
   /** Restarts the manager (same MANAGER_ID, no fault) and checks the command was answered exactly once. */
-  async function restartAndExpectOneReply(requestId: string, entryId: string): Promise<Record<string, string>> {
+  async function restartAndExpectOneReply(requestId: string, entryId: string): Promise<Reply> {
     await startManagerProcess();
     const [reply] = await eventually(`the reply to ${requestId}`, async () => {
       const r = await repliesFor(requestId);
@@ -171,7 +136,7 @@ describe('manager killed with SIGKILL between reading a command and replying', (
     for await (const wf of client.temporal.workflow.list({ query: `WorkerId="${workerId}"` })) wfs.push(wf.workflowId);
     expect(wfs).toEqual([`worker-${workerId}`]);
     expect(await containersOf(workerId)).toHaveLength(1);
-    await stopManager();
+    await manager.stop();
 
     const deleteId = `crash-delete-${run}-a`;
     const deleteEntry = await sendAndKill('adapter-after-read', 'delete', deleteId, { worker_id: workerId });
@@ -182,7 +147,7 @@ describe('manager killed with SIGKILL between reading a command and replying', (
     expect(await containerExists(docker, `worker-${workerId}`)).toBe(false);
     expect(await containersOf(workerId)).toHaveLength(0);
     expect(await pending()).toEqual([]);
-    await stopManager();
+    await manager.stop();
   });
 
   test('create killed before it ran, delete killed after it ran: each processed exactly once after restart', async () => {
@@ -196,7 +161,7 @@ describe('manager killed with SIGKILL between reading a command and replying', (
     expect(JSON.parse(reply.result!)).toMatchObject({ worker_id: workerId });
     await waitForStatus(client, workerId, ['RUNNING']);
     expect(await containersOf(workerId)).toHaveLength(1);
-    await stopManager();
+    await manager.stop();
 
     const deleteId = `crash-delete-${run}-b`;
     const deleteEntry = await sendAndKill('adapter-before-reply', 'delete', deleteId, { worker_id: workerId });
@@ -206,6 +171,6 @@ describe('manager killed with SIGKILL between reading a command and replying', (
     expect(JSON.parse(del.result!)).toEqual({ worker_id: workerId, status: 'STOPPED' });
     expect(await containersOf(workerId)).toHaveLength(0);
     expect(await pending()).toEqual([]);
-    await stopManager();
+    await manager.stop();
   });
 });

@@ -8,10 +8,11 @@
 import { randomUUID } from 'node:crypto';
 import Docker from 'dockerode';
 import Redis from 'ioredis';
-import { pack } from 'tar-stream';
 import { WorkerManagerClient } from '../../src/client/client';
 import { keys } from '../../src/contract/keys';
-import { PrivateRedis } from '../helpers/hostWrapper';
+import { command as sendAndWait, replyBody } from '../helpers/commands';
+import { shellLessBaseImage } from '../helpers/images';
+import { PrivateRedis } from '../helpers/privateRedis';
 import { bridgeAddress, eventually, startManager, waitForStatus } from '../helpers/stack';
 
 const REPLY = 'worker:responses:errors';
@@ -33,15 +34,8 @@ async function withAdapter(overrides: Record<string, string>, client?: (served: 
   return {
     m,
     async command(command: string, payload: unknown, timeoutMs = 90_000): Promise<Reply> {
-      const requestId = `err-${n++}-${randomUUID().slice(0, 8)}`;
-      await m.redis.xadd(keys.commands, '*', 'request_id', requestId, 'command', command, 'payload', JSON.stringify(payload), 'reply_to', REPLY);
-      return eventually(`reply to ${requestId}`, async () => {
-        const hit = (await m.redis.xrange(REPLY, '-', '+')).find(([, f]) => f[f.indexOf('request_id') + 1] === requestId);
-        if (!hit) return undefined;
-        const f = hit[1];
-        const ok = f[f.indexOf('ok') + 1]!;
-        return { ok, body: JSON.parse(f[f.indexOf(ok === '1' ? 'result' : 'error') + 1]!) };
-      }, { timeoutMs });
+      const reply = await sendAndWait(m.redis, { requestId: `err-${n++}-${randomUUID().slice(0, 8)}`, command, payload, replyTo: REPLY }, { timeoutMs });
+      return { ok: reply.ok, body: replyBody(reply) };
     },
     async stop() {
       await m.stop();
@@ -104,14 +98,8 @@ test('CAPACITY_TIMEOUT: a create past the creation timeout is reported by status
 });
 
 test('BUILD_FAILED: a worker whose image cannot be built is reported by status and delete through the adapter', async () => {
-  // A base image with no shell: every RUN step of the generated Dockerfile fails at once.
-  const brokenBase = `wm-test-broken-base:${randomUUID().slice(0, 8)}`;
   const docker = new Docker();
-  const p = pack();
-  p.entry({ name: 'README' }, 'an image with nothing to run\n');
-  p.finalize();
-  const progress = await docker.importImage(p as unknown as NodeJS.ReadableStream, { repo: brokenBase.split(':')[0], tag: brokenBase.split(':')[1] });
-  await new Promise((resolve, reject) => docker.modem.followProgress(progress, (err: Error | null) => (err ? reject(err) : resolve(undefined))));
+  const brokenBase = await shellLessBaseImage(docker);
   const a = await withAdapter({ BASE_IMAGE: brokenBase });
   try {
     const created = await a.command('create', { agent_type: 'CLAUDE' });

@@ -11,7 +11,7 @@ import { randomUUID } from 'node:crypto';
 import fc from 'fast-check';
 import { COMMANDS, ERROR_CODES, LIMITS, REQUEST_ID_RE } from '../../src/contract/schemas';
 import { CONSUMER_GROUP, keys } from '../../src/contract/keys';
-import { PrivateRedis } from '../helpers/hostWrapper';
+import { PrivateRedis } from '../helpers/privateRedis';
 import { eventually, startManager, type RunningManager } from '../helpers/stack';
 
 type Val = string | Buffer;

@@ -10,7 +10,8 @@ import type { Manager } from '../../src/manager/createManager';
 import { workerIdForTask } from '../../src/contract/ids';
 import { CONSUMER_GROUP, keys } from '../../src/contract/keys';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fakeAnthropic';
-import { PrivateRedis } from '../helpers/hostWrapper';
+import { sendCommand } from '../helpers/commands';
+import { PrivateRedis } from '../helpers/privateRedis';
 import { adapterOnlyManager, bridgeAddress, eventually, startManager, type RunningManager } from '../helpers/stack';
 
 const TASKS = 50;
@@ -58,9 +59,7 @@ describe('tasks through the adapter', () => {
     await redisServer.stop();
   });
 
-  async function send(requestId: string, command: string, payload: unknown): Promise<string> {
-    return (await m.redis.xadd(keys.commands, '*', 'request_id', requestId, 'command', command, 'payload', JSON.stringify(payload), 'reply_to', REPLY)) as string;
-  }
+  const send = (requestId: string, command: string, payload: unknown): Promise<string> => sendCommand(m.redis, { requestId, command, payload, replyTo: REPLY });
   async function replies(): Promise<Map<string, string[][]>> {
     const byRequest = new Map<string, string[][]>();
     for (const [, f] of await m.redis.xrange(REPLY, '-', '+')) {

@@ -13,7 +13,9 @@ import { LIMITS } from '../../src/contract/schemas';
 import { renderInstructions } from '../../src/shared/instructions';
 import { keys } from '../../src/contract/keys';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fakeAnthropic';
-import { PrivateRedis, readOutput, startHostWrapper } from '../helpers/hostWrapper';
+import { readOutput, startHostWrapper } from '../helpers/hostWrapper';
+import { command as sendAndWait, type Reply } from '../helpers/commands';
+import { PrivateRedis } from '../helpers/privateRedis';
 import { bridgeAddress, eventually, ROOT, startManager, waitForStatus, type RunningManager } from '../helpers/stack';
 import path from 'node:path';
 
@@ -63,18 +65,7 @@ describe('bad input arrives verbatim in real containers, or is refused naming th
   });
 
   /** Sends a command whose payload is given as raw bytes; returns the reply. */
-  async function command(name: string, payload: Buffer): Promise<{ ok: string; result?: string; error?: string }> {
-    const requestId = `bi-${run}-${n++}`;
-    await m.redis.xadd(keys.commands, '*', 'request_id', requestId, 'command', name, 'payload', payload, 'reply_to', REPLY);
-    return eventually(`reply to ${requestId}`, async () => {
-      for (const [, f] of await m.redis.xrange(REPLY, '-', '+')) {
-        const o: Record<string, string> = {};
-        for (let i = 0; i + 1 < f.length; i += 2) o[f[i]!] = f[i + 1]!;
-        if (o.request_id === requestId) return o as { ok: string; result?: string; error?: string };
-      }
-      return undefined;
-    });
-  }
+  const command = (name: string, payload: Buffer): Promise<Reply> => sendAndWait(m.redis, { requestId: `bi-${run}-${n++}`, command: name, payload, replyTo: REPLY });
 
   test('instructions arrive in CLAUDE.md byte for byte: metacharacters, NUL, Unicode, at the limit, and non-UTF-8 as U+FFFD', async () => {
     // Generated text at exactly the limit (UTF-8 bytes), seeded so a failure can be replayed.

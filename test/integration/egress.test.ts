@@ -11,19 +11,14 @@ import http from 'node:http';
 import type net from 'node:net';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fakeAnthropic';
 import type { EgressGateway } from '../../src/manager/createManager';
-import { chainFor, egressNetworkName, removeEgressNetwork } from '../../src/host/egress/gateway';
+import { egressNetworkName, removeEgressNetwork } from '../../src/host/egress/gateway';
+import { chainFor } from '../../src/host/egress/hostRules';
+import { freePort } from '../helpers/ports';
 import { bridgeAddress, execIn, startManager, waitForStatus, type RunningManager } from '../helpers/stack';
 
 const silent = { info() {}, warn() {}, error() {} };
 
 /** A port free on `host` now (for the proxy: the default, 3128, may be a real manager's). */
-async function freePort(host: string): Promise<number> {
-  const probe = http.createServer();
-  await new Promise<void>((r) => probe.listen(0, host, () => r()));
-  const port = (probe.address() as net.AddressInfo).port;
-  await new Promise((r) => probe.close(r));
-  return port;
-}
 
 /** From inside a container, a direct TCP connection (no proxy): 'connected' or the error code. */
 const directConnect = (c: Parameters<typeof execIn>[0], host: string, port: number) =>

@@ -10,6 +10,7 @@ import { imageTagFor } from '../../activities/images';
 import { imageBuildWorkflowId, imageGcScheduleId } from '../../src/shared/ids';
 import { keys } from '../../src/contract/keys';
 import { ensureImageGcSchedule } from '../../src/manager/schedules';
+import { dockerProgress, shellLessBaseImage } from '../helpers/images';
 import { eventually, runInImage, startManager, waitForStatus, type RunningManager } from '../helpers/stack';
 
 /** Build runs of one image hash started since `since`, and the buildImage activities they scheduled. */
@@ -35,8 +36,7 @@ async function tinyManagedImage(docker: Docker, tag: string, marker: string): Pr
   const p = pack();
   p.entry({ name: 'Dockerfile' }, `FROM debian:bookworm-slim\nLABEL com.codegen.managed="true" com.codegen.gc_test="${marker}"\n`);
   p.finalize();
-  const stream = await docker.buildImage(p as unknown as NodeJS.ReadableStream, { t: tag });
-  await new Promise((resolve, reject) => docker.modem.followProgress(stream, (err: Error | null) => (err ? reject(err) : resolve(undefined))));
+  await dockerProgress(docker, await docker.buildImage(p as unknown as NodeJS.ReadableStream, { t: tag }));
   return (await docker.getImage(tag).inspect()).Id;
 }
 
@@ -154,15 +154,10 @@ describe('image builder (real Docker, real agent CLIs)', () => {
 
 describe('a broken image build', () => {
   let m: RunningManager;
-  const brokenBase = `wm-test-broken-base:${randomUUID().slice(0, 8)}`;
+  let brokenBase: string;
   beforeAll(async () => {
     // A base image with no shell: the generated Dockerfile's first RUN cannot start.
-    const docker = new Dockerode();
-    const p = pack();
-    p.entry({ name: 'README' }, 'an image with nothing to run\n');
-    p.finalize();
-    const progress = await docker.importImage(p as unknown as NodeJS.ReadableStream, { repo: brokenBase.split(':')[0], tag: brokenBase.split(':')[1] });
-    await new Promise((resolve, reject) => docker.modem.followProgress(progress, (err: Error | null) => (err ? reject(err) : resolve(undefined))));
+    brokenBase = await shellLessBaseImage(new Dockerode());
     m = await startManager({ BASE_IMAGE: brokenBase });
   });
   afterAll(async () => {

@@ -17,7 +17,8 @@ import { keys } from '../../src/contract/keys';
 import { reapOrphans } from '../../src/manager/orphanReaper';
 import { aclScope, envValue, poolAclUser, RedisAcl, workerAclUser } from '../../src/config/redisAcl';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fakeAnthropic';
-import { AclRedis, freePort, runPrompt } from '../helpers/aclRedis';
+import { AclRedis, runPrompt } from '../helpers/aclRedis';
+import { freePort } from '../helpers/ports';
 import { StackRedis } from '../helpers/stackRedis';
 import { bridgeAddress, execIn, startManager, waitForStatus, type RunningManager } from '../helpers/stack';
 

@@ -23,6 +23,7 @@ import Redis from 'ioredis';
 import { transformSync } from 'esbuild';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fakeAnthropic';
 import { bridgeAddress, containerExists, eventually, ROOT, startManager, testEnv, waitForStatus, type RunningManager } from '../helpers/stack';
+import { replyBody, replyFor } from '../helpers/commands';
 import { StackRedis } from '../helpers/stackRedis';
 
 const CLI = path.join(ROOT, 'dist', 'src', 'cli', 'main.js');
@@ -116,15 +117,10 @@ describe('README examples, run as written', () => {
     return r;
   };
   /** The reply to a README request id (as rewritten for this run) on worker:responses. */
-  const reply = (requestId: string) =>
-    eventually(`the reply to ${requestId}`, async () => {
-      for (const [, f] of await redis.xrange('worker:responses', '-', '+')) {
-        const o: Record<string, string> = {};
-        for (let i = 0; i + 1 < f.length; i += 2) o[f[i]!] = f[i + 1]!;
-        if (o.request_id === `${requestId}-${run}`) return { ok: o.ok, body: JSON.parse(o.ok === '1' ? o.result! : o.error!) };
-      }
-      return undefined;
-    }, { timeoutMs: 300_000, intervalMs: 250 });
+  const reply = async (requestId: string) => {
+    const r = await replyFor(redis, 'worker:responses', `${requestId}-${run}`, { timeoutMs: 300_000, intervalMs: 250 });
+    return { ok: r.ok, body: replyBody(r) };
+  };
 
   test("the README marks the three examples and the shell set-up they need, which gives redis-cli, wm and the client the local Redis's password", () => {
     expect(Object.keys(blocks).sort()).toEqual(['cli', 'redis-cli', 'session', 'typescript']);

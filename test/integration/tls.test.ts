@@ -23,6 +23,7 @@ import { redisOptionsFor, temporalConnectionOptions } from '../../src/config/con
 import { keys } from '../../src/contract/keys';
 import { aclScope, envValue, workerAclUser } from '../../src/config/redisAcl';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fakeAnthropic';
+import { freePort } from '../helpers/ports';
 import { bridgeAddress, eventually, ROOT, startManager, waitForStatus, type RunningManager } from '../helpers/stack';
 
 const run = promisify(execFile);
@@ -30,13 +31,6 @@ const PASSWORD = `pw-${randomUUID()}`;
 const USER = 'wm';
 const TEMPORAL_NAME = 'temporal.internal'; // the only name in the terminator's certificate
 
-async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as net.AddressInfo).port;
-  await new Promise((r) => srv.close(r));
-  return port;
-}
 
 /** A throwaway CA, and certificates it signs, in `dir`. */
 function makeCerts(dir: string, gateway: string): void {

@@ -5,7 +5,8 @@
 import { readFileSync } from 'node:fs';
 import Redis from 'ioredis';
 import { keys } from '../../src/contract/keys';
-import { PrivateRedis, readOutput, startHostWrapper, type HostWrapper } from '../helpers/hostWrapper';
+import { readOutput, startHostWrapper, type HostWrapper } from '../helpers/hostWrapper';
+import { PrivateRedis } from '../helpers/privateRedis';
 import { eventually } from '../helpers/stack';
 
 describe('wrapper resilience (private Redis, stand-in agent)', () => {

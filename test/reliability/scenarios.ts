@@ -14,10 +14,12 @@ import { WorkerManagerClient } from '../../src/client/client';
 import { capacityPool, loadConfig, type Config } from '../../src/config/config';
 import type { StatusObject, WorkerStatus } from '../../src/contract/schemas';
 import { keys } from '../../src/contract/keys';
-import type { FaultPoint } from '../../src/manager/faults';
+import type { FaultPoint } from '../../src/config/faults';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fakeAnthropic';
 import { audit, type AuditReport } from './audit';
-import { bridgeGateway, DATA, FinalError, DockerProxy, ManagerProcess, PrivateRedis, PrivateTemporal, ROOT, sleep, until } from './services';
+import { bridgeGateway, DATA, FinalError, DockerProxy, PrivateTemporal, ROOT, sleep, until } from './services';
+import { ManagerProcess } from '../helpers/managerProcess';
+import { PrivateRedis } from '../helpers/privateRedis';
 import { containerExists } from '../helpers/stack';
 
 export interface ScenarioResult {
@@ -39,7 +41,7 @@ export interface ScenarioResult {
 export class Run {
   readonly id = randomUUID().slice(0, 8);
   readonly temporal = new PrivateTemporal(`run-${this.id}`);
-  readonly redis = new PrivateRedis(`run-${this.id}`);
+  readonly redis = new PrivateRedis(['127.0.0.1', bridgeGateway()], { dir: path.join(DATA, `run-${this.id}-redis`), appendfsync: 'everysec' });
   readonly docker = new Docker({ socketPath: '/var/run/docker.sock' });
   fake?: FakeAnthropic;
   bundle = '';
@@ -134,7 +136,7 @@ export class Deployment {
       ...overrides,
     };
     this.config = loadConfig(this.env);
-    this.manager = new ManagerProcess(`run-${run.id}-${name}`, this.env);
+    this.manager = new ManagerProcess(`run-${run.id}-${name}`, this.env, DATA);
     this.redis = new Redis(run.redis.url, { maxRetriesPerRequest: 1, retryStrategy: () => 200 });
     this.redis.on('error', () => undefined);
     run.deployments.push(this);

@@ -1,38 +1,27 @@
 /**
  * Private services of one reliability run, so faults never touch the shared stack other people
  * test against: a Temporal dev server (same CLI binary as scripts/stack.sh, its own ports and
- * SQLite file), a Redis (own port, bound to loopback and the Docker bridge gateway, append-only
- * file), a cuttable proxy in front of the Docker engine's socket, and managers as child processes.
+ * SQLite file) and a cuttable proxy in front of the Docker engine's socket; its Redis
+ * (test/helpers/privateRedis.ts) and managers (test/helpers/managerProcess.ts) are the tests'.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, createWriteStream, existsSync, mkdirSync, openSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, openSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import Redis from 'ioredis';
-import { bridgeAddress, eventually, FinalError } from '../helpers/stack';
+import { freePort } from '../helpers/ports';
+import { bridgeAddress, eventually, FinalError, ROOT } from '../helpers/stack';
 
-export const ROOT = path.resolve(__dirname, __dirname.includes(`${path.sep}dist${path.sep}`) ? '../../..' : '../..');
 export const DATA = path.join(ROOT, '.data', 'reliability');
 const TEMPORAL_VERSION = 'v1.5.1';
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-export { FinalError };
+export { FinalError, ROOT };
 
 /** eventually() with the suite's defaults: two minutes, a check every 250 ms. */
 export const until = <T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 120_000, intervalMs = 250): Promise<T> =>
   eventually(what, fn, { timeoutMs, intervalMs });
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
-}
 
 /** The host's address on the default bridge (host.docker.internal from worker containers). */
 export const bridgeGateway = bridgeAddress;
@@ -114,64 +103,6 @@ export class PrivateTemporal {
 }
 
 /**
- * A Redis of our own on loopback and the Docker bridge gateway (worker containers reach it as
- * host.docker.internal), configured as scripts/stack.sh starts the shared one: keyspace
- * notifications and the append-only file (fsync every second, so a crash of the Redis process
- * loses nothing acknowledged). The product expects that persistence: its streams hold commands
- * and worker input that must survive a restart.
- */
-export class PrivateRedis {
-  port = 0;
-  proc?: ChildProcess;
-  readonly dir: string;
-  constructor(name: string) {
-    this.dir = path.join(DATA, `${name}-redis`);
-  }
-  get url(): string {
-    return `redis://127.0.0.1:${this.port}`;
-  }
-  get workerUrl(): string {
-    return `redis://host.docker.internal:${this.port}`;
-  }
-  async start(): Promise<void> {
-    mkdirSync(this.dir, { recursive: true });
-    if (!this.port) this.port = await freePort();
-    this.proc = spawn('redis-server', [
-      '--port', String(this.port), '--bind', `127.0.0.1 ${bridgeGateway()}`, '--protected-mode', 'no',
-      '--dir', this.dir, '--appendonly', 'yes', '--save', '',
-      '--notify-keyspace-events', 'Kt', '--logfile', path.join(this.dir, 'redis.log'),
-    ], { stdio: 'ignore' });
-    const probe = new Redis(this.url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
-    probe.on('error', () => undefined);
-    try {
-      await until('the private Redis', async () => {
-        if (this.proc?.exitCode !== null) throw new Error(`redis-server exited, see ${this.dir}/redis.log`);
-        try {
-          if (probe.status !== 'ready') await probe.connect();
-          return (await probe.ping()) === 'PONG';
-        } catch {
-          probe.disconnect();
-          return false;
-        }
-      }, 30_000, 100);
-    } finally {
-      probe.disconnect();
-    }
-  }
-  /** A crash: SIGKILL (every acknowledged write is already in the append-only file). */
-  kill = (): Promise<void> => crash(this.proc);
-  async stop(): Promise<void> {
-    const p = this.proc;
-    if (!p || p.exitCode !== null || p.signalCode !== null) return;
-    p.kill('SIGTERM');
-    await exited(p);
-  }
-  cleanup(): void {
-    rmSync(this.dir, { recursive: true, force: true });
-  }
-}
-
-/**
  * A unix socket that forwards to the Docker engine's socket. cut() closes it and every open
  * connection (the manager sees the engine as unreachable: ENOENT / ECONNRESET); restore() listens
  * again. The real engine is never touched.
@@ -216,66 +147,5 @@ export class DockerProxy {
     this.conns.clear();
     if (s) await new Promise<void>((r) => s.close(() => r()));
     rmSync(this.socketPath, { force: true });
-  }
-}
-
-/** One manager process (node dist/src/manager.js), its output in a log file. */
-export class ManagerProcess {
-  proc?: ChildProcess;
-  starts = 0;
-  private output = '';
-  constructor(
-    readonly name: string,
-    private readonly env: NodeJS.ProcessEnv,
-  ) {}
-  get logFile(): string {
-    return path.join(DATA, `${this.name}-manager.log`);
-  }
-  /** Starts it and waits until it says it is up (or, with a fault armed, until it dies at its fault point). */
-  async start(extraEnv: Record<string, string> = {}, waitUp = true): Promise<void> {
-    this.starts++;
-    this.output = '';
-    const log = createWriteStream(this.logFile, { flags: 'a' });
-    log.write(`\n===== start ${this.starts} ${new Date().toISOString()} ${JSON.stringify(extraEnv)}\n`);
-    const p = spawn(process.execPath, [path.join(ROOT, 'dist', 'src', 'manager.js')], { env: { ...this.env, ...extraEnv }, stdio: ['ignore', 'pipe', 'pipe'] });
-    this.proc = p;
-    const take = (c: Buffer) => {
-      log.write(c);
-      this.output += c.toString('utf8');
-      if (this.output.length > 200_000) this.output = this.output.slice(-100_000);
-    };
-    p.stdout!.on('data', take);
-    p.stderr!.on('data', take);
-    p.on('exit', (code, sig) => log.end(`===== exit code=${code} signal=${sig}\n`));
-    if (!waitUp) return;
-    await until(`manager ${this.name} to be up`, async () => {
-      if (p.exitCode !== null || p.signalCode !== null) throw new Error(`manager ${this.name} exited (${p.exitCode ?? p.signalCode}), see ${this.logFile}`);
-      return this.output.includes('worker-manager is up');
-    }, 180_000, 200);
-  }
-  get alive(): boolean {
-    return !!this.proc && this.proc.exitCode === null && this.proc.signalCode === null;
-  }
-  /** Resolves with the signal that ended the process (SIGKILL for an injected fault). */
-  async exit(): Promise<string | number | null> {
-    const p = this.proc;
-    if (!p) return null;
-    await exited(p);
-    return p.signalCode ?? p.exitCode;
-  }
-  saw(text: string | RegExp): boolean {
-    return typeof text === 'string' ? this.output.includes(text) : text.test(this.output);
-  }
-  async kill(): Promise<void> {
-    if (!this.alive) return;
-    this.proc!.kill('SIGKILL');
-    await exited(this.proc!);
-  }
-  async stop(): Promise<void> {
-    if (!this.alive) return;
-    const p = this.proc!;
-    p.kill('SIGTERM');
-    await Promise.race([exited(p), sleep(20_000)]);
-    if (this.alive) await this.kill();
   }
 }

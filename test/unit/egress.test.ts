@@ -7,7 +7,9 @@ import http from 'node:http';
 import net from 'node:net';
 import { loadConfig } from '../../src/config/config';
 import { configError } from '../helpers/config';
-import { EgressProxy, effectiveRules, egressContainerEnv, hostRuleSpecs, productHostPorts, workerNetworkName } from '../../src/host/egress/gateway';
+import { egressContainerEnv, workerNetworkName } from '../../src/host/egress/gateway';
+import { hostRuleSpecs, productHostPorts } from '../../src/host/egress/hostRules';
+import { EgressProxy, effectiveRules } from '../../src/host/egress/proxy';
 import { EgressAllowError, findAllowRule, parseAllowList } from '../../src/host/egress/allowList';
 
 

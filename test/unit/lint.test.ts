@@ -100,6 +100,15 @@ describe('lint config', () => {
     ]);
   });
 
+  it('refuses activities/ anywhere in src/ (types too) but in the process entry, which hands them to createManager', async () => {
+    const code = "import { createActivities } from '../../activities';\nimport type { DockerActivities } from '../../activities/docker';\n\nexport const all: unknown[] = [createActivities];\nexport type D = DockerActivities;\n";
+    expect((await problems('src/manager/createManager.ts', code)).map((p) => [p.ruleId, p.line])).toEqual([
+      ['@typescript-eslint/no-restricted-imports', 1],
+      ['@typescript-eslint/no-restricted-imports', 2],
+    ]);
+    expect(await problems('src/manager.ts', code.replaceAll('../../activities', '../activities'))).toEqual([]);
+  });
+
   it('passes the real workflow files', async () => {
     // Named one by one: ESLint walks a directory with import(), which jest refuses (see above).
     const files = readdirSync(path.join(root, 'workflows'), { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.ts'));

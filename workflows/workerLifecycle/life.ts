@@ -9,7 +9,7 @@ import {
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
-import type { StatusUpdate } from '../../activities/redis';
+import type { StatusUpdate } from '../../src/contract/status';
 import type { LifecycleEvent, ModelUsage, TaskResult, WorkerSpec, WorkerStatus } from '../../src/contract/schemas';
 import type { WorkerActivities } from '../activityOptions';
 import { semaphoreWorkflowId } from '../../src/shared/ids';

@@ -10,10 +10,10 @@
  * - `after-container-create` the container exists but is not started (activities/docker.ts createContainer)
  * - `during-write-instructions` just before CLAUDE.md / AGENTS.md is uploaded (activities/docker.ts writeFile,
  *                             run alongside the start by launchContainer)
- * - `during-delete`          the container is stopped but not yet removed (activities/docker.ts removeContainer)
- * - `adapter-after-read`     a valid command entry is read and parsed, nothing done yet (commandAdapter.ts;
+ * - `during-delete`          the container is stopped but not yet removed (src/host/workerRemoval.ts)
+ * - `adapter-after-read`     a valid command entry is read and parsed, nothing done yet (src/manager/commandAdapter.ts;
  *                             test/integration/adapterCrash.test.ts)
- * - `adapter-before-reply`   the command ran, its reply and acknowledgement are not written (commandAdapter.ts)
+ * - `adapter-before-reply`   the command ran, its reply and acknowledgement are not written (src/manager/commandAdapter.ts)
  */
 export const FAULT_POINTS = ['during-image-build', 'after-container-create', 'during-write-instructions', 'during-delete', 'adapter-after-read', 'adapter-before-reply'] as const;
 export type FaultPoint = (typeof FAULT_POINTS)[number];
