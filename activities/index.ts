@@ -7,6 +7,9 @@ import { createDockerActivities } from './docker';
 import { createImageActivities } from './images';
 import { createRedisActivities } from './redis';
 import type { WarmPool } from '../src/host/warmPool';
+import type { ActivityMetrics } from './metrics';
+
+export type { ActivityMetrics } from './metrics';
 
 export interface ActivityDeps {
   config: Config;
@@ -16,6 +19,8 @@ export interface ActivityDeps {
   client: Client;
   /** This host's warm pool, when enabled (WARM_POOL_SIZE > 0). */
   warmPool?: WarmPool;
+  /** The manager's metrics (src/manager/metrics.ts); absent where nobody scrapes (unit tests, tools). */
+  metrics?: ActivityMetrics;
 }
 
 /** Activities that need the Docker host: registered on that host's task queue. */

@@ -9,10 +9,12 @@ import { keys } from '../src/contract/keys';
 import { decodeHeartbeat, decodeOutputEntry, encodeInputEntry, lifecycleXadd } from '../src/contract/codec';
 import { TaskResultReader } from '../src/contract/taskResult';
 import { usageFromHash } from '../src/contract/usage';
+import type { ActivityMetrics } from './metrics';
 
 export interface RedisDeps {
   config: Config;
   redis: Redis;
+  metrics?: ActivityMetrics;
 }
 
 export interface StatusUpdate {
@@ -28,7 +30,21 @@ export interface StatusUpdate {
 }
 
 export function createRedisActivities(deps: RedisDeps) {
-  const { redis, config } = deps;
+  const { redis, config, metrics } = deps;
+
+  /** Reports the transition this update made: only the write that changed the status counts. */
+  async function reportTransition(update: StatusUpdate, before: (string | null)[]): Promise<void> {
+    const [status, createdAt, pausedAt] = before;
+    const to = update.fields.status;
+    if (!metrics || !to || to === status) return;
+    if (update.event === 'running' && createdAt) metrics.workerRunning((Date.now() - Date.parse(createdAt)) / 1000);
+    if (update.event === 'resumed' && status === 'PAUSED' && pausedAt) {
+      // Input while RUNNING keeps a worker from pausing: the first input after the pause woke it.
+      const [first] = await redis.xrange(keys.input(update.workerId), String(Date.parse(pausedAt)), '+', 'COUNT', 1);
+      if (first) metrics.workerWoken((Date.now() - Number(first[0].split('-')[0])) / 1000);
+    }
+  }
+
   return {
     /**
      * Updates `worker:status:{id}` and appends to `worker:lifecycle` in one transaction.
@@ -42,6 +58,8 @@ export function createRedisActivities(deps: RedisDeps) {
         if (v === null || v === undefined) del.push(k);
         else set.push(k, v);
       }
+      // When it paused, for the wake latency: the wrapper moves last_activity_at as soon as it is unpaused.
+      if (update.fields.status === 'PAUSED') set.push('paused_at', new Date().toISOString());
       if (update.final) {
         // The model gateway copies the usage totals into the status at each task's end: a task cut
         // short by the stop never reached its end, so the final status takes the totals as they are.
@@ -49,6 +67,7 @@ export function createRedisActivities(deps: RedisDeps) {
         if (Object.keys(totals).length) set.push('usage', JSON.stringify(usageFromHash(totals)));
       }
       const tx = redis.multi();
+      tx.hmget(key, 'status', 'created_at', 'paused_at'); // as they were: what this update changed
       if (set.length) tx.hset(key, ...set);
       if (del.length) tx.hdel(key, ...del);
       if (update.event) {
@@ -62,7 +81,8 @@ export function createRedisActivities(deps: RedisDeps) {
         }
         tx.del(keys.heartbeat(update.workerId));
       }
-      await tx.exec();
+      const results = await tx.exec();
+      await reportTransition(update, (results?.[0]?.[1] as (string | null)[] | undefined) ?? []).catch(() => undefined);
     },
 
     /**
@@ -119,6 +139,7 @@ export function createRedisActivities(deps: RedisDeps) {
                   .lpush(keys.taskDurations, String(out.duration_ms))
                   .ltrim(keys.taskDurations, 0, 999)
                   .exec();
+                metrics?.taskFinished(out.status, out.duration_ms);
               }
               return out;
             }

@@ -120,13 +120,14 @@ async function semaphoreThroughput(config: Config): Promise<void> {
 
 /**
  * The production manager (src/manager/createManager.ts), in this process, for one benchmark section. The
- * command adapter stays off (the shared worker:commands stream is not this run's), and so does
- * the GC schedule (it would outlive the section's queue).
+ * command adapter stays off (the shared worker:commands stream is not this run's), and so do
+ * the GC schedule (it would outlive the section's queue) and the metrics endpoint (its port is
+ * the operator's manager's).
  */
 async function inProcessManager(cfg: Config): Promise<Manager> {
   const quiet = { info() {}, warn() {}, error() {} };
   const warmPoolLog = { ...quiet, warn: (m: string, x?: Record<string, unknown>) => log(`warm pool: ${m} ${JSON.stringify(x ?? {})}`) };
-  const manager = await createManager(cfg, { parts: { adapter: false, gcSchedule: false }, log: (component) => (component === 'warm-pool' ? warmPoolLog : quiet) });
+  const manager = await createManager(cfg, { parts: { adapter: false, gcSchedule: false, metrics: false }, log: (component) => (component === 'warm-pool' ? warmPoolLog : quiet) });
   await manager.start();
   // The section's capacity semaphore is bench state: it must not stay on the dev server.
   const stop = manager.stop.bind(manager);
