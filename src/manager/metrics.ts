@@ -209,17 +209,15 @@ export class ManagerMetrics implements ActivityMetrics, AdapterMetrics {
       ['redis', () => s.redis.ping()],
       ['docker', () => s.docker.ping()],
     ];
-    const result: Record<string, string> = {};
-    await Promise.all(
-      checks.map(async ([name, check]) => {
-        try {
-          await withTimeout(check());
-          result[name] = 'ok';
-        } catch (err) {
-          result[name] = (err as Error).message || String(err);
-        }
-      }),
+    const outcomes = await Promise.all(
+      checks.map(([, check]) =>
+        withTimeout(check()).then(
+          () => 'ok',
+          (err: unknown) => (err as Error)?.message || String(err),
+        ),
+      ),
     );
+    const result: Record<string, string> = Object.fromEntries(checks.map(([name], i) => [name, outcomes[i]!]));
     if (s.adapter) result.adapter = s.adapter.consuming ? 'ok' : `not consuming worker:commands`;
     return result;
   }
