@@ -17,6 +17,7 @@ import { EXTRA_CA_CONTEXT_FILE, imageModules, renderDockerfile } from '../src/ho
 import { faultPoint } from '../src/config/faults';
 import { keys } from '../src/contract/keys';
 import type { ManagedImage } from '../workflows/gcPlan';
+import type { ActivityMetrics } from '../src/manager/temporalWorkers';
 import type { ImageBuildWorkflow } from '../workflows/messages';
 import { statusCode } from '../src/host/dockerStatus';
 import { LABELS } from '../src/host/labels';
@@ -28,6 +29,7 @@ export interface ImageDeps {
   docker: Docker;
   redis: Redis;
   client: Client;
+  metrics?: ActivityMetrics;
 }
 
 export interface ImageRequest {
@@ -235,6 +237,7 @@ export function createImageActivities(deps: ImageDeps) {
         );
       });
       if (activity.cancellationSignal.aborted) throw new Error('image build cancelled');
+      deps.metrics?.imageBuilt(failure ? 'failed' : 'ok');
       if (failure) {
         throw buildFailed(`building ${ctx.tag} failed: ${failure}\n--- last lines of the build log ---\n${tail.join('\n')}`);
       }
@@ -292,6 +295,7 @@ export function createImageActivities(deps: ImageDeps) {
       }
       const gone = input.images.filter((i) => removed.includes(i.id)).flatMap((i) => i.tags);
       if (gone.length) await redis.zrem(keys.images, ...gone);
+      deps.metrics?.imagesRemoved(removed.length);
       return { removed, kept };
     },
 

@@ -7,19 +7,38 @@ import { Context } from '@temporalio/activity';
 import type { TaskResult } from '../src/contract/schemas';
 import { keys } from '../src/contract/keys';
 import { decodeHeartbeat, decodeOutputEntry, encodeInputEntry } from '../src/contract/codec';
-import { recordStatus, type StatusUpdate } from '../src/contract/status';
+import { recordStatus, type StatusBefore, type StatusUpdate } from '../src/contract/status';
 import { TaskResultReader } from '../src/contract/taskResult';
+import type { ActivityMetrics } from '../src/manager/temporalWorkers';
 
 export interface RedisDeps {
   config: Config;
   redis: Redis;
+  metrics?: ActivityMetrics;
 }
 
 export function createRedisActivities(deps: RedisDeps) {
-  const { redis, config } = deps;
+  const { redis, config, metrics } = deps;
+
+  /** Reports the transition this update made: only the write that changed the status counts. */
+  async function reportTransition(update: StatusUpdate, before: StatusBefore): Promise<void> {
+    const { status, created_at: createdAt, paused_at: pausedAt } = before;
+    const to = update.fields.status;
+    if (!metrics || !to || to === status) return;
+    if (update.event === 'running' && createdAt) metrics.workerRunning((Date.now() - Date.parse(createdAt)) / 1000);
+    if (update.event === 'resumed' && status === 'PAUSED' && pausedAt) {
+      // Input while RUNNING keeps a worker from pausing: the first input after the pause woke it.
+      const [first] = await redis.xrange(keys.input(update.workerId), String(Date.parse(pausedAt)), '+', 'COUNT', 1);
+      if (first) metrics.workerWoken((Date.now() - Number(first[0].split('-')[0])) / 1000);
+    }
+  }
+
   return {
-    /** The status hash and its lifecycle event (src/contract/status.ts). */
-    recordStatus: (update: StatusUpdate): Promise<void> => recordStatus(redis, config.STATUS_RETENTION_SECONDS, update),
+    /** The status hash and its lifecycle event (src/contract/status.ts); the transition it made goes to the metrics. */
+    async recordStatus(update: StatusUpdate): Promise<void> {
+      const before = await recordStatus(redis, config.STATUS_RETENTION_SECONDS, update);
+      await reportTransition(update, before).catch(() => undefined);
+    },
 
     /**
      * How active a worker has been: busy (its heartbeat says so, or input waits unread) and the
@@ -75,6 +94,7 @@ export function createRedisActivities(deps: RedisDeps) {
                   .lpush(keys.taskDurations, String(out.duration_ms))
                   .ltrim(keys.taskDurations, 0, 999)
                   .exec();
+                metrics?.taskFinished(out.status, out.duration_ms);
               }
               return out;
             }

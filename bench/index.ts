@@ -123,7 +123,7 @@ async function semaphoreThroughput(config: Config): Promise<void> {
  * The production manager (src/manager/createManager.ts), in this process, on a task queue of its
  * own for one benchmark section, as the integration tests run it (test/helpers/stack.ts
  * startManager): the command adapter stays off (the shared worker:commands stream is not this
- * run's), and so do the reaper and the GC schedule; its workers and capacity semaphore end with it.
+ * run's), and so do the reaper, the GC schedule and the metrics endpoint; its workers and capacity semaphore end with it.
  * `settings`: environment variables over the bench's own.
  */
 function inProcessManager(settings: Record<string, string> = {}): Promise<Manager> {

@@ -168,6 +168,12 @@ export const ConfigSchema = z.object({
       }),
     /** Port of the egress proxy on the restricted network's gateway address. */
     WORKER_EGRESS_PROXY_PORT: z.coerce.number().int('must be a whole number').min(1, 'must be 1-65535').max(65535, 'must be 1-65535').default(3128),
+    /**
+     * The manager's /metrics (Prometheus), /healthz and /readyz (src/manager/metrics.ts). 0 turns
+     * the endpoint off; METRICS_HOST is the address it listens on (loopback unless opened up).
+     */
+    METRICS_PORT: z.coerce.number({ error: 'must be 0 (off) or 1-65535' }).int('must be a whole number').min(0, 'must be 0 (off) or 1-65535').max(65535, 'must be 0 (off) or 1-65535').default(9464),
+    METRICS_HOST: z.string().regex(/^[A-Za-z0-9.:_-]{1,253}$/, 'must be an IP address or host name to listen on, such as 127.0.0.1 or 0.0.0.0').default('127.0.0.1'),
     LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
   });
 

@@ -53,11 +53,19 @@ export interface StatusUpdate {
   final?: boolean;
 }
 
+/** The status hash's fields as they were before an update: what the update changed. */
+export interface StatusBefore {
+  status: string | null;
+  created_at: string | null;
+  paused_at: string | null;
+}
+
 /**
- * Updates `worker:status:{id}` and appends to `worker:lifecycle` in one transaction.
- * A retry rewrites the same hash values; the event may then appear twice (at least once).
+ * Updates `worker:status:{id}` and appends to `worker:lifecycle` in one transaction, and returns
+ * the fields it changed as they were (for the manager's metrics). A retry rewrites the same hash
+ * values; the event may then appear twice (at least once).
  */
-export async function recordStatus(redis: Redis, retentionSeconds: number, update: StatusUpdate): Promise<void> {
+export async function recordStatus(redis: Redis, retentionSeconds: number, update: StatusUpdate): Promise<StatusBefore> {
   const key = keys.status(update.workerId);
   const set: string[] = [];
   const del: string[] = [];
@@ -65,6 +73,8 @@ export async function recordStatus(redis: Redis, retentionSeconds: number, updat
     if (v === null || v === undefined) del.push(k);
     else set.push(k, v);
   }
+  // When it paused, for the wake latency: the wrapper moves last_activity_at as soon as it is unpaused.
+  if (update.fields.status === 'PAUSED') set.push('paused_at', new Date().toISOString());
   if (update.final) {
     // The model gateway copies the usage totals into the status at each task's end: a task cut
     // short by the stop never reached its end, so the final status takes the totals as they are.
@@ -72,6 +82,7 @@ export async function recordStatus(redis: Redis, retentionSeconds: number, updat
     if (Object.keys(totals).length) set.push('usage', JSON.stringify(usageFromHash(totals)));
   }
   const tx = redis.multi();
+  tx.hmget(key, 'status', 'created_at', 'paused_at'); // as they were, in the same transaction
   if (set.length) tx.hset(key, ...set);
   if (del.length) tx.hdel(key, ...del);
   if (update.event) {
@@ -85,5 +96,7 @@ export async function recordStatus(redis: Redis, retentionSeconds: number, updat
     }
     tx.del(keys.heartbeat(update.workerId));
   }
-  await tx.exec();
+  const results = await tx.exec();
+  const [status = null, created_at = null, paused_at = null] = (results?.[0]?.[1] as (string | null)[] | undefined) ?? [];
+  return { status, created_at, paused_at };
 }

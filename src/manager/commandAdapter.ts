@@ -38,6 +38,14 @@ export interface AdapterOptions {
   /** Entries another consumer read but left unanswered this long are claimed and served. */
   claimIdleMs?: number;
   claimEveryMs?: number;
+  /** Told of each reply and dead letter (src/manager/metrics.ts). */
+  metrics?: AdapterMetrics;
+}
+
+/** What the adapter reports: every reply it wrote (its error, if any) and every dead letter. */
+export interface AdapterMetrics {
+  command(command: string, error?: ErrorBody): void;
+  deadLetter(): void;
 }
 
 /** A parsed entry that is good enough to reply to. */
@@ -103,6 +111,12 @@ export class CommandAdapter {
   /** Tasks' waits for their results, each ended by calling it (at stop). */
   private readonly waits = new Set<() => void>();
   private loop?: Promise<void>;
+  private reading = false;
+
+  /** Started, not stopping, and its last read of worker:commands succeeded (for /readyz). */
+  get consuming(): boolean {
+    return this.reading && !this.stopping;
+  }
 
   constructor(private readonly opts: AdapterOptions) {}
 
@@ -193,6 +207,7 @@ export class CommandAdapter {
           'STREAMS', keys.commands, cursor,
         )) as [string, StreamEntries][] | null;
         backoff = 100;
+        this.reading = true;
         const entries = res?.[0]?.[1] ?? [];
         if (cursor !== '>') {
           if (entries.length === 0) cursor = '>';
@@ -202,6 +217,7 @@ export class CommandAdapter {
         for (const [id, fields] of entries) this.spawn(id, fields);
       } catch (err) {
         if (this.stopping) break;
+        this.reading = false;
         log.warn('command stream read failed; retrying', { error: (err as Error).message, retry_in_ms: backoff });
         await new Promise((r) => setTimeout(r, backoff));
         backoff = Math.min(backoff * 2, 5000);
@@ -245,6 +261,7 @@ export class CommandAdapter {
               .exec(),
           );
           log.warn('command dead-lettered', { id, reason: parsed.reason });
+          this.opts.metrics?.deadLetter();
           return;
         }
         // A reply_to naming a key that is not a stream could never take the reply (the XADD would
@@ -340,6 +357,7 @@ export class CommandAdapter {
         .xack(keys.commands, CONSUMER_GROUP, id)
         .exec(),
     );
+    this.opts.metrics?.command(command, 'error' in outcome ? outcome.error : undefined);
   }
 }
 

@@ -31,6 +31,7 @@ import { imageGcScheduleId } from '../shared/ids';
 import { WakeWatcher } from './wakeWatcher';
 import { createWarmPool, type WarmPool } from '../host/warmPool';
 import { createManagerWorkers, type ActivityFactory } from './temporalWorkers';
+import { installTemporalRuntime, ManagerMetrics, startMetricsServer, type MetricsServer } from './metrics';
 
 /** The parts of a manager; each is on unless the options switch it off. */
 export type ManagerPart =
@@ -44,6 +45,7 @@ export type ManagerPart =
   | 'warmPool' // paused ready containers, when WARM_POOL_SIZE > 0 (src/host/warmPool.ts)
   | 'egress' // network, host rules and proxy, when WORKER_EGRESS_ALLOW is set (src/host/egress/gateway.ts)
   | 'gcSchedule' // the daily image GC schedule (src/manager/schedules.ts)
+  | 'metrics' // /metrics, /healthz, /readyz on METRICS_HOST:METRICS_PORT, when METRICS_PORT > 0 (src/manager/metrics.ts)
   | 'capacityLimit'; // MAX_CONCURRENT_WORKERS applied to a capacity pool that already runs
 
 export type EgressGateway = NonNullable<Awaited<ReturnType<typeof startEgressGateway>>>;
@@ -72,6 +74,8 @@ export interface ManagerOptions {
   adapter?: Pick<AdapterOptions, 'blockMs' | 'claimIdleMs' | 'claimEveryMs'> & {
     client?: (client: WorkerManagerClient) => WorkerManagerClient;
   };
+  /** Serve the metrics endpoint on this port whatever METRICS_PORT says; 0 takes a free port (tests read `metricsServer.port`). */
+  metricsPort?: number;
 }
 
 /** What createManager connected and built, handed to the Manager. */
@@ -93,6 +97,8 @@ interface Assembled {
   /** Per-worker Redis users (WORKER_REDIS_ACL=per-worker): the reaper removes those left behind. */
   acl?: RedisAcl;
   beforeStop?: ManagerOptions['beforeStop'];
+  /** The metrics registry, and the port to serve it on. */
+  metrics?: { registry: ManagerMetrics; port: number };
 }
 
 /** A built manager: its connections and parts (a part switched off is absent), and its lifecycle. */
@@ -112,6 +118,10 @@ export class Manager {
   egress?: EgressGateway;
   /** The model gateway, once started. */
   modelGateway?: ModelGateway;
+  /** The metrics the parts record to, when served. */
+  readonly metrics?: ManagerMetrics;
+  /** The /metrics, /healthz, /readyz endpoint, once started. */
+  metricsServer?: MetricsServer;
 
   private readonly log: Log;
   private reaperTimer?: NodeJS.Timeout;
@@ -131,6 +141,7 @@ export class Manager {
     this.waker = p.waker;
     this.sweep = p.sweep;
     this.warmPool = p.warmPool;
+    this.metrics = p.metrics?.registry;
     this.log = p.log('manager');
   }
 
@@ -200,6 +211,9 @@ export class Manager {
       });
     }
     this.adapter?.start();
+    if (this.p.metrics) {
+      this.metricsServer = await startMetricsServer(this.p.metrics.registry, { host: config.METRICS_HOST, port: this.p.metrics.port, log: log('metrics') });
+    }
     this.log.info('worker-manager running', {
       temporal: config.TEMPORAL_ADDRESS,
       namespace: config.TEMPORAL_NAMESPACE,
@@ -208,6 +222,7 @@ export class Manager {
       ...(this.adapter && { commands: keys.commands }),
       warm_pool: config.WARM_POOL_SIZE,
       ...(this.modelGateway && { model_gateway: this.modelGateway.stats() }),
+      ...(this.metricsServer && { metrics: `http://${config.METRICS_HOST}:${this.metricsServer.port}/metrics` }),
     });
   }
 
@@ -222,6 +237,7 @@ export class Manager {
 
   private async stopRunningParts(): Promise<void> {
     this.p.redis.off('ready', this.restoreAclUsers);
+    await this.metricsServer?.close();
     await this.adapter?.stop();
     this.watcher?.stop();
     this.waker?.stop();
@@ -279,6 +295,10 @@ export class Manager {
 export async function createManager(config: Config, options: ManagerOptions): Promise<Manager> {
   const parts = (part: ManagerPart) => options.parts?.[part] !== false;
   const log = options.log ?? ((component: string) => createLog(component, config.LOG_LEVEL));
+  const metricsPort = options.metricsPort ?? config.METRICS_PORT;
+  const metrics = parts('metrics') && (options.metricsPort !== undefined || config.METRICS_PORT > 0) ? new ManagerMetrics() : undefined;
+  // Before the first Temporal connection makes the SDK's runtime: it exports its metrics only if installed so.
+  if (metrics) await installTemporalRuntime();
 
   const docker = new Docker(); // honours DOCKER_HOST
   try {
@@ -286,7 +306,7 @@ export async function createManager(config: Config, options: ManagerOptions): Pr
   } catch (err) {
     throw new Error(`the Docker engine does not answer (${config.DOCKER_HOST ?? '/var/run/docker.sock'}): ${(err as Error).message}`);
   }
-  const redis = options.shared?.redis ?? (await connectRedis(config, log('redis')));
+  const redis = options.shared?.redis ?? (await connectRedis(config, log('redis'), () => metrics?.dependencyError('redis')));
   let connection: NativeConnection | undefined;
   if (parts('workers')) {
     try {
@@ -300,12 +320,12 @@ export async function createManager(config: Config, options: ManagerOptions): Pr
 
   const warmPool = parts('warmPool') ? createWarmPool({ config, docker, redis, temporal, log: log('warm-pool') }) : undefined;
   const workers = connection
-    ? await createManagerWorkers({ connection, config, docker, redis, client: temporal, warmPool, activities: options.activities, workflowBundlePath: options.workflowBundlePath })
+    ? await createManagerWorkers({ connection, config, docker, redis, client: temporal, warmPool, activities: options.activities, workflowBundlePath: options.workflowBundlePath, metrics })
     : [];
   let adapter: CommandAdapter | undefined;
   if (parts('adapter')) {
     const blockingRedis = redis.duplicate({ maxRetriesPerRequest: null });
-    blockingRedis.on('error', () => undefined); // reported through the command connection
+    blockingRedis.on('error', () => metrics?.dependencyError('redis')); // logged through the command connection
     const { client: serveWith, ...timing } = options.adapter ?? {};
     adapter = new CommandAdapter({
       ...timing,
@@ -315,8 +335,10 @@ export async function createManager(config: Config, options: ManagerOptions): Pr
       consumer: config.MANAGER_ID,
       concurrency: config.ADAPTER_CONCURRENCY,
       log: log('adapter'),
+      metrics,
     });
   }
+  metrics?.watch({ config, docker, redis, client, temporal, adapter });
   return new Manager({
     config,
     log,
@@ -333,6 +355,7 @@ export async function createManager(config: Config, options: ManagerOptions): Pr
     warmPool,
     acl: createRedisAcl(redis, config),
     beforeStop: options.beforeStop,
+    metrics: metrics && { registry: metrics, port: metricsPort },
   });
 }
 
@@ -341,11 +364,12 @@ export async function createManager(config: Config, options: ManagerOptions): Pr
  * a redis:// URL stop the start with a message saying what to fix, rather than a retry loop of
  * stack traces; later connection errors are logged at most every ten seconds.
  */
-async function connectRedis(config: Config, log: Log): Promise<Redis> {
+async function connectRedis(config: Config, log: Log, onError: () => void): Promise<Redis> {
   const redis = new Redis({ ...managerRedisOptions(config), maxRetriesPerRequest: 3 });
   await waitForRedis(redis, config.REDIS_URL, (msg) => log.warn(msg));
   let lastError = 0;
   redis.on('error', (err: Error) => {
+    onError();
     if (Date.now() - lastError < 10_000) return;
     lastError = Date.now();
     log.warn('Redis connection error (reconnecting)', { error: err.message });

@@ -28,7 +28,7 @@ export const WORKFLOW_BUNDLE = path.join(ROOT, 'dist', 'workflows.bundle.js');
 let runtimeQuiet = false;
 /** Keeps the SDK's INFO lines out of test output; warnings and errors still show. */
 export function quietTemporalLogs(): void {
-  if (runtimeQuiet) return;
+  if (runtimeQuiet || Runtime._instance) return; // a test file installed its own (test/integration/metrics.test.ts)
   runtimeQuiet = true;
   // Tests provoke activity failures on purpose; the SDK would log each one at WARN.
   Runtime.install({
@@ -84,8 +84,9 @@ function localRedisUrl(): string | undefined {
 
 export function testConfig(overrides: Record<string, string> = {}): Config {
   const queue = `test-${randomUUID().slice(0, 8)}`;
-  // MODEL_GATEWAY_PORT 0: each test manager's gateway on a free port (several run at once).
-  return loadConfig({ ...testEnv(), TEMPORAL_TASK_QUEUE: queue, DOCKER_HOST_ID: 'test', MODEL_GATEWAY_PORT: '0', ...overrides });
+  // MODEL_GATEWAY_PORT 0: each test manager's gateway on a free port (several run at once); no
+  // metrics endpoint unless a test asks for one (ManagerOptions.metricsPort).
+  return loadConfig({ ...testEnv(), TEMPORAL_TASK_QUEUE: queue, DOCKER_HOST_ID: 'test', MODEL_GATEWAY_PORT: '0', METRICS_PORT: '0', ...overrides });
 }
 
 const SILENT: Log = { info() {}, warn() {}, error() {} };

@@ -127,6 +127,7 @@ export class Deployment {
       ANTHROPIC_API_KEY: 'sk-ant-reliability-fake',
       ANTHROPIC_BASE_URL: run.fake!.url,
       MODEL_GATEWAY_PORT: String(nextGatewayPort++),
+      METRICS_PORT: '0', // several managers run at once; the soak reads Redis and Temporal, not metrics
       MAX_CONCURRENT_WORKERS: '4',
       STATUS_RETENTION_SECONDS: '5',
       PERMIT_RECLAIM_SECONDS: '5',
