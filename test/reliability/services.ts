@@ -5,7 +5,7 @@
  * (test/helpers/privateRedis.ts) and managers (test/helpers/managerProcess.ts) are the tests'.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, openSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -53,7 +53,14 @@ export class PrivateTemporal {
   uiPort = 0;
   proc?: ChildProcess;
   readonly dbFile: string;
-  constructor(private readonly name: string) {
+  /**
+   * `suggestContinueAsNew`: the history length at which the server suggests continue-as-new
+   * (scripts/stack.sh's 200 unless a test wants long-lived workflows to cross it quickly).
+   */
+  constructor(
+    private readonly name: string,
+    private readonly opts: { suggestContinueAsNew?: number } = {},
+  ) {
     this.dbFile = path.join(DATA, `${name}-temporal.db`);
   }
   get address(): string {
@@ -64,11 +71,12 @@ export class PrivateTemporal {
       this.port = await freePort();
       this.uiPort = await freePort();
     }
+    mkdirSync(DATA, { recursive: true });
     const log = openSync(path.join(DATA, `${this.name}-temporal.log`), 'a');
     // The same dynamic config and search attributes as scripts/stack.sh.
     this.proc = spawn(temporalBinary(), [
       'server', 'start-dev',
-      '--dynamic-config-value', 'limit.historyCount.suggestContinueAsNew=200',
+      '--dynamic-config-value', `limit.historyCount.suggestContinueAsNew=${this.opts.suggestContinueAsNew ?? 200}`,
       '--ip', '127.0.0.1', '--port', String(this.port), '--ui-port', String(this.uiPort),
       '--db-filename', this.dbFile, '--namespace', 'default',
       '--search-attribute', 'WorkerId=Keyword', '--search-attribute', 'AgentType=Keyword', '--search-attribute', 'WorkerStatus=Keyword',

@@ -1,8 +1,10 @@
 /**
  * Replays recorded histories against the current workflow code: a change that would make a
- * running worker's workflow non-deterministic fails here. Re-record a history on purpose with
- * `RECORD_HISTORY=1 npx jest test/workflow/workerLifecycle` (and version the workflow with
- * patched() if old histories must keep replaying).
+ * running worker's workflow non-deterministic fails here. The histories of every released
+ * lifecycle stay (`v1-*.json`, ...; `workerLifecycle-stop.json` is an earlier recording): record
+ * the current release's with `RECORD_HISTORY=1 npx jest test/workflow/` (file names from
+ * LIFECYCLE_RELEASE in test/helpers/lifecycleFakes.ts), and guard a changed command sequence with
+ * patched() (README, "Upgrading the manager").
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';

@@ -2,118 +2,11 @@
  * The workerLifecycle workflow on the real Temporal dev server, with its activities swapped for
  * recording fakes (the SDK's way: the Worker gets other activity implementations).
  */
-import { randomUUID } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
-import path from 'node:path';
-import { Context } from '@temporalio/activity';
-import type { Client } from '@temporalio/client';
-import { ApplicationFailure } from '@temporalio/common';
-import { historyToJSON } from '@temporalio/common/lib/proto-utils';
 import { createCapacityActivities } from '../../activities/capacity';
-import type { DockerActivities } from '../../activities/docker';
-import type { ImageActivities } from '../../activities/images';
-import type { RedisActivities } from '../../activities/redis';
-import type { StatusUpdate } from '../../src/contract/status';
-import type { WorkerSpec } from '../../src/contract/schemas';
 import { capacityQuery, stateQuery, stopSignal, usageSignal, wakeSignal, WorkerStatusKey } from '../../workflows/messages';
 import { semaphoreWorkflowId } from '../../src/shared/ids';
-import type { workerLifecycle } from '../../workflows/workerLifecycle';
-import { eventually, ROOT, startWorkflowWorker } from '../helpers/stack';
-
-type Activities = DockerActivities & Pick<ImageActivities, 'ensureImage'> & RedisActivities;
-
-interface FakeOptions {
-  buildFails?: boolean;
-  hangInImageBuild?: boolean;
-  /** What workerActivity reports: busy, and the time of the last input/output. */
-  busy?: boolean;
-  lastActivityMs?: () => number;
-}
-
-function fakeActivities(opts: FakeOptions = {}) {
-  const calls: string[] = [];
-  const statuses: StatusUpdate[] = [];
-  const inputs: { content: string; taskId?: string }[] = [];
-  const launches: { workerId: string; agentType: string; image: { tag: string; hash: string } }[] = [];
-  const activities: Activities = {
-    async ensureImage() {
-      calls.push('ensureImage');
-      if (opts.buildFails) {
-        throw ApplicationFailure.create({ type: 'BUILD_FAILED', nonRetryable: true, message: 'building worker:x failed: E: Unable to locate package nosuch' });
-      }
-      if (opts.hangInImageBuild) {
-        for (;;) {
-          Context.current().heartbeat();
-          await Context.current().sleep(100); // rejects once the workflow cancels the activity
-        }
-      }
-      return { tag: 'worker:fake', hash: 'fake', built: false };
-    },
-    async launchContainer(input) {
-      calls.push('launchContainer');
-      launches.push({ workerId: input.spec.workerId, agentType: input.spec.agentType, image: input.image });
-      return { containerId: 'c0ffee', ipAddress: '172.18.0.9', warm: false };
-    },
-    async removeContainer() {
-      calls.push('removeContainer');
-      return { removed: true };
-    },
-    async pauseContainer() {
-      calls.push('pauseContainer');
-    },
-    async unpauseContainer() {
-      calls.push('unpauseContainer');
-    },
-    async awaitTaskResult(input) {
-      calls.push('awaitTaskResult');
-      return { task_id: input.taskId, worker_id: input.workerId, status: 'ok' as const, result: 'fake result', duration_ms: 5 };
-    },
-    async workerActivity() {
-      return { busy: opts.busy ?? false, lastActivityMs: opts.lastActivityMs?.() ?? Date.now() };
-    },
-    async recordStatus(update) {
-      statuses.push(update);
-    },
-    async pushInput(input) {
-      calls.push('pushInput');
-      inputs.push(input);
-    },
-  };
-  return { activities, calls, statuses, inputs, launches };
-}
-
-function specFor(taskQueue: string, overrides: Partial<WorkerSpec> = {}): WorkerSpec {
-  return {
-    workerId: randomUUID(),
-    requestId: `req-${randomUUID()}`,
-    agentType: 'CLAUDE',
-    instructions: '# Rules\nSay "hi" & `echo $(whoami)`\n',
-    allowedCommands: ['git', 'npm test'],
-    modules: ['GIT'],
-    authMode: 'api_key',
-    memoryBytes: 512 * 1024 ** 2,
-    nanoCpus: 5e8,
-    idleTimeoutS: 600,
-    sessionTimeoutS: 1800,
-    dockerTaskQueue: taskQueue,
-    stopGraceSeconds: 1,
-    readyTimeoutS: 10,
-    capacityPool: taskQueue,
-    creationTimeoutS: 30,
-    holdPermitWhilePaused: true,
-    ...overrides,
-  };
-}
-
-async function start(client: Client, taskQueue: string, spec: WorkerSpec) {
-  return client.workflow.start<typeof workerLifecycle>('workerLifecycle', {
-    taskQueue,
-    workflowId: `worker-${spec.workerId}`,
-    args: [spec],
-  });
-}
-
-const statusesOf = (s: StatusUpdate[]) => s.filter((u) => u.fields.status).map((u) => `${u.fields.status}:${u.event}`);
+import { eventually, startWorkflowWorker } from '../helpers/stack';
+import { fakeActivities, recordHistory, specFor, start, statusesOf, type FakeOptions } from '../helpers/lifecycleFakes';
 
 describe('workerLifecycle workflow (fake activities, real dev server)', () => {
   let env: Awaited<ReturnType<typeof startWorkflowWorker>>;
@@ -164,11 +57,7 @@ describe('workerLifecycle workflow (fake activities, real dev server)', () => {
     const desc = await handle.describe();
     expect(desc.typedSearchAttributes.get(WorkerStatusKey)).toBe('STOPPED');
 
-    if (process.env.RECORD_HISTORY) {
-      const dir = path.join(ROOT, 'test', 'fixtures', 'histories');
-      mkdirSync(dir, { recursive: true });
-      writeFileSync(path.join(dir, 'workerLifecycle-stop.json'), historyToJSON(await handle.fetchHistory()));
-    }
+    await recordHistory(handle, 'stop');
   });
 
   test("the current details show the model usage the gateway reports at each task's end; a late, older report changes nothing", async () => {
@@ -277,6 +166,7 @@ describe('workerLifecycle workflow (fake activities, real dev server)', () => {
       expect(outcome).toMatchObject({ status: 'STOPPED', reason: 'session_timeout' });
       expect(fake.calls.filter((c) => c === 'pauseContainer').length).toBe(2);
       expect(fake.calls.at(-1)).toBe('removeContainer');
+      await recordHistory(handle, 'pause-wake-timeout');
     });
 
     test('a busy worker is never paused, however long its task', async () => {
