@@ -36,7 +36,11 @@ export function fakeActivities(opts: FakeOptions = {}) {
     async ensureImage() {
       calls.push('ensureImage');
       if (opts.buildFails) {
-        throw ApplicationFailure.create({ type: 'BUILD_FAILED', nonRetryable: true, message: 'building worker:x failed: E: Unable to locate package nosuch' });
+        throw ApplicationFailure.create({
+          type: 'BUILD_FAILED',
+          nonRetryable: true,
+          message: 'building worker:x failed: E: Unable to locate package nosuch',
+        });
       }
       if (opts.hangInImageBuild) {
         for (;;) {
@@ -117,7 +121,7 @@ export const statusesOf = (s: StatusUpdate[]) => s.filter((u) => u.fields.status
  * it when a release changes the lifecycle's commands, so the recordings of the releases before
  * stay beside the new ones and keep being replayed.
  */
-export const LIFECYCLE_RELEASE = 'v1';
+export const LIFECYCLE_RELEASE = 'v2';
 
 /**
  * With RECORD_HISTORY=1, saves a finished workflow's history (of the run the handle names) to

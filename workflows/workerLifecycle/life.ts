@@ -17,6 +17,37 @@ import { releaseSignal, WorkerStatusKey, type ContainerExit, type WorkerState } 
 
 export const now = () => new Date().toISOString();
 
+/**
+ * Our own bound on one run's history, in case the server never suggests continue-as-new: well
+ * below Temporal's hard limits (51,200 events, 50 MB) and its warnings (10,240 events, 10 MB).
+ */
+const MAX_RUN_EVENTS = 8_000;
+const MAX_RUN_BYTES = 8 * 1024 * 1024;
+
+/** Where a live worker is between the steps of runOrIdle: enough to go on from there in a new run. */
+export type Phase =
+  /** RUNNING since (ms since epoch): idleness counts from there at the earliest. */
+  | { kind: 'running'; since: number }
+  /** PAUSED until the session timeout (ms since epoch). */
+  | { kind: 'paused'; until: number };
+
+/**
+ * What a run hands to the next when it continues as new (the workflow's second argument): the
+ * whole state, so the new run records no status again and reasks for no permit.
+ */
+export interface CarriedLife {
+  state: WorkerState;
+  phase: Phase;
+  permitRequested: boolean;
+  permitGranted: boolean;
+  wakeRequested: boolean;
+  usage?: ModelUsage;
+  /** The current details' first line, so the UI shows the state the worker is in. */
+  headline: string;
+  /** How many runs came before the new one. */
+  runs: number;
+}
+
 export class WorkerLife {
   readonly state: WorkerState;
   /** Set while the start sequence runs: a stop cancels it (e.g. a long image build). */
@@ -32,6 +63,10 @@ export class WorkerLife {
   taskResult: TaskResult | undefined;
   /** The model usage totals the gateway last reported (the `usage` signal), for the current details. */
   usage: ModelUsage | undefined;
+  /** Set when this run may continue as new (not for histories recorded before it could: patched()). */
+  mayContinueAsNew = false;
+  /** The runs before this one. */
+  readonly runsBefore: number;
   /** The current details' first line and error, from the latest transition. */
   private headline = '';
   private errorLine: string | undefined;
@@ -39,7 +74,19 @@ export class WorkerLife {
   constructor(
     readonly spec: WorkerSpec,
     readonly acts: WorkerActivities,
+    carried?: CarriedLife,
   ) {
+    this.runsBefore = carried?.runs ?? 0;
+    if (carried) {
+      this.state = { ...carried.state };
+      this.permitRequested = carried.permitRequested;
+      this.permitGranted = carried.permitGranted;
+      this.wakeRequested = carried.wakeRequested;
+      this.usage = carried.usage;
+      this.headline = carried.headline;
+      this.showDetails();
+      return;
+    }
     this.state = {
       worker_id: spec.workerId,
       status: 'STARTING',
@@ -87,6 +134,27 @@ export class WorkerLife {
 
   ended(): boolean {
     return this.state.stop_reason !== null || this.exited !== undefined;
+  }
+
+  /** The server suggests continuing as new (its history limits come near), or our own bound is reached. */
+  continueAsNewDue(): boolean {
+    if (!this.mayContinueAsNew) return false;
+    const { continueAsNewSuggested, historyLength, historySize } = workflowInfo();
+    return continueAsNewSuggested || historyLength >= MAX_RUN_EVENTS || historySize >= MAX_RUN_BYTES;
+  }
+
+  /** The state the next run starts from, in the given phase of runOrIdle. */
+  carryOver(phase: Phase): CarriedLife {
+    return {
+      state: { ...this.state },
+      phase,
+      permitRequested: this.permitRequested,
+      permitGranted: this.permitGranted,
+      wakeRequested: this.wakeRequested,
+      ...(this.usage ? { usage: this.usage } : {}),
+      headline: this.headline,
+      runs: this.runsBefore + 1,
+    };
   }
 
   async transition(

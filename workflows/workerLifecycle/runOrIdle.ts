@@ -1,53 +1,62 @@
 /**
  * RUNNING until idle for idleTimeoutS (no task running, no input or output), then PAUSED until
  * input wakes it (RUNNING again) or sessionTimeoutS passes (stopped: session_timeout). Returns once
- * the worker is stopped or its container has exited.
+ * the worker is stopped or its container has exited; or, when the run's history has grown long
+ * enough to continue as new, the phase it is in, for the next run to go on from (`from`).
  */
 import { condition } from '@temporalio/workflow';
-import { now, type WorkerLife } from './life';
+import { now, type Phase, type WorkerLife } from './life';
 
-export async function runOrIdle(life: WorkerLife): Promise<void> {
+export async function runOrIdle(life: WorkerLife, from: Phase = { kind: 'running', since: Date.now() }): Promise<Phase | undefined> {
   const { spec, state } = life;
   const { docker, redis } = life.acts;
   const ended = () => life.ended();
+  const due = () => life.continueAsNewDue();
   const idleMs = spec.idleTimeoutS * 1000;
-  let runningSince = Date.now();
+  let phase = from;
   while (!ended()) {
-    const { busy, lastActivityMs } = await redis.workerActivity.executeWithOptions({ summary: 'check whether the worker is idle' }, [
-      { workerId: spec.workerId },
-    ]);
-    const idleFor = Date.now() - Math.max(lastActivityMs, runningSince);
-    if (busy || idleFor < idleMs) {
-      // A running task is never paused, however long it takes: look again later.
-      await condition(ended, busy ? idleMs : Math.max(1_000, idleMs - idleFor));
-      continue;
+    if (phase.kind === 'running') {
+      if (due()) return phase;
+      const { busy, lastActivityMs } = await redis.workerActivity.executeWithOptions({ summary: 'check whether the worker is idle' }, [
+        { workerId: spec.workerId },
+      ]);
+      const idleFor = Date.now() - Math.max(lastActivityMs, phase.since);
+      if (busy || idleFor < idleMs) {
+        // A running task is never paused, however long it takes: look again later.
+        await condition(() => ended() || due(), busy ? idleMs : Math.max(1_000, idleMs - idleFor));
+        continue;
+      }
+      await docker.pauseContainer.executeWithOptions({ summary: `pause container (idle ${Math.round(idleFor / 1000)} s)` }, [
+        { containerId: state.container_id as string },
+      ]);
+      if (!spec.holdPermitWhilePaused) await life.releasePermit();
+      life.wakeRequested = false;
+      await life.transition(
+        'PAUSED',
+        'paused',
+        { last_activity_at: new Date(Math.max(lastActivityMs, phase.since)).toISOString() },
+        { idle_s: Math.round(idleFor / 1000) },
+      );
+      phase = { kind: 'paused', until: Date.now() + spec.sessionTimeoutS * 1000 };
     }
-    await docker.pauseContainer.executeWithOptions({ summary: `pause container (idle ${Math.round(idleFor / 1000)} s)` }, [
-      { containerId: state.container_id as string },
-    ]);
-    if (!spec.holdPermitWhilePaused) await life.releasePermit();
-    life.wakeRequested = false;
-    await life.transition(
-      'PAUSED',
-      'paused',
-      { last_activity_at: new Date(Math.max(lastActivityMs, runningSince)).toISOString() },
-      { idle_s: Math.round(idleFor / 1000) },
-    );
-    if (!(await condition(() => life.wakeRequested || ended(), `${spec.sessionTimeoutS} seconds`))) {
+    // A new run goes on with what is left of the session timeout.
+    if (!(await condition(() => life.wakeRequested || ended() || due(), Math.max(1, phase.until - Date.now())))) {
       state.stop_reason = 'session_timeout';
-      return;
+      return undefined;
     }
-    if (ended()) return;
+    if (ended()) return undefined;
+    if (!life.wakeRequested) return phase; // continue as new, still paused
     if (!spec.holdPermitWhilePaused) {
       life.permitGranted = false;
       await life.requestPermit(`ask pool ${spec.capacityPool} for a slot again (waking)`);
       await condition(() => life.permitGranted || ended());
-      if (ended()) return;
+      if (ended()) return undefined;
     }
     await docker.unpauseContainer.executeWithOptions({ summary: 'unpause container (woken by input)' }, [
       { containerId: state.container_id as string },
     ]);
-    runningSince = Date.now();
+    phase = { kind: 'running', since: Date.now() };
     await life.transition('RUNNING', 'resumed', { last_activity_at: now() });
   }
+  return undefined;
 }
