@@ -63,8 +63,9 @@ export const wakeSignal = defineSignal('wake');
 
 /**
  * The worker's model usage totals, sent by the model gateway (src/host/modelGateway.ts) at the end
- * of each task (not per model request: the history grows by one signal per task), for the Temporal
- * UI's current details. Totals only grow: an older report arriving late is ignored.
+ * of each task whose totals changed (not per model request: the history grows by one signal per
+ * task at most), for the Temporal UI's current details. Totals only grow: an older report arriving
+ * late is ignored.
  */
 export const usageSignal = defineSignal<[ModelUsage]>('usage');
 

@@ -168,6 +168,9 @@ if KEYS[2] ~= '' then redis.call('EXPIRE', KEYS[2], ARGV[1]) end
 if KEYS[2] == '' then copyToStatus(KEYS[1], KEYS[4]) end
 return 1`;
 
+/** How many workers' last reported totals the gateway remembers. */
+const REPORTED_MAX = 10_000;
+
 /** Headers that belong to one hop, or that the gateway sets itself. */
 const HOP_HEADERS = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authorization', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'host', 'x-api-key', 'authorization', 'accept-encoding']);
 
@@ -209,6 +212,12 @@ export class ModelGateway {
   /** Requests in flight per worker: the usage a task's end asks for waits for them to be recorded. */
   private readonly inflight = new Map<string, Set<Promise<void>>>();
   private readonly counts: GatewayStats = { requests: 0, refused: { unauthorized: 0, budget: 0 }, upstream_errors: 0 };
+  /**
+   * The totals last told to each worker's workflow (onTaskEnd): the agent holds the token and may
+   * ask for its usage at will, so only a change is signalled (at most one signal per model request).
+   * Bounded: the oldest entries go first, which costs at most one repeated signal each.
+   */
+  private readonly reported = new Map<string, string>();
 
   constructor(private readonly opts: GatewayDeps) {
     this.server = http.createServer((req, res) => {
@@ -392,7 +401,16 @@ export class ModelGateway {
     if (flat.length && this.opts.onTaskEnd) {
       const totals: Record<string, string> = {};
       for (let i = 0; i + 1 < flat.length; i += 2) totals[flat[i]!] = flat[i + 1]!;
-      this.opts.onTaskEnd(workerId, usageFromHash(totals)).catch((err: Error) => this.opts.log.warn('model usage not reported to the worker\'s workflow', { worker_id: workerId, error: err.message }));
+      const usage = usageFromHash(totals);
+      const seen = JSON.stringify(usage);
+      if (this.reported.get(workerId) === seen) return;
+      this.reported.delete(workerId);
+      this.reported.set(workerId, seen);
+      if (this.reported.size > REPORTED_MAX) this.reported.delete(this.reported.keys().next().value!);
+      this.opts.onTaskEnd(workerId, usage).catch((err: Error) => {
+        if (this.reported.get(workerId) === seen) this.reported.delete(workerId); // told again next time
+        this.opts.log.warn('model usage not reported to the worker\'s workflow', { worker_id: workerId, error: err.message });
+      });
     }
   }
 }

@@ -38,6 +38,16 @@ function post(url: string, headers: Record<string, string>, body: unknown): Prom
   });
 }
 
+/** A reply's status, from a plain GET (the way the wrapper asks for a task's usage). */
+function get(url: string, headers: Record<string, string>): Promise<{ status: number }> {
+  return new Promise((resolve, reject) => {
+    http.get(url, { headers }, (res) => {
+      res.resume();
+      res.on('end', () => resolve({ status: res.statusCode ?? 0 }));
+    }).on('error', reject);
+  });
+}
+
 /** What grant() reads of a container: the gateway key in its environment. */
 const containerWithKey = (key: string) => ({ Config: { Env: [`${GATEWAY_KEY_ENV}=${key}`] } as Docker.ContainerInspectInfo['Config'] });
 
@@ -185,6 +195,23 @@ describe('model gateway: the real CLIs reach the model API only through the mana
     expect(report.tokens).toEqual([{ worker_id: ghost, why: 'it has no workflow' }]);
     expect((await post(`${gateway}/v1/messages`, { 'x-api-key': ghostToken }, MESSAGE)).status).toBe(401);
     expect((await post(`${gateway}/v1/messages`, { 'x-api-key': token }, MESSAGE)).status).toBe(200);
+
+    // The usage endpoint is the agent's to call too (it holds the token): a repeat that changes no
+    // totals sends its workflow no signal, so the agent cannot grow its history at will.
+    const usageSignals = async () => {
+      const history = await m.temporal.workflow.getHandle(`worker-${id}`).fetchHistory();
+      return (history.events ?? [])
+        .map((e) => e.workflowExecutionSignaledEventAttributes)
+        .filter((a) => a?.signalName === 'usage')
+        .map((a) => (JSON.parse(Buffer.from(a!.input!.payloads![0]!.data!).toString('utf8')) as ModelUsage).requests);
+    };
+    const askUsage = async () => expect((await get(`${gateway}/wm/usage?task_id=none`, { 'x-api-key': token })).status).toBe(200);
+    for (let i = 0; i < 4; i++) await askUsage();
+    await eventually('the usage signal', async () => (await usageSignals()).includes(1));
+    expect((await post(`${gateway}/v1/messages`, { 'x-api-key': token }, MESSAGE)).status).toBe(200);
+    await askUsage();
+    await eventually('the changed usage signalled', async () => (await usageSignals()).includes(2));
+    expect(await usageSignals()).toEqual([1, 2]);
 
     // Terminated from outside: its workflow runs no clean-up; the sweep ends the worker, and a delete
     // replies once that end is recorded. From then on its token is refused.
