@@ -231,10 +231,15 @@ export class ModelGateway {
 
   listen(host: string, port: number): Promise<number> {
     return new Promise((resolve, reject) => {
-      this.server.once('error', (err: NodeJS.ErrnoException) =>
-        reject(new Error(`the model gateway cannot listen on ${host}:${port}: ${err.code === 'EADDRINUSE' ? 'the port is in use (another manager on this Docker host? set MODEL_GATEWAY_PORT)' : err.message}`)),
-      );
-      this.server.listen(port, host, () => resolve((this.server.address() as AddressInfo).port));
+      const failed = (err: NodeJS.ErrnoException) =>
+        reject(new Error(`the model gateway cannot listen on ${host}:${port}: ${err.code === 'EADDRINUSE' ? 'the port is in use (another manager on this Docker host? set MODEL_GATEWAY_PORT)' : err.message}`));
+      this.server.once('error', failed);
+      this.server.listen(port, host, () => {
+        // Once listening, an error (an accept failure such as EMFILE) is logged: unhandled, it would end the manager.
+        this.server.off('error', failed);
+        this.server.on('error', (err) => this.opts.log.warn('model gateway server error', { error: err.message }));
+        resolve((this.server.address() as AddressInfo).port);
+      });
     });
   }
 

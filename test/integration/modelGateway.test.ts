@@ -247,6 +247,16 @@ describe('model gateway: the real CLIs reach the model API only through the mana
     expect(exceeded[0]![1]).toEqual(expect.arrayContaining(['task_id', r.task_id]));
   });
 
+  test('a server error after it listens (an accept failure such as EMFILE) is logged, never thrown: the manager keeps running', async () => {
+    const server = (m.modelGateway as unknown as { server: http.Server }).server;
+    const accept = Object.assign(new Error('accept EMFILE'), { code: 'EMFILE' });
+    expect(() => {
+      server.emit('error', accept);
+      server.emit('error', accept);
+    }).not.toThrow();
+    expect((await post(`${gateway}/v1/messages`, { 'x-api-key': 'no-such-token' }, MESSAGE)).status).toBe(401);
+  });
+
   test('the gateway streams: the first SSE bytes reach the client while the upstream still holds the reply open', async () => {
     let release = () => {};
     const held = new Promise<void>((r) => (release = r));

@@ -301,6 +301,17 @@ describe('EgressProxy on loopback', () => {
     }
   });
 
+  it('a server error after it listens (an accept failure such as EMFILE) is logged, never thrown: the manager keeps running', () => {
+    const server = (proxy as unknown as { server: http.Server }).server;
+    const before = warnings.length;
+    const accept = Object.assign(new Error('accept EMFILE'), { code: 'EMFILE' });
+    expect(() => {
+      server.emit('error', accept);
+      server.emit('error', accept);
+    }).not.toThrow();
+    expect(warnings.slice(before)).toEqual([{ error: 'accept EMFILE' }, { error: 'accept EMFILE' }]);
+  });
+
   it('refuses a second proxy on the same address with a clear error', async () => {
     const p3 = new EgressProxy({ rules: [], hostGatewayIp: '127.0.0.1', log: { info() {}, warn() {}, error() {} } });
     await expect(p3.listen('127.0.0.1', proxyPort)).rejects.toThrow(/port is in use/);

@@ -44,10 +44,13 @@ export class EgressProxy {
 
   listen(host: string, port: number): Promise<{ host: string; port: number }> {
     return new Promise((resolve, reject) => {
-      this.server.once('error', (err: NodeJS.ErrnoException) =>
-        reject(new EgressSetupError(`the egress proxy cannot listen on ${host}:${port}: ${err.code === 'EADDRINUSE' ? 'the port is in use (another manager for this Docker host? set WORKER_EGRESS_PROXY_PORT)' : err.message}`)),
-      );
+      const failed = (err: NodeJS.ErrnoException) =>
+        reject(new EgressSetupError(`the egress proxy cannot listen on ${host}:${port}: ${err.code === 'EADDRINUSE' ? 'the port is in use (another manager for this Docker host? set WORKER_EGRESS_PROXY_PORT)' : err.message}`));
+      this.server.once('error', failed);
       this.server.listen(port, host, () => {
+        // Once listening, an error (an accept failure such as EMFILE) is logged: unhandled, it would end the manager.
+        this.server.off('error', failed);
+        this.server.on('error', (err) => this.opts.log.warn('egress proxy server error', { error: err.message }));
         const a = this.server.address() as net.AddressInfo;
         resolve({ host: a.address, port: a.port });
       });
