@@ -91,7 +91,7 @@ export async function recordStatus(redis: Redis, retentionSeconds: number, updat
   if (update.final) {
     // A finished worker leaves nothing behind for good: its keys expire after the retention.
     const id = update.workerId;
-    for (const k of [key, keys.input(id), keys.output(id), keys.inputCursor(id), keys.inputRunning(id), keys.inputTasks(id), keys.session(id)]) {
+    for (const k of [key, keys.input(id), keys.output(id), keys.inputCursor(id), keys.inputRunning(id), keys.inputTasks(id), keys.session(id), keys.usage(id)]) {
       tx.expire(k, retentionSeconds);
     }
     tx.del(keys.heartbeat(update.workerId));

@@ -23,6 +23,7 @@ import { hostGatewayIp } from './egress/gateway';
 import { HOST_ALIAS } from './egress/allowList';
 import { GATEWAY_KEY_ENV, GATEWAY_URL_ENV, gatewayToken, newGatewayKey, tokenDigest, USAGE_PATH } from '../contract/gatewayToken';
 import { keys } from '../contract/keys';
+import { LIMITS } from '../contract/limits';
 import { lifecycleXadd } from '../contract/codec';
 import { TOKEN_FIELDS, UsageMeter, usageFromHash } from '../contract/usage';
 
@@ -297,9 +298,18 @@ export class ModelGateway {
     this.forward(req, res, upstream, modelCall ? { workerId: grant.worker_id, task } : undefined);
   }
 
+  /**
+   * How long a live worker's usage (and so its budget count) outlives its latest request: past the
+   * longest gap a session allows (a week of PAUSED, src/contract/limits.ts), so a long pause never
+   * resets a budget. The final status write shortens it to the status's own retention.
+   */
+  private get usageTtl(): number {
+    return this.opts.config.STATUS_RETENTION_SECONDS + LIMITS.durationS;
+  }
+
   private async admit(grant: GatewayGrant): Promise<{ ok: boolean; task: string; requests: number; tokens: number }> {
     const b = grant.budget;
-    const [ok, task, requests, tokens] = (await this.opts.redis.eval(ADMIT, 2, keys.usage(grant.worker_id), keys.inputRunning(grant.worker_id), b?.max_tokens ?? 0, b?.max_requests ?? 0, this.opts.config.STATUS_RETENTION_SECONDS)) as [number, string, number, number];
+    const [ok, task, requests, tokens] = (await this.opts.redis.eval(ADMIT, 2, keys.usage(grant.worker_id), keys.inputRunning(grant.worker_id), b?.max_tokens ?? 0, b?.max_requests ?? 0, this.usageTtl)) as [number, string, number, number];
     return { ok: ok === 1, task, requests, tokens };
   }
 
@@ -371,7 +381,7 @@ export class ModelGateway {
       task ? keys.taskUsage(workerId, task) : '',
       keys.stats,
       keys.status(workerId),
-      this.opts.config.STATUS_RETENTION_SECONDS,
+      this.usageTtl,
       ...TOKEN_FIELDS.map((f) => usage?.[f] ?? 0),
     );
   }

@@ -9,6 +9,7 @@ import { randomUUID } from 'node:crypto';
 import type Docker from 'dockerode';
 import type Redis from 'ioredis';
 import { keys } from '../../src/contract/keys';
+import { LIMITS } from '../../src/contract/limits';
 import { aclScope } from '../../src/config/redisAcl';
 import { GatewayTokens } from '../../src/host/modelGateway';
 import { reapOrphans } from '../../src/manager/orphanReaper';
@@ -160,7 +161,12 @@ describe('model gateway: the real CLIs reach the model API only through the mana
 
     // The token works while the worker runs (straight to the gateway, as the agent would).
     expect((await post(`${gateway}/v1/messages`, { 'x-api-key': token }, MESSAGE)).status).toBe(200);
+    // While it lives, its usage (and so its budget count) outlasts any pause a session allows; the
+    // final status cuts it to the status's own retention.
+    const retention = m.config.STATUS_RETENTION_SECONDS;
+    expect(await m.redis.ttl(keys.usage(id))).toBeGreaterThan(retention + LIMITS.durationS - 60);
     await m.client.delete(id);
+    expect(await m.redis.ttl(keys.usage(id))).toBeLessThanOrEqual(retention);
     const refused = await post(`${gateway}/v1/messages`, { 'x-api-key': token }, MESSAGE);
     expect(refused.status).toBe(401);
     // The final status counts the request made outside any task too.
