@@ -79,8 +79,11 @@ describe('headless tasks and statistics', () => {
         return { ok: f[f.indexOf('ok') + 1], body: JSON.parse(f[f.indexOf(f.includes('result') ? 'result' : 'error') + 1]!) };
       }, { timeoutMs: 180_000 });
     try {
-      await m.redis.xadd(keys.commands, '*', 'request_id', 'task-cmd-1', 'command', 'task', 'reply_to', replyTo, 'payload', JSON.stringify({ agent_type: 'CLAUDE', prompt: '[task 42]' }));
-      const t = await reply('task-cmd-1');
+      // A request id of this run: the task id derives from it, and a task id's outcome is kept (and
+      // returned again) for as long as the shared Redis and Temporal hold it.
+      const requestId = `task-cmd-${randomUUID().slice(0, 8)}`;
+      await m.redis.xadd(keys.commands, '*', 'request_id', requestId, 'command', 'task', 'reply_to', replyTo, 'payload', JSON.stringify({ agent_type: 'CLAUDE', prompt: '[task 42]' }));
+      const t = await reply(requestId);
       expect(t).toMatchObject({ ok: '1', body: { status: 'ok', result: 'answer-42' } });
 
       await m.redis.xadd(keys.commands, '*', 'request_id', 'task-bad-1', 'command', 'task', 'reply_to', replyTo, 'payload', JSON.stringify({ agent_type: 'CLAUDE' }));
