@@ -142,10 +142,8 @@ export class LiveAgent {
     const resuming = this.session !== undefined;
     const spec = protocol.start({ session: this.session, newSession: randomUUID(), allowedCommands, model, workspace });
     if (spec.session) this.setSession(spec.session);
-    // Its own process group (detached), to be stopped as a whole. A shell leads that session rather
-    // than the agent: droid's Execute tool has every command it runs killed (SIGKILL) when droid
-    // itself is a session leader. Not exec'd (`; exit $?`), so the shell stays in between.
-    const child = spawn('/bin/sh', ['-c', '"$0" "$@"; exit $?', spec.command, ...spec.args], {
+    // Its own process group (detached), to be stopped as a whole.
+    const child = spawn(spec.command, spec.args, {
       cwd: workspace,
       detached: true,
       stdio: ['pipe', 'pipe', 'pipe'],

@@ -211,13 +211,15 @@ export class TaskRunner {
       ...(reason ? { reason } : {}),
       ...(metered ? { usage: metered.usage } : {}),
     };
+    // Sent first, on the output's own connection: whoever reads the task's end in the output
+    // stream finds its lifecycle event already written.
+    lifecycle('task_completed', task.taskId, done);
     sink.push('task_completed', encodeTaskCompletion(done), task.taskId);
     await sink.flush();
     await redis.del(this.k.running).catch(() => undefined);
     this.current = undefined;
     heartbeat.idle();
     heartbeat.beatNow();
-    lifecycle('task_completed', task.taskId, done);
     lifecycle('idle');
   }
 

@@ -17,7 +17,7 @@ interface Out {
   task_id: string;
 }
 
-const MARKERS = ['[remember]', '[make-file:Bash]', '[make-file:Execute]', '[recall]', '[slow]', '[fail:500]', '[fail:401]'] as const;
+const MARKERS = ['[remember]', '[make-file:Bash]', '[make-file:Create]', '[recall]', '[slow]', '[fail:500]', '[fail:401]'] as const;
 
 /** Replies by the marker written last in the latest user text (Claude Code folds an interrupted prompt into the next one). */
 function script(r: FakeRequest): FakeReply {
@@ -30,19 +30,10 @@ function script(r: FakeRequest): FakeReply {
       return { text: 'Noted. <result>remembered</result>' };
     case '[make-file:Bash]':
       return { toolUse: { name: 'Bash', input: { command: 'echo made-by-agent > /workspace/agent.txt', description: 'write a file' } } };
-    case '[make-file:Execute]':
-      // droid's Execute wants the risk rated by the model.
-      return {
-        toolUse: {
-          name: 'Execute',
-          input: {
-            command: 'echo made-by-agent > /workspace/agent.txt',
-            description: 'write a file',
-            riskLevelReason: 'writes one file in the workspace',
-            riskLevel: 'low',
-          },
-        },
-      };
+    case '[make-file:Create]':
+      // droid's own file tool: its shell tool (Execute) has commands that did run reported as
+      // killed (SIGKILL) now and then in these containers, with or without the wrapper.
+      return { toolUse: { name: 'Create', input: { file_path: '/workspace/agent.txt', content: 'made-by-agent' } } };
     case '[recall]':
       return { text: `<result>${r.allText.includes('PINEAPPLE') ? 'PINEAPPLE' : 'nothing remembered'}</result>` };
     case '[slow]':
@@ -110,7 +101,7 @@ describe('agent sessions: one live agent process per worker that keeps the conve
 
   describe.each([
     { agent: 'CLAUDE', tool: 'Bash', fail: 500 },
-    { agent: 'FACTORY', tool: 'Execute', fail: 401 },
+    { agent: 'FACTORY', tool: 'Create', fail: 401 },
   ] as const)('$agent', ({ agent, tool, fail }) => {
     let w: string;
     const tag = (n: number) => `<${agent}-${n}>`;
