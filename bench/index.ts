@@ -3,6 +3,7 @@
  * and bench/results.md. Timings live here, never in tests.
  */
 import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -34,7 +35,7 @@ import { semaphoreWorkflowId } from '../src/shared/ids';
 import { summarize, type Summary } from './stats';
 
 const quick = process.argv.includes('--quick');
-/** `--only NAME` runs one section: images, wrapper, semaphore, release, wake, acl, create, burst, rss, gateway. */
+/** `--only NAME` runs one section: images, wrapper, semaphore, release, wake, acl, create, burst, rss, gateway, sessions. */
 const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
 const wanted = (name: string) => !only || only === name;
 /** KEY=VALUE lines (a container's Env) as an environment object. */
@@ -629,6 +630,116 @@ async function gatewayOverhead(config: Config): Promise<void> {
   rows.push({ name: 'model request total time, through the model gateway', unit: 'ms', summary: summarize(via.total), note: 'usage metered while streaming; recorded after the reply' });
 }
 
+/**
+ * Turn latency of a worker's live agent process, per agent: a prompt written to the worker's input
+ * stream -> its first assistant or tool event readable in the output stream, and -> its
+ * task_completed, against the fake model API. The baseline is the same prompt run by hand in the
+ * same container with the CLI started per prompt (`docker exec`, as the wrapper ran agents before),
+ * timed from the exec to the CLI's own first assistant/tool line and its end line. Alternating, so
+ * both see the same machine.
+ */
+async function sessionTurns(): Promise<void> {
+  const rounds = quick ? 5 : 20;
+  const fake = await startFakeAnthropic(bridgeAddress(), () => ({ text: 'Done. <result>ok</result>' }));
+  // On a task queue of its own, with the gateway on a free port (as every in-process manager here).
+  const manager = await inProcessManager({ ANTHROPIC_BASE_URL: fake.url, FACTORY_BASE_URL: fake.url, FACTORY_API_KEY: 'bench' });
+  const cfg = manager.config;
+  const { docker, redis, client: wm } = manager;
+  const reader = new Redis(managerRedisOptions(cfg));
+  try {
+    for (const agent of ['CLAUDE', 'FACTORY'] as const) {
+      log(`session turns (${agent}): ${rounds} prompts to the live agent process vs the CLI started per prompt (docker exec)`);
+      const { worker_id: id } = await wm.create({ agent_type: agent });
+      await eventually(`${agent} RUNNING`, async () => (await statusOf(redis, id)) === 'RUNNING', poll(50));
+      const name = `worker-${id}`;
+      const env = envObject((await docker.getContainer(name).inspect()).Config.Env);
+      const token = gatewayToken(env[GATEWAY_KEY_ENV]!, id);
+      const live = { first: [] as number[], done: [] as number[], inAgent: [] as number[] };
+      const base = { first: [] as number[], done: [] as number[] };
+      let last = '$';
+      /** One prompt through the worker's input: the times its first assistant/tool event and its task_completed became readable. */
+      const viaWorker = async (prompt: string) => {
+        const taskId = `bench-${randomUUID().slice(0, 8)}`;
+        const t0 = performance.now();
+        await redis.xadd(keys.input(id), '*', 'type', 'prompt', 'content', prompt, 'task_id', taskId);
+        let first: number | undefined;
+        for (;;) {
+          const got = await reader.xread('BLOCK', 5_000, 'STREAMS', keys.output(id), last);
+          for (const [, entries] of got ?? []) {
+            for (const [entryId, f] of entries) {
+              last = entryId;
+              const type = f[f.indexOf('type') + 1];
+              if (f[f.indexOf('task_id') + 1] !== taskId) continue;
+              if (first === undefined && (type === 'assistant' || type === 'tool_use')) first = performance.now() - t0;
+              if (type === 'task_completed') {
+                const done = JSON.parse(f[f.indexOf('content') + 1]!) as { status: string; first_event_ms?: number; agent_process?: string };
+                if (done.status !== 'ok') throw new Error(`${agent} bench prompt ended ${done.status}`);
+                return { first: first ?? NaN, done: performance.now() - t0, inAgent: done.first_event_ms ?? NaN, process: done.agent_process };
+              }
+            }
+          }
+        }
+      };
+      /** The same prompt with the CLI started for it in the same container, as the wrapper ran it per prompt. */
+      const perPrompt = (prompt: string) =>
+        new Promise<{ first: number; done: number }>((resolve, reject) => {
+          const cli =
+            agent === 'CLAUDE'
+              ? ['-e', `ANTHROPIC_API_KEY=${token}`, name, 'claude', '-p', '--output-format', 'stream-json', '--verbose', '--dangerously-skip-permissions', prompt]
+              : [name, 'droid', 'exec', '-o', 'stream-json', '-m', 'custom:Configured-0', '--skip-permissions-unsafe', prompt];
+          const t0 = performance.now();
+          const p = spawn('docker', ['exec', ...cli], { stdio: ['ignore', 'pipe', 'ignore'] });
+          let first: number | undefined;
+          let end: number | undefined;
+          createInterface({ input: p.stdout }).on('line', (line) => {
+            const now = performance.now() - t0;
+            if (first === undefined && /"type":"(assistant|tool_call|tool_use)"|"role":"assistant"/.test(line)) first = now;
+            if (/"type":"(result|completion)"/.test(line)) end ??= now;
+          });
+          p.on('close', (code) => (end !== undefined && code === 0 ? resolve({ first: first ?? NaN, done: end }) : reject(new Error(`${agent} per-prompt CLI exited ${code} without an end line`))));
+        });
+      const warm = await viaWorker('warm up: start the live process');
+      log(`${agent}: first prompt (process ${warm.process}) took ${Math.round(warm.done)} ms`);
+      await perPrompt('warm up the per-prompt CLI');
+      for (let i = 0; i < rounds; i++) {
+        const a = await viaWorker(`prompt ${i}`);
+        if (a.process !== 'reused') throw new Error(`${agent}: prompt ${i} did not reuse the live process (${a.process})`);
+        live.first.push(a.first);
+        live.done.push(a.done);
+        live.inAgent.push(a.inAgent);
+        const b = await perPrompt(`prompt ${i}`);
+        base.first.push(b.first);
+        base.done.push(b.done);
+      }
+      await wm.delete(id);
+      const ratio = (a: number[], b: number[]) => {
+        const x = summarize(a);
+        const y = summarize(b);
+        return { p50: Math.round((x.p50 / y.p50) * 100) / 100, p95: Math.round((x.p95 / y.p95) * 100) / 100 };
+      };
+      const first = ratio(live.first, base.first);
+      const done = ratio(live.done, base.done);
+      rows.push({ name: `${agent} prompt -> first assistant/tool event, live agent process (read from the output stream)`, unit: 'ms', summary: summarize(live.first), note: 'includes the output batching (up to 250 ms)' });
+      rows.push({ name: `${agent} prompt -> first assistant/tool event, inside the wrapper (first_event_ms)`, unit: 'ms', summary: summarize(live.inAgent), note: 'prompt written to the live process -> its first assistant/tool line' });
+      rows.push({ name: `${agent} prompt -> first assistant/tool event, CLI started per prompt (docker exec, baseline)`, unit: 'ms', summary: summarize(base.first) });
+      rows.push({ name: `${agent} prompt -> task_completed, live agent process (read from the output stream)`, unit: 'ms', summary: summarize(live.done) });
+      rows.push({ name: `${agent} prompt -> end line, CLI started per prompt (docker exec, baseline)`, unit: 'ms', summary: summarize(base.done) });
+      rows.push({
+        name: `${agent} turn latency, live process / per-prompt baseline`,
+        unit: 'x',
+        value: done.p50,
+        target: '< 1',
+        met: done.p50 < 1 && done.p95 < 1,
+        note: `to the end: p50 ${done.p50}, p95 ${done.p95}; to the first event: p50 ${first.p50}, p95 ${first.p95}`,
+      });
+    }
+  } finally {
+    reader.disconnect();
+    await manager.stop();
+    await fake.close();
+  }
+}
+
 function markdown(): string {
   const lines = [
     `# Benchmarks (${quick ? 'quick' : 'full'} run, ${new Date().toISOString()})`,
@@ -661,6 +772,7 @@ async function main(): Promise<void> {
   if (wanted('burst')) await burst();
   if (wanted('rss')) await managerFootprint(config);
   if (wanted('gateway')) await gatewayOverhead(config);
+  if (wanted('sessions')) await sessionTurns();
   const out = path.join(ROOT, 'bench');
   writeFileSync(path.join(out, 'results.json'), JSON.stringify({ generated_at: new Date().toISOString(), quick, cpus: os.cpus().length, node: process.version, rows }, null, 2) + '\n');
   const md = markdown();

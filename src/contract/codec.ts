@@ -4,7 +4,9 @@
  * Runtime imports stay import-free modules only: the in-container wrapper bundles this file
  * (scripts/build-wrapper.js), and zod or Node built-ins have no place in that bundle.
  */
-import type { ErrorBody, LifecycleEvent, ModelUsage, TaskStatus } from './schemas';
+import type { ErrorBody, LifecycleEvent, TaskCompletion } from './schemas';
+
+export type { TaskCompletion } from './schemas';
 import { keys } from './keys';
 import { LIMITS } from './limits';
 
@@ -194,16 +196,6 @@ export function decodeOutputEntry(fields: Fields): OutputEntry {
     timestamp: f.get('timestamp') ?? null,
     seq: seq !== undefined && seq !== '' && Number.isFinite(Number(seq)) ? Number(seq) : null,
   };
-}
-
-/** The `content` of a `task_completed` output event, and the `detail` of its lifecycle event. */
-export interface TaskCompletion {
-  status: TaskStatus;
-  exit_code: number;
-  duration_ms: number;
-  /** Why it ended, when the status alone does not say (budget_exceeded). */
-  reason?: string;
-  usage?: ModelUsage;
 }
 
 export const encodeTaskCompletion = (c: TaskCompletion): string => JSON.stringify(c);

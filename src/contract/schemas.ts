@@ -191,6 +191,49 @@ export type TaskPayload = z.infer<typeof TaskPayload>;
 export const TASK_STATUSES = ['ok', 'error', 'timeout', 'cancelled'] as const;
 export type TaskStatus = (typeof TASK_STATUSES)[number];
 
+const count = () => z.number().int().nonnegative();
+
+/** Token counts as the agent CLI itself reports them for one task (its own account, beside the gateway's). */
+export const AgentUsage = z.object({
+  input_tokens: count(),
+  output_tokens: count(),
+  cache_read_input_tokens: count(),
+  cache_creation_input_tokens: count(),
+});
+export type AgentUsage = z.infer<typeof AgentUsage>;
+
+/**
+ * Which agent process ran the task: the worker's long-lived one from an earlier task (`reused`),
+ * one started for it (`started`: the worker's first task; `resumed`: after the last one died or
+ * was killed, continuing the conversation from the agent's session files; `new_session`: the
+ * same, but the earlier conversation could not be loaded), or a process of its own (`per_prompt`,
+ * a stand-in WORKER_AGENT_COMMAND).
+ */
+export const AGENT_PROCESS = ['reused', 'started', 'resumed', 'new_session', 'per_prompt'] as const;
+export type AgentProcess = (typeof AGENT_PROCESS)[number];
+
+/** The content of a `task_completed` output event (and the `detail` of its lifecycle event). */
+export const TaskCompletion = z.object({
+  status: z.enum(TASK_STATUSES),
+  /** The agent process's exit code when it ended during the task; 0 when it lives on; -1 when it never ran. */
+  exit_code: z.number().int(),
+  duration_ms: count(),
+  /** Why it ended, when the status alone does not say (budget_exceeded). */
+  reason: z.string().optional(),
+  /** The task's model usage counted by the model gateway. */
+  usage: z.object({ requests: count() }).extend(AgentUsage.shape).optional(),
+  /** Why a task that did not end ok ended so: the agent's own message, then the tail of its stderr (bounded, secrets redacted). */
+  error: z.string().optional(),
+  /** Model round trips (API calls) the agent reports for the task. */
+  turns: count().optional(),
+  /** The token usage the agent reports for the task. */
+  agent_usage: AgentUsage.optional(),
+  /** Prompt written to the agent -> its first assistant or tool event, when there was one. */
+  first_event_ms: count().optional(),
+  agent_process: z.enum(AGENT_PROCESS).optional(),
+});
+export type TaskCompletion = z.infer<typeof TaskCompletion>;
+
 export interface TaskResult {
   task_id: string;
   worker_id: string;

@@ -1,7 +1,8 @@
 /**
  * The in-container wrapper: the worker's side of the data plane, talking only to Redis.
- * Reads prompts from `worker:{id}:input` one at a time and in order (inputReader.ts), runs the agent
- * CLI for each, keeping its session across prompts (taskRunner.ts), streams its output to
+ * Reads prompts from `worker:{id}:input` one at a time and in order (inputReader.ts), gives each to
+ * the worker's one long-lived agent CLI process, which keeps the session across prompts and is
+ * started again on it when it dies (taskRunner.ts, liveAgent.ts), streams its output to
  * `worker:{id}:output` (events.ts), keeps the heartbeat alive (heartbeat.ts) and publishes
  * lifecycle events. A warm-pool container first waits for its worker (standby.ts). Bundled into
  * one file (scripts/build-wrapper.js).
@@ -49,12 +50,14 @@ async function main(): Promise<void> {
 
   const { model, env, gateway } = agentSetup;
   const agent = {
-    adapter: settings.agent,
+    protocol: settings.agent,
     allowedCommands: identity.allowedCommands,
     model,
     env,
     workspace: settings.workspace,
     command: settings.agentCommand,
+    // Never repeated in an error the wrapper writes (the agent's stderr may echo them).
+    secrets: [gateway?.token, settings.factory.apiKey].filter((s): s is string => Boolean(s)),
   };
   const tasks = await TaskRunner.resume({ redis, workerId, sink, heartbeat, lifecycle, agent, gateway });
   const input = new InputReader({ reader, workerId, from: tasks.cursor, defaultTimeoutS: settings.defaultTimeoutS, tasks, sink });

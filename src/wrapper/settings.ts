@@ -5,14 +5,14 @@
  */
 import { redisEndpointFromEnv, type RedisEndpoint } from '../config/connections';
 import { GATEWAY_KEY_ENV, GATEWAY_URL_ENV } from '../contract/gatewayToken';
-import { adapters, type AgentAdapter } from './agents';
+import { protocols, type AgentProtocol } from './agents';
 import { say } from './log';
 
 export interface WrapperSettings {
   /** Known at create time, or (a warm-pool container) learnt from the claim in standby.ts. */
   who: { workerId: string } | { poolSlot: string };
   agentType: string;
-  agent: AgentAdapter;
+  agent: AgentProtocol;
   workspace: string;
   allowedCommands: string[];
   defaultTimeoutS: number;
@@ -50,7 +50,7 @@ export function readSettings(env: NodeJS.ProcessEnv): WrapperSettings {
   };
   const poolSlot = env.WORKER_POOL_SLOT;
   const agentType = required('WORKER_AGENT_TYPE');
-  const agent: AgentAdapter | undefined = adapters[agentType];
+  const agent: AgentProtocol | undefined = protocols[agentType];
   if (!agent) {
     say(`unknown WORKER_AGENT_TYPE ${agentType}`);
     process.exit(2);

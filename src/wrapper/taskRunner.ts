@@ -1,24 +1,28 @@
 /**
- * Runs the worker's tasks one at a time, in the order the input reader queued them: the agent CLI in
- * its own process group (its session kept across tasks), its output streamed to the sink, and
- * exactly one `task_completed` per task. What it has taken is kept in Redis (the input cursor, the
- * task ids, the running task), so a restarted wrapper neither replays nor skips input, a task id
- * runs once, and a task cut off by a restart still ends.
+ * Runs the worker's tasks one at a time, in the order the input reader queued them: each prompt
+ * goes to the worker's one long-lived agent process (liveAgent.ts; its session kept across tasks
+ * and across restarts of that process), its output streamed to the sink, and exactly one
+ * `task_completed` per task, saying why when it did not end ok. What it has taken is kept in Redis
+ * (the input cursor, the task ids, the running task), so a restarted wrapper neither replays nor
+ * skips input, a task id runs once, and a task cut off by a restart still ends.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { createInterface } from 'node:readline';
 import type Redis from 'ioredis';
 import { keys } from '../contract/keys';
-import { extractResult, type AgentAdapter } from './agents';
+import type { TaskCompletion, TaskStatus } from '../contract/schemas';
+import { extractResult, parseClaudeLine, type TurnEnd } from './agents';
 import type { EventSink, Lifecycle } from './events';
 import { fetchTaskUsage } from './gatewayUsage';
 import type { Heartbeat } from './heartbeat';
 import { encodeTaskCompletion, type InputTask } from '../contract/codec';
+import { exitCodeOf, killGroup, LiveAgent, type AgentRun, type TurnOutcome, type TurnOutput } from './liveAgent';
+import { explain, Tail } from './redact';
 
-const KILL_GRACE_MS = 3_000;
+export type { AgentRun } from './liveAgent';
+
+/** How long an interrupted turn may take to stop before its process is killed. */
+const INTERRUPT_GRACE_MS = 5_000;
 
 /** An input entry in line to be taken: a task to run, or one to end at once with why it cannot run. */
 export interface Queued {
@@ -26,26 +30,16 @@ export interface Queued {
   refusal?: string;
 }
 
-/** The task being taken, and its agent process once started. */
+/** The task being taken, and how it reaches the agent: the live process, or a per-prompt child. */
 interface Running {
   task: InputTask;
+  live?: boolean;
   child?: ChildProcess;
   stop?: 'timeout' | 'cancelled' | 'shutdown';
 }
 
-type TaskStatus = 'ok' | 'error' | 'timeout' | 'cancelled';
-
-/** How to run the agent CLI for a task. */
-export interface AgentRun {
-  adapter: AgentAdapter;
-  allowedCommands: string[];
-  model?: string;
-  workspace: string;
-  /** Run instead of the adapter's command (tests and benchmarks). */
-  command?: string;
-  /** Set on top of the wrapper's environment. */
-  env: Record<string, string>;
-}
+/** How a task ended, with the facts task_completed carries. */
+type Ended = Pick<TaskCompletion, 'status' | 'exit_code' | 'error' | 'turns' | 'agent_usage' | 'first_event_ms' | 'agent_process'>;
 
 export interface TaskRunnerOptions {
   redis: Redis;
@@ -73,6 +67,7 @@ export class TaskRunner {
   /** Queued tasks cancelled before they started. */
   private readonly cancelled = new Set<string>();
   private current: Running | undefined;
+  private live: LiveAgent | undefined;
   private stopping = false;
   private wake: (() => void) | undefined;
   private constructor(
@@ -150,14 +145,16 @@ export class TaskRunner {
     while (this.current && Date.now() < deadline) await sleep(100);
     if (this.current) this.stopTask('shutdown');
     while (this.current) await sleep(50);
+    await this.live?.close();
   }
 
   private stopTask(reason: 'timeout' | 'cancelled' | 'shutdown'): void {
-    if (!this.current?.child || this.current.stop) return;
-    this.current.stop = reason;
-    const child = this.current.child;
-    killGroup(child, 'SIGTERM');
-    setTimeout(() => killGroup(child, 'SIGKILL'), KILL_GRACE_MS).unref();
+    const run = this.current;
+    if (!run || run.stop || !(run.live || run.child)) return;
+    run.stop = reason;
+    // The live process is asked to stop the turn (its session stays), and killed only if it does not.
+    if (run.live) this.live?.interrupt(INTERRUPT_GRACE_MS);
+    else if (run.child) killGroup(run.child);
   }
 
   /** Takes the next entry: a task id seen before is refused without a second task_completed. */
@@ -187,127 +184,155 @@ export class TaskRunner {
       .catch(() => undefined);
     heartbeat.beatNow();
     const cancelledEarly = this.cancelled.delete(task.taskId);
-    let outcome: { status: TaskStatus; exitCode: number };
+    let ended: Ended;
     if (refusal) {
       sink.push('error', refusal, task.taskId);
-      outcome = { status: 'error', exitCode: -1 };
+      ended = { status: 'error', exit_code: -1, error: refusal };
     } else {
       lifecycle('busy', task.taskId);
       lifecycle('task_started', task.taskId);
       sink.push('task_started', JSON.stringify({ prompt_bytes: Buffer.byteLength(task.prompt) }), task.taskId);
-      outcome = cancelledEarly ? { status: 'cancelled', exitCode: 0 } : await this.runAgent(run);
+      ended = cancelledEarly ? { status: 'cancelled', exit_code: 0 } : await this.runAgent(run);
     }
-    const { exitCode } = outcome;
-    let { status } = outcome;
     heartbeat.touch();
     const duration = Date.now() - started;
     // What the gateway counted for this task, and whether the worker's budget refused a request.
     const metered = gateway ? await fetchTaskUsage(gateway.url, gateway.token, task.taskId) : undefined;
     let reason: string | undefined;
     if (metered?.budget_exceeded) {
-      status = 'error';
+      const why = "the worker's model budget is spent: the model gateway refused the agent's request (budget_exceeded)";
+      ended = { ...ended, status: 'error', error: ended.error ? `${why}\n${ended.error}` : why };
       reason = 'budget_exceeded';
-      sink.push(
-        'error',
-        "the worker's model budget is spent: the model gateway refused the agent's request (budget_exceeded)",
-        task.taskId,
-      );
+      sink.push('error', why, task.taskId);
     }
-    const done = {
-      status,
-      exit_code: exitCode,
+    const done: TaskCompletion = {
+      ...ended,
       duration_ms: duration,
       ...(reason ? { reason } : {}),
       ...(metered ? { usage: metered.usage } : {}),
     };
+    // Sent first, on the output's own connection: whoever reads the task's end in the output
+    // stream finds its lifecycle event already written.
+    lifecycle('task_completed', task.taskId, done);
     sink.push('task_completed', encodeTaskCompletion(done), task.taskId);
     await sink.flush();
     await redis.del(this.k.running).catch(() => undefined);
     this.current = undefined;
     heartbeat.idle();
     heartbeat.beatNow();
-    lifecycle('task_completed', task.taskId, done);
     lifecycle('idle');
   }
 
-  /** Runs the agent for one task, streaming its output; how it ended. */
-  private async runAgent(run: Running): Promise<{ status: TaskStatus; exitCode: number }> {
+  /** The worker's live agent process, made at its first task. */
+  private liveAgent(): LiveAgent {
+    this.live ??= new LiveAgent(this.o.agent, this.session, (session) => {
+      this.session = session;
+      void this.o.redis.set(this.k.session, session).catch(() => undefined);
+    });
+    return this.live;
+  }
+
+  /** Runs the agent for one task, streaming its output; how it ended, and why when badly. */
+  private async runAgent(run: Running): Promise<Ended> {
     const { sink, heartbeat, agent } = this.o;
     const { task } = run;
+    const out: TurnOutput = {
+      event: (e) => sink.push(e.type, e.content, task.taskId),
+      touch: () => heartbeat.touch(),
+      shouldPause: () => sink.shouldPause(),
+      whenDrained: (fn) => sink.whenDrained(fn),
+    };
+    const timer = setTimeout(() => this.stopTask('timeout'), task.timeoutS * 1000);
+    let o: TurnOutcome;
+    if (agent.command) {
+      o = await this.runOnce(run, agent.command, out);
+    } else {
+      run.live = true;
+      o = await this.liveAgent().prompt(task.prompt, out);
+    }
+    clearTimeout(timer);
+    const exitCode = o.exit ? exitCodeOf(o.exit) : 0;
     let status: TaskStatus = 'ok';
-    const promptFile = path.join(os.tmpdir(), `prompt-${task.taskId.replace(/[^A-Za-z0-9._-]/g, '_')}.txt`);
-    const spec = agent.adapter.command(task.prompt, {
-      session: this.session,
-      allowedCommands: agent.allowedCommands,
-      model: agent.model,
-      promptFile,
-    });
-    for (const [file, content] of Object.entries(spec.files ?? {})) writeFileSync(file, content);
-    const command = agent.command ?? spec.command;
-    const args = agent.command ? [] : spec.args;
-    let final: { text: string; isError: boolean } | undefined;
-    const stderrTail: string[] = [];
-    const child = spawn(command, args, {
+    let message: string | undefined;
+    if (run.stop === 'timeout') {
+      status = 'timeout';
+      message = `the task exceeded its timeout of ${task.timeoutS} s`;
+    } else if (run.stop) {
+      status = 'cancelled';
+    } else if (o.failed) {
+      status = 'error';
+      message = o.failed;
+    } else if (o.exit) {
+      status = 'error';
+      message = o.exit.error
+        ? `could not run the agent: ${o.exit.error.message}`
+        : `the agent process ended during the task (${o.exit.signal ? `signal ${o.exit.signal}` : `exit code ${o.exit.code}`})${o.end?.isError ? `: ${o.end.text}` : ''}${run.live ? '; the next prompt starts it again and continues the conversation' : ''}`;
+    } else if (o.end?.isError) {
+      status = 'error';
+      message = o.end.text || 'the agent reported an error and no message';
+    } else if (!o.end) {
+      status = 'error';
+      message = 'the agent ended without an answer';
+    }
+    if (status === 'ok' && o.end) sink.push('result', extractResult(o.end.text), task.taskId);
+    // A timeout is said plainly; other failures with the agent's own words and its stderr tail.
+    const error = message && (status === 'timeout' ? message : explain({ message, problem: o.problem, stderr: o.stderr }, agent.secrets));
+    if (error) sink.push('error', error, task.taskId);
+    return {
+      status,
+      exit_code: exitCode,
+      ...(error ? { error } : {}),
+      ...(o.end?.turns !== undefined ? { turns: o.end.turns } : {}),
+      ...(o.end?.usage ? { agent_usage: o.end.usage } : {}),
+      ...(o.firstEventMs !== undefined ? { first_event_ms: o.firstEventMs } : {}),
+      agent_process: o.process,
+    };
+  }
+
+  /** A stand-in agent (WORKER_AGENT_COMMAND): one process per prompt, the prompt on its stdin, Claude Code's stream-json out. */
+  private async runOnce(run: Running, command: string, out: TurnOutput): Promise<TurnOutcome> {
+    const { agent } = this.o;
+    const written = Date.now();
+    let end: TurnEnd | undefined;
+    let firstEventMs: number | undefined;
+    let problem: string | undefined;
+    const stderr = new Tail();
+    const child = spawn(command, [], {
       cwd: agent.workspace,
       detached: true,
       stdio: ['pipe', 'pipe', 'pipe'],
-      env: { ...process.env, ...agent.env, WORKER_TASK_ID: task.taskId },
+      env: { ...process.env, ...agent.env, WORKER_TASK_ID: run.task.taskId },
     });
     run.child = child;
     child.stdin?.on('error', () => undefined);
-    child.stdin?.end(spec.stdin ?? '');
-    const timer = setTimeout(() => this.stopTask('timeout'), task.timeoutS * 1000);
-    const out = createInterface({ input: child.stdout! });
-    let paused = false;
-    out.on('line', (line) => {
-      heartbeat.touch();
-      const parsed = agent.adapter.parseLine(line);
+    child.stdin?.end(run.task.prompt);
+    const lines = createInterface({ input: child.stdout! });
+    lines.on('line', (line) => {
+      out.touch();
+      const parsed = parseClaudeLine(line);
       if (parsed.session) this.session = parsed.session;
-      for (const e of parsed.events) sink.push(e.type, e.content, task.taskId);
-      if (parsed.final) final = parsed.final;
+      if (parsed.problem) problem = parsed.problem;
+      for (const e of parsed.events) {
+        if (firstEventMs === undefined && (e.type === 'assistant' || e.type === 'tool_use')) firstEventMs = Date.now() - written;
+        out.event(e);
+      }
+      if (parsed.end) end = parsed.end;
       // Backpressure while Redis is healthy but slower than the agent: stop reading its stdout.
-      if (!paused && sink.shouldPause()) {
-        paused = true;
-        out.pause();
-        sink.whenDrained(() => {
-          paused = false;
-          out.resume();
-        });
+      if (out.shouldPause()) {
+        lines.pause();
+        out.whenDrained(() => lines.resume());
       }
     });
-    const err = createInterface({ input: child.stderr! });
-    err.on('line', (line) => {
-      sink.push('stderr', line, task.taskId);
-      stderrTail.push(line);
-      if (stderrTail.length > 20) stderrTail.shift();
+    createInterface({ input: child.stderr! }).on('line', (line) => {
+      out.event({ type: 'stderr', content: line });
+      stderr.push(line);
     });
-    const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null; error?: Error }>((resolve) => {
+    const exit = await new Promise<NonNullable<TurnOutcome['exit']>>((resolve) => {
       child.on('error', (error) => resolve({ code: null, signal: null, error }));
       child.on('close', (code, signal) => resolve({ code, signal }));
     });
-    clearTimeout(timer);
-    const exitCode = exit.code ?? (exit.signal ? 128 + (os.constants.signals[exit.signal] ?? 0) : -1);
-    if (run.stop === 'timeout') status = 'timeout';
-    else if (run.stop === 'cancelled' || run.stop === 'shutdown') status = 'cancelled';
-    else if (exit.error) {
-      status = 'error';
-      sink.push('error', `could not run ${command}: ${exit.error.message}`, task.taskId);
-    } else if (final?.isError || exitCode !== 0) status = 'error';
-    if (final && !final.isError) sink.push('result', extractResult(final.text), task.taskId);
-    else if (final?.isError) sink.push('error', final.text, task.taskId);
-    else if (status === 'error' && !exit.error) {
-      sink.push('error', `the agent exited with code ${exitCode}${stderrTail.length ? `: ${stderrTail.join('\n')}` : ''}`, task.taskId);
-    }
-    if (status === 'timeout') sink.push('error', `the task exceeded its timeout of ${task.timeoutS} s`, task.taskId);
     if (this.session) await this.o.redis.set(this.k.session, this.session).catch(() => undefined);
-    return { status, exitCode };
-  }
-}
-
-function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
-  try {
-    if (child.pid) process.kill(-child.pid, signal); // the agent's whole process group
-  } catch {
-    /* already gone */
+    const failed = exit.error !== undefined || exit.code !== 0;
+    return { end, ...(failed ? { exit } : {}), problem, stderr: stderr.text, process: 'per_prompt', firstEventMs };
   }
 }
