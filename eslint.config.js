@@ -12,7 +12,13 @@ const tseslint = require('typescript-eslint');
 // (Node built-ins, activities/, the contract's zod schemas, Docker and Redis clients) only as
 // `import type`, which the compiler erases. Date.now() and Math.random() stay allowed: the SDK
 // makes them deterministic inside a workflow.
-const WORKFLOW_RUNTIME_IMPORTS = ['@temporalio/workflow', '@temporalio/common', '../src/shared/errorCodes', '../src/shared/ids', '../src/shared/instructions'];
+const WORKFLOW_RUNTIME_IMPORTS = [
+  '@temporalio/workflow',
+  '@temporalio/common',
+  '../src/shared/errorCodes',
+  '../src/shared/ids',
+  '../src/shared/instructions',
+];
 const escapeRegex = (s) => s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
 
 // Paths are matched as written, so a file `depth` folders below workflows/ writes the list's paths
@@ -94,7 +100,11 @@ module.exports = defineConfig(
     rules: {
       '@typescript-eslint/no-restricted-imports': [
         'error',
-        { patterns: [{ regex: '(^|/)activities(/|$)', message: 'src/ sits below activities/: move what both need into src/host or src/shared.' }] },
+        {
+          patterns: [
+            { regex: '(^|/)activities(/|$)', message: 'src/ sits below activities/: move what both need into src/host or src/shared.' },
+          ],
+        },
       ],
     },
   },

@@ -24,7 +24,13 @@ export function createCapacityActivities(deps: CapacityDeps) {
         workflowId: semaphoreWorkflowId(input.pool),
         taskQueue: config.TEMPORAL_TASK_QUEUE,
         workflowIdConflictPolicy: WorkflowIdConflictPolicy.USE_EXISTING,
-        args: [{ pool: input.pool, state: { limit: config.MAX_CONCURRENT_WORKERS, holders: [], queue: [] }, reclaimIntervalS: config.PERMIT_RECLAIM_SECONDS }],
+        args: [
+          {
+            pool: input.pool,
+            state: { limit: config.MAX_CONCURRENT_WORKERS, holders: [], queue: [] },
+            reclaimIntervalS: config.PERMIT_RECLAIM_SECONDS,
+          },
+        ],
         signal: acquireSignal,
         signalArgs: [{ id: input.id, deadline: input.deadline }],
       });

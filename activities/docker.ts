@@ -62,7 +62,12 @@ export function createDockerActivities(deps: DockerDeps) {
   // The steps of launchContainer (below), each idempotent on its own.
   const steps = {
     /** Creates the worker's container (not started) unless `existing` (found by name) is it. */
-    async createContainer(spec: WorkerSpec, image: string, existing: Docker.ContainerInspectInfo | undefined, creds: RedisCredentials | undefined): Promise<{ containerId: string }> {
+    async createContainer(
+      spec: WorkerSpec,
+      image: string,
+      existing: Docker.ContainerInspectInfo | undefined,
+      creds: RedisCredentials | undefined,
+    ): Promise<{ containerId: string }> {
       if (existing) return { containerId: existing.Id };
       const name = containerNameFor(spec.workerId);
       try {
@@ -82,7 +87,8 @@ export function createDockerActivities(deps: DockerDeps) {
           if (again) return { containerId: again.Id };
         }
         // The egress network or its host rules could not be set up: no retry can fix that.
-        if (err instanceof EgressSetupError) throw ApplicationFailure.create({ type: 'INTERNAL', nonRetryable: true, message: err.message });
+        if (err instanceof EgressSetupError)
+          throw ApplicationFailure.create({ type: 'INTERNAL', nonRetryable: true, message: err.message });
         if (statusCode(err) === 404) {
           throw ApplicationFailure.create({
             type: 'INTERNAL',
@@ -101,7 +107,10 @@ export function createDockerActivities(deps: DockerDeps) {
     async writeFile(input: { containerId: string; dir: string; name: string; content: string }): Promise<{ bytes: number }> {
       const content = Buffer.from(input.content, 'utf8');
       const p = pack();
-      p.entry({ name: input.name, mode: 0o644, uid: WORKER_UID, gid: WORKER_UID, uname: 'worker', gname: 'worker', mtime: new Date() }, content);
+      p.entry(
+        { name: input.name, mode: 0o644, uid: WORKER_UID, gid: WORKER_UID, uname: 'worker', gname: 'worker', mtime: new Date() },
+        content,
+      );
       p.finalize();
       const chunks: Buffer[] = [];
       for await (const chunk of p as unknown as AsyncIterable<Buffer>) chunks.push(chunk);
@@ -142,15 +151,18 @@ export function createDockerActivities(deps: DockerDeps) {
       let checks = 0;
       for (;;) {
         if (await redis.exists(keys.heartbeat(input.workerId))) return;
-        if (checks++ % 10 === 9) { // not before the first polls: a just-started or thawed wrapper needs a moment
+        if (checks++ % 10 === 9) {
+          // not before the first polls: a just-started or thawed wrapper needs a moment
           const info = await docker.getContainer(input.containerId).inspect();
           if (!info.State.Running) {
             const logs = await lastLogLines(input.containerId);
             throw ApplicationFailure.create({
               type: 'CONTAINER_EXITED',
               nonRetryable: true,
-              message: `container exited with code ${info.State.ExitCode} before the wrapper was ready` +
-                (info.State.OOMKilled ? ' (killed: out of memory)' : '') + (logs ? `; last log lines:\n${logs}` : ''),
+              message:
+                `container exited with code ${info.State.ExitCode} before the wrapper was ready` +
+                (info.State.OOMKilled ? ' (killed: out of memory)' : '') +
+                (logs ? `; last log lines:\n${logs}` : ''),
             });
           }
         }
@@ -159,7 +171,8 @@ export function createDockerActivities(deps: DockerDeps) {
           throw ApplicationFailure.create({
             type: 'WRAPPER_NOT_READY',
             nonRetryable: true,
-            message: `the wrapper did not connect to Redis (${redactUrl(config.WORKER_REDIS_URL)}) within ${input.timeoutS} s` +
+            message:
+              `the wrapper did not connect to Redis (${redactUrl(config.WORKER_REDIS_URL)}) within ${input.timeoutS} s` +
               (logs ? `; last log lines:\n${logs}` : ''),
           });
         }
@@ -177,7 +190,10 @@ export function createDockerActivities(deps: DockerDeps) {
      * written while it starts, and then the wrapper connected to Redis. Idempotent: a retry finds
      * the container by its name and finishes what the first attempt began.
      */
-    async launchContainer(input: { spec: WorkerSpec; image: WarmImage }): Promise<{ containerId: string; ipAddress: string | null; warm: boolean }> {
+    async launchContainer(input: {
+      spec: WorkerSpec;
+      image: WarmImage;
+    }): Promise<{ containerId: string; ipAddress: string | null; warm: boolean }> {
       const { spec, image } = input;
       const pooled = warmPool?.fits(spec) ?? false;
       const existing = await inspectByName(docker, containerNameFor(spec.workerId));
@@ -200,7 +216,12 @@ export function createDockerActivities(deps: DockerDeps) {
       if (!launched) {
         const { containerId } = await steps.createContainer(spec, image.tag, existing, creds);
         const [, started] = await Promise.all([
-          steps.writeFile({ containerId, dir: WORKSPACE_DIR, name: instructionsFileName(spec.agentType), content: renderInstructions(spec.instructions, spec.allowedCommands) }),
+          steps.writeFile({
+            containerId,
+            dir: WORKSPACE_DIR,
+            name: instructionsFileName(spec.agentType),
+            content: renderInstructions(spec.instructions, spec.allowedCommands),
+          }),
           steps.startContainer({ containerId }),
         ]);
         launched = { containerId, ipAddress: started.ipAddress, warm: false };
@@ -208,7 +229,10 @@ export function createDockerActivities(deps: DockerDeps) {
       const containerId = launched.containerId;
       await Promise.all([
         // The model gateway accepts the worker's token from here until removeContainer.
-        docker.getContainer(containerId).inspect().then((info) => tokens.grant(info, spec)),
+        docker
+          .getContainer(containerId)
+          .inspect()
+          .then((info) => tokens.grant(info, spec)),
         steps.waitForWrapper({ workerId: spec.workerId, containerId, timeoutS: spec.readyTimeoutS, pollMs: launched.warm ? 2 : 10 }),
       ]);
       // Its heartbeat is written as the worker's user: the wrapper has re-authenticated both
@@ -223,7 +247,8 @@ export function createDockerActivities(deps: DockerDeps) {
       const c = docker.getContainer(input.containerId);
       const info = await c.inspect();
       if (info.State.Paused) return;
-      if (!info.State.Running) throw ApplicationFailure.create({ type: 'INTERNAL', nonRetryable: true, message: 'the container is not running' });
+      if (!info.State.Running)
+        throw ApplicationFailure.create({ type: 'INTERNAL', nonRetryable: true, message: 'the container is not running' });
       await c.pause();
     },
 
@@ -235,7 +260,8 @@ export function createDockerActivities(deps: DockerDeps) {
     },
 
     /** Stops and removes the worker's container, then what let it in (src/host/workerRemoval.ts). */
-    removeContainer: (input: { workerId: string; graceSeconds: number }): Promise<{ removed: boolean }> => removeWorkerContainer({ docker, redis, acl, tokens }, input),
+    removeContainer: (input: { workerId: string; graceSeconds: number }): Promise<{ removed: boolean }> =>
+      removeWorkerContainer({ docker, redis, acl, tokens }, input),
   };
 }
 

@@ -171,7 +171,15 @@ export function createImageActivities(deps: ImageDeps) {
         const handle = await client.workflow.start<ImageBuildWorkflow>('imageBuild', {
           workflowId: imageBuildWorkflowId(ctx.hash),
           taskQueue: config.TEMPORAL_TASK_QUEUE,
-          args: [{ hash: ctx.hash, tag: ctx.tag, agentType: req.agentType, modules: imageModules(req.modules), dockerTaskQueue: dockerTaskQueue(config) }],
+          args: [
+            {
+              hash: ctx.hash,
+              tag: ctx.tag,
+              agentType: req.agentType,
+              modules: imageModules(req.modules),
+              dockerTaskQueue: dockerTaskQueue(config),
+            },
+          ],
           // Join a build in progress; after a finished one (the image may since have been removed) start anew.
           workflowIdConflictPolicy: WorkflowIdConflictPolicy.USE_EXISTING,
           workflowIdReusePolicy: WorkflowIdReusePolicy.ALLOW_DUPLICATE,
@@ -250,7 +258,8 @@ export function createImageActivities(deps: ImageDeps) {
       const containers = await docker.listContainers({ all: true });
       const used = new Map<string, string[]>();
       // Unclaimed warm-pool containers are a cache: the GC removes them with their image.
-      for (const c of containers.filter((c) => !(c.Labels[LABELS.pool] && isWarmPoolContainer(c.Names[0] ?? '')))) used.set(c.ImageID, [...(used.get(c.ImageID) ?? []), c.Names[0]?.replace(/^\//, '') ?? c.Id]);
+      for (const c of containers.filter((c) => !(c.Labels[LABELS.pool] && isWarmPoolContainer(c.Names[0] ?? ''))))
+        used.set(c.ImageID, [...(used.get(c.ImageID) ?? []), c.Names[0]?.replace(/^\//, '') ?? c.Id]);
       const tags = images.flatMap((i) => i.RepoTags ?? []).filter((t) => t !== '<none>:<none>');
       const scores = tags.length ? await redis.zmscore(keys.images, ...tags) : [];
       const lastUse = new Map(tags.map((t, i) => [t, scores[i] ? Number(scores[i]) : undefined]));
@@ -272,7 +281,9 @@ export function createImageActivities(deps: ImageDeps) {
      * Removes images, never one a container uses: Docker refuses (409) and the image is kept with
      * that reason. Removed images leave `worker:images` too. Returns what was removed and kept.
      */
-    async removeImages(input: { images: { id: string; tags: string[] }[] }): Promise<{ removed: string[]; kept: { id: string; reason: string }[] }> {
+    async removeImages(input: {
+      images: { id: string; tags: string[] }[];
+    }): Promise<{ removed: string[]; kept: { id: string; reason: string }[] }> {
       const removed: string[] = [];
       const kept: { id: string; reason: string }[] = [];
       const pool = await docker.listContainers({ all: true, filters: { label: [`${LABELS.managed}=true`, LABELS.pool] } });
@@ -280,9 +291,12 @@ export function createImageActivities(deps: ImageDeps) {
         try {
           // Warm containers of this image go first (of every pool on this engine: Docker would refuse).
           for (const c of pool.filter((c) => c.ImageID === image.id && isWarmPoolContainer(c.Names[0] ?? ''))) {
-            await docker.getContainer(c.Id).remove({ force: true, v: true }).catch((err) => {
-              if (statusCode(err) !== 404) throw err;
-            });
+            await docker
+              .getContainer(c.Id)
+              .remove({ force: true, v: true })
+              .catch((err) => {
+                if (statusCode(err) !== 404) throw err;
+              });
             await redis.del(...poolKeys(c.Names[0]!.slice(1)));
           }
           await docker.getImage(image.id).remove({ force: false, noprune: false });

@@ -81,7 +81,8 @@ export function createRedisActivities(deps: RedisDeps) {
         for (;;) {
           if (Date.now() > deadline) throw new Error(`no task_completed for ${input.taskId} within ${input.timeoutS + 120} s`);
           activity.heartbeat();
-          const res = (await conn.xread('COUNT', 500, 'BLOCK', 2000, 'STREAMS', keys.output(input.workerId), from)) as [string, [string, string[]][]][] | null;
+          const res = (await conn.xread('COUNT', 500, 'BLOCK', 2000, 'STREAMS', keys.output(input.workerId), from)) as
+            [string, [string, string[]][]][] | null;
           for (const [id, f] of res?.[0]?.[1] ?? []) {
             from = id;
             const out = task.read(decodeOutputEntry(f));
@@ -107,7 +108,12 @@ export function createRedisActivities(deps: RedisDeps) {
 
     /** Headless mode: the create's initial prompt goes to the worker's input stream once it runs. */
     async pushInput(input: { workerId: string; content: string; taskId?: string; timeoutS?: number }): Promise<void> {
-      const entry = encodeInputEntry({ type: 'prompt', task_id: input.taskId || undefined, content: input.content, timeout_s: input.timeoutS || undefined });
+      const entry = encodeInputEntry({
+        type: 'prompt',
+        task_id: input.taskId || undefined,
+        content: input.content,
+        timeout_s: input.timeoutS || undefined,
+      });
       await redis.xadd(keys.input(input.workerId), '*', ...entry);
     },
   };

@@ -140,7 +140,9 @@ async function releaseToNextStart(): Promise<void> {
   const manager = await inProcessManager({ MAX_CONCURRENT_WORKERS: '1' });
   const { docker, client: wm } = manager;
   const events = new Map<string, { start?: number; destroy?: number }>();
-  const stream = (await docker.getEvents({ filters: { type: ['container'], event: ['start', 'destroy'], label: ['com.codegen.managed=true'] } })) as NodeJS.ReadableStream;
+  const stream = (await docker.getEvents({
+    filters: { type: ['container'], event: ['start', 'destroy'], label: ['com.codegen.managed=true'] },
+  })) as NodeJS.ReadableStream;
   stream.on('data', (buf: Buffer) => {
     for (const line of buf.toString('utf8').split('\n').filter(Boolean)) {
       const e = JSON.parse(line) as { Action: string; timeNano: number; Actor: { Attributes: Record<string, string> } };
@@ -167,7 +169,11 @@ async function releaseToNextStart(): Promise<void> {
       const deleted = wm.delete(holder);
       await eventually('next RUNNING', () => isRunning(waiter), poll(10));
       await deleted;
-      await eventually('events', async () => events.get(holder)?.destroy !== undefined && events.get(waiter)?.start !== undefined, poll(10));
+      await eventually(
+        'events',
+        async () => events.get(holder)?.destroy !== undefined && events.get(waiter)?.start !== undefined,
+        poll(10),
+      );
       samples.push((events.get(waiter)!.start as number) - (events.get(holder)!.destroy as number));
       holder = waiter;
     }
@@ -190,7 +196,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const poll = (everyMs: number) => ({ timeoutMs: 120_000, intervalMs: everyMs });
 
 /** Whether the latest entry of a worker's output stream is a task_completed. */
-const taskCompleted = async (redis: Redis, workerId: string) => (await redis.xrevrange(keys.output(workerId), '+', '-', 'COUNT', 1))[0]?.[1].includes('task_completed') ?? false;
+const taskCompleted = async (redis: Redis, workerId: string) =>
+  (await redis.xrevrange(keys.output(workerId), '+', '-', 'COUNT', 1))[0]?.[1].includes('task_completed') ?? false;
 
 /** The worker's status as the status hash shows it (what orchestrators read). */
 const statusOf = async (redis: Redis, id: string) => {
@@ -294,11 +301,33 @@ async function createPath(): Promise<void> {
   const r = summarize(raw);
   const w = summarize(warm);
   const ratio = Math.round((c.p50 / r.p50) * 100) / 100;
-  rows.push({ name: 'raw docker create + start -> wrapper ready (baseline)', unit: 'ms', summary: r, note: 'same image, settings and readiness check as a worker, no manager' });
-  rows.push({ name: 'create -> RUNNING, cached image, no warm pool', unit: 'ms', summary: c, note: 'client.create to status RUNNING in the status hash' });
+  rows.push({
+    name: 'raw docker create + start -> wrapper ready (baseline)',
+    unit: 'ms',
+    summary: r,
+    note: 'same image, settings and readiness check as a worker, no manager',
+  });
+  rows.push({
+    name: 'create -> RUNNING, cached image, no warm pool',
+    unit: 'ms',
+    summary: c,
+    note: 'client.create to status RUNNING in the status hash',
+  });
   rows.push({ name: 'create -> RUNNING / raw docker baseline (p50 ratio)', unit: 'x', value: ratio, target: '<= 1.5', met: ratio <= 1.5 });
-  rows.push({ name: 'create -> RUNNING with the warm pool (WARM_POOL_SIZE 2)', unit: 'ms', summary: w, target: 'p50 < 150 ms', met: w.p50 < 150, note: `claims ${claimed} of ${rounds + 1} creates (the first one makes the image in demand)` });
-  rows.push({ name: 'delete -> container gone', unit: 'ms', summary: summarize(del), note: `client.delete resolves once the container is removed (stop grace ${cfg.WORKER_STOP_GRACE_SECONDS} s, the wrapper exits on SIGTERM)` });
+  rows.push({
+    name: 'create -> RUNNING with the warm pool (WARM_POOL_SIZE 2)',
+    unit: 'ms',
+    summary: w,
+    target: 'p50 < 150 ms',
+    met: w.p50 < 150,
+    note: `claims ${claimed} of ${rounds + 1} creates (the first one makes the image in demand)`,
+  });
+  rows.push({
+    name: 'delete -> container gone',
+    unit: 'ms',
+    summary: summarize(del),
+    note: `client.delete resolves once the container is removed (stop grace ${cfg.WORKER_STOP_GRACE_SECONDS} s, the wrapper exits on SIGTERM)`,
+  });
 }
 
 /**
@@ -326,8 +355,20 @@ async function aclUser(config: Config): Promise<void> {
     redis.disconnect();
   }
   const g = summarize(grant);
-  rows.push({ name: 'per-worker Redis user: ACL SETUSER (in create -> RUNNING)', unit: 'ms', summary: g, target: 'p50 < 2 ms', met: g.p50 < 2, note: 'one round trip in the launch activity, before the container is created' });
-  rows.push({ name: 'per-worker Redis user: ACL DELUSER (after delete)', unit: 'ms', summary: summarize(remove), note: 'after the container is removed' });
+  rows.push({
+    name: 'per-worker Redis user: ACL SETUSER (in create -> RUNNING)',
+    unit: 'ms',
+    summary: g,
+    target: 'p50 < 2 ms',
+    met: g.p50 < 2,
+    note: 'one round trip in the launch activity, before the container is created',
+  });
+  rows.push({
+    name: 'per-worker Redis user: ACL DELUSER (after delete)',
+    unit: 'ms',
+    summary: summarize(remove),
+    note: 'after the container is removed',
+  });
 }
 
 /** 20 creates at once against a limit of 10: time until all were RUNNING, and the queue waits. */
@@ -356,7 +397,12 @@ async function burst(): Promise<void> {
     const all = performance.now() - t0;
     await Promise.all(deletions);
     const w = summarize(waits);
-    rows.push({ name: `${n} creates at limit ${limit}: until all RUNNING`, unit: 'ms', value: Math.round(all), note: 'the second ten wait for the first ten (each deleted 2 s after RUNNING)' });
+    rows.push({
+      name: `${n} creates at limit ${limit}: until all RUNNING`,
+      unit: 'ms',
+      value: Math.round(all),
+      note: 'the second ten wait for the first ten (each deleted 2 s after RUNNING)',
+    });
     rows.push({ name: `${n} creates at limit ${limit}: create -> RUNNING per worker (includes queue wait)`, unit: 'ms', summary: w });
   } finally {
     await manager.stop();
@@ -382,7 +428,14 @@ async function managerFootprint(config: Config): Promise<void> {
   const seconds = quick ? 10 : 30;
   log(`manager RSS and CPU: its own process, ${workers} RUNNING workers, ${seconds} s idle`);
   const queue = `bench-${randomUUID().slice(0, 8)}`;
-  const env = { ...process.env, TEMPORAL_TASK_QUEUE: queue, MANAGER_ID: queue, MAX_CONCURRENT_WORKERS: String(workers + 2), LOG_LEVEL: 'warn', DOCKER_HOST_ID: 'bench' };
+  const env = {
+    ...process.env,
+    TEMPORAL_TASK_QUEUE: queue,
+    MANAGER_ID: queue,
+    MAX_CONCURRENT_WORKERS: String(workers + 2),
+    LOG_LEVEL: 'warn',
+    DOCKER_HOST_ID: 'bench',
+  };
   const manager = new ManagerProcess(queue, env, path.join(ROOT, '.data', 'bench'));
   await manager.start();
   const pid = manager.proc!.pid!;
@@ -392,7 +445,11 @@ async function managerFootprint(config: Config): Promise<void> {
   const ids: string[] = [];
   try {
     for (let i = 0; i < workers; i++) ids.push((await wm.create({ agent_type: 'CLAUDE', idle_timeout_s: 3600 })).worker_id);
-    await eventually('all RUNNING', async () => (await Promise.all(ids.map((id) => statusOf(redis, id)))).every((s) => s === 'RUNNING'), poll(100));
+    await eventually(
+      'all RUNNING',
+      async () => (await Promise.all(ids.map((id) => statusOf(redis, id)))).every((s) => s === 'RUNNING'),
+      poll(100),
+    );
     await sleep(3_000); // settle after the start-up burst
     const a = procUsage(pid);
     const t0 = performance.now();
@@ -404,7 +461,14 @@ async function managerFootprint(config: Config): Promise<void> {
     const b = procUsage(pid);
     const cpuPct = Math.round(((b.ticks - a.ticks) / 100 / ((performance.now() - t0) / 1000)) * 1000) / 10;
     const peak = Math.round(Math.max(...rss));
-    rows.push({ name: `manager RSS, ${workers} RUNNING workers, idle`, unit: 'MB', value: peak, target: '< 300 MB', met: peak < 300, note: `highest of ${seconds} one-second samples; peak since start (VmHWM) ${Math.round(b.hwmKb / 1024)} MB; workflows from the prebuilt bundle` });
+    rows.push({
+      name: `manager RSS, ${workers} RUNNING workers, idle`,
+      unit: 'MB',
+      value: peak,
+      target: '< 300 MB',
+      met: peak < 300,
+      note: `highest of ${seconds} one-second samples; peak since start (VmHWM) ${Math.round(b.hwmKb / 1024)} MB; workflows from the prebuilt bundle`,
+    });
     rows.push({ name: `manager CPU, ${workers} RUNNING workers, idle`, unit: '%', value: cpuPct, note: `of one core, over ${seconds} s` });
   } finally {
     await Promise.allSettled(ids.map((id) => wm.delete(id)));
@@ -426,7 +490,13 @@ async function images(config: Config): Promise<void> {
   try {
     const acts = createImageActivities({ config, docker, redis, client });
     const { tag } = await imageTagFor({ config, docker }, { agentType: 'CLAUDE', modules: [] });
-    const cached = await docker.getImage(tag).inspect().then(() => true, () => false);
+    const cached = await docker
+      .getImage(tag)
+      .inspect()
+      .then(
+        () => true,
+        () => false,
+      );
     if (cached) {
       const times: number[] = [];
       for (let i = 0; i < samples; i++) {
@@ -435,7 +505,13 @@ async function images(config: Config): Promise<void> {
         times.push(performance.now() - t);
       }
       const summary = summarize(times);
-      rows.push({ name: 'image resolve, cache hit (hash context, inspect, record last use)', unit: 'ms', summary, target: 'p50 < 50 ms', met: summary.p50 < 50 });
+      rows.push({
+        name: 'image resolve, cache hit (hash context, inspect, record last use)',
+        unit: 'ms',
+        summary,
+        target: 'p50 < 50 ms',
+        met: summary.p50 < 50,
+      });
     } else {
       rows.push({ name: 'image resolve, cache hit', unit: 'ms', note: `skipped: ${tag} is not built yet (run npm test once)` });
     }
@@ -488,7 +564,10 @@ async function wrapperFlood(config: Config): Promise<void> {
     }
   }, 20);
   try {
-    await eventually('the wrapper to start', async () => (await redis.exists(keys.heartbeat(workerId))) === 1, { timeoutMs: 30_000, intervalMs: 20 });
+    await eventually('the wrapper to start', async () => (await redis.exists(keys.heartbeat(workerId))) === 1, {
+      timeoutMs: 30_000,
+      intervalMs: 20,
+    });
     await redis.xadd(keys.input(workerId), '*', 'type', 'prompt', 'content', `flood ${lines}`, 'task_id', 'flood');
     await eventually('the flood task to complete', () => taskCompleted(redis, workerId), { timeoutMs: 600_000, intervalMs: 200 });
     const latencies: number[] = [];
@@ -516,11 +595,31 @@ async function wrapperFlood(config: Config): Promise<void> {
       from = `(${batch[batch.length - 1]![0]}`;
     }
     const rate = Math.round(count / ((lastMs - first) / 1000));
-    rows.push({ name: 'wrapper output events per second (stdout flood)', unit: 'events/s', value: rate, target: '>= 20000', met: rate >= 20_000, note: `${count} written, ${dropped} dropped` });
+    rows.push({
+      name: 'wrapper output events per second (stdout flood)',
+      unit: 'events/s',
+      value: rate,
+      target: '>= 20000',
+      met: rate >= 20_000,
+      note: `${count} written, ${dropped} dropped`,
+    });
     const lat = summarize(latencies);
-    rows.push({ name: 'wrapper latency, line printed -> stream entry', unit: 'ms', summary: lat, target: 'p99 < 400 ms', met: lat.p99 < 400 });
+    rows.push({
+      name: 'wrapper latency, line printed -> stream entry',
+      unit: 'ms',
+      summary: lat,
+      target: 'p99 < 400 ms',
+      met: lat.p99 < 400,
+    });
     const rssMb = Math.round(peakRssKb / 102.4) / 10;
-    rows.push({ name: 'wrapper peak RSS under the flood', unit: 'MB', value: rssMb, target: '< 150 MB', met: rssMb < 150, note: `host Node ${process.version}; in containers the image's Node 18` });
+    rows.push({
+      name: 'wrapper peak RSS under the flood',
+      unit: 'MB',
+      value: rssMb,
+      target: '< 150 MB',
+      met: rssMb < 150,
+      note: `host Node ${process.version}; in containers the image's Node 18`,
+    });
   } finally {
     clearInterval(sampler);
     proc.kill('SIGTERM');
@@ -540,11 +639,15 @@ async function wakeLatency(): Promise<void> {
   const pauseLag: number[] = [];
   const idleS = 1;
   const statusIs = (id: string, s: string) =>
-    eventually(s, async () => {
-      const st = await wm.status(id);
-      if (st.status === 'FAILED') throw new FinalError(`worker FAILED: ${st.error}`);
-      return st.status === s;
-    }, poll(20));
+    eventually(
+      s,
+      async () => {
+        const st = await wm.status(id);
+        if (st.status === 'FAILED') throw new FinalError(`worker FAILED: ${st.error}`);
+        return st.status === s;
+      },
+      poll(20),
+    );
   try {
     const { worker_id: id } = await wm.create({ agent_type: 'CLAUDE', idle_timeout_s: idleS });
     for (let i = 0; i < rounds; i++) {
@@ -554,7 +657,11 @@ async function wakeLatency(): Promise<void> {
       const lastOut = (await redis.xrevrange(keys.output(id), '+', '-', 'COUNT', 1))[0];
       if (pausedAt && lastOut) pauseLag.push(Number(pausedAt[0].split('-')[0]) - Number(lastOut[0].split('-')[0]) - idleS * 1000);
       const entry = (await redis.xadd(keys.input(id), '*', 'type', 'prompt', 'content', `round ${i}`, 'task_id', `wake-${i}`)) as string;
-      const first = await eventually('the first output after the input', async () => (await redis.xrange(keys.output(id), `(${entry}`, '+', 'COUNT', 1))[0]?.[0], poll(5));
+      const first = await eventually(
+        'the first output after the input',
+        async () => (await redis.xrange(keys.output(id), `(${entry}`, '+', 'COUNT', 1))[0]?.[0],
+        poll(5),
+      );
       wake.push(Number(first.split('-')[0]) - Number(entry.split('-')[0]));
       // Let the task finish, so the next pause is a real idle one.
       await eventually('the task to complete', () => taskCompleted(redis, id), poll(20));
@@ -565,8 +672,20 @@ async function wakeLatency(): Promise<void> {
     await fake.close();
   }
   const w = summarize(wake);
-  rows.push({ name: 'wake: input written to a PAUSED worker -> its first output event', unit: 'ms', summary: w, target: 'p50 < 300 ms', met: w.p50 < 300, note: 'keyspace notification, wake signal, docker unpause, wrapper reads the input' });
-  rows.push({ name: 'pause: idle deadline -> paused event', unit: 'ms', summary: summarize(pauseLag), note: `idle_timeout_s ${idleS}; the workflow's idle timer plus an activity check and docker pause` });
+  rows.push({
+    name: 'wake: input written to a PAUSED worker -> its first output event',
+    unit: 'ms',
+    summary: w,
+    target: 'p50 < 300 ms',
+    met: w.p50 < 300,
+    note: 'keyspace notification, wake signal, docker unpause, wrapper reads the input',
+  });
+  rows.push({
+    name: 'pause: idle deadline -> paused event',
+    unit: 'ms',
+    summary: summarize(pauseLag),
+    note: `idle_timeout_s ${idleS}; the workflow's idle timer plus an activity check and docker pause`,
+  });
 }
 
 /**
@@ -585,7 +704,10 @@ async function gatewayOverhead(config: Config): Promise<void> {
   const workerId = randomUUID();
   const key = 'bench-gateway-key';
   const tokens = new GatewayTokens(redis, 'bench');
-  await tokens.grant({ Config: { Env: [`${GATEWAY_KEY_ENV}=${key}`] } as Docker.ContainerInspectInfo['Config'] }, { workerId, agentType: 'CLAUDE' });
+  await tokens.grant(
+    { Config: { Env: [`${GATEWAY_KEY_ENV}=${key}`] } as Docker.ContainerInspectInfo['Config'] },
+    { workerId, agentType: 'CLAUDE' },
+  );
   const token = gatewayToken(key, workerId);
   const body = JSON.stringify({ model: 'bench', stream: true, max_tokens: 64, messages: [{ role: 'user', content: 'hello' }] });
   const agent = new http.Agent({ keepAlive: true });
@@ -593,11 +715,17 @@ async function gatewayOverhead(config: Config): Promise<void> {
     new Promise<{ ttfb: number; total: number }>((resolve, reject) => {
       const t0 = performance.now();
       let ttfb = 0;
-      const req = http.request(`${base}/v1/messages`, { method: 'POST', agent, headers: { 'content-type': 'application/json', 'x-api-key': token, 'anthropic-version': '2023-06-01' } }, (res) => {
-        res.once('data', () => (ttfb = performance.now() - t0));
-        res.on('data', () => undefined);
-        res.on('end', () => (res.statusCode === 200 ? resolve({ ttfb, total: performance.now() - t0 }) : reject(new Error(`HTTP ${res.statusCode}`))));
-      });
+      const req = http.request(
+        `${base}/v1/messages`,
+        { method: 'POST', agent, headers: { 'content-type': 'application/json', 'x-api-key': token, 'anthropic-version': '2023-06-01' } },
+        (res) => {
+          res.once('data', () => (ttfb = performance.now() - t0));
+          res.on('data', () => undefined);
+          res.on('end', () =>
+            res.statusCode === 200 ? resolve({ ttfb, total: performance.now() - t0 }) : reject(new Error(`HTTP ${res.statusCode}`)),
+          );
+        },
+      );
       req.on('error', reject);
       req.end(body);
     });
@@ -607,7 +735,10 @@ async function gatewayOverhead(config: Config): Promise<void> {
     for (let i = 0; i < 20; i++) await Promise.all([once(fake.url), once(`http://127.0.0.1:${port}`)]); // warm both paths
     for (let i = 0; i < rounds; i++) {
       // Alternating, so drifts of the shared machine fall on both sides alike.
-      for (const [base, into] of [[fake.url, direct], [`http://127.0.0.1:${port}`, via]] as const) {
+      for (const [base, into] of [
+        [fake.url, direct],
+        [`http://127.0.0.1:${port}`, via],
+      ] as const) {
         const r = await once(base);
         into.ttfb.push(r.ttfb);
         into.total.push(r.total);
@@ -625,9 +756,21 @@ async function gatewayOverhead(config: Config): Promise<void> {
   const ttfb = overhead(direct.ttfb, via.ttfb);
   rows.push({ name: 'model request time to first byte, straight to the fake', unit: 'ms', summary: summarize(direct.ttfb) });
   rows.push({ name: 'model request time to first byte, through the model gateway', unit: 'ms', summary: summarize(via.ttfb) });
-  rows.push({ name: 'model gateway overhead on time to first byte (pairwise)', unit: 'ms', summary: ttfb, target: 'p50 < 5 ms', met: ttfb.p50 < 5, note: 'token lookup, budget admission (one Lua call), forwarding' });
+  rows.push({
+    name: 'model gateway overhead on time to first byte (pairwise)',
+    unit: 'ms',
+    summary: ttfb,
+    target: 'p50 < 5 ms',
+    met: ttfb.p50 < 5,
+    note: 'token lookup, budget admission (one Lua call), forwarding',
+  });
   rows.push({ name: 'model request total time, straight to the fake', unit: 'ms', summary: summarize(direct.total) });
-  rows.push({ name: 'model request total time, through the model gateway', unit: 'ms', summary: summarize(via.total), note: 'usage metered while streaming; recorded after the reply' });
+  rows.push({
+    name: 'model request total time, through the model gateway',
+    unit: 'ms',
+    summary: summarize(via.total),
+    note: 'usage metered while streaming; recorded after the reply',
+  });
 }
 
 /**
@@ -672,9 +815,18 @@ async function sessionTurns(): Promise<void> {
               if (f[f.indexOf('task_id') + 1] !== taskId) continue;
               if (first === undefined && (type === 'assistant' || type === 'tool_use')) first = performance.now() - t0;
               if (type === 'task_completed') {
-                const done = JSON.parse(f[f.indexOf('content') + 1]!) as { status: string; first_event_ms?: number; agent_process?: string };
+                const done = JSON.parse(f[f.indexOf('content') + 1]!) as {
+                  status: string;
+                  first_event_ms?: number;
+                  agent_process?: string;
+                };
                 if (done.status !== 'ok') throw new Error(`${agent} bench prompt ended ${done.status}`);
-                return { first: first ?? NaN, done: performance.now() - t0, inAgent: done.first_event_ms ?? NaN, process: done.agent_process };
+                return {
+                  first: first ?? NaN,
+                  done: performance.now() - t0,
+                  inAgent: done.first_event_ms ?? NaN,
+                  process: done.agent_process,
+                };
               }
             }
           }
@@ -685,7 +837,18 @@ async function sessionTurns(): Promise<void> {
         new Promise<{ first: number; done: number }>((resolve, reject) => {
           const cli =
             agent === 'CLAUDE'
-              ? ['-e', `ANTHROPIC_API_KEY=${token}`, name, 'claude', '-p', '--output-format', 'stream-json', '--verbose', '--dangerously-skip-permissions', prompt]
+              ? [
+                  '-e',
+                  `ANTHROPIC_API_KEY=${token}`,
+                  name,
+                  'claude',
+                  '-p',
+                  '--output-format',
+                  'stream-json',
+                  '--verbose',
+                  '--dangerously-skip-permissions',
+                  prompt,
+                ]
               : [name, 'droid', 'exec', '-o', 'stream-json', '-m', 'custom:Configured-0', '--skip-permissions-unsafe', prompt];
           const t0 = performance.now();
           const p = spawn('docker', ['exec', ...cli], { stdio: ['ignore', 'pipe', 'ignore'] });
@@ -696,7 +859,11 @@ async function sessionTurns(): Promise<void> {
             if (first === undefined && /"type":"(assistant|tool_call|tool_use)"|"role":"assistant"/.test(line)) first = now;
             if (/"type":"(result|completion)"/.test(line)) end ??= now;
           });
-          p.on('close', (code) => (end !== undefined && code === 0 ? resolve({ first: first ?? NaN, done: end }) : reject(new Error(`${agent} per-prompt CLI exited ${code} without an end line`))));
+          p.on('close', (code) =>
+            end !== undefined && code === 0
+              ? resolve({ first: first ?? NaN, done: end })
+              : reject(new Error(`${agent} per-prompt CLI exited ${code} without an end line`)),
+          );
         });
       const warm = await viaWorker('warm up: start the live process');
       log(`${agent}: first prompt (process ${warm.process}) took ${Math.round(warm.done)} ms`);
@@ -719,11 +886,33 @@ async function sessionTurns(): Promise<void> {
       };
       const first = ratio(live.first, base.first);
       const done = ratio(live.done, base.done);
-      rows.push({ name: `${agent} prompt -> first assistant/tool event, live agent process (read from the output stream)`, unit: 'ms', summary: summarize(live.first), note: 'includes the output batching (up to 250 ms)' });
-      rows.push({ name: `${agent} prompt -> first assistant/tool event, inside the wrapper (first_event_ms)`, unit: 'ms', summary: summarize(live.inAgent), note: 'prompt written to the live process -> its first assistant/tool line' });
-      rows.push({ name: `${agent} prompt -> first assistant/tool event, CLI started per prompt (docker exec, baseline)`, unit: 'ms', summary: summarize(base.first) });
-      rows.push({ name: `${agent} prompt -> task_completed, live agent process (read from the output stream)`, unit: 'ms', summary: summarize(live.done) });
-      rows.push({ name: `${agent} prompt -> end line, CLI started per prompt (docker exec, baseline)`, unit: 'ms', summary: summarize(base.done) });
+      rows.push({
+        name: `${agent} prompt -> first assistant/tool event, live agent process (read from the output stream)`,
+        unit: 'ms',
+        summary: summarize(live.first),
+        note: 'includes the output batching (up to 250 ms)',
+      });
+      rows.push({
+        name: `${agent} prompt -> first assistant/tool event, inside the wrapper (first_event_ms)`,
+        unit: 'ms',
+        summary: summarize(live.inAgent),
+        note: 'prompt written to the live process -> its first assistant/tool line',
+      });
+      rows.push({
+        name: `${agent} prompt -> first assistant/tool event, CLI started per prompt (docker exec, baseline)`,
+        unit: 'ms',
+        summary: summarize(base.first),
+      });
+      rows.push({
+        name: `${agent} prompt -> task_completed, live agent process (read from the output stream)`,
+        unit: 'ms',
+        summary: summarize(live.done),
+      });
+      rows.push({
+        name: `${agent} prompt -> end line, CLI started per prompt (docker exec, baseline)`,
+        unit: 'ms',
+        summary: summarize(base.done),
+      });
       rows.push({
         name: `${agent} turn latency, live process / per-prompt baseline`,
         unit: 'x',
@@ -774,7 +963,10 @@ async function main(): Promise<void> {
   if (wanted('gateway')) await gatewayOverhead(config);
   if (wanted('sessions')) await sessionTurns();
   const out = path.join(ROOT, 'bench');
-  writeFileSync(path.join(out, 'results.json'), JSON.stringify({ generated_at: new Date().toISOString(), quick, cpus: os.cpus().length, node: process.version, rows }, null, 2) + '\n');
+  writeFileSync(
+    path.join(out, 'results.json'),
+    JSON.stringify({ generated_at: new Date().toISOString(), quick, cpus: os.cpus().length, node: process.version, rows }, null, 2) + '\n',
+  );
   const md = markdown();
   writeFileSync(path.join(out, 'results.md'), md);
   process.stdout.write(md);

@@ -29,20 +29,27 @@ async function main(): Promise<void> {
     throw err;
   }
   const log = createLog('manager', config.LOG_LEVEL);
-  const manager = await createManager(config, { activities: createActivities, workflowBundlePath: process.env.WORKFLOW_BUNDLE ?? prebuiltWorkflowBundle() });
+  const manager = await createManager(config, {
+    activities: createActivities,
+    workflowBundlePath: process.env.WORKFLOW_BUNDLE ?? prebuiltWorkflowBundle(),
+  });
 
   let shuttingDown = false;
   const shutdown = (signal: string) => {
     if (shuttingDown) return;
     shuttingDown = true;
-    log.info(`${signal}: shutting down (in-flight commands finish first; waiting tasks stay pending and are answered after the next start)`);
+    log.info(
+      `${signal}: shutting down (in-flight commands finish first; waiting tasks stay pending and are answered after the next start)`,
+    );
     void manager.stop();
   };
   process.on('SIGINT', () => shutdown('SIGINT'));
   process.on('SIGTERM', () => shutdown('SIGTERM'));
 
   await manager.start();
-  process.stderr.write(`\nworker-manager is up. Temporal UI: ${config.TEMPORAL_UI_URL}/namespaces/${config.TEMPORAL_NAMESPACE}/workflows\n\n`);
+  process.stderr.write(
+    `\nworker-manager is up. Temporal UI: ${config.TEMPORAL_UI_URL}/namespaces/${config.TEMPORAL_NAMESPACE}/workflows\n\n`,
+  );
   await manager.run();
 }
 

@@ -29,6 +29,7 @@ module.exports = async () => {
     ['dist/workflows.bundle.js', 'scripts/build-workflows.js'],
   ]) {
     const file = path.join(root, bundle);
-    if (!existsSync(file) || statSync(file).mtimeMs < since) execFileSync(process.execPath, [path.join(root, script)], { stdio: 'inherit' });
+    if (!existsSync(file) || statSync(file).mtimeMs < since)
+      execFileSync(process.execPath, [path.join(root, script)], { stdio: 'inherit' });
   }
 };

@@ -19,13 +19,7 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { CapacityActivities } from '../activities/capacity';
-import {
-  acquireSignal,
-  capacityQuery,
-  releaseSignal,
-  setLimitUpdate,
-  type SemaphoreInput,
-} from './messages';
+import { acquireSignal, capacityQuery, releaseSignal, setLimitUpdate, type SemaphoreInput } from './messages';
 import { PermitPool } from './permitPool';
 
 export const MAX_LIMIT = 10_000;

@@ -100,7 +100,12 @@ export function table(rows: string[][]): string {
   const widths: number[] = [];
   for (const r of rows) r.forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, visible(cell))));
   return rows
-    .map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell + ' '.repeat((widths[i] ?? 0) - visible(cell)))).join('  ').trimEnd())
+    .map((r) =>
+      r
+        .map((cell, i) => (i === r.length - 1 ? cell : cell + ' '.repeat((widths[i] ?? 0) - visible(cell))))
+        .join('  ')
+        .trimEnd(),
+    )
     .join('\n');
 }
 
@@ -108,7 +113,12 @@ export function formatWorkers(c: Colors, workers: StatusObject[]): string {
   if (!workers.length) return c.dim('no workers');
   const rows = [['WORKER', 'STATUS', 'AGENT', 'TASK', 'CREATED', 'DETAIL'].map((h) => c.bold(h))];
   for (const w of workers) {
-    const detail = w.status === 'FAILED' ? c.red(oneLine(w.error ?? '')) : w.queue_position ? `queue position ${w.queue_position}` : (w.ip_address ?? '');
+    const detail =
+      w.status === 'FAILED'
+        ? c.red(oneLine(w.error ?? ''))
+        : w.queue_position
+          ? `queue position ${w.queue_position}`
+          : (w.ip_address ?? '');
     rows.push([w.worker_id, colourStatus(c, w.status), w.agent_type ?? '', w.task_id ?? '', w.created_at ?? '', detail]);
   }
   return table(rows);
@@ -130,7 +140,9 @@ export function formatStatus(c: Colors, s: StatusObject): string {
 }
 
 export function formatCapacity(c: Colors, p: PoolSnapshot): string {
-  const lines = [`${c.bold('limit')} ${p.limit}  ${c.bold('in use')} ${p.in_use}  ${c.bold('available')} ${p.available}  ${c.bold('queued')} ${p.queue.length}`];
+  const lines = [
+    `${c.bold('limit')} ${p.limit}  ${c.bold('in use')} ${p.in_use}  ${c.bold('available')} ${p.available}  ${c.bold('queued')} ${p.queue.length}`,
+  ];
   const id = (wf: string) => wf.replace(/^worker-/, '');
   if (p.holders.length) {
     lines.push('', c.bold('holders'));
@@ -155,7 +167,11 @@ export function bytes(n: number): string {
 }
 
 export function formatGcReport(c: Colors, r: ImageGcReport): string {
-  const lines = [r.dry_run ? c.yellow('dry run: nothing removed') : `freed ${bytes(r.bytes_freed)} of images and ${bytes(r.build_cache_bytes_freed)} of build cache`];
+  const lines = [
+    r.dry_run
+      ? c.yellow('dry run: nothing removed')
+      : `freed ${bytes(r.bytes_freed)} of images and ${bytes(r.build_cache_bytes_freed)} of build cache`,
+  ];
   const row = (d: ImageGcReport['removed'][number]) => [d.tags.join(',') || d.id.slice(0, 19), bytes(d.sizeBytes), c.dim(d.reason)];
   lines.push('', c.bold(r.dry_run ? `would remove (${r.removed.length})` : `removed (${r.removed.length})`));
   if (r.removed.length) lines.push(table(r.removed.map(row)));
@@ -167,7 +183,9 @@ export function formatGcReport(c: Colors, r: ImageGcReport): string {
 export function formatStats(c: Colors, s: WorkerStats): string {
   const ms = (v: number | null) => (v === null ? '-' : `${(v / 1000).toFixed(1)} s`);
   return [
-    `${c.bold('workers')} ${Object.entries(s.workers).map(([k, v]) => `${colourStatus(c, k)} ${v}`).join('  ')}`,
+    `${c.bold('workers')} ${Object.entries(s.workers)
+      .map(([k, v]) => `${colourStatus(c, k)} ${v}`)
+      .join('  ')}`,
     `${c.bold('tasks')}   ok ${s.tasks.ok}  error ${s.tasks.error}  timeout ${s.tasks.timeout}  cancelled ${s.tasks.cancelled}`,
     `${c.bold('spawn')}   mean ${ms(s.spawn_ms.mean)}  p95 ${ms(s.spawn_ms.p95)}  (${s.spawn_ms.samples} samples)`,
     `${c.bold('task')}    mean ${ms(s.task_ms.mean)}  (${s.task_ms.samples} samples)`,

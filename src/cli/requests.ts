@@ -4,7 +4,17 @@
  * translate spellings (lower-case agents and modules) and reject what the CLI alone can know.
  */
 import { InvalidArgumentError } from 'commander';
-import { AGENT_TYPES, MODULES, WORKER_STATUSES, type AgentType, type CreatePayload, type ListPayload, type Module, type TaskPayload, type WorkerStatus } from '../contract/schemas';
+import {
+  AGENT_TYPES,
+  MODULES,
+  WORKER_STATUSES,
+  type AgentType,
+  type CreatePayload,
+  type ListPayload,
+  type Module,
+  type TaskPayload,
+  type WorkerStatus,
+} from '../contract/schemas';
 
 /** `claude`, `CLAUDE` → `CLAUDE`. */
 export function parseAgent(value: string): AgentType {
@@ -16,7 +26,10 @@ export function parseAgent(value: string): AgentType {
 /** `git`, `github-cli`, `GITHUB_CLI`, or several comma-separated; accumulates over repeated options. */
 export function parseModules(value: string, previous: Module[] = []): Module[] {
   const out = [...previous];
-  for (const part of value.split(',').map((s) => s.trim()).filter(Boolean)) {
+  for (const part of value
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)) {
     const v = part.toUpperCase().replace(/-/g, '_');
     if (!(MODULES as readonly string[]).includes(v)) {
       throw new InvalidArgumentError(`unknown module "${part}": use ${MODULES.map((m) => m.toLowerCase().replace(/_/g, '-')).join(', ')}`);
@@ -37,7 +50,9 @@ export function parseWhole(min: number, max = Number.MAX_SAFE_INTEGER): (value: 
   return (value) => {
     const n = Number(value);
     if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < min || n > max) {
-      throw new InvalidArgumentError(`must be a whole number of at least ${min}${max < Number.MAX_SAFE_INTEGER ? ` and at most ${max}` : ''}`);
+      throw new InvalidArgumentError(
+        `must be a whole number of at least ${min}${max < Number.MAX_SAFE_INTEGER ? ` and at most ${max}` : ''}`,
+      );
     }
     return n;
   };
@@ -68,7 +83,10 @@ export interface WorkerOptions {
 }
 
 function common(o: WorkerOptions): Omit<CreatePayload, 'initial_prompt'> {
-  const resources = o.memory !== undefined || o.cpus !== undefined ? { ...(o.memory !== undefined ? { memory: o.memory } : {}), ...(o.cpus !== undefined ? { cpus: o.cpus } : {}) } : undefined;
+  const resources =
+    o.memory !== undefined || o.cpus !== undefined
+      ? { ...(o.memory !== undefined ? { memory: o.memory } : {}), ...(o.cpus !== undefined ? { cpus: o.cpus } : {}) }
+      : undefined;
   return {
     agent_type: o.agent,
     ...(o.instructions !== undefined ? { instructions: o.instructions } : {}),

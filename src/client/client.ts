@@ -42,7 +42,17 @@ import { usageFromHash } from '../contract/usage';
 import { decodeInputEntry, encodeInputEntry } from '../contract/codec';
 import { statusFromHash, statusFromState } from '../contract/status';
 import type { workerLifecycle } from '../../workflows/workerLifecycle';
-import { AgentTypeKey, capacityQuery, setLimitUpdate, stateQuery, stopSignal, usageSignal, wakeSignal, WorkerIdKey, WorkerStatusKey } from '../../workflows/messages';
+import {
+  AgentTypeKey,
+  capacityQuery,
+  setLimitUpdate,
+  stateQuery,
+  stopSignal,
+  usageSignal,
+  wakeSignal,
+  WorkerIdKey,
+  WorkerStatusKey,
+} from '../../workflows/messages';
 import type { PoolSnapshot } from '../../workflows/permitPool';
 import type { imageGc, ImageGcInput, ImageGcReport } from '../../workflows/imageGc';
 
@@ -95,7 +105,10 @@ function managerLimits(c: Config): ManagerLimits {
     cpusMax: c.WORKER_CPU_MAX,
     allowPrivileged: c.ALLOW_PRIVILEGED_WORKERS,
     ...(roots.length
-      ? { hostClaudeDirProblem: (dir: string) => (isUnderRoot(dir, roots) ? undefined : `must be an absolute path inside one of HOST_SESSION_ROOTS (${roots.join(', ')})`) }
+      ? {
+          hostClaudeDirProblem: (dir: string) =>
+            isUnderRoot(dir, roots) ? undefined : `must be an absolute path inside one of HOST_SESSION_ROOTS (${roots.join(', ')})`,
+        }
       : {}),
   };
 }
@@ -304,7 +317,16 @@ export class WorkerManagerClient {
       const handle = (await this.reachTemporal()).workflow.getHandle<typeof workerLifecycle>(workflowIdFor(workerId));
       try {
         const outcome = await handle.result();
-        return outcome.task ?? { task_id: taskId, worker_id: outcome.worker_id, status: 'error', result: null, duration_ms: 0, error: outcome.error?.message ?? `the worker ended ${outcome.status} (${outcome.reason})` };
+        return (
+          outcome.task ?? {
+            task_id: taskId,
+            worker_id: outcome.worker_id,
+            status: 'error',
+            result: null,
+            duration_ms: 0,
+            error: outcome.error?.message ?? `the worker ended ${outcome.status} (${outcome.reason})`,
+          }
+        );
       } catch (err) {
         if (!(err instanceof WorkflowNotFoundError)) throw toContractError(err);
       }
@@ -328,8 +350,17 @@ export class WorkerManagerClient {
       const mean = (xs: number[]) => (xs.length ? Math.round(xs.reduce((a, b) => a + b, 0) / xs.length) : null);
       return {
         workers: byStatus,
-        tasks: { ok: Number(counters.tasks_ok ?? 0), error: Number(counters.tasks_error ?? 0), timeout: Number(counters.tasks_timeout ?? 0), cancelled: Number(counters.tasks_cancelled ?? 0) },
-        spawn_ms: { mean: mean(spawn), p95: spawn.length ? spawn[Math.min(spawn.length - 1, Math.ceil(0.95 * spawn.length) - 1)]! : null, samples: spawn.length },
+        tasks: {
+          ok: Number(counters.tasks_ok ?? 0),
+          error: Number(counters.tasks_error ?? 0),
+          timeout: Number(counters.tasks_timeout ?? 0),
+          cancelled: Number(counters.tasks_cancelled ?? 0),
+        },
+        spawn_ms: {
+          mean: mean(spawn),
+          p95: spawn.length ? spawn[Math.min(spawn.length - 1, Math.ceil(0.95 * spawn.length) - 1)]! : null,
+          samples: spawn.length,
+        },
         task_ms: { mean: mean(durations), samples: durations.length },
         usage: usageFromHash(counters, 'usage_'),
       };
@@ -340,7 +371,9 @@ export class WorkerManagerClient {
 
   private async startLifecycle(spec: WorkerSpec): Promise<CreateResult> {
     try {
-      await (await this.reachTemporal()).workflow.start<typeof workerLifecycle>('workerLifecycle', {
+      await (
+        await this.reachTemporal()
+      ).workflow.start<typeof workerLifecycle>('workerLifecycle', {
         workflowId: workflowIdFor(spec.workerId),
         taskQueue: this.config.TEMPORAL_TASK_QUEUE,
         args: [spec],
@@ -503,7 +536,9 @@ export class WorkerManagerClient {
   /** Runs the image GC now (as the daily schedule does); with dryRun it only reports. */
   async runImageGc(opts: { dryRun?: boolean } = {}): Promise<ImageGcReport> {
     try {
-      return await (await this.reachTemporal()).workflow.execute<typeof imageGc>('imageGc', {
+      return await (
+        await this.reachTemporal()
+      ).workflow.execute<typeof imageGc>('imageGc', {
         workflowId: imageGcRunWorkflowId(new Date(), Math.random().toString(36).slice(2, 6)),
         taskQueue: this.config.TEMPORAL_TASK_QUEUE,
         args: [imageGcInput(this.config, opts.dryRun ?? false)],
@@ -520,7 +555,10 @@ export class WorkerManagerClient {
    * what the worker would not run: input to a worker that is gone, a task id it already took, a
    * cancel of a task it does not have (never sent, or already completed).
    */
-  async sendInput(workerId: string, input: { content?: string; task_id?: string; timeout_s?: number; type?: 'prompt' | 'cancel' }): Promise<{ task_id: string; entry_id: string }> {
+  async sendInput(
+    workerId: string,
+    input: { content?: string; task_id?: string; timeout_s?: number; type?: 'prompt' | 'cancel' },
+  ): Promise<{ task_id: string; entry_id: string }> {
     const id = parseWorkerId(workerId);
     const type = input.type ?? 'prompt';
     const taskId = input.task_id ?? newTaskId();
@@ -531,7 +569,8 @@ export class WorkerManagerClient {
     if (entry.kind === 'unknown') problems.type = 'must be prompt or cancel';
     if (type === 'cancel' && input.task_id === undefined) problems.task_id = 'required to cancel';
     if (taskId === '' || taskId.length > LIMITS.taskIdChars) problems.task_id = `must be 1-${LIMITS.taskIdChars} characters`;
-    if (input.content !== undefined && Buffer.byteLength(input.content) > LIMITS.promptBytes) problems.content = `must be at most ${LIMITS.promptBytes} bytes (UTF-8)`;
+    if (input.content !== undefined && Buffer.byteLength(input.content) > LIMITS.promptBytes)
+      problems.content = `must be at most ${LIMITS.promptBytes} bytes (UTF-8)`;
     if (Object.keys(problems).length) throw invalid(problems);
     let entryId: string;
     let paused: boolean;
@@ -552,7 +591,8 @@ export class WorkerManagerClient {
       if (type === 'prompt' && taken) throw invalid({ task_id: `task ${taskId} was already sent to this worker; use a new task_id` });
       if (type === 'cancel' && running !== taskId) {
         if (taken) throw invalid({ task_id: `task ${taskId} has already completed` });
-        if (!(await this.isQueued(id, taskId, cursor))) throw new WorkerManagerError('NOT_FOUND', `worker ${id} has no task ${taskId} running or queued`);
+        if (!(await this.isQueued(id, taskId, cursor)))
+          throw new WorkerManagerError('NOT_FOUND', `worker ${id} has no task ${taskId} running or queued`);
       }
       entryId = (await this.redis.xadd(keys.input(id), '*', ...fields)) as string;
       paused = status === 'PAUSED';
@@ -608,7 +648,9 @@ export class WorkerManagerClient {
       const pipeline = this.redis.pipeline();
       for (const k of found) pipeline.hgetall(k);
       const rows = ((await pipeline.exec()) ?? []).map(([, v]) => v as Record<string, string>);
-      workers = rows.filter((h) => h && WorkerStatus.safeParse(h.status).success && (!wanted || wanted.includes(h.status))).map(statusFromHash);
+      workers = rows
+        .filter((h) => h && WorkerStatus.safeParse(h.status).success && (!wanted || wanted.includes(h.status)))
+        .map(statusFromHash);
     } catch (err) {
       throw this.redisError(err);
     }

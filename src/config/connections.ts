@@ -49,7 +49,13 @@ export interface TemporalConnectionOptions {
 
 type TemporalSettings = Pick<
   ConnectionSettings,
-  'TEMPORAL_ADDRESS' | 'TEMPORAL_TLS' | 'TEMPORAL_TLS_CA' | 'TEMPORAL_TLS_CERT' | 'TEMPORAL_TLS_KEY' | 'TEMPORAL_TLS_SERVER_NAME' | 'TEMPORAL_API_KEY'
+  | 'TEMPORAL_ADDRESS'
+  | 'TEMPORAL_TLS'
+  | 'TEMPORAL_TLS_CA'
+  | 'TEMPORAL_TLS_CERT'
+  | 'TEMPORAL_TLS_KEY'
+  | 'TEMPORAL_TLS_SERVER_NAME'
+  | 'TEMPORAL_API_KEY'
 >;
 
 /** TLS is on when asked for, or when anything that only makes sense with TLS is configured. */
@@ -69,7 +75,8 @@ export function temporalConnectionOptions(c: TemporalSettings): TemporalConnecti
   }
   const tls: TLSConfig = {};
   if (c.TEMPORAL_TLS_CA) tls.serverRootCACertificate = readFileSync(c.TEMPORAL_TLS_CA);
-  if (c.TEMPORAL_TLS_CERT && c.TEMPORAL_TLS_KEY) tls.clientCertPair = { crt: readFileSync(c.TEMPORAL_TLS_CERT), key: readFileSync(c.TEMPORAL_TLS_KEY) };
+  if (c.TEMPORAL_TLS_CERT && c.TEMPORAL_TLS_KEY)
+    tls.clientCertPair = { crt: readFileSync(c.TEMPORAL_TLS_CERT), key: readFileSync(c.TEMPORAL_TLS_KEY) };
   if (c.TEMPORAL_TLS_SERVER_NAME) tls.serverNameOverride = c.TEMPORAL_TLS_SERVER_NAME;
   out.tls = tls;
   return out;
@@ -115,7 +122,10 @@ const read = (file?: string) => (file ? readFileSync(file) : undefined);
 
 /** The manager's own Redis (REDIS_URL and REDIS_*): commands, blocking reads, notifications. */
 export function managerRedisOptions(
-  c: Pick<ConnectionSettings, 'REDIS_URL' | 'REDIS_USERNAME' | 'REDIS_PASSWORD' | 'REDIS_TLS_CA' | 'REDIS_TLS_CERT' | 'REDIS_TLS_KEY' | 'REDIS_TLS_SERVER_NAME'>,
+  c: Pick<
+    ConnectionSettings,
+    'REDIS_URL' | 'REDIS_USERNAME' | 'REDIS_PASSWORD' | 'REDIS_TLS_CA' | 'REDIS_TLS_CERT' | 'REDIS_TLS_KEY' | 'REDIS_TLS_SERVER_NAME'
+  >,
 ): RedisOptions {
   return redisOptionsFor({
     url: c.REDIS_URL,
@@ -168,7 +178,8 @@ export function workerRedisEnv(c: WorkerRedisSettings): string[] {
   const pair = c.WORKER_REDIS_TLS_CERT ? [c.WORKER_REDIS_TLS_CERT, c.WORKER_REDIS_TLS_KEY] : [c.REDIS_TLS_CERT, c.REDIS_TLS_KEY];
   const servername = c.WORKER_REDIS_TLS_SERVER_NAME ?? c.REDIS_TLS_SERVER_NAME;
   if (ca) out.push(`WORKER_REDIS_TLS_CA_PEM=${readFileSync(ca, 'utf8')}`);
-  if (pair[0] && pair[1]) out.push(`WORKER_REDIS_TLS_CERT_PEM=${readFileSync(pair[0], 'utf8')}`, `WORKER_REDIS_TLS_KEY_PEM=${readFileSync(pair[1], 'utf8')}`);
+  if (pair[0] && pair[1])
+    out.push(`WORKER_REDIS_TLS_CERT_PEM=${readFileSync(pair[0], 'utf8')}`, `WORKER_REDIS_TLS_KEY_PEM=${readFileSync(pair[1], 'utf8')}`);
   if (servername) out.push(`WORKER_REDIS_TLS_SERVER_NAME=${servername}`);
   return out;
 }
@@ -202,7 +213,13 @@ export function redactUrl(url: string): string {
 // ---------------------------------------------------------------- validation across variables
 
 /** Variables whose values never appear in an error message or a log. */
-export const SECRET_VARIABLES = new Set(['TEMPORAL_API_KEY', 'REDIS_PASSWORD', 'WORKER_REDIS_PASSWORD', 'ANTHROPIC_API_KEY', 'FACTORY_API_KEY']);
+export const SECRET_VARIABLES = new Set([
+  'TEMPORAL_API_KEY',
+  'REDIS_PASSWORD',
+  'WORKER_REDIS_PASSWORD',
+  'ANTHROPIC_API_KEY',
+  'FACTORY_API_KEY',
+]);
 
 /** How a configuration value may be shown in an error: secrets never, URLs without their password. */
 export function shownValue(name: string, raw: string): string {
@@ -255,10 +272,13 @@ export function connectionProblems(v: Partial<ConnectionSettings>): Record<strin
   // One user for every container would undo the per-worker users: refuse it rather than ignore it.
   if (v.WORKER_REDIS_ACL !== 'shared') {
     for (const name of ['WORKER_REDIS_USERNAME', 'WORKER_REDIS_PASSWORD'] as const) {
-      if (v[name]) problems[name] ??= 'is used only with WORKER_REDIS_ACL=shared (by default each worker gets its own ACL user): remove it, or set WORKER_REDIS_ACL=shared';
+      if (v[name])
+        problems[name] ??=
+          'is used only with WORKER_REDIS_ACL=shared (by default each worker gets its own ACL user): remove it, or set WORKER_REDIS_ACL=shared';
     }
     if (v.WORKER_REDIS_URL && /^rediss?:\/\/[^/]*@/.test(v.WORKER_REDIS_URL)) {
-      problems.WORKER_REDIS_URL ??= 'carries credentials, which only WORKER_REDIS_ACL=shared uses (by default each worker gets its own ACL user): remove them, or set WORKER_REDIS_ACL=shared';
+      problems.WORKER_REDIS_URL ??=
+        'carries credentials, which only WORKER_REDIS_ACL=shared uses (by default each worker gets its own ACL user): remove them, or set WORKER_REDIS_ACL=shared';
     }
   }
   return problems;
@@ -308,7 +328,11 @@ export function waitForRedis(redis: Redis, url: string, onWait: (msg: string) =>
       const fatal = explainRedisError(err, url, prefix);
       if (fatal) return done(new Error(fatal));
       if (err.code === 'ECONNRESET' && !url.startsWith('rediss://') && ++resets >= 3) {
-        return done(new Error(`Redis at ${redactUrl(url)} closes the connection before answering (${err.message}); if it is a TLS port, use a rediss:// URL`));
+        return done(
+          new Error(
+            `Redis at ${redactUrl(url)} closes the connection before answering (${err.message}); if it is a TLS port, use a rediss:// URL`,
+          ),
+        );
       }
       if (Date.now() - lastReport > 10_000) {
         lastReport = Date.now();

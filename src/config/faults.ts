@@ -15,7 +15,14 @@
  *                             test/integration/adapterCrash.test.ts)
  * - `adapter-before-reply`   the command ran, its reply and acknowledgement are not written (src/manager/commandAdapter.ts)
  */
-export const FAULT_POINTS = ['during-image-build', 'after-container-create', 'during-write-instructions', 'during-delete', 'adapter-after-read', 'adapter-before-reply'] as const;
+export const FAULT_POINTS = [
+  'during-image-build',
+  'after-container-create',
+  'during-write-instructions',
+  'during-delete',
+  'adapter-after-read',
+  'adapter-before-reply',
+] as const;
 export type FaultPoint = (typeof FAULT_POINTS)[number];
 
 export function faultPoint(name: FaultPoint, command?: string): void {

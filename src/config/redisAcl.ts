@@ -52,11 +52,36 @@ const literal = (key: string) => key.replace(/[*?[\]\\]/g, '\\$&');
  * `reset`, which would also drop the passwords a retried launch already handed out.
  */
 function rules(db: number, commands: string[], keyRules: string[]): string[] {
-  return ['on', 'clearselectors', 'resetkeys', 'resetchannels', '-@all', ...commands.map((c) => `+${c}`), ...(db ? ['+select'] : []), ...keyRules];
+  return [
+    'on',
+    'clearselectors',
+    'resetkeys',
+    'resetchannels',
+    '-@all',
+    ...commands.map((c) => `+${c}`),
+    ...(db ? ['+select'] : []),
+    ...keyRules,
+  ];
 }
 
 /** The commands the wrapper's Redis connections send (src/wrapper/). */
-export const WORKER_COMMANDS = ['xread', 'xadd', 'xrevrange', 'multi', 'exec', 'discard', 'get', 'set', 'mset', 'del', 'hset', 'smembers', 'sadd', 'ping', 'quit'];
+export const WORKER_COMMANDS = [
+  'xread',
+  'xadd',
+  'xrevrange',
+  'multi',
+  'exec',
+  'discard',
+  'get',
+  'set',
+  'mset',
+  'del',
+  'hset',
+  'smembers',
+  'sadd',
+  'ping',
+  'quit',
+];
 /** The warm-pool standby: say it is ready, wait for the identity. */
 export const POOL_COMMANDS = ['set', 'blpop', 'ping', 'quit'];
 
@@ -150,7 +175,12 @@ export class RedisAcl {
    */
   async remove(...usernames: string[]): Promise<void> {
     if (!usernames.length) return;
-    await run(this.redis.pipeline().hdel(this.record, ...usernames).call('ACL', 'DELUSER', ...usernames));
+    await run(
+      this.redis
+        .pipeline()
+        .hdel(this.record, ...usernames)
+        .call('ACL', 'DELUSER', ...usernames),
+    );
   }
 
   /**
@@ -219,7 +249,14 @@ export class RedisAcl {
    * nothing. Tried on a connection of its own with the manager's address and TLS settings.
    */
   async defaultUserOpen(): Promise<boolean> {
-    const probe = this.redis.duplicate({ username: undefined, password: undefined, lazyConnect: true, enableReadyCheck: false, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    const probe = this.redis.duplicate({
+      username: undefined,
+      password: undefined,
+      lazyConnect: true,
+      enableReadyCheck: false,
+      maxRetriesPerRequest: 0,
+      retryStrategy: () => null,
+    });
     probe.on('error', () => undefined);
     try {
       return (await probe.ping()) === 'PONG';
@@ -249,7 +286,12 @@ export class RedisAcl {
   private async grant(username: string, rules: string[]): Promise<RedisCredentials> {
     const password = randomBytes(32).toString('hex');
     const hash = createHash('sha256').update(password).digest('hex');
-    await run(this.redis.pipeline().call('ACL', 'SETUSER', username, ...rules, `#${hash}`).eval(RECORD_HASH, 1, this.record, username, hash));
+    await run(
+      this.redis
+        .pipeline()
+        .call('ACL', 'SETUSER', username, ...rules, `#${hash}`)
+        .eval(RECORD_HASH, 1, this.record, username, hash),
+    );
     return { username, password };
   }
 }

@@ -33,7 +33,14 @@ function toFields(values: [field: string, value: string | undefined][]): Fields 
 }
 
 /** XADD arguments for an entry of a capped stream (approximate MAXLEN, as every writer here uses). */
-export const cappedXadd = (stream: string, fields: Fields, maxLen = 100_000): [string, ...string[]] => [stream, 'MAXLEN', '~', String(maxLen), '*', ...fields];
+export const cappedXadd = (stream: string, fields: Fields, maxLen = 100_000): [string, ...string[]] => [
+  stream,
+  'MAXLEN',
+  '~',
+  String(maxLen),
+  '*',
+  ...fields,
+];
 
 // ---------------------------------------------------------------- worker:commands and replies
 
@@ -61,14 +68,19 @@ export interface ReplyEntry {
 }
 
 export const encodeReplyEntry = (r: ReplyEntry): Fields => [
-  'request_id', r.request_id,
-  'command', r.command,
-  ...('result' in r.outcome ? ['ok', '1', 'result', JSON.stringify(r.outcome.result)] : ['ok', '0', 'error', JSON.stringify(r.outcome.error)]),
+  'request_id',
+  r.request_id,
+  'command',
+  r.command,
+  ...('result' in r.outcome
+    ? ['ok', '1', 'result', JSON.stringify(r.outcome.result)]
+    : ['ok', '0', 'error', JSON.stringify(r.outcome.error)]),
 ];
 
 export function decodeReplyEntry(fields: Fields): ReplyEntry {
   const f = fieldsToMap(fields);
-  const outcome: ReplyOutcome = f.get('ok') === '1' ? { result: JSON.parse(f.get('result') ?? 'null') } : { error: JSON.parse(f.get('error') ?? 'null') as ErrorBody };
+  const outcome: ReplyOutcome =
+    f.get('ok') === '1' ? { result: JSON.parse(f.get('result') ?? 'null') } : { error: JSON.parse(f.get('error') ?? 'null') as ErrorBody };
   return { request_id: f.get('request_id') ?? '', command: f.get('command') ?? '', outcome };
 }
 
@@ -163,7 +175,10 @@ export function decodeInputEntry(entryId: string, fields: Fields, defaultTimeout
     problems.timeout_s = `must be a whole number of seconds from 1 to ${LIMITS.durationS} (7 days) (got "${rawTimeout.slice(0, 40)}")`;
   }
   if (Object.keys(problems).length) return { kind: 'invalid', entryId, taskId, problems };
-  return { kind: 'prompt', task: { entryId, taskId, prompt: prompt as string, timeoutS: rawTimeout === undefined ? defaultTimeoutS : timeout } };
+  return {
+    kind: 'prompt',
+    task: { entryId, taskId, prompt: prompt as string, timeoutS: rawTimeout === undefined ? defaultTimeoutS : timeout },
+  };
 }
 
 // ---------------------------------------------------------------- worker:{id}:output
@@ -178,13 +193,13 @@ export interface OutputEntry {
   seq: number | null;
 }
 
-export const encodeOutputEntry = (e: { type: string; content: string; task_id: string | undefined; timestamp: string; seq: number }): Fields => [
-  'type', e.type,
-  'content', e.content,
-  'task_id', e.task_id ?? '',
-  'timestamp', e.timestamp,
-  'seq', String(e.seq),
-];
+export const encodeOutputEntry = (e: {
+  type: string;
+  content: string;
+  task_id: string | undefined;
+  timestamp: string;
+  seq: number;
+}): Fields => ['type', e.type, 'content', e.content, 'task_id', e.task_id ?? '', 'timestamp', e.timestamp, 'seq', String(e.seq)];
 
 export function decodeOutputEntry(fields: Fields): OutputEntry {
   const f = fieldsToMap(fields);

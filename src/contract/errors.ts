@@ -16,11 +16,28 @@ export class WorkerManagerError extends Error {
   }
 }
 
-const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'EPIPE']);
+const NETWORK_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EPIPE',
+]);
 
 const UNAVAILABLE_HINTS = [
-  /ECONNREFUSED/, /ECONNRESET/, /ETIMEDOUT/, /EHOSTUNREACH/, /ENOTFOUND/, /socket hang up/i,
-  /Connection is closed/i, /connect ENOENT/, /Deadline exceeded/i, /Reached the max retries per request/i,
+  /ECONNREFUSED/,
+  /ECONNRESET/,
+  /ETIMEDOUT/,
+  /EHOSTUNREACH/,
+  /ENOTFOUND/,
+  /socket hang up/i,
+  /Connection is closed/i,
+  /connect ENOENT/,
+  /Deadline exceeded/i,
+  /Reached the max retries per request/i,
   // ioredis without an offline queue, while it is not connected:
   /Stream isn.t writeable/i,
   // @grpc/grpc-js when Temporal never answered while connecting:
@@ -38,7 +55,10 @@ export function toContractError(err: unknown, service?: string): WorkerManagerEr
   const inner = Array.isArray(e?.errors) ? e.errors : [];
   const message =
     (typeof e?.message === 'string' && e.message) ||
-    inner.map((x) => String(x?.message ?? '')).filter(Boolean).join('; ') ||
+    inner
+      .map((x) => String(x?.message ?? ''))
+      .filter(Boolean)
+      .join('; ') ||
     String(e?.code ?? err);
   // gRPC status 14 (UNAVAILABLE) and 4 (DEADLINE_EXCEEDED), directly or as a ServiceError's cause;
   // Node's network error codes, directly or inside an AggregateError.

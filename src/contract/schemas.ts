@@ -18,8 +18,19 @@ export const WorkerStatus = z.enum(WORKER_STATUSES);
 export type WorkerStatus = z.infer<typeof WorkerStatus>;
 
 export const LIFECYCLE_EVENTS = [
-  'starting', 'running', 'ready', 'busy', 'idle', 'paused', 'resumed',
-  'stopping', 'stopped', 'failed', 'task_started', 'task_completed', 'budget_exceeded',
+  'starting',
+  'running',
+  'ready',
+  'busy',
+  'idle',
+  'paused',
+  'resumed',
+  'stopping',
+  'stopped',
+  'failed',
+  'task_started',
+  'task_completed',
+  'budget_exceeded',
 ] as const;
 export type LifecycleEvent = (typeof LIFECYCLE_EVENTS)[number];
 
@@ -96,7 +107,11 @@ export interface ModelUsage extends TokenUsage {
 
 /** A duration in whole seconds; a Node.js timer cannot hold more than 24.8 days. */
 const durationS = () =>
-  z.number().int('must be a whole number of seconds').positive('must be above 0').max(LIMITS.durationS, `must be at most ${LIMITS.durationS} seconds (7 days)`);
+  z
+    .number()
+    .int('must be a whole number of seconds')
+    .positive('must be above 0')
+    .max(LIMITS.durationS, `must be at most ${LIMITS.durationS} seconds (7 days)`);
 
 /**
  * An allowed command becomes `Bash(<command>:*)` in Claude Code's comma-separated
@@ -147,7 +162,8 @@ export function createPayloadSchema(limits?: ManagerLimits) {
       modules: z
         .array(
           Module.refine((m) => m !== 'DOCKER' || (limits?.allowPrivileged ?? true), {
-            message: 'DOCKER needs a privileged container (root in it is root on the host); the manager must set ALLOW_PRIVILEGED_WORKERS=true to allow it',
+            message:
+              'DOCKER needs a privileged container (root in it is root on the host); the manager must set ALLOW_PRIVILEGED_WORKERS=true to allow it',
           }),
         )
         .optional(),
@@ -159,8 +175,11 @@ export function createPayloadSchema(limits?: ManagerLimits) {
       resources: z
         .object({
           memory: (limits
-            ? memory.refine((v) => (parseMemory(v) ?? 0) <= limits.memoryMaxBytes, { message: `must be at most ${limits.memoryMaxBytes} bytes (WORKER_MEMORY_MAX)` })
-            : memory).optional(),
+            ? memory.refine((v) => (parseMemory(v) ?? 0) <= limits.memoryMaxBytes, {
+                message: `must be at most ${limits.memoryMaxBytes} bytes (WORKER_MEMORY_MAX)`,
+              })
+            : memory
+          ).optional(),
           cpus: (limits ? cpus.max(limits.cpusMax, `must be at most ${limits.cpusMax} (WORKER_CPU_MAX)`) : cpus).optional(),
         })
         .strict()
@@ -175,9 +194,12 @@ export function taskPayloadSchema(limits?: ManagerLimits) {
   return createPayloadSchema(limits)
     .omit({ initial_prompt: true })
     .extend({
-      prompt: z.string().min(1, 'must not be empty').refine((s) => utf8Bytes(s) <= LIMITS.promptBytes, {
-        message: `prompt must be at most ${LIMITS.promptBytes} bytes (UTF-8)`,
-      }),
+      prompt: z
+        .string()
+        .min(1, 'must not be empty')
+        .refine((s) => utf8Bytes(s) <= LIMITS.promptBytes, {
+          message: `prompt must be at most ${LIMITS.promptBytes} bytes (UTF-8)`,
+        }),
       timeout_s: durationS().optional(),
     })
     .strict();
@@ -259,7 +281,8 @@ export type WorkerRef = z.infer<typeof WorkerRef>;
 export const ListCursor = {
   /** A worker's place in the `list` order: by creation time, then by id for a total order. */
   place: (w: Pick<StatusObject, 'created_at' | 'worker_id'>): ListPlace => [w.created_at ?? '', w.worker_id],
-  encode: (w: Pick<StatusObject, 'created_at' | 'worker_id'>): string => Buffer.from(JSON.stringify(ListCursor.place(w))).toString('base64url'),
+  encode: (w: Pick<StatusObject, 'created_at' | 'worker_id'>): string =>
+    Buffer.from(JSON.stringify(ListCursor.place(w))).toString('base64url'),
   decode(cursor: string): ListPlace | undefined {
     try {
       const v: unknown = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
@@ -305,8 +328,19 @@ export const ReplyTo = z
 
 /** The status object: the `worker:status:{id}` hash and the `status` command's result. */
 export const STATUS_FIELDS = [
-  'worker_id', 'status', 'agent_type', 'ip_address', 'container_id', 'image', 'task_id',
-  'request_id', 'created_at', 'started_at', 'stopped_at', 'last_activity_at', 'error',
+  'worker_id',
+  'status',
+  'agent_type',
+  'ip_address',
+  'container_id',
+  'image',
+  'task_id',
+  'request_id',
+  'created_at',
+  'started_at',
+  'stopped_at',
+  'last_activity_at',
+  'error',
 ] as const;
 export type StatusField = (typeof STATUS_FIELDS)[number];
 export type StatusObject = { worker_id: string; status: WorkerStatus } & {
@@ -319,8 +353,15 @@ export interface ErrorBody {
   details?: Record<string, string>;
 }
 
-export interface CreateResult { worker_id: string; status: WorkerStatus }
-export interface DeleteResult { worker_id: string; status: WorkerStatus; error?: string }
+export interface CreateResult {
+  worker_id: string;
+  status: WorkerStatus;
+}
+export interface DeleteResult {
+  worker_id: string;
+  status: WorkerStatus;
+  error?: string;
+}
 export interface ListResult {
   workers: StatusObject[];
   /** Only when the payload had `limit`: the next page's `cursor`, null on the last page. */

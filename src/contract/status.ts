@@ -86,12 +86,29 @@ export async function recordStatus(redis: Redis, retentionSeconds: number, updat
   if (set.length) tx.hset(key, ...set);
   if (del.length) tx.hdel(key, ...del);
   if (update.event) {
-    tx.xadd(...lifecycleXadd({ worker_id: update.workerId, event: update.event, task_id: update.taskId, request_id: update.requestId, detail: update.detail }));
+    tx.xadd(
+      ...lifecycleXadd({
+        worker_id: update.workerId,
+        event: update.event,
+        task_id: update.taskId,
+        request_id: update.requestId,
+        detail: update.detail,
+      }),
+    );
   }
   if (update.final) {
     // A finished worker leaves nothing behind for good: its keys expire after the retention.
     const id = update.workerId;
-    for (const k of [key, keys.input(id), keys.output(id), keys.inputCursor(id), keys.inputRunning(id), keys.inputTasks(id), keys.session(id), keys.usage(id)]) {
+    for (const k of [
+      key,
+      keys.input(id),
+      keys.output(id),
+      keys.inputCursor(id),
+      keys.inputRunning(id),
+      keys.inputTasks(id),
+      keys.session(id),
+      keys.usage(id),
+    ]) {
       tx.expire(k, retentionSeconds);
     }
     tx.del(keys.heartbeat(update.workerId));

@@ -11,7 +11,13 @@ import type { ModelUsage, TokenUsage } from './schemas';
 
 export const TOKEN_FIELDS = ['input_tokens', 'output_tokens', 'cache_read_input_tokens', 'cache_creation_input_tokens'] as const;
 
-export const emptyUsage = (): ModelUsage => ({ requests: 0, input_tokens: 0, output_tokens: 0, cache_read_input_tokens: 0, cache_creation_input_tokens: 0 });
+export const emptyUsage = (): ModelUsage => ({
+  requests: 0,
+  input_tokens: 0,
+  output_tokens: 0,
+  cache_read_input_tokens: 0,
+  cache_creation_input_tokens: 0,
+});
 
 /** Every token counted against a budget's max_tokens: input, output and both cache directions. */
 export const totalTokens = (u: TokenUsage): number => TOKEN_FIELDS.reduce((n, f) => n + u[f], 0);

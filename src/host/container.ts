@@ -88,14 +88,25 @@ async function ensureWorkerNetwork(docker: Docker, config: Config): Promise<void
 export async function createWorkerContainer(
   docker: Docker,
   config: Config,
-  input: { name: string; spec: Parameters<typeof containerOptions>[1] & Pick<WorkerSpec, 'agentType'>; image: string; env: string[]; labels: Record<string, string> },
+  input: {
+    name: string;
+    spec: Parameters<typeof containerOptions>[1] & Pick<WorkerSpec, 'agentType'>;
+    image: string;
+    env: string[];
+    labels: Record<string, string>;
+  },
 ): Promise<Docker.Container> {
   await ensureWorkerNetwork(docker, config);
   return docker.createContainer({
     name: input.name,
     ...containerOptions(config, input.spec, input.image),
     Env: input.env,
-    Labels: { [LABELS.managed]: 'true', [LABELS.agentType]: input.spec.agentType, [LABELS.taskQueue]: config.TEMPORAL_TASK_QUEUE, ...input.labels },
+    Labels: {
+      [LABELS.managed]: 'true',
+      [LABELS.agentType]: input.spec.agentType,
+      [LABELS.taskQueue]: config.TEMPORAL_TASK_QUEUE,
+      ...input.labels,
+    },
   });
 }
 
@@ -103,5 +114,4 @@ export async function createWorkerContainer(
 export const workerIpAddress = (
   config: Pick<Config, 'WORKER_NETWORK' | 'WORKER_EGRESS_ALLOW'>,
   container: { NetworkSettings?: { Networks?: Record<string, { IPAddress?: string } | undefined> } },
-): string | null =>
-  container.NetworkSettings?.Networks?.[workerNetworkName(config)]?.IPAddress || null;
+): string | null => container.NetworkSettings?.Networks?.[workerNetworkName(config)]?.IPAddress || null;

@@ -114,7 +114,7 @@ export function renderDockerfile(spec: DockerfileSpec): string {
     `ENV WORKER_AGENT_TYPE="${spec.agentType}" HOME=/home/worker`,
     'USER worker',
     'WORKDIR /workspace',
-    '# tini reaps the agent\'s children and forwards SIGTERM to the wrapper',
+    "# tini reaps the agent's children and forwards SIGTERM to the wrapper",
     'ENTRYPOINT ["/usr/bin/tini", "--"]',
     `CMD ${JSON.stringify(['node', ...WRAPPER_NODE_FLAGS, '/opt/worker/wrapper.js'])}`,
     '',

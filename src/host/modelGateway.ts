@@ -80,7 +80,10 @@ export class GatewayTokens {
    * worker. Idempotent: the same container always yields the same token. A container without a
    * key (its agent does not use the gateway) registers nothing.
    */
-  async grant(info: Pick<Docker.ContainerInspectInfo, 'Config'>, spec: Pick<WorkerSpec, 'workerId' | 'agentType' | 'budget'>): Promise<void> {
+  async grant(
+    info: Pick<Docker.ContainerInspectInfo, 'Config'>,
+    spec: Pick<WorkerSpec, 'workerId' | 'agentType' | 'budget'>,
+  ): Promise<void> {
     const key = info.Config?.Env?.find((e) => e.startsWith(`${GATEWAY_KEY_ENV}=`))?.slice(GATEWAY_KEY_ENV.length + 1);
     if (!key) return;
     const digest = tokenDigest(gatewayToken(key, spec.workerId));
@@ -173,7 +176,20 @@ return 1`;
 const REPORTED_MAX = 10_000;
 
 /** Headers that belong to one hop, or that the gateway sets itself. */
-const HOP_HEADERS = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authorization', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'host', 'x-api-key', 'authorization', 'accept-encoding']);
+const HOP_HEADERS = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authorization',
+  'transfer-encoding',
+  'te',
+  'trailer',
+  'upgrade',
+  'host',
+  'x-api-key',
+  'authorization',
+  'accept-encoding',
+]);
 
 const endToEnd = (headers: http.IncomingHttpHeaders): http.OutgoingHttpHeaders => {
   const out: http.OutgoingHttpHeaders = {};
@@ -233,7 +249,11 @@ export class ModelGateway {
   listen(host: string, port: number): Promise<number> {
     return new Promise((resolve, reject) => {
       const failed = (err: NodeJS.ErrnoException) =>
-        reject(new Error(`the model gateway cannot listen on ${host}:${port}: ${err.code === 'EADDRINUSE' ? 'the port is in use (another manager on this Docker host? set MODEL_GATEWAY_PORT)' : err.message}`));
+        reject(
+          new Error(
+            `the model gateway cannot listen on ${host}:${port}: ${err.code === 'EADDRINUSE' ? 'the port is in use (another manager on this Docker host? set MODEL_GATEWAY_PORT)' : err.message}`,
+          ),
+        );
       this.server.once('error', failed);
       this.server.listen(port, host, () => {
         // Once listening, an error (an accept failure such as EMFILE) is logged: unhandled, it would end the manager.
@@ -281,7 +301,12 @@ export class ModelGateway {
     const upstream = this.upstreamFor(grant.agent_type);
     if (!upstream) {
       req.resume();
-      return anthropicError(res, 400, 'invalid_request_error', `worker-manager model gateway: no model endpoint is configured for ${grant.agent_type} workers`);
+      return anthropicError(
+        res,
+        400,
+        'invalid_request_error',
+        `worker-manager model gateway: no model endpoint is configured for ${grant.agent_type} workers`,
+      );
     }
     // Model calls are metered and budgeted; anything else (count_tokens, model lists) just passes.
     const modelCall = req.method === 'POST' && /\/messages$/.test(url.pathname);
@@ -309,11 +334,23 @@ export class ModelGateway {
 
   private async admit(grant: GatewayGrant): Promise<{ ok: boolean; task: string; requests: number; tokens: number }> {
     const b = grant.budget;
-    const [ok, task, requests, tokens] = (await this.opts.redis.eval(ADMIT, 2, keys.usage(grant.worker_id), keys.inputRunning(grant.worker_id), b?.max_tokens ?? 0, b?.max_requests ?? 0, this.usageTtl)) as [number, string, number, number];
+    const [ok, task, requests, tokens] = (await this.opts.redis.eval(
+      ADMIT,
+      2,
+      keys.usage(grant.worker_id),
+      keys.inputRunning(grant.worker_id),
+      b?.max_tokens ?? 0,
+      b?.max_requests ?? 0,
+      this.usageTtl,
+    )) as [number, string, number, number];
     return { ok: ok === 1, task, requests, tokens };
   }
 
-  private async refuseOverBudget(grant: GatewayGrant, spent: { task: string; requests: number; tokens: number }, res: http.ServerResponse): Promise<void> {
+  private async refuseOverBudget(
+    grant: GatewayGrant,
+    spent: { task: string; requests: number; tokens: number },
+    res: http.ServerResponse,
+  ): Promise<void> {
     this.counts.refused.budget++;
     const { redis, config } = this.opts;
     const b = grant.budget ?? {};
@@ -322,13 +359,25 @@ export class ModelGateway {
     const first = spent.task ? await redis.hsetnx(keys.taskUsage(grant.worker_id, spent.task), 'budget_exceeded', '1') : 1;
     if (spent.task) await redis.expire(keys.taskUsage(grant.worker_id, spent.task), config.STATUS_RETENTION_SECONDS);
     if (first) {
-      await redis.xadd(...lifecycleXadd({ worker_id: grant.worker_id, event: 'budget_exceeded', task_id: spent.task, detail: { budget: b, requests: spent.requests, tokens: spent.tokens } }));
+      await redis.xadd(
+        ...lifecycleXadd({
+          worker_id: grant.worker_id,
+          event: 'budget_exceeded',
+          task_id: spent.task,
+          detail: { budget: b, requests: spent.requests, tokens: spent.tokens },
+        }),
+      );
       this.opts.log.info('model budget spent: requests refused', { worker_id: grant.worker_id, task_id: spent.task || null, budget: b });
     }
     anthropicError(res, 400, 'budget_exceeded', message);
   }
 
-  private forward(req: http.IncomingMessage, res: http.ServerResponse, upstream: Upstream, metered: { workerId: string; task: string } | undefined): void {
+  private forward(
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+    upstream: Upstream,
+    metered: { workerId: string; task: string } | undefined,
+  ): void {
     const headers = endToEnd(req.headers);
     // The real key, where the client put its token. Identity encoding: the meter reads the reply.
     if (upstream.key) {
@@ -350,7 +399,11 @@ export class ModelGateway {
         .finally(settle);
     };
     if (metered) this.track(metered.workerId, new Promise<void>((r) => (settle = r)));
-    const up = (secure ? https : http).request(target, { method: req.method, headers, agent: secure ? this.agents.https : this.agents.http });
+    const up = (secure ? https : http).request(target, {
+      method: req.method,
+      headers,
+      agent: secure ? this.agents.https : this.agents.http,
+    });
     up.on('response', (reply) => {
       res.writeHead(reply.statusCode ?? 502, endToEnd(reply.headers));
       res.flushHeaders();
@@ -424,7 +477,7 @@ export class ModelGateway {
       if (this.reported.size > REPORTED_MAX) this.reported.delete(this.reported.keys().next().value!);
       this.opts.onTaskEnd(workerId, usage).catch((err: Error) => {
         if (this.reported.get(workerId) === seen) this.reported.delete(workerId); // told again next time
-        this.opts.log.warn('model usage not reported to the worker\'s workflow', { worker_id: workerId, error: err.message });
+        this.opts.log.warn("model usage not reported to the worker's workflow", { worker_id: workerId, error: err.message });
       });
     }
   }

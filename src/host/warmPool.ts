@@ -56,7 +56,6 @@ export interface WarmPoolDeps {
   capacity: () => Promise<{ limit: number; holders: number; queued: number }>;
 }
 
-
 const READY_TIMEOUT_MS = 60_000;
 const SWEEP_EVERY_MS = 15_000;
 /** Claims a pool container exactly once, even when the claiming activity is retried. */
@@ -150,10 +149,12 @@ export class WarmPool {
     for (const c of found) {
       const hash = c.Labels[LABELS.imageHash];
       const name = c.Names[0]?.replace(/^\//, '') ?? '';
-      const ready = c.State === 'paused' && hash && isWarmPoolContainer(name) && (await this.deps.redis.exists(keys.poolClaimed(name))) === 0;
+      const ready =
+        c.State === 'paused' && hash && isWarmPoolContainer(name) && (await this.deps.redis.exists(keys.poolClaimed(name))) === 0;
       if (ready) {
         const ip = workerIpAddress(this.deps.config, c);
-        const poolPassword = this.acl && envValue((await this.deps.docker.getContainer(c.Id).inspect()).Config.Env, 'WORKER_REDIS_PASSWORD');
+        const poolPassword =
+          this.acl && envValue((await this.deps.docker.getContainer(c.Id).inspect()).Config.Env, 'WORKER_REDIS_PASSWORD');
         this.slotsOf(hash).push({ id: c.Id, name, hash, ipAddress: ip, since: Date.now(), poolPassword });
       } else if (isWarmPoolContainer(name)) {
         await this.remove({ id: c.Id, name });
@@ -161,7 +162,8 @@ export class WarmPool {
     }
     // Standby users of this host's pool whose container is gone (an earlier run that crashed).
     const kept = new Set([...this.slots.values()].flat().map((s) => s.name));
-    const stale = (await this.acl?.poolSlots())?.filter((slot) => isWarmPoolContainer(slot, this.deps.config.DOCKER_HOST_ID) && !kept.has(slot)) ?? [];
+    const stale =
+      (await this.acl?.poolSlots())?.filter((slot) => isWarmPoolContainer(slot, this.deps.config.DOCKER_HOST_ID) && !kept.has(slot)) ?? [];
     for (const slot of stale) await this.acl?.removePool(slot);
     if (found.length) this.deps.log.info('warm pool adopted containers of an earlier run', { adopted: this.total() });
     this.timer = setInterval(() => this.enqueue(() => this.sweep()), SWEEP_EVERY_MS);
@@ -184,7 +186,11 @@ export class WarmPool {
    * Claims a ready container of the image for the worker: renamed to `worker-{id}`, given its
    * identity, thawed. Undefined when none is ready (the caller creates one the usual way).
    */
-  async claim(spec: WorkerSpec, image: WarmImage, creds?: RedisCredentials): Promise<{ containerId: string; ipAddress: string | null; slot: string } | undefined> {
+  async claim(
+    spec: WorkerSpec,
+    image: WarmImage,
+    creds?: RedisCredentials,
+  ): Promise<{ containerId: string; ipAddress: string | null; slot: string } | undefined> {
     const list = this.slots.get(image.hash);
     while (list?.length) {
       const slot = list.shift() as Slot;
@@ -197,7 +203,14 @@ export class WarmPool {
         throw err;
       }
       try {
-        await deliverIdentity(this.deps.redis, this.deps.docker, slot.id, slot.name, spec, creds && { creds, poolPassword: slot.poolPassword ?? '' });
+        await deliverIdentity(
+          this.deps.redis,
+          this.deps.docker,
+          slot.id,
+          slot.name,
+          spec,
+          creds && { creds, poolPassword: slot.poolPassword ?? '' },
+        );
       } catch (err) {
         // It is this worker's now, but broken (died while paused?): remove it, create afresh.
         this.deps.log.warn('a warm container could not be claimed; removing it', { container: slot.name, error: (err as Error).message });
@@ -314,7 +327,14 @@ export class WarmPool {
       }
       await c.pause();
       const info = await c.inspect();
-      this.slotsOf(hash).push({ id, name, hash, ipAddress: workerIpAddress(config, info), since: Date.now(), poolPassword: standby?.password });
+      this.slotsOf(hash).push({
+        id,
+        name,
+        hash,
+        ipAddress: workerIpAddress(config, info),
+        since: Date.now(),
+        poolPassword: standby?.password,
+      });
       this.stats.created++;
     } catch (err) {
       await this.remove({ id: id ?? name, name }).catch(() => undefined);
@@ -335,7 +355,10 @@ export class WarmPool {
   }
 
   private async list(): Promise<Docker.ContainerInfo[]> {
-    return this.deps.docker.listContainers({ all: true, filters: { label: [`${LABELS.managed}=true`, `${LABELS.pool}=${capacityPool(this.deps.config)}`] } });
+    return this.deps.docker.listContainers({
+      all: true,
+      filters: { label: [`${LABELS.managed}=true`, `${LABELS.pool}=${capacityPool(this.deps.config)}`] },
+    });
   }
 }
 

@@ -26,7 +26,10 @@ export interface WorkerRemovalDeps {
  * Stops (SIGTERM, then SIGKILL after the grace period) and removes the worker's container,
  * then deletes its Redis user (not before: the wrapper writes its last events while it stops).
  */
-export async function removeWorkerContainer(deps: WorkerRemovalDeps, input: { workerId: string; graceSeconds: number }): Promise<{ removed: boolean }> {
+export async function removeWorkerContainer(
+  deps: WorkerRemovalDeps,
+  input: { workerId: string; graceSeconds: number },
+): Promise<{ removed: boolean }> {
   const { docker, redis, acl, tokens } = deps;
   const name = containerNameFor(input.workerId);
   const c = docker.getContainer(name);

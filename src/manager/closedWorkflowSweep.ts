@@ -37,7 +37,12 @@ type Ending = { status: 'STOPPED'; reason: string } | { status: 'FAILED'; reason
 
 /** How each way of closing from outside ends the worker. */
 const ENDINGS: Partial<Record<string, Ending>> = {
-  TERMINATED: { status: 'FAILED', reason: 'terminated', code: 'INTERNAL', message: "the worker's workflow was terminated outside the manager (Temporal CLI, UI or API)" },
+  TERMINATED: {
+    status: 'FAILED',
+    reason: 'terminated',
+    code: 'INTERNAL',
+    message: "the worker's workflow was terminated outside the manager (Temporal CLI, UI or API)",
+  },
   CANCELLED: { status: 'STOPPED', reason: 'cancelled' },
   FAILED: { status: 'FAILED', reason: 'workflow_failed', code: 'INTERNAL', message: "the worker's workflow failed" },
   TIMED_OUT: { status: 'FAILED', reason: 'workflow_timed_out', code: 'INTERNAL', message: "the worker's workflow timed out" },
@@ -64,7 +69,12 @@ export class ClosedWorkflowSweep {
   private readonly removal: WorkerRemovalDeps;
 
   constructor(private readonly deps: ClosedWorkflowSweepDeps) {
-    this.removal = { docker: deps.docker, redis: deps.redis, acl: createRedisAcl(deps.redis, deps.config), tokens: new GatewayTokens(deps.redis, aclScope(deps.config)) };
+    this.removal = {
+      docker: deps.docker,
+      redis: deps.redis,
+      acl: createRedisAcl(deps.redis, deps.config),
+      tokens: new GatewayTokens(deps.redis, aclScope(deps.config)),
+    };
   }
 
   /** Sweeps now, then every CLOSED_WORKFLOW_SWEEP_SECONDS after the previous sweep ended. */
@@ -113,10 +123,13 @@ export class ClosedWorkflowSweep {
           const running = await this.deps.temporal.workflow
             .getHandle(workflowIdFor(workerId))
             .describe()
-            .then((d) => d.status.name === 'RUNNING', (err) => {
-              if (err instanceof WorkflowNotFoundError) return false;
-              throw err;
-            });
+            .then(
+              (d) => d.status.name === 'RUNNING',
+              (err) => {
+                if (err instanceof WorkflowNotFoundError) return false;
+                throw err;
+              },
+            );
           if (running) return; // a new run (a reset) owns it
           if ((await removeWorkerContainer(this.removal, { workerId, graceSeconds: 0 })).removed) report.outlived.push(workerId);
         });
@@ -162,7 +175,10 @@ export class ClosedWorkflowSweep {
   }
 
   /** Removes the container, releases the permit, records the end; in that order. */
-  private async finish(workflowId: string, identity?: { agentType?: string; createdAt: string }): Promise<SweepReport['finished'][number] | undefined> {
+  private async finish(
+    workflowId: string,
+    identity?: { agentType?: string; createdAt: string },
+  ): Promise<SweepReport['finished'][number] | undefined> {
     const { config, temporal, log } = this.deps;
     const workerId = workerIdOfWorkflow(workflowId);
     // The latest run decides: after a reset it is running and owns the container.
@@ -194,8 +210,11 @@ export class ClosedWorkflowSweep {
     // Last: a final hash is what makes later sweeps skip this worker, so everything before it is
     // repeated (idempotently) until it is written.
     await recordStatus(this.deps.redis, config.STATUS_RETENTION_SECONDS, update);
-    log.warn('finished a worker whose workflow closed without finishing it', { worker_id: workerId, workflow_status: latest.status.name, container_removed: removed });
+    log.warn('finished a worker whose workflow closed without finishing it', {
+      worker_id: workerId,
+      workflow_status: latest.status.name,
+      container_removed: removed,
+    });
     return { worker_id: workerId, status: ending.status, reason: ending.reason, removed };
   }
 }
-

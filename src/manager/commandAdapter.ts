@@ -80,7 +80,8 @@ export function parseEntry(fields: string[]): ParseResult {
   }
   const rawCommand = map.get('command');
   const command = CommandName.safeParse(rawCommand);
-  if (!command.success) details.command = rawCommand === undefined ? `missing; one of ${COMMANDS.join(', ')}` : `must be one of ${COMMANDS.join(', ')}`;
+  if (!command.success)
+    details.command = rawCommand === undefined ? `missing; one of ${COMMANDS.join(', ')}` : `must be one of ${COMMANDS.join(', ')}`;
   let payload: unknown = {};
   const rawPayload = map.get('payload');
   if (rawPayload !== undefined) {
@@ -159,7 +160,14 @@ export class CommandAdapter {
       let cursor = '0-0';
       do {
         const res = (await redis.call(
-          'XAUTOCLAIM', keys.commands, CONSUMER_GROUP, this.opts.consumer, String(this.opts.claimIdleMs ?? 60_000), cursor, 'COUNT', '50',
+          'XAUTOCLAIM',
+          keys.commands,
+          CONSUMER_GROUP,
+          this.opts.consumer,
+          String(this.opts.claimIdleMs ?? 60_000),
+          cursor,
+          'COUNT',
+          '50',
         )) as [string, StreamEntries, string[]?];
         cursor = res[0];
         for (const [id, fields] of res[1] ?? []) {
@@ -201,10 +209,16 @@ export class CommandAdapter {
         while (this.slots.size >= this.opts.concurrency) await Promise.race(this.slots.values());
         const free = this.opts.concurrency - this.slots.size;
         const res = (await this.opts.blockingRedis.call(
-          'XREADGROUP', 'GROUP', CONSUMER_GROUP, this.opts.consumer,
-          'COUNT', free,
+          'XREADGROUP',
+          'GROUP',
+          CONSUMER_GROUP,
+          this.opts.consumer,
+          'COUNT',
+          free,
           ...(cursor === '>' ? ['BLOCK', this.opts.blockMs ?? 5000] : []),
-          'STREAMS', keys.commands, cursor,
+          'STREAMS',
+          keys.commands,
+          cursor,
         )) as [string, StreamEntries][] | null;
         backoff = 100;
         this.reading = true;
@@ -231,16 +245,22 @@ export class CommandAdapter {
   private spawn(id: string, fields: string[]): boolean {
     if (this.inFlight.has(id)) return false;
     let release!: () => void;
-    this.slots.set(id, new Promise<void>((resolve) => {
-      release = () => {
-        this.slots.delete(id);
-        resolve();
-      };
-    }));
-    this.inFlight.set(id, this.serve(id, fields, release).finally(() => {
-      release();
-      this.inFlight.delete(id);
-    }));
+    this.slots.set(
+      id,
+      new Promise<void>((resolve) => {
+        release = () => {
+          this.slots.delete(id);
+          resolve();
+        };
+      }),
+    );
+    this.inFlight.set(
+      id,
+      this.serve(id, fields, release).finally(() => {
+        release();
+        this.inFlight.delete(id);
+      }),
+    );
     return true;
   }
 
@@ -275,7 +295,11 @@ export class CommandAdapter {
           parsed = { kind: 'invalid', requestId: base.requestId, command: base.command, replyTo: DEFAULT_REPLY_STREAM, details };
         }
         if (parsed.kind === 'invalid') {
-          const error: ErrorBody = { code: 'INVALID_REQUEST', message: `invalid command entry: ${Object.keys(parsed.details).join(', ')}`, details: parsed.details };
+          const error: ErrorBody = {
+            code: 'INVALID_REQUEST',
+            message: `invalid command entry: ${Object.keys(parsed.details).join(', ')}`,
+            details: parsed.details,
+          };
           await this.reply(id, parsed.replyTo, parsed.requestId, parsed.command, { error });
           return;
         }
@@ -328,7 +352,8 @@ export class CommandAdapter {
       }
     } catch (err) {
       const e = toContractError(err);
-      if (e.code === 'INTERNAL') this.opts.log.error('command failed', { request_id: cmd.requestId, command: cmd.command, error: e.message });
+      if (e.code === 'INTERNAL')
+        this.opts.log.error('command failed', { request_id: cmd.requestId, command: cmd.command, error: e.message });
       return { error: e.toBody() };
     }
   }
@@ -339,17 +364,14 @@ export class CommandAdapter {
     return new Promise((resolve, reject) => {
       const abandon = () => resolve(ABANDONED);
       this.waits.add(abandon);
-      this.opts.client.taskResult(taskId).then(resolve, reject).finally(() => this.waits.delete(abandon));
+      this.opts.client
+        .taskResult(taskId)
+        .then(resolve, reject)
+        .finally(() => this.waits.delete(abandon));
     });
   }
 
-  private async reply(
-    id: string,
-    stream: string,
-    requestId: string,
-    command: string,
-    outcome: ReplyOutcome,
-  ): Promise<void> {
+  private async reply(id: string, stream: string, requestId: string, command: string, outcome: ReplyOutcome): Promise<void> {
     checkExec(
       await this.opts.redis
         .multi()
@@ -367,4 +389,3 @@ function checkExec(results: [Error | null, unknown][] | null): void {
   const failed = results.find(([err]) => err);
   if (failed) throw failed[0];
 }
-

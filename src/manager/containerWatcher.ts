@@ -99,15 +99,25 @@ export class ContainerWatcher {
     const containers = await this.docker.listContainers({ all: true, filters: { label: this.labelFilter } });
     for (const c of containers) {
       if (c.State === 'exited' || c.State === 'dead') {
-        await this.onDie({ id: c.Id, Actor: { ID: c.Id, Attributes: { ...c.Labels, name: c.Names[0]?.replace(/^\//, '') ?? '' } } }, 'reconcile');
+        await this.onDie(
+          { id: c.Id, Actor: { ID: c.Id, Attributes: { ...c.Labels, name: c.Names[0]?.replace(/^\//, '') ?? '' } } },
+          'reconcile',
+        );
         told++;
       }
     }
     const present = new Set(containers.map((c) => workerIdOfContainer(c.Labels, c.Names[0])).filter(Boolean));
-    for await (const wf of this.temporal.workflow.list({ query: `WorkflowType="workerLifecycle" AND TaskQueue="${this.taskQueue}" AND ExecutionStatus="Running" AND WorkerStatus="RUNNING"` })) {
+    for await (const wf of this.temporal.workflow.list({
+      query: `WorkflowType="workerLifecycle" AND TaskQueue="${this.taskQueue}" AND ExecutionStatus="Running" AND WorkerStatus="RUNNING"`,
+    })) {
       const workerId = wf.workflowId.replace(/^worker-/, '');
       if (present.has(workerId) || wf.memo?.docker_host !== this.dockerHostId) continue;
-      await this.tell(workerId, { exit_code: -1, oom_killed: false, logs: 'the container is gone (removed while the manager was not watching)', source: 'reconcile' });
+      await this.tell(workerId, {
+        exit_code: -1,
+        oom_killed: false,
+        logs: 'the container is gone (removed while the manager was not watching)',
+        source: 'reconcile',
+      });
       told++;
     }
     return told;
@@ -132,9 +142,15 @@ export class ContainerWatcher {
   private async tell(workerId: string, exit: ContainerExit): Promise<void> {
     try {
       await this.temporal.workflow.getHandle(workflowIdFor(workerId)).signal(containerExitedSignal, exit);
-      this.log.info('container exit reported to its workflow', { worker_id: workerId, exit_code: exit.exit_code, oom_killed: exit.oom_killed, source: exit.source });
+      this.log.info('container exit reported to its workflow', {
+        worker_id: workerId,
+        exit_code: exit.exit_code,
+        oom_killed: exit.oom_killed,
+        source: exit.source,
+      });
     } catch (err) {
-      if (!(err instanceof WorkflowNotFoundError)) this.log.warn('could not report a container exit', { worker_id: workerId, error: (err as Error).message });
+      if (!(err instanceof WorkflowNotFoundError))
+        this.log.warn('could not report a container exit', { worker_id: workerId, error: (err as Error).message });
     }
   }
 }

@@ -175,7 +175,9 @@ export class Manager {
       this.p.redis.on('ready', this.restoreAclUsers);
     }
     if (await this.p.acl?.defaultUserOpen()) {
-      this.log.warn("Redis admits clients without credentials (its default user): a worker can bypass its own ACL user; give Redis's default user a password (see README, Security model)");
+      this.log.warn(
+        "Redis admits clients without credentials (its default user): a worker can bypass its own ACL user; give Redis's default user a password (see README, Security model)",
+      );
     }
     // The model gateway first: its port (MODEL_GATEWAY_PORT) is one the egress host rules let through.
     if (parts('modelGateway')) {
@@ -207,12 +209,17 @@ export class Manager {
     if (parts('capacityLimit')) {
       // The configured limit applies from each start; setCapacityLimit changes it until the next one.
       await this.client.setCapacityLimit(config.MAX_CONCURRENT_WORKERS).catch((err) => {
-        if ((err as { code?: string }).code !== 'NOT_FOUND') this.log.warn('could not apply MAX_CONCURRENT_WORKERS', { error: String(err) });
+        if ((err as { code?: string }).code !== 'NOT_FOUND')
+          this.log.warn('could not apply MAX_CONCURRENT_WORKERS', { error: String(err) });
       });
     }
     this.adapter?.start();
     if (this.p.metrics) {
-      this.metricsServer = await startMetricsServer(this.p.metrics.registry, { host: config.METRICS_HOST, port: this.p.metrics.port, log: log('metrics') });
+      this.metricsServer = await startMetricsServer(this.p.metrics.registry, {
+        host: config.METRICS_HOST,
+        port: this.p.metrics.port,
+        log: log('metrics'),
+      });
     }
     this.log.info('worker-manager running', {
       temporal: config.TEMPORAL_ADDRESS,
@@ -275,7 +282,9 @@ export class Manager {
       const n = await this.p.acl!.restore();
       if (n) this.log.info('per-worker Redis users re-applied', { users: n });
     } catch (err) {
-      this.log.warn('could not re-apply the per-worker Redis users (running workers cannot reconnect until they are)', { error: String(err) });
+      this.log.warn('could not re-apply the per-worker Redis users (running workers cannot reconnect until they are)', {
+        error: String(err),
+      });
     }
   };
 
@@ -320,7 +329,17 @@ export async function createManager(config: Config, options: ManagerOptions): Pr
 
   const warmPool = parts('warmPool') ? createWarmPool({ config, docker, redis, temporal, log: log('warm-pool') }) : undefined;
   const workers = connection
-    ? await createManagerWorkers({ connection, config, docker, redis, client: temporal, warmPool, activities: options.activities, workflowBundlePath: options.workflowBundlePath, metrics })
+    ? await createManagerWorkers({
+        connection,
+        config,
+        docker,
+        redis,
+        client: temporal,
+        warmPool,
+        activities: options.activities,
+        workflowBundlePath: options.workflowBundlePath,
+        metrics,
+      })
     : [];
   let adapter: CommandAdapter | undefined;
   if (parts('adapter')) {
@@ -349,9 +368,13 @@ export async function createManager(config: Config, options: ManagerOptions): Pr
     owned: { redis: !options.shared?.redis, client: !options.shared?.client, connection },
     workers,
     adapter,
-    watcher: parts('containerWatcher') ? new ContainerWatcher(docker, temporal, log('containers'), config.DOCKER_HOST_ID, config.TEMPORAL_TASK_QUEUE) : undefined,
+    watcher: parts('containerWatcher')
+      ? new ContainerWatcher(docker, temporal, log('containers'), config.DOCKER_HOST_ID, config.TEMPORAL_TASK_QUEUE)
+      : undefined,
     waker: parts('wakeWatcher') ? new WakeWatcher(redis, temporal, log('wake'), config.WAKE_POLL_SECONDS) : undefined,
-    sweep: parts('closedWorkflowSweep') ? new ClosedWorkflowSweep({ config, docker, redis, temporal, log: log('closed-workflows') }) : undefined,
+    sweep: parts('closedWorkflowSweep')
+      ? new ClosedWorkflowSweep({ config, docker, redis, temporal, log: log('closed-workflows') })
+      : undefined,
     warmPool,
     acl: createRedisAcl(redis, config),
     beforeStop: options.beforeStop,

@@ -37,10 +37,23 @@ const CHECK_TIMEOUT_MS = 3_000;
  * failed) are no dependency's fault: undefined.
  */
 export function dependencyOf(err: unknown): Dependency | undefined {
-  const e = (err ?? {}) as { message?: unknown; name?: unknown; code?: unknown; statusCode?: unknown; json?: unknown; cause?: { code?: unknown } };
+  const e = (err ?? {}) as {
+    message?: unknown;
+    name?: unknown;
+    code?: unknown;
+    statusCode?: unknown;
+    json?: unknown;
+    cause?: { code?: unknown };
+  };
   const message = typeof e.message === 'string' ? e.message : String(err);
-  if ((typeof e.statusCode === 'number' && e.statusCode >= 500 && 'json' in e) || /docker\.sock|Docker engine/i.test(message)) return 'docker';
-  if (/^Redis\b/.test(message) || e.name === 'MaxRetriesPerRequestError' || /Connection is closed|Stream isn.t writeable|NOAUTH|WRONGPASS/.test(message)) return 'redis';
+  if ((typeof e.statusCode === 'number' && e.statusCode >= 500 && 'json' in e) || /docker\.sock|Docker engine/i.test(message))
+    return 'docker';
+  if (
+    /^Redis\b/.test(message) ||
+    e.name === 'MaxRetriesPerRequestError' ||
+    /Connection is closed|Stream isn.t writeable|NOAUTH|WRONGPASS/.test(message)
+  )
+    return 'redis';
   if (/^Temporal\b/.test(message) || e.code === 14 || e.cause?.code === 14) return 'temporal';
   if (toContractError(err).code !== 'UNAVAILABLE') return undefined;
   const named = /\b(Redis|Temporal|Docker)\b/.exec(message)?.[1]?.toLowerCase();
@@ -117,9 +130,14 @@ export class ManagerMetrics implements ActivityMetrics, AdapterMetrics {
 
   constructor() {
     collectDefaultMetrics({ register: this.registry });
-    this.scraped('worker_manager_workers', "Live workers (running lifecycle workflows) of this manager's Docker host, by status", ['status', 'host'], async (g) => {
-      for (const [status, n] of (await this.workersByStatus()) ?? []) g.set({ status, host: this.sources!.config.DOCKER_HOST_ID }, n);
-    });
+    this.scraped(
+      'worker_manager_workers',
+      "Live workers (running lifecycle workflows) of this manager's Docker host, by status",
+      ['status', 'host'],
+      async (g) => {
+        for (const [status, n] of (await this.workersByStatus()) ?? []) g.set({ status, host: this.sources!.config.DOCKER_HOST_ID }, n);
+      },
+    );
     const capacity = (name: string, help: string, pick: (s: { in_use: number; limit: number; queue: unknown[] }) => number) =>
       this.scraped(name, help, [], async (g) => {
         const snap = await this.scrape('temporal', () => this.sources!.client.capacity());
@@ -291,7 +309,9 @@ export async function startMetricsServer(metrics: ManagerMetrics, opts: { host: 
     send(404, 'text/plain', 'not found: /metrics, /healthz or /readyz\n');
   });
   await new Promise<void>((resolve, reject) => {
-    server.once('error', (err) => reject(new Error(`metrics endpoint: cannot listen on ${opts.host}:${opts.port} (METRICS_HOST, METRICS_PORT): ${err.message}`)));
+    server.once('error', (err) =>
+      reject(new Error(`metrics endpoint: cannot listen on ${opts.host}:${opts.port} (METRICS_HOST, METRICS_PORT): ${err.message}`)),
+    );
     server.listen(opts.port, opts.host, resolve);
   });
   server.on('error', (err) => opts.log.warn('metrics endpoint error', { error: err.message }));

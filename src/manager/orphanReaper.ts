@@ -40,9 +40,19 @@ async function whyOrphaned(temporal: Client, workerId: string): Promise<string |
   }
 }
 
-export async function reapOrphans(docker: Docker, temporal: Client, log: Log, taskQueue: string, acl?: RedisAcl, tokens?: GatewayTokens): Promise<ReapReport> {
+export async function reapOrphans(
+  docker: Docker,
+  temporal: Client,
+  log: Log,
+  taskQueue: string,
+  acl?: RedisAcl,
+  tokens?: GatewayTokens,
+): Promise<ReapReport> {
   const report: ReapReport = { removed: [], kept: 0, users: [], tokens: [] };
-  const containers = await docker.listContainers({ all: true, filters: { label: [`${LABELS.managed}=true`, `${LABELS.taskQueue}=${taskQueue}`] } });
+  const containers = await docker.listContainers({
+    all: true,
+    filters: { label: [`${LABELS.managed}=true`, `${LABELS.taskQueue}=${taskQueue}`] },
+  });
   for (const c of containers) {
     // Workers only: unclaimed warm-pool containers belong to their pool (src/host/warmPool.ts).
     const workerId = workerIdOfContainer(c.Labels, c.Names[0]);

@@ -56,7 +56,9 @@ export class WakeWatcher {
         await this.redis.config('SET', 'notify-keyspace-events', wanted);
       }
     } catch (err) {
-      this.log.warn(`cannot enable Redis keyspace notifications; waking PAUSED workers by polling every ${this.pollSeconds} s`, { error: (err as Error).message });
+      this.log.warn(`cannot enable Redis keyspace notifications; waking PAUSED workers by polling every ${this.pollSeconds} s`, {
+        error: (err as Error).message,
+      });
     }
   }
 

@@ -28,7 +28,8 @@ export const imageGcRunWorkflowId = (at: Date, nonce: string): string => `image-
 /** What every warm-pool container's name starts with (never a worker's: those are `worker-{id}`). */
 const WARM_POOL_PREFIX = 'wm-pool-';
 /** A warm-pool container of a Docker host, for an image (its hash); `nonce` keeps names apart. */
-export const warmPoolContainerName = (dockerHostId: string, hash: string, nonce: string): string => `${WARM_POOL_PREFIX}${dockerHostId}-${hash.slice(0, 12)}-${nonce}`;
+export const warmPoolContainerName = (dockerHostId: string, hash: string, nonce: string): string =>
+  `${WARM_POOL_PREFIX}${dockerHostId}-${hash.slice(0, 12)}-${nonce}`;
 /** Whether a container name (as Docker lists it, with or without its leading `/`) is a warm-pool one; with a host id, of that host. */
 export const isWarmPoolContainer = (name: string, dockerHostId?: string): boolean =>
   name.replace(/^\//, '').startsWith(dockerHostId === undefined ? WARM_POOL_PREFIX : `${WARM_POOL_PREFIX}${dockerHostId}-`);

@@ -5,4 +5,6 @@
 
 /** One line naming every problem of an invalid entry, for its `error` event. */
 export const describeProblems = (entryId: string, problems: Record<string, string>): string =>
-  `input ${entryId} was not run: ${Object.entries(problems).map(([k, v]) => `${k} ${v}`).join('; ')}`;
+  `input ${entryId} was not run: ${Object.entries(problems)
+    .map(([k, v]) => `${k} ${v}`)
+    .join('; ')}`;

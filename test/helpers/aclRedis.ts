@@ -15,7 +15,8 @@ import { freePort } from './ports';
 import { bridgeAddress, eventually, type RunningManager } from './stack';
 
 /** The manager's minimal ACL, as in README.md (Secure connections). */
-const MANAGER_ACL = '~worker:* &__keyspace@*__:worker:*:input +@all -@dangerous +info +config|get +config|set +acl|setuser +acl|deluser +acl|users +acl|getuser';
+const MANAGER_ACL =
+  '~worker:* &__keyspace@*__:worker:*:input +@all -@dangerous +info +config|get +config|set +acl|setuser +acl|deluser +acl|users +acl|getuser';
 
 export class AclRedis {
   readonly managerPassword = `mgr-${randomUUID()}`;

@@ -22,9 +22,23 @@ export function entryObject(fields: string[]): Record<string, string> {
 }
 
 /** XADDs a command; the payload as JSON, or as given when it is bytes. Returns the entry id. */
-export async function sendCommand(redis: Redis, c: { requestId: string; command: string; payload: unknown; replyTo: string }): Promise<string> {
+export async function sendCommand(
+  redis: Redis,
+  c: { requestId: string; command: string; payload: unknown; replyTo: string },
+): Promise<string> {
   const payload = Buffer.isBuffer(c.payload) ? c.payload : JSON.stringify(c.payload);
-  return (await redis.xadd(keys.commands, '*', 'request_id', c.requestId, 'command', c.command, 'payload', payload, 'reply_to', c.replyTo)) as string;
+  return (await redis.xadd(
+    keys.commands,
+    '*',
+    'request_id',
+    c.requestId,
+    'command',
+    c.command,
+    'payload',
+    payload,
+    'reply_to',
+    c.replyTo,
+  )) as string;
 }
 
 /** Every reply on a reply stream so far, oldest first. */
@@ -33,15 +47,28 @@ export async function repliesOn(redis: Redis, stream: string): Promise<Reply[]> 
 }
 
 /** The reply to a request, once it is on the stream. */
-export function replyFor(redis: Redis, stream: string, requestId: string, timing: { timeoutMs?: number; intervalMs?: number } = {}): Promise<Reply> {
-  return eventually(`the reply to ${requestId}`, async () => (await repliesOn(redis, stream)).find((r) => r.request_id === requestId), timing);
+export function replyFor(
+  redis: Redis,
+  stream: string,
+  requestId: string,
+  timing: { timeoutMs?: number; intervalMs?: number } = {},
+): Promise<Reply> {
+  return eventually(
+    `the reply to ${requestId}`,
+    async () => (await repliesOn(redis, stream)).find((r) => r.request_id === requestId),
+    timing,
+  );
 }
 
 /** A reply's result (ok) or error (not ok), parsed. */
 export const replyBody = (r: Reply): Record<string, unknown> => JSON.parse(r.ok === '1' ? r.result! : r.error!) as Record<string, unknown>;
 
 /** Sends a command and waits for its reply. */
-export async function command(redis: Redis, c: { requestId: string; command: string; payload: unknown; replyTo: string }, timing?: { timeoutMs?: number; intervalMs?: number }): Promise<Reply> {
+export async function command(
+  redis: Redis,
+  c: { requestId: string; command: string; payload: unknown; replyTo: string },
+  timing?: { timeoutMs?: number; intervalMs?: number },
+): Promise<Reply> {
   await sendCommand(redis, c);
   return replyFor(redis, c.replyTo, c.requestId, timing);
 }

@@ -38,7 +38,10 @@ export class ManagerProcess {
     mkdirSync(this.logDir, { recursive: true });
     const log = createWriteStream(this.logFile, { flags: 'a' });
     log.write(`\n===== start ${this.starts} ${new Date().toISOString()} ${JSON.stringify(extraEnv)}\n`);
-    const p = spawn(process.execPath, [path.join(ROOT, 'dist', 'src', 'manager.js')], { env: { ...this.env, ...extraEnv }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(process.execPath, [path.join(ROOT, 'dist', 'src', 'manager.js')], {
+      env: { ...this.env, ...extraEnv },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     this.proc = p;
     this.exited = new Promise((resolve) => p.once('exit', (code, signal) => resolve({ code, signal })));
     const take = (c: Buffer) => {
@@ -50,10 +53,15 @@ export class ManagerProcess {
     p.stderr!.on('data', take);
     p.on('exit', (code, sig) => log.end(`===== exit code=${code} signal=${sig}\n`));
     if (!waitUp) return;
-    await eventually(`manager ${this.name} to be up`, async () => {
-      if (p.exitCode !== null || p.signalCode !== null) throw new Error(`manager ${this.name} exited (${p.exitCode ?? p.signalCode}), see ${this.logFile}`);
-      return this.output.includes('worker-manager is up');
-    }, { timeoutMs: 180_000, intervalMs: 200 });
+    await eventually(
+      `manager ${this.name} to be up`,
+      async () => {
+        if (p.exitCode !== null || p.signalCode !== null)
+          throw new Error(`manager ${this.name} exited (${p.exitCode ?? p.signalCode}), see ${this.logFile}`);
+        return this.output.includes('worker-manager is up');
+      },
+      { timeoutMs: 180_000, intervalMs: 200 },
+    );
   }
 
   get alive(): boolean {

@@ -49,24 +49,49 @@ export class PrivateRedis {
   async start(): Promise<void> {
     mkdirSync(this.dir, { recursive: true });
     if (!this.port) this.port = await freePort();
-    this.proc = spawn('redis-server', [
-      '--port', String(this.port), '--bind', this.bind.join(' '), '--protected-mode', 'no',
-      '--dir', this.dir, '--appendonly', 'yes', '--appendfsync', this.appendfsync, '--save', '',
-      '--notify-keyspace-events', 'Kt', '--enable-debug-command', 'local', '--logfile', path.join(this.dir, 'redis.log'),
-    ], { stdio: 'ignore' });
+    this.proc = spawn(
+      'redis-server',
+      [
+        '--port',
+        String(this.port),
+        '--bind',
+        this.bind.join(' '),
+        '--protected-mode',
+        'no',
+        '--dir',
+        this.dir,
+        '--appendonly',
+        'yes',
+        '--appendfsync',
+        this.appendfsync,
+        '--save',
+        '',
+        '--notify-keyspace-events',
+        'Kt',
+        '--enable-debug-command',
+        'local',
+        '--logfile',
+        path.join(this.dir, 'redis.log'),
+      ],
+      { stdio: 'ignore' },
+    );
     const probe = new Redis(this.url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
     probe.on('error', () => undefined);
     try {
-      await eventually('the private Redis', async () => {
-        if (this.proc?.exitCode !== null) throw new Error(`redis-server exited, see ${this.dir}/redis.log`);
-        try {
-          if (probe.status !== 'ready') await probe.connect();
-          return (await probe.ping()) === 'PONG';
-        } catch {
-          probe.disconnect();
-          return false;
-        }
-      }, { timeoutMs: 30_000 });
+      await eventually(
+        'the private Redis',
+        async () => {
+          if (this.proc?.exitCode !== null) throw new Error(`redis-server exited, see ${this.dir}/redis.log`);
+          try {
+            if (probe.status !== 'ready') await probe.connect();
+            return (await probe.ping()) === 'PONG';
+          } catch {
+            probe.disconnect();
+            return false;
+          }
+        },
+        { timeoutMs: 30_000 },
+      );
     } finally {
       probe.disconnect();
     }

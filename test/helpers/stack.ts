@@ -78,7 +78,9 @@ export const testEnv = (): NodeJS.ProcessEnv => ({
 
 /** The local stack's Redis URL with the password scripts/defaults.sh made, if it made one. */
 function localRedisUrl(): string | undefined {
-  const file = process.env.WM_REDIS_PASSWORD_FILE ?? path.join(process.env.XDG_CONFIG_HOME ?? path.join(os.homedir(), '.config'), 'worker-manager', 'redis.password');
+  const file =
+    process.env.WM_REDIS_PASSWORD_FILE ??
+    path.join(process.env.XDG_CONFIG_HOME ?? path.join(os.homedir(), '.config'), 'worker-manager', 'redis.password');
   return existsSync(file) ? `redis://:${readFileSync(file, 'utf8').trim()}@127.0.0.1:${process.env.WM_REDIS_PORT ?? 6379}` : undefined;
 }
 
@@ -86,7 +88,14 @@ export function testConfig(overrides: Record<string, string> = {}): Config {
   const queue = `test-${randomUUID().slice(0, 8)}`;
   // MODEL_GATEWAY_PORT 0: each test manager's gateway on a free port (several run at once); no
   // metrics endpoint unless a test asks for one (ManagerOptions.metricsPort).
-  return loadConfig({ ...testEnv(), TEMPORAL_TASK_QUEUE: queue, DOCKER_HOST_ID: 'test', MODEL_GATEWAY_PORT: '0', METRICS_PORT: '0', ...overrides });
+  return loadConfig({
+    ...testEnv(),
+    TEMPORAL_TASK_QUEUE: queue,
+    DOCKER_HOST_ID: 'test',
+    MODEL_GATEWAY_PORT: '0',
+    METRICS_PORT: '0',
+    ...overrides,
+  });
 }
 
 const SILENT: Log = { info() {}, warn() {}, error() {} };
@@ -131,7 +140,9 @@ export async function startManager(overrides: Record<string, string> = {}, optio
 export async function endQueue(m: Manager): Promise<void> {
   const queue = m.config.TEMPORAL_TASK_QUEUE;
   const leftovers: string[] = [];
-  for await (const wf of m.temporal.workflow.list({ query: `TaskQueue="${queue}" AND WorkflowType="workerLifecycle" AND ExecutionStatus="Running"` })) {
+  for await (const wf of m.temporal.workflow.list({
+    query: `TaskQueue="${queue}" AND WorkflowType="workerLifecycle" AND ExecutionStatus="Running"`,
+  })) {
     leftovers.push(wf.workflowId.replace(/^worker-/, ''));
   }
   await Promise.race([Promise.allSettled(leftovers.map((id) => m.client.delete(id))), new Promise((r) => setTimeout(r, 60_000))]);
@@ -143,8 +154,22 @@ export async function endQueue(m: Manager): Promise<void> {
  * second manager process serving the same stream looks like to the first. Started by the caller.
  */
 export function adapterOnlyManager(m: RunningManager, managerId: string, options: ManagerOptions['adapter'] = {}): Promise<Manager> {
-  const off = { workers: false, modelGateway: false, containerWatcher: false, wakeWatcher: false, closedWorkflowSweep: false, reaper: false, warmPool: false, egress: false, gcSchedule: false, capacityLimit: false };
-  return createManager({ ...m.config, MANAGER_ID: managerId }, { activities: createActivities, parts: off, shared: { client: m.client, redis: m.redis }, log: () => SILENT, adapter: options });
+  const off = {
+    workers: false,
+    modelGateway: false,
+    containerWatcher: false,
+    wakeWatcher: false,
+    closedWorkflowSweep: false,
+    reaper: false,
+    warmPool: false,
+    egress: false,
+    gcSchedule: false,
+    capacityLimit: false,
+  };
+  return createManager(
+    { ...m.config, MANAGER_ID: managerId },
+    { activities: createActivities, parts: off, shared: { client: m.client, redis: m.redis }, log: () => SILENT, adapter: options },
+  );
 }
 
 /**
@@ -190,7 +215,10 @@ export async function startWorkflowWorker(
 /** The capacity semaphores running on a task queue (every pool's semaphore runs on the manager's queue). */
 export async function runningSemaphores(client: Client, taskQueue: string): Promise<string[]> {
   const ids: string[] = [];
-  for await (const wf of client.workflow.list({ query: `TaskQueue="${taskQueue}" AND WorkflowType="capacitySemaphore" AND ExecutionStatus="Running"` })) ids.push(wf.workflowId);
+  for await (const wf of client.workflow.list({
+    query: `TaskQueue="${taskQueue}" AND WorkflowType="capacitySemaphore" AND ExecutionStatus="Running"`,
+  }))
+    ids.push(wf.workflowId);
   return ids;
 }
 
@@ -200,13 +228,21 @@ export async function runningSemaphores(client: Client, taskQueue: string): Prom
  * behind stays on the shared dev server for good: throws if any is still running afterwards.
  */
 export async function endSemaphores(client: Client, taskQueue: string, known: string[] = []): Promise<void> {
-  const end = (id: string) => client.workflow.getHandle(id).terminate('test or benchmark done').catch(() => undefined);
+  const end = (id: string) =>
+    client.workflow
+      .getHandle(id)
+      .terminate('test or benchmark done')
+      .catch(() => undefined);
   await Promise.all(known.map(end));
-  await eventually(`no capacity semaphore left running on ${taskQueue}`, async () => {
-    const left = await runningSemaphores(client, taskQueue);
-    await Promise.all(left.map(end));
-    return left.length === 0;
-  }, { timeoutMs: 30_000, intervalMs: 500 });
+  await eventually(
+    `no capacity semaphore left running on ${taskQueue}`,
+    async () => {
+      const left = await runningSemaphores(client, taskQueue);
+      await Promise.all(left.map(end));
+      return left.length === 0;
+    },
+    { timeoutMs: 30_000, intervalMs: 500 },
+  );
 }
 
 /** Thrown inside an eventually() check: stop waiting at once (the awaited state can no longer come). */
@@ -234,13 +270,17 @@ export async function eventually<T>(
 
 /** Waits for a worker's status; long enough for a first image build on a fresh machine. */
 export async function waitForStatus(client: WorkerManagerClient, workerId: string, wanted: WorkerStatus[]): Promise<StatusObject> {
-  return eventually(`worker ${workerId} to reach ${wanted.join('/')}`, async () => {
-    const s = await client.status(workerId).catch(() => undefined);
-    if (s && (s.status === 'FAILED' || s.status === 'STOPPED') && !wanted.includes(s.status)) {
-      throw new Error(`worker ended ${s.status}: ${s.error ?? ''}`);
-    }
-    return s && wanted.includes(s.status) ? s : undefined;
-  }, { timeoutMs: 600_000, intervalMs: 100 });
+  return eventually(
+    `worker ${workerId} to reach ${wanted.join('/')}`,
+    async () => {
+      const s = await client.status(workerId).catch(() => undefined);
+      if (s && (s.status === 'FAILED' || s.status === 'STOPPED') && !wanted.includes(s.status)) {
+        throw new Error(`worker ended ${s.status}: ${s.error ?? ''}`);
+      }
+      return s && wanted.includes(s.status) ? s : undefined;
+    },
+    { timeoutMs: 600_000, intervalMs: 100 },
+  );
 }
 
 export async function containerExists(docker: Docker, nameOrId: string): Promise<boolean> {
@@ -261,7 +301,9 @@ let bridgeAddressCache: string | undefined;
  */
 export function bridgeAddress(): string {
   if (bridgeAddressCache) return bridgeAddressCache;
-  const ipam = JSON.parse(execFileSync('docker', ['network', 'inspect', 'bridge', '--format', '{{json .IPAM}}'], { encoding: 'utf8' })) as Parameters<typeof bridgeAddressOf>[0]['IPAM'];
+  const ipam = JSON.parse(
+    execFileSync('docker', ['network', 'inspect', 'bridge', '--format', '{{json .IPAM}}'], { encoding: 'utf8' }),
+  ) as Parameters<typeof bridgeAddressOf>[0]['IPAM'];
   const address = bridgeAddressOf({ IPAM: ipam });
   if (!address) throw new Error('the Docker default bridge network has no IPv4 subnet: is the Docker engine running?');
   return (bridgeAddressCache = address);

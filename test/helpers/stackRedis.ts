@@ -25,7 +25,11 @@ export class StackRedis {
 
   /** The variables that point scripts/defaults.sh and stack.sh at this Redis instead of port 6379. */
   get env(): Record<string, string> {
-    return { WM_REDIS_PORT: String(this.port), WM_DATA_DIR: path.join(this.dir, '.data'), WM_REDIS_PASSWORD_FILE: path.join(this.dir, 'redis.password') };
+    return {
+      WM_REDIS_PORT: String(this.port),
+      WM_DATA_DIR: path.join(this.dir, '.data'),
+      WM_REDIS_PASSWORD_FILE: path.join(this.dir, 'redis.password'),
+    };
   }
 
   /** A shell's environment without any Redis settings of the test process (the shared stack's). */
@@ -46,7 +50,12 @@ export class StackRedis {
   /** The environment a shell has after running `code` (by default `source scripts/defaults.sh`) at the checkout's root. */
   async sourcedEnv(code = 'source scripts/defaults.sh'): Promise<NodeJS.ProcessEnv> {
     const { stdout } = await run('bash', ['-c', `${code}\nenv -0`], { cwd: this.dir, env: this.baseEnv() });
-    return Object.fromEntries(stdout.split('\0').filter(Boolean).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+    return Object.fromEntries(
+      stdout
+        .split('\0')
+        .filter(Boolean)
+        .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
+    );
   }
 
   get password(): string {
@@ -55,7 +64,13 @@ export class StackRedis {
 
   async stop(): Promise<void> {
     if (this.port) {
-      const r = new Redis({ port: this.port, password: this.password, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+      const r = new Redis({
+        port: this.port,
+        password: this.password,
+        lazyConnect: true,
+        maxRetriesPerRequest: 0,
+        retryStrategy: () => null,
+      });
       r.on('error', () => undefined);
       await r.call('SHUTDOWN', 'NOSAVE').catch(() => undefined); // answered by closing the connection
       r.disconnect();

@@ -14,7 +14,10 @@ describe('Redis command adapter', () => {
   const replyTo = `worker:responses:test-${randomUUID().slice(0, 8)}`;
 
   beforeAll(async () => {
-    m = await startManager({ MANAGER_ID: `test-${randomUUID().slice(0, 8)}`, ADAPTER_CONCURRENCY: '4' }, { parts: { adapter: true }, adapter: { blockMs: 500 } });
+    m = await startManager(
+      { MANAGER_ID: `test-${randomUUID().slice(0, 8)}`, ADAPTER_CONCURRENCY: '4' },
+      { parts: { adapter: true }, adapter: { blockMs: 500 } },
+    );
   });
   afterAll(async () => {
     await m?.redis.del(replyTo);
@@ -26,7 +29,8 @@ describe('Redis command adapter', () => {
   }
 
   const replyFor = (requestId: string, stream = replyTo): Promise<Reply> => replyOn(m.redis, stream, requestId);
-  const command = (command: string, payload: unknown): Promise<Reply> => sendAndWait(m.redis, { requestId: `t-${randomUUID()}`, command, payload, replyTo });
+  const command = (command: string, payload: unknown): Promise<Reply> =>
+    sendAndWait(m.redis, { requestId: `t-${randomUUID()}`, command, payload, replyTo });
 
   test('create, status until RUNNING, list, delete, delete again: the contract end to end', async () => {
     const requestId = `t-${randomUUID()}`;
@@ -135,7 +139,17 @@ describe('Redis command adapter', () => {
     const requestId = `t-${randomUUID()}`;
     const entryId = await send({ request_id: requestId, command: 'list', payload: '{"status":"RUNNING"}', reply_to: replyTo });
     const dead = new Redis(m.config.REDIS_URL);
-    const taken = (await dead.call('XREADGROUP', 'GROUP', CONSUMER_GROUP, `dead-${randomUUID().slice(0, 8)}`, 'COUNT', '100', 'STREAMS', keys.commands, '>')) as [string, [string, string[]][]][] | null;
+    const taken = (await dead.call(
+      'XREADGROUP',
+      'GROUP',
+      CONSUMER_GROUP,
+      `dead-${randomUUID().slice(0, 8)}`,
+      'COUNT',
+      '100',
+      'STREAMS',
+      keys.commands,
+      '>',
+    )) as [string, [string, string[]][]][] | null;
     dead.disconnect();
     expect((taken?.[0]?.[1] ?? []).map(([id]) => id)).toContain(entryId);
     await new Promise((r) => setTimeout(r, 300));
@@ -165,7 +179,11 @@ describe('Redis command adapter', () => {
       await gate;
       return m.client.list(f);
     };
-    const serving = await adapterOnlyManager(m, `serving-${randomUUID().slice(0, 8)}`, { client: () => slowClient, blockMs: 200, claimEveryMs: 3_600_000 });
+    const serving = await adapterOnlyManager(m, `serving-${randomUUID().slice(0, 8)}`, {
+      client: () => slowClient,
+      blockMs: 200,
+      claimEveryMs: 3_600_000,
+    });
     const claimer = await adapterOnlyManager(m, `claimer2-${randomUUID().slice(0, 8)}`, { claimIdleMs: 200 });
     await serving.start();
     try {

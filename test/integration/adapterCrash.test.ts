@@ -22,7 +22,16 @@ import { CONSUMER_GROUP, keys } from '../../src/contract/keys';
 import { repliesOn, sendCommand, type Reply } from '../helpers/commands';
 import { ManagerProcess } from '../helpers/managerProcess';
 import { PrivateRedis } from '../helpers/privateRedis';
-import { bridgeAddress, containerExists, eventually, quietTemporalLogs, ROOT, testEnv, waitForStatus, WORKFLOW_BUNDLE } from '../helpers/stack';
+import {
+  bridgeAddress,
+  containerExists,
+  eventually,
+  quietTemporalLogs,
+  ROOT,
+  testEnv,
+  waitForStatus,
+  WORKFLOW_BUNDLE,
+} from '../helpers/stack';
 
 const REPLY = 'worker:responses:crash';
 
@@ -60,10 +69,18 @@ describe('manager killed with SIGKILL between reading a command and replying', (
     // Whatever a failed assertion left: workers of this queue, the capacity pool, the GC schedule.
     const config = loadConfig(env);
     for (const id of created) await client.delete(id).catch(() => undefined);
-    for await (const wf of client.temporal.workflow.list({ query: `TaskQueue="${config.TEMPORAL_TASK_QUEUE}" AND ExecutionStatus="Running"` })) {
-      await client.temporal.workflow.getHandle(wf.workflowId).terminate('test clean-up').catch(() => undefined);
+    for await (const wf of client.temporal.workflow.list({
+      query: `TaskQueue="${config.TEMPORAL_TASK_QUEUE}" AND ExecutionStatus="Running"`,
+    })) {
+      await client.temporal.workflow
+        .getHandle(wf.workflowId)
+        .terminate('test clean-up')
+        .catch(() => undefined);
     }
-    await client.temporal.schedule.getHandle(imageGcScheduleId(config)).delete().catch(() => undefined);
+    await client.temporal.schedule
+      .getHandle(imageGcScheduleId(config))
+      .delete()
+      .catch(() => undefined);
     await client.close();
     redis.disconnect();
     await redisServer.stop();
@@ -75,8 +92,10 @@ describe('manager killed with SIGKILL between reading a command and replying', (
     return manager;
   }
 
-  const send = (command: string, requestId: string, payload: unknown): Promise<string> => sendCommand(redis, { requestId, command, payload, replyTo: REPLY });
-  const repliesFor = async (requestId: string): Promise<Reply[]> => (await repliesOn(redis, REPLY)).filter((r) => r.request_id === requestId);
+  const send = (command: string, requestId: string, payload: unknown): Promise<string> =>
+    sendCommand(redis, { requestId, command, payload, replyTo: REPLY });
+  const repliesFor = async (requestId: string): Promise<Reply[]> =>
+    (await repliesOn(redis, REPLY)).filter((r) => r.request_id === requestId);
 
   async function pending(): Promise<{ id: string; consumer: string }[]> {
     const p = (await redis.xpending(keys.commands, CONSUMER_GROUP, '-', '+', 1000)) as [string, string, number, number][];
@@ -92,7 +111,8 @@ describe('manager killed with SIGKILL between reading a command and replying', (
     }
   }
 
-  const containersOf = (workerId: string) => docker.listContainers({ all: true, filters: { label: [`com.codegen.worker_id=${workerId}`] } });
+  const containersOf = (workerId: string) =>
+    docker.listContainers({ all: true, filters: { label: [`com.codegen.worker_id=${workerId}`] } });
 
   /** Sends the command to a manager that kills itself at `point`; checks it died holding the entry unanswered. */
   async function sendAndKill(point: string, command: string, requestId: string, payload: unknown): Promise<string> {
@@ -108,10 +128,14 @@ describe('manager killed with SIGKILL between reading a command and replying', (
   /** Restarts the manager (same MANAGER_ID, no fault) and checks the command was answered exactly once. */
   async function restartAndExpectOneReply(requestId: string, entryId: string): Promise<Reply> {
     await startManagerProcess();
-    const [reply] = await eventually(`the reply to ${requestId}`, async () => {
-      const r = await repliesFor(requestId);
-      return r.length ? r : undefined;
-    }, { timeoutMs: 300_000 });
+    const [reply] = await eventually(
+      `the reply to ${requestId}`,
+      async () => {
+        const r = await repliesFor(requestId);
+        return r.length ? r : undefined;
+      },
+      { timeoutMs: 300_000 },
+    );
     expect((await pending()).map((p) => p.id)).not.toContain(entryId);
     // The entry is acknowledged together with its reply, so nothing can answer it again; check anyway.
     await new Promise((r) => setTimeout(r, 500));
@@ -123,7 +147,10 @@ describe('manager killed with SIGKILL between reading a command and replying', (
     const createId = `crash-create-${run}-a`;
     const workerId = workerIdForRequest(createId);
     created.push(workerId);
-    const createEntry = await sendAndKill('adapter-before-reply', 'create', createId, { agent_type: 'CLAUDE', instructions: '# crash test' });
+    const createEntry = await sendAndKill('adapter-before-reply', 'create', createId, {
+      agent_type: 'CLAUDE',
+      instructions: '# crash test',
+    });
     expect(await workflowStatus(workerId)).toBe('RUNNING'); // the create ran before the kill
 
     const reply = await restartAndExpectOneReply(createId, createEntry);

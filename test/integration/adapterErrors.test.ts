@@ -27,14 +27,24 @@ async function withAdapter(overrides: Record<string, string>, client?: (served: 
   const redisServer = new PrivateRedis(['127.0.0.1', bridgeAddress()]);
   await redisServer.start();
   const m = await startManager(
-    { REDIS_URL: redisServer.url, WORKER_REDIS_URL: `redis://host.docker.internal:${redisServer.port}`, MANAGER_ID: 'errors', ADAPTER_CONCURRENCY: '4', ...overrides },
+    {
+      REDIS_URL: redisServer.url,
+      WORKER_REDIS_URL: `redis://host.docker.internal:${redisServer.port}`,
+      MANAGER_ID: 'errors',
+      ADAPTER_CONCURRENCY: '4',
+      ...overrides,
+    },
     { parts: { adapter: true }, adapter: { blockMs: 200, client } },
   );
   let n = 0;
   return {
     m,
     async command(command: string, payload: unknown, timeoutMs = 90_000): Promise<Reply> {
-      const reply = await sendAndWait(m.redis, { requestId: `err-${n++}-${randomUUID().slice(0, 8)}`, command, payload, replyTo: REPLY }, { timeoutMs });
+      const reply = await sendAndWait(
+        m.redis,
+        { requestId: `err-${n++}-${randomUUID().slice(0, 8)}`, command, payload, replyTo: REPLY },
+        { timeoutMs },
+      );
       return { ok: reply.ok, body: replyBody(reply) };
     },
     async stop() {
@@ -85,12 +95,20 @@ test('CAPACITY_TIMEOUT: a create past the creation timeout is reported by status
     await waitForStatus(a.m.client, holder, ['RUNNING']); // it holds the only permit
     const second = await a.command('create', { agent_type: 'CLAUDE' });
     const waiter = second.body.worker_id as string;
-    const failed = await eventually('the waiter to time out', async () => {
-      const s = await a.command('status', { worker_id: waiter });
-      return s.body.status === 'FAILED' ? s : undefined;
-    }, { timeoutMs: 120_000 });
+    const failed = await eventually(
+      'the waiter to time out',
+      async () => {
+        const s = await a.command('status', { worker_id: waiter });
+        return s.body.status === 'FAILED' ? s : undefined;
+      },
+      { timeoutMs: 120_000 },
+    );
     expect(failed.body).toMatchObject({ status: 'FAILED', error_code: 'CAPACITY_TIMEOUT' });
-    expect((await a.command('delete', { worker_id: waiter })).body).toMatchObject({ worker_id: waiter, status: 'FAILED', error: expect.any(String) });
+    expect((await a.command('delete', { worker_id: waiter })).body).toMatchObject({
+      worker_id: waiter,
+      status: 'FAILED',
+      error: expect.any(String),
+    });
     await a.command('delete', { worker_id: holder }, 180_000);
   } finally {
     await a.stop();
@@ -112,6 +130,9 @@ test('BUILD_FAILED: a worker whose image cannot be built is reported by status a
     expect((await a.command('delete', { worker_id: id })).body).toMatchObject({ status: 'FAILED' });
   } finally {
     await a.stop();
-    await docker.getImage(brokenBase).remove({ force: true }).catch(() => undefined);
+    await docker
+      .getImage(brokenBase)
+      .remove({ force: true })
+      .catch(() => undefined);
   }
 });

@@ -22,7 +22,11 @@ const WRONG_TYPE_REPLY = 'worker:responses:fuzz-not-a-stream';
 const BIG = 'B'.repeat(600 * 1024); // a huge value, allowed where a field has no limit of its own
 const TOO_BIG = 'T'.repeat(LIMITS.payloadBytes + 1); // over the payload limit
 const errors: string[] = [];
-const log = { info() {}, warn() {}, error: (msg: string, meta?: Record<string, unknown>) => void errors.push(`${msg} ${JSON.stringify(meta)}`) };
+const log = {
+  info() {},
+  warn() {},
+  error: (msg: string, meta?: Record<string, unknown>) => void errors.push(`${msg} ${JSON.stringify(meta)}`),
+};
 const silent = { info() {}, warn() {}, error() {} };
 
 const decode = (v: Val): string => (typeof v === 'string' ? v : v.toString('utf8'));
@@ -30,7 +34,10 @@ const decode = (v: Val): string => (typeof v === 'string' ? v : v.toString('utf8
 // ---------------------------------------------------------------- generators
 /** Bytes that are not valid UTF-8 (a lone continuation byte, an overlong form, 0xff). */
 const notUtf8 = fc
-  .tuple(fc.constantFrom([0xff], [0x80], [0xc0, 0xaf], [0xed, 0xa0, 0x80], [0xf8, 0x88, 0x80, 0x80, 0x80]), fc.uint8Array({ maxLength: 12 }))
+  .tuple(
+    fc.constantFrom([0xff], [0x80], [0xc0, 0xaf], [0xed, 0xa0, 0x80], [0xf8, 0x88, 0x80, 0x80, 0x80]),
+    fc.uint8Array({ maxLength: 12 }),
+  )
   .map(([bad, rest]) => Buffer.concat([Buffer.from('x'), Buffer.from(bad), Buffer.from(rest)]));
 const text: fc.Arbitrary<Val> = fc.oneof(
   { weight: 3, arbitrary: fc.string({ maxLength: 40 }) },
@@ -42,11 +49,16 @@ const text: fc.Arbitrary<Val> = fc.oneof(
 const value: fc.Arbitrary<Val> = fc.oneof({ weight: 12, arbitrary: text }, { weight: 1, arbitrary: fc.constant(BIG) });
 const fieldName: fc.Arbitrary<Val> = fc.oneof(
   { weight: 4, arbitrary: fc.constantFrom(...ENVELOPE) },
-  { weight: 1, arbitrary: fc.constantFrom('__proto__', 'constructor', 'toString', 'hasOwnProperty', 'extra', 'Request_ID', 'request_id ', 'worker_id') },
+  {
+    weight: 1,
+    arbitrary: fc.constantFrom('__proto__', 'constructor', 'toString', 'hasOwnProperty', 'extra', 'Request_ID', 'request_id ', 'worker_id'),
+  },
   { weight: 2, arbitrary: text },
 );
 /** request_id values that are not usable: the entry must be dead-lettered. */
-const badRequestId: fc.Arbitrary<Val> = fc.oneof(text, fc.constantFrom('x'.repeat(129), 'a b', 'a/b', 'ü', 'id\n')).filter((v) => !REQUEST_ID_RE.test(decode(v)));
+const badRequestId: fc.Arbitrary<Val> = fc
+  .oneof(text, fc.constantFrom('x'.repeat(129), 'a b', 'a/b', 'ü', 'id\n'))
+  .filter((v) => !REQUEST_ID_RE.test(decode(v)));
 const command: fc.Arbitrary<Val> = fc.oneof(
   { weight: 4, arbitrary: fc.constantFrom(...COMMANDS) },
   { weight: 2, arbitrary: fc.constantFrom('CREATE', 'start', 'create ', 'list\n', 'constructor', '__proto__') },
@@ -55,26 +67,56 @@ const command: fc.Arbitrary<Val> = fc.oneof(
 const uuid = fc.uuid();
 /** Payloads: nothing here may be a valid create or task (the fuzz starts no container). */
 const payload: fc.Arbitrary<Val> = fc.oneof(
-  { weight: 2, arbitrary: fc.constantFrom('{}', '{"status":"RUNNING"}', '{"status":"SLEEPING"}', '{"worker_id":"nope"}', '[]', 'null', '1', '"s"', '', '{', '{"a":1,}', "{'a':1}") },
+  {
+    weight: 2,
+    arbitrary: fc.constantFrom(
+      '{}',
+      '{"status":"RUNNING"}',
+      '{"status":"SLEEPING"}',
+      '{"worker_id":"nope"}',
+      '[]',
+      'null',
+      '1',
+      '"s"',
+      '',
+      '{',
+      '{"a":1,}',
+      "{'a':1}",
+    ),
+  },
   { weight: 2, arbitrary: uuid.map((id) => JSON.stringify({ worker_id: id })) },
   { weight: 1, arbitrary: uuid.map((id) => JSON.stringify({ worker_id: id, colour: 'red' })) },
   {
     weight: 2,
-    arbitrary: fc.constantFrom(
-      { agent_type: 'GPT' },
-      { agent_type: 'CLAUDE', colour: 'red' },
-      { agent_type: 'CLAUDE', prompt: 'hi', modules: ['GIT', 'NOPE'] },
-      { agent_type: 'FACTORY', instructions: 'i'.repeat(LIMITS.instructionsBytes + 1) },
-      { agent_type: 'CLAUDE', prompt: 'p'.repeat(LIMITS.promptBytes + 1), task_id: 't' },
-      { agent_type: 'CLAUDE', task_id: 't'.repeat(LIMITS.taskIdChars + 1) },
-      { agent_type: 'CLAUDE', allowed_commands: ['git\nrm -rf /'] },
-      { agent_type: 'CLAUDE', resources: { memory: '1t' }, __proto__x: 1 },
-      { agent_type: 'CLAUDE', auth: { mode: 'host_session', host_claude_dir: '../../etc' }, prompt: '' },
-    ).map((p) => JSON.stringify(p)),
+    arbitrary: fc
+      .constantFrom(
+        { agent_type: 'GPT' },
+        { agent_type: 'CLAUDE', colour: 'red' },
+        { agent_type: 'CLAUDE', prompt: 'hi', modules: ['GIT', 'NOPE'] },
+        { agent_type: 'FACTORY', instructions: 'i'.repeat(LIMITS.instructionsBytes + 1) },
+        { agent_type: 'CLAUDE', prompt: 'p'.repeat(LIMITS.promptBytes + 1), task_id: 't' },
+        { agent_type: 'CLAUDE', task_id: 't'.repeat(LIMITS.taskIdChars + 1) },
+        { agent_type: 'CLAUDE', allowed_commands: ['git\nrm -rf /'] },
+        { agent_type: 'CLAUDE', resources: { memory: '1t' }, __proto__x: 1 },
+        { agent_type: 'CLAUDE', auth: { mode: 'host_session', host_claude_dir: '../../etc' }, prompt: '' },
+      )
+      .map((p) => JSON.stringify(p)),
   },
   { weight: 2, arbitrary: fc.jsonValue({ maxDepth: 3 }).map((v) => JSON.stringify(v)) },
-  { weight: 1, arbitrary: fc.dictionary(fc.string({ maxLength: 10 }), fc.jsonValue({ maxDepth: 2 }), { maxKeys: 5 }).map((d) => JSON.stringify(d)) },
-  { weight: 1, arbitrary: fc.constantFrom('['.repeat(100_000), `{"a":${'['.repeat(50_000)}`, BIG, JSON.stringify({ status: BIG }), JSON.stringify({ status: TOO_BIG })) },
+  {
+    weight: 1,
+    arbitrary: fc.dictionary(fc.string({ maxLength: 10 }), fc.jsonValue({ maxDepth: 2 }), { maxKeys: 5 }).map((d) => JSON.stringify(d)),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.constantFrom(
+      '['.repeat(100_000),
+      `{"a":${'['.repeat(50_000)}`,
+      BIG,
+      JSON.stringify({ status: BIG }),
+      JSON.stringify({ status: TOO_BIG }),
+    ),
+  },
   // JSON holding bytes that are not UTF-8 inside a string.
   { weight: 1, arbitrary: notUtf8.map((b) => Buffer.concat([Buffer.from('{"status":"'), b, Buffer.from('"}')])) },
   { weight: 1, arbitrary: text },
@@ -96,7 +138,11 @@ interface Template {
 
 const template: fc.Arbitrary<Template> = fc.record(
   {
-    requestId: fc.oneof({ weight: 6, arbitrary: fc.constant('valid' as const) }, { weight: 1, arbitrary: fc.constant('missing' as const) }, { weight: 2, arbitrary: badRequestId }),
+    requestId: fc.oneof(
+      { weight: 6, arbitrary: fc.constant('valid' as const) },
+      { weight: 1, arbitrary: fc.constant('missing' as const) },
+      { weight: 2, arbitrary: badRequestId },
+    ),
     duplicateRequestId: fc.oneof(text, fc.constant('dup-id')), // a valid one is made unique when sent
     command,
     payload,
@@ -225,7 +271,9 @@ describe('command adapter under fuzzing (real Redis, Temporal, client)', () => {
         const byStream = new Map<string, Map<string, Record<string, string>[]>>();
         for (const s of streams) byStream.set(s, await replies(s));
         const dead = new Map((await readAll(keys.deadLetters)).map((d) => [d.original_id!, d]));
-        missing = batch.filter((e) => !(e.outcome.kind === 'dead' ? dead.has(e.entryId) : byStream.get(e.outcome.stream)!.has(e.outcome.requestId)));
+        missing = batch.filter(
+          (e) => !(e.outcome.kind === 'dead' ? dead.has(e.entryId) : byStream.get(e.outcome.stream)!.has(e.outcome.requestId)),
+        );
         return missing.length === 0 ? { byStream, dead } : undefined;
       },
       { timeoutMs: 30_000, intervalMs: 50 },
@@ -296,7 +344,10 @@ describe('command adapter under fuzzing (real Redis, Temporal, client)', () => {
     const id = (await m.redis.xadd(keys.commands, '*', 'request_id', requestId, 'command', 'list', 'reply_to', WRONG_TYPE_REPLY)) as string;
     const r = await eventually('the reply', async () => (await replies('worker:responses')).get(requestId));
     expect(r).toHaveLength(1);
-    expect(JSON.parse(r[0]!.error!)).toMatchObject({ code: 'INVALID_REQUEST', details: { reply_to: expect.stringMatching(/not a stream/) } });
+    expect(JSON.parse(r[0]!.error!)).toMatchObject({
+      code: 'INVALID_REQUEST',
+      details: { reply_to: expect.stringMatching(/not a stream/) },
+    });
     expect(await pendingIds()).not.toContain(id);
     expect(await m.redis.get(WRONG_TYPE_REPLY)).toBe('a string, not a stream');
   });

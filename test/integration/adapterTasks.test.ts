@@ -59,7 +59,8 @@ describe('tasks through the adapter', () => {
     await redisServer.stop();
   });
 
-  const send = (requestId: string, command: string, payload: unknown): Promise<string> => sendCommand(m.redis, { requestId, command, payload, replyTo: REPLY });
+  const send = (requestId: string, command: string, payload: unknown): Promise<string> =>
+    sendCommand(m.redis, { requestId, command, payload, replyTo: REPLY });
   async function replies(): Promise<Map<string, string[][]>> {
     const byRequest = new Map<string, string[][]>();
     for (const [, f] of await m.redis.xrange(REPLY, '-', '+')) {
@@ -72,7 +73,8 @@ describe('tasks through the adapter', () => {
   test('50 running tasks do not delay a status reply; a restarted adapter answers each task once', async () => {
     const first = await startAdapter();
     const entryIds: string[] = [];
-    for (const t of tasks) entryIds.push(await send(t.requestId, 'task', { agent_type: 'CLAUDE', prompt: 'take your time', task_id: t.taskId }));
+    for (const t of tasks)
+      entryIds.push(await send(t.requestId, 'task', { agent_type: 'CLAUDE', prompt: 'take your time', task_id: t.taskId }));
 
     // Sent after all of them: answered only once the adapter has taken up every task before it.
     const statusId = `status-${run}`;

@@ -58,10 +58,18 @@ describe('wm CLI against the real stack', () => {
   beforeAll(async () => {
     if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run npm run build first (npm test does)`);
     // Claude Code puts system reminders before the prompt: echo its last line.
-    fake = await startFakeAnthropic(bridgeAddress(), (r) => ({ text: `Thinking. <result>echo: ${r.lastUserText.trim().split('\n').at(-1)}</result>` }));
+    fake = await startFakeAnthropic(bridgeAddress(), (r) => ({
+      text: `Thinking. <result>echo: ${r.lastUserText.trim().split('\n').at(-1)}</result>`,
+    }));
     m = await startManager({ ANTHROPIC_BASE_URL: fake.url, ANTHROPIC_API_KEY: 'test', MAX_CONCURRENT_WORKERS: '3' });
     // Only what the CLI reads: the manager's queue and Docker host, the shared Temporal and Redis.
-    env = { ...testEnv(), TEMPORAL_TASK_QUEUE: m.config.TEMPORAL_TASK_QUEUE, DOCKER_HOST_ID: m.config.DOCKER_HOST_ID, FORCE_COLOR: undefined, NO_COLOR: undefined };
+    env = {
+      ...testEnv(),
+      TEMPORAL_TASK_QUEUE: m.config.TEMPORAL_TASK_QUEUE,
+      DOCKER_HOST_ID: m.config.DOCKER_HOST_ID,
+      FORCE_COLOR: undefined,
+      NO_COLOR: undefined,
+    };
     writeFileSync(rules, '# Rules\nAnswer briefly.\n');
   });
   afterAll(async () => {
@@ -70,9 +78,25 @@ describe('wm CLI against the real stack', () => {
   });
 
   test('create --wait reaches RUNNING; status is plain text when piped', async () => {
-    const r = await wmJson('create', '--agent', 'claude', '--module', 'git', '--instructions-file', rules, '--allow', 'git status', '--wait');
+    const r = await wmJson(
+      'create',
+      '--agent',
+      'claude',
+      '--module',
+      'git',
+      '--instructions-file',
+      rules,
+      '--allow',
+      'git status',
+      '--wait',
+    );
     expect(r.code).toBe(0);
-    expect(r.json).toMatchObject({ status: 'RUNNING', agent_type: 'CLAUDE', container_id: expect.any(String), ip_address: expect.any(String) });
+    expect(r.json).toMatchObject({
+      status: 'RUNNING',
+      agent_type: 'CLAUDE',
+      container_id: expect.any(String),
+      ip_address: expect.any(String),
+    });
     workerId = r.json.worker_id;
     expect(await containerExists(m.docker, `worker-${workerId}`)).toBe(true);
     const human = await wm('status', workerId);
@@ -99,7 +123,14 @@ describe('wm CLI against the real stack', () => {
   test('status --json carries the status object', async () => {
     const r = await wmJson('status', workerId);
     expect(r.code).toBe(0);
-    expect(r.json).toMatchObject({ worker_id: workerId, status: 'RUNNING', agent_type: 'CLAUDE', image: expect.stringMatching(/^worker:/), created_at: expect.any(String), started_at: expect.any(String) });
+    expect(r.json).toMatchObject({
+      worker_id: workerId,
+      status: 'RUNNING',
+      agent_type: 'CLAUDE',
+      image: expect.stringMatching(/^worker:/),
+      created_at: expect.any(String),
+      started_at: expect.any(String),
+    });
   });
 
   test('send, then logs show the reply; logs -f follows as NDJSON and ends when the worker is removed', async () => {
@@ -109,12 +140,18 @@ describe('wm CLI against the real stack', () => {
     const taskId: string = sent.json.task_id;
     const logs = await eventually('the reply in wm logs', async () => {
       const r = await wmJson('logs', workerId);
-      return r.json.events.some((e: { type: string; task_id: string }) => e.type === 'task_completed' && e.task_id === taskId) ? r : undefined;
+      return r.json.events.some((e: { type: string; task_id: string }) => e.type === 'task_completed' && e.task_id === taskId)
+        ? r
+        : undefined;
     });
     expect(logs.code).toBe(0);
     expect(logs.json.worker_id).toBe(workerId);
     const mine = logs.json.events.filter((e: { task_id: string }) => e.task_id === taskId);
-    expect(mine.find((e: { type: string }) => e.type === 'result')).toMatchObject({ content: 'echo: hello there', seq: expect.any(Number), id: expect.any(String) });
+    expect(mine.find((e: { type: string }) => e.type === 'result')).toMatchObject({
+      content: 'echo: hello there',
+      seq: expect.any(Number),
+      id: expect.any(String),
+    });
     const human = await wm('logs', workerId, '--task', taskId);
     expect(human.stdout).toMatch(/result +echo: hello there/);
     expect(human.stdout).toMatch(new RegExp(`task_completed ${taskId} ok in`));
@@ -138,7 +175,10 @@ describe('wm CLI against the real stack', () => {
     const f = await follower.done;
     expect(f.code).toBe(0);
     expect(f.stderr).toBe(`worker ${workerId} is STOPPED; no more output\n`);
-    const lines: { type: string; content: string; task_id: string; seq: number }[] = f.stdout.trim().split('\n').map((l) => JSON.parse(l));
+    const lines: { type: string; content: string; task_id: string; seq: number }[] = f.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(lines[0]).toMatchObject({ type: 'task_completed', task_id: taskId });
     expect(lines.slice(1).every((l) => l.task_id === waited.json.task_id)).toBe(true);
     expect(lines.find((l) => l.type === 'result')).toMatchObject({ task_id: waited.json.task_id, content: 'echo: second prompt' });
@@ -199,7 +239,9 @@ describe('wm CLI against the real stack', () => {
     expect(logs.code).toBe(0);
     const cap = await start(['capacity'], down).done;
     expect(cap.code).toBe(4);
-    expect(cap.stderr).toBe(`error [UNAVAILABLE] Temporal at ${address} is unavailable, retry later: Failed to connect before the deadline\n`);
+    expect(cap.stderr).toBe(
+      `error [UNAVAILABLE] Temporal at ${address} is unavailable, retry later: Failed to connect before the deadline\n`,
+    );
   });
 
   test('Redis down: exit 4 with one line naming Redis and its address, and no stack traces', async () => {
@@ -207,7 +249,9 @@ describe('wm CLI against the real stack', () => {
     for (const args of [['ls'], ['status', workerId], ['logs', workerId], ['send', workerId, 'hi']]) {
       const r = await start(args, { REDIS_URL: url }).done;
       expect({ args, code: r.code }).toEqual({ args, code: 4 });
-      expect(r.stderr).toMatch(new RegExp(`^error \\[UNAVAILABLE\\] Redis at ${url} is unavailable, retry later: connect ECONNREFUSED [^\\n]*\\n$`));
+      expect(r.stderr).toMatch(
+        new RegExp(`^error \\[UNAVAILABLE\\] Redis at ${url} is unavailable, retry later: connect ECONNREFUSED [^\\n]*\\n$`),
+      );
     }
   });
 
@@ -224,7 +268,13 @@ describe('wm CLI against the real stack', () => {
   test('capacity, stats and gc --dry-run', async () => {
     const cap = await wmJson('capacity');
     expect(cap.code).toBe(0);
-    expect(cap.json).toMatchObject({ limit: 3, in_use: expect.any(Number), available: expect.any(Number), holders: expect.any(Array), queue: expect.any(Array) });
+    expect(cap.json).toMatchObject({
+      limit: 3,
+      in_use: expect.any(Number),
+      available: expect.any(Number),
+      holders: expect.any(Array),
+      queue: expect.any(Array),
+    });
     const stats = await wmJson('stats');
     expect(stats.json).toMatchObject({ workers: { STOPPED: expect.any(Number) }, tasks: { ok: expect.any(Number) } });
     const gc = await wmJson('gc', '--dry-run');
@@ -242,7 +292,12 @@ describe('wm CLI against the real stack', () => {
     expect(r.code).toBe(2);
     expect(r.stderr).toContain(`cannot read --instructions-file ${path.join(dir, 'missing.md')}: no such file`);
     const unknown = randomUUID();
-    for (const args of [['status', unknown], ['logs', unknown], ['rm', unknown], ['send', unknown, 'hi']]) {
+    for (const args of [
+      ['status', unknown],
+      ['logs', unknown],
+      ['rm', unknown],
+      ['send', unknown, 'hi'],
+    ]) {
       const j = await wmJson(...args);
       expect({ args, code: j.code }).toEqual({ args, code: 3 });
       expect(j.json).toEqual({ error: { code: 'NOT_FOUND', message: `no worker with id ${unknown}` } });

@@ -22,7 +22,11 @@ const silent = { info() {}, warn() {}, error() {} };
 
 /** From inside a container, a direct TCP connection (no proxy): 'connected' or the error code. */
 const directConnect = (c: Parameters<typeof execIn>[0], host: string, port: number) =>
-  execIn(c, ['node', '-e', `require('net').connect(${port}, '${host}').on('connect', () => console.log('connected')).on('error', (e) => console.log(e.code))`]);
+  execIn(c, [
+    'node',
+    '-e',
+    `require('net').connect(${port}, '${host}').on('connect', () => console.log('connected')).on('error', (e) => console.log(e.code))`,
+  ]);
 
 describe('egress allow-list (real containers)', () => {
   const hits = { allowed: 0, blocked: 0 };
@@ -53,13 +57,16 @@ describe('egress allow-list (real containers)', () => {
     blockedPort = await serve('blocked');
     // The agents' endpoint is allowed without being listed: the product needs it.
     fake = await startFakeAnthropic(host, () => ({ text: 'Done. <result>through the proxy</result>' }));
-    m = await startManager({
-      WORKER_EGRESS_PROXY_PORT: String(await freePort(host)),
-      ANTHROPIC_BASE_URL: fake.url,
-      ANTHROPIC_API_KEY: 'test',
-      WORKER_NETWORK: network,
-      WORKER_EGRESS_ALLOW: `host.docker.internal:${allowedPort},${host}:${allowedPort}`,
-    }, { log: (component) => (component === 'egress' ? { info() {}, warn: (_msg, meta) => refusals.push(meta), error() {} } : silent) });
+    m = await startManager(
+      {
+        WORKER_EGRESS_PROXY_PORT: String(await freePort(host)),
+        ANTHROPIC_BASE_URL: fake.url,
+        ANTHROPIC_API_KEY: 'test',
+        WORKER_NETWORK: network,
+        WORKER_EGRESS_ALLOW: `host.docker.internal:${allowedPort},${host}:${allowedPort}`,
+      },
+      { log: (component) => (component === 'egress' ? { info() {}, warn: (_msg, meta) => refusals.push(meta), error() {} } : silent) },
+    );
     gateway = m.egress;
   });
   afterAll(async () => {

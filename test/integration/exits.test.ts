@@ -20,7 +20,7 @@ describe('container exits (Docker events)', () => {
     await m.docker.getContainer(`worker-${id}`).kill({ signal: 'SIGKILL' });
     const st = await waitForStatus(m.client, id, ['FAILED']);
     expect(st.error).toContain('exited with code 137');
-    expect((await m.redis.hget(`worker:status:${id}`, 'reason'))).toBe('container_exited');
+    expect(await m.redis.hget(`worker:status:${id}`, 'reason')).toBe('container_exited');
     expect(await containerExists(m.docker, `worker-${id}`)).toBe(false);
     await eventually('the permit back', async () => (await m.client.capacity()).holders.every((h) => h.id !== `worker-${id}`));
   });
@@ -30,7 +30,11 @@ describe('container exits (Docker events)', () => {
     await waitForStatus(m.client, id, ['RUNNING']);
     const c = m.docker.getContainer(`worker-${id}`);
     // Make PID 1 the OOM killer's choice, then allocate far past the limit.
-    await execIn(c, ['sh', '-c', 'echo 1000 > /proc/1/oom_score_adj; python3 -c "b = bytearray(600 * 1024 * 1024); b[::4096] = b\'x\' * len(b[::4096])"']);
+    await execIn(c, [
+      'sh',
+      '-c',
+      'echo 1000 > /proc/1/oom_score_adj; python3 -c "b = bytearray(600 * 1024 * 1024); b[::4096] = b\'x\' * len(b[::4096])"',
+    ]);
     const st = await waitForStatus(m.client, id, ['FAILED']);
     expect(st.error).toContain('oom_killed');
     expect(await m.redis.hget(`worker:status:${id}`, 'reason')).toBe('oom_killed');
@@ -55,10 +59,17 @@ describe('container exits (Docker events)', () => {
     await new Promise((r) => setTimeout(r, 1000));
     expect((await m.client.status(id)).status).toBe('RUNNING'); // nobody noticed
     await eventually('visibility to show it RUNNING', async () => {
-      for await (const wf of m.temporal.workflow.list({ query: `WorkflowId="worker-${id}" AND WorkerStatus="RUNNING"` })) return wf !== undefined;
+      for await (const wf of m.temporal.workflow.list({ query: `WorkflowId="worker-${id}" AND WorkerStatus="RUNNING"` }))
+        return wf !== undefined;
       return false;
     });
-    const again = new ContainerWatcher(m.docker, m.temporal, { info() {}, warn() {}, error() {} }, m.config.DOCKER_HOST_ID, m.config.TEMPORAL_TASK_QUEUE);
+    const again = new ContainerWatcher(
+      m.docker,
+      m.temporal,
+      { info() {}, warn() {}, error() {} },
+      m.config.DOCKER_HOST_ID,
+      m.config.TEMPORAL_TASK_QUEUE,
+    );
     expect(await again.reconcile()).toBeGreaterThanOrEqual(1);
     const st = await waitForStatus(m.client, id, ['FAILED']);
     expect(st.error).toContain('the container is gone');
@@ -72,14 +83,19 @@ describe('orphan reaper', () => {
   });
   afterAll(async () => m?.stop());
 
-  test('removes a worker container without a live workflow, keeps a live worker and other deployments\' workers, and reports what it did', async () => {
+  test("removes a worker container without a live workflow, keeps a live worker and other deployments' workers, and reports what it did", async () => {
     const { worker_id: live } = await m.client.create({ agent_type: 'CLAUDE' });
     const st = await waitForStatus(m.client, live, ['RUNNING']);
     const orphanId = randomUUID();
     const orphan = await m.docker.createContainer({
       Image: st.image as string,
       name: `worker-${orphanId}`,
-      Labels: { 'com.codegen.managed': 'true', 'com.codegen.worker_id': orphanId, 'com.codegen.agent_type': 'CLAUDE', 'com.codegen.task_queue': m.config.TEMPORAL_TASK_QUEUE },
+      Labels: {
+        'com.codegen.managed': 'true',
+        'com.codegen.worker_id': orphanId,
+        'com.codegen.agent_type': 'CLAUDE',
+        'com.codegen.task_queue': m.config.TEMPORAL_TASK_QUEUE,
+      },
       Entrypoint: ['sleep'],
       Cmd: ['600'],
     });
@@ -89,12 +105,19 @@ describe('orphan reaper', () => {
     const foreign = await m.docker.createContainer({
       Image: st.image as string,
       name: `worker-${foreignId}`,
-      Labels: { 'com.codegen.managed': 'true', 'com.codegen.worker_id': foreignId, 'com.codegen.agent_type': 'CLAUDE', 'com.codegen.task_queue': `other-${foreignId}` },
+      Labels: {
+        'com.codegen.managed': 'true',
+        'com.codegen.worker_id': foreignId,
+        'com.codegen.agent_type': 'CLAUDE',
+        'com.codegen.task_queue': `other-${foreignId}`,
+      },
       Entrypoint: ['sleep'],
       Cmd: ['600'],
     });
     const report = await reapOrphans(m.docker, m.temporal, { info() {}, warn() {}, error() {} }, m.config.TEMPORAL_TASK_QUEUE);
-    expect(report.removed).toEqual(expect.arrayContaining([{ container: `worker-${orphanId}`, worker_id: orphanId, why: 'it has no workflow' }]));
+    expect(report.removed).toEqual(
+      expect.arrayContaining([{ container: `worker-${orphanId}`, worker_id: orphanId, why: 'it has no workflow' }]),
+    );
     expect(report.removed.map((r) => r.worker_id)).not.toContain(live);
     expect(await containerExists(m.docker, `worker-${orphanId}`)).toBe(false);
     expect(await containerExists(m.docker, `worker-${live}`)).toBe(true);

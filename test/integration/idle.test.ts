@@ -10,7 +10,9 @@ describe('idle pause, wake on input, session timeout (real containers)', () => {
   let fake: FakeAnthropic;
   beforeAll(async () => {
     fake = await startFakeAnthropic(bridgeAddress(), (r) =>
-      r.lastUserText.includes('[slow]') ? { text: '<result>slow done</result>', delayMs: 6_000 } : { text: `<result>got: ${['wake up', 'again'].find((w) => r.lastUserText.includes(w)) ?? 'something else'}</result>` },
+      r.lastUserText.includes('[slow]')
+        ? { text: '<result>slow done</result>', delayMs: 6_000 }
+        : { text: `<result>got: ${['wake up', 'again'].find((w) => r.lastUserText.includes(w)) ?? 'something else'}</result>` },
     );
     m = await startManager({ ANTHROPIC_BASE_URL: fake.url, ANTHROPIC_API_KEY: 'test', MAX_CONCURRENT_WORKERS: '4' });
   });
@@ -21,11 +23,15 @@ describe('idle pause, wake on input, session timeout (real containers)', () => {
 
   const paused = async (id: string) => (await m.docker.getContainer(`worker-${id}`).inspect()).State.Paused;
   const resultOf = (id: string, taskId: string) =>
-    eventually(`${taskId}'s result`, async () => {
-      const out = await m.redis.xrange(keys.output(id), '-', '+');
-      const hit = out.find(([, f]) => f.includes(taskId) && f[1] === 'result');
-      return hit ? hit[1][3] : undefined;
-    }, { timeoutMs: 60_000 });
+    eventually(
+      `${taskId}'s result`,
+      async () => {
+        const out = await m.redis.xrange(keys.output(id), '-', '+');
+        const hit = out.find(([, f]) => f.includes(taskId) && f[1] === 'result');
+        return hit ? hit[1][3] : undefined;
+      },
+      { timeoutMs: 60_000 },
+    );
 
   test('an idle worker is PAUSED; input written to its stream wakes it and is processed', async () => {
     const { worker_id: id } = await m.client.create({ agent_type: 'CLAUDE', idle_timeout_s: 2 });

@@ -29,7 +29,10 @@ async function buildsSince(m: RunningManager, hash: string, since: Date): Promis
 }
 
 async function removeImageIfUnused(docker: Docker, tag: string): Promise<void> {
-  await docker.getImage(tag).remove({ force: false }).catch(() => undefined);
+  await docker
+    .getImage(tag)
+    .remove({ force: false })
+    .catch(() => undefined);
 }
 
 async function tinyManagedImage(docker: Docker, tag: string, marker: string): Promise<string> {
@@ -50,14 +53,21 @@ describe('image builder (real Docker, real agent CLIs)', () => {
   test('CLAUDE and FACTORY get different images with their real CLIs; the same spec again builds nothing', async () => {
     const since = new Date();
     const [a, b] = await Promise.all([m.client.create({ agent_type: 'CLAUDE' }), m.client.create({ agent_type: 'FACTORY' })]);
-    const [sa, sb] = await Promise.all([waitForStatus(m.client, a.worker_id, ['RUNNING']), waitForStatus(m.client, b.worker_id, ['RUNNING'])]);
+    const [sa, sb] = await Promise.all([
+      waitForStatus(m.client, a.worker_id, ['RUNNING']),
+      waitForStatus(m.client, b.worker_id, ['RUNNING']),
+    ]);
     expect(sa.image).not.toBe(sb.image);
     const claude = await runInImage(m.docker, sa.image as string, ['claude', '--version']);
     expect(claude).toMatchObject({ code: 0, output: expect.stringContaining('Claude Code') });
     const droid = await runInImage(m.docker, sb.image as string, ['droid', '--version']);
     expect(droid).toMatchObject({ code: 0, output: expect.stringMatching(/\d+\.\d+\.\d+/) });
     const labels = (await m.docker.getImage(sb.image as string).inspect()).Config.Labels;
-    expect(labels).toMatchObject({ 'com.codegen.managed': 'true', 'com.codegen.agent_type': 'FACTORY', 'com.codegen.image_hash': (sb.image as string).slice('worker:'.length) });
+    expect(labels).toMatchObject({
+      'com.codegen.managed': 'true',
+      'com.codegen.agent_type': 'FACTORY',
+      'com.codegen.image_hash': (sb.image as string).slice('worker:'.length),
+    });
 
     // The same spec again: the same tag, and no build at all this time.
     const again = await m.client.create({ agent_type: 'CLAUDE' });
@@ -147,7 +157,10 @@ describe('image builder (real Docker, real agent CLIs)', () => {
       expect(d.spec.intervals?.[0]?.every).toBe(86_400_000);
       expect(d.action).toMatchObject({ type: 'startWorkflow', workflowType: 'imageGc' });
     } finally {
-      await m.temporal.schedule.getHandle(id).delete().catch(() => undefined);
+      await m.temporal.schedule
+        .getHandle(id)
+        .delete()
+        .catch(() => undefined);
     }
   });
 });
@@ -162,7 +175,10 @@ describe('a broken image build', () => {
   });
   afterAll(async () => {
     await m?.stop();
-    await m?.docker.getImage(brokenBase).remove({ force: true }).catch(() => undefined);
+    await m?.docker
+      .getImage(brokenBase)
+      .remove({ force: true })
+      .catch(() => undefined);
   });
 
   test('ends the worker FAILED with BUILD_FAILED and the last lines of the build log', async () => {

@@ -99,7 +99,12 @@ describe('input validation, id spaces and status fields', () => {
     await completedOf(last);
     const all = await output();
     const of = (taskId: string) => all.filter((e) => e.task_id === taskId);
-    for (const [taskId, field] of [[`nocontent-${run}`, 'content'], [`empty-${run}`, 'content'], [`abc-${run}`, 'timeout_s'], [`minus-${run}`, 'timeout_s']] as const) {
+    for (const [taskId, field] of [
+      [`nocontent-${run}`, 'content'],
+      [`empty-${run}`, 'content'],
+      [`abc-${run}`, 'timeout_s'],
+      [`minus-${run}`, 'timeout_s'],
+    ] as const) {
       const events = of(taskId);
       expect([taskId, events.map((e) => e.type)]).toEqual([taskId, ['error', 'task_completed']]);
       expect(events[0]!.content).toContain(field);
@@ -121,7 +126,11 @@ describe('input validation, id spaces and status fields', () => {
     const taskId = `act-${randomUUID().slice(0, 8)}`;
     await m.client.sendInput(worker, { content: 'activity', task_id: taskId });
     await completedOf(taskId);
-    await eventually('last_activity_at to move', async () => ((await m.client.status(worker)).last_activity_at! > before ? true : undefined), { timeoutMs: 30_000 });
+    await eventually(
+      'last_activity_at to move',
+      async () => ((await m.client.status(worker)).last_activity_at! > before ? true : undefined),
+      { timeoutMs: 30_000 },
+    );
   });
 
   test('sendInput refuses what the worker would not run, saying why', async () => {

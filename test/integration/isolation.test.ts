@@ -37,7 +37,19 @@ function attacksOn(other: string): string[][] {
     ['GET', keys.session(other)],
     ['XREAD', 'STREAMS', keys.input(other), '0'],
     ['XADD', keys.input(other), '*', 'type', 'prompt', 'content', 'injected', 'task_id', 'evil'],
-    ['XADD', keys.commands, '*', 'request_id', 'forged', 'command', 'delete', 'payload', JSON.stringify({ worker_id: other }), 'reply_to', 'worker:responses:forged'],
+    [
+      'XADD',
+      keys.commands,
+      '*',
+      'request_id',
+      'forged',
+      'command',
+      'delete',
+      'payload',
+      JSON.stringify({ worker_id: other }),
+      'reply_to',
+      'worker:responses:forged',
+    ],
     ['HSET', keys.status(other), 'status', 'STOPPED'],
     ['SET', keys.heartbeat(other), 'forged'],
     ['XREAD', 'STREAMS', keys.lifecycle, '0'],
@@ -123,7 +135,7 @@ describe('isolation: a worker reaches only its own keys in Redis', () => {
     expect(passwordA).toMatch(/^[0-9a-f]{64}$/);
     const history = JSON.stringify(await m.temporal.workflow.getHandle(`worker-${a}`).fetchHistory());
     expect(history).not.toContain(passwordA);
-    const everything = await admin.call('ACL', 'LIST') as string[];
+    const everything = (await admin.call('ACL', 'LIST')) as string[];
     expect(everything.join('\n')).not.toContain(passwordA); // Redis keeps only its SHA-256
 
     // Both run prompts as their own users (B after re-authenticating on its open connections).
@@ -144,8 +156,16 @@ describe('isolation: a worker reaches only its own keys in Redis', () => {
     };
     const statusBefore = await statusOf(victim);
     const inputBefore = await admin.xlen(keys.input(victim));
-    const controls = [['XREVRANGE', keys.output(self()), '+', '-', 'COUNT', '1'], ['GET', keys.inputCursor(self())]];
-    const out = await execIn(m.docker.getContainer(`worker-${self()}`), ['node', '-e', ATTACKS, JSON.stringify({ attacks: attacksOn(victim), controls })]);
+    const controls = [
+      ['XREVRANGE', keys.output(self()), '+', '-', 'COUNT', '1'],
+      ['GET', keys.inputCursor(self())],
+    ];
+    const out = await execIn(m.docker.getContainer(`worker-${self()}`), [
+      'node',
+      '-e',
+      ATTACKS,
+      JSON.stringify({ attacks: attacksOn(victim), controls }),
+    ]);
     const report = JSON.parse(out) as AttackReport;
 
     expect(report.credentials).toContain('(none)');
@@ -211,7 +231,28 @@ describe("isolation on the local stack's Redis (scripts/stack.sh)", () => {
     stack.port = await freePort();
     const data = stack.env.WM_DATA_DIR!;
     mkdirSync(data, { recursive: true });
-    await run('redis-server', ['--daemonize', 'yes', '--port', String(stack.port), '--bind', `127.0.0.1 ${bridgeAddress()}`, '--protected-mode', 'no', '--dir', data, '--dbfilename', 'redis.rdb', '--logfile', path.join(data, 'redis.log'), '--notify-keyspace-events', 'Kt', '--save', '60 1000', '--appendonly', 'yes']);
+    await run('redis-server', [
+      '--daemonize',
+      'yes',
+      '--port',
+      String(stack.port),
+      '--bind',
+      `127.0.0.1 ${bridgeAddress()}`,
+      '--protected-mode',
+      'no',
+      '--dir',
+      data,
+      '--dbfilename',
+      'redis.rdb',
+      '--logfile',
+      path.join(data, 'redis.log'),
+      '--notify-keyspace-events',
+      'Kt',
+      '--save',
+      '60 1000',
+      '--appendonly',
+      'yes',
+    ]);
     const anonymous = new Redis({ port: stack.port, maxRetriesPerRequest: null });
     anonymous.on('error', () => undefined);
     await anonymous.set('worker:kept', 'yes');
@@ -237,7 +278,12 @@ describe("isolation on the local stack's Redis (scripts/stack.sh)", () => {
   test('from inside a worker, a connection without credentials is refused, as is everything else but its own keys', async () => {
     const env = await stack.sourcedEnv();
     fake = await startFakeAnthropic(bridgeAddress(), (r) => ({ text: `<result>echo: ${r.lastUserText.slice(0, 40)}</result>` }));
-    m = await startManager({ REDIS_URL: env.REDIS_URL!, WORKER_REDIS_URL: `redis://host.docker.internal:${stack.port}`, ANTHROPIC_BASE_URL: fake.url, ANTHROPIC_API_KEY: 'test' });
+    m = await startManager({
+      REDIS_URL: env.REDIS_URL!,
+      WORKER_REDIS_URL: `redis://host.docker.internal:${stack.port}`,
+      ANTHROPIC_BASE_URL: fake.url,
+      ANTHROPIC_API_KEY: 'test',
+    });
     expect(await new RedisAcl(m.redis, m.config).defaultUserOpen()).toBe(false); // so the manager does not warn
     const id = (await m.client.create({ agent_type: 'CLAUDE' })).worker_id;
     await waitForStatus(m.client, id, ['RUNNING']);
@@ -245,9 +291,13 @@ describe("isolation on the local stack's Redis (scripts/stack.sh)", () => {
     expect(JSON.stringify((await container.inspect()).Config.Env)).not.toContain(stack.password);
 
     const controls = [['XREVRANGE', keys.output(id), '+', '-', 'COUNT', '1']];
-    const report = JSON.parse(await execIn(container, ['node', '-e', ATTACKS, JSON.stringify({ attacks: attacksOn(randomUUID()), controls })])) as AttackReport;
+    const report = JSON.parse(
+      await execIn(container, ['node', '-e', ATTACKS, JSON.stringify({ attacks: attacksOn(randomUUID()), controls })]),
+    ) as AttackReport;
     expect(report.credentials).toEqual(['(none)', workerAclUser(aclScope(m.config), id)]);
-    expect(report.results.filter((r) => r.user === '(none)').map((r) => r.outcome)).toEqual(Array(attacksOn('x').length + controls.length).fill('refused'));
+    expect(report.results.filter((r) => r.user === '(none)').map((r) => r.outcome)).toEqual(
+      Array(attacksOn('x').length + controls.length).fill('refused'),
+    );
     expect(report.results.filter((r) => r.kind === 'attack' && r.outcome !== 'refused' && r.outcome !== 'no connection')).toEqual([]);
     expect(report.results.filter((r) => r.kind === 'control' && r.user !== '(none)').map((r) => r.outcome)).toEqual(['allowed']);
     expect(await runPrompt(m, redis, id, 'on-the-stack')).toBe('ok');

@@ -67,7 +67,9 @@ describe('worker lifecycle on the real stack (client API)', () => {
       'com.codegen.worker_id': id,
       'com.codegen.agent_type': 'CLAUDE',
     });
-    expect(info.Config.Env).toEqual(expect.arrayContaining([`WORKER_ID=${id}`, 'WORKER_AGENT_TYPE=CLAUDE', `WORKER_REDIS_URL=${m.config.WORKER_REDIS_URL}`]));
+    expect(info.Config.Env).toEqual(
+      expect.arrayContaining([`WORKER_ID=${id}`, 'WORKER_AGENT_TYPE=CLAUDE', `WORKER_REDIS_URL=${m.config.WORKER_REDIS_URL}`]),
+    );
     expect(info.HostConfig.Memory).toBe(256 * 1024 ** 2);
     expect(info.HostConfig.NanoCpus).toBe(0.25e9);
     expect(info.HostConfig.NetworkMode).toBe(m.config.WORKER_NETWORK);
@@ -152,7 +154,12 @@ describe('worker lifecycle on the real stack (client API)', () => {
       .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(WorkerManagerError);
     expect((err as WorkerManagerError).code).toBe('INVALID_REQUEST');
-    expect(Object.keys((err as WorkerManagerError).details ?? {}).sort()).toEqual(['agent_type', 'extra', 'modules[1]', 'resources.memory']);
+    expect(Object.keys((err as WorkerManagerError).details ?? {}).sort()).toEqual([
+      'agent_type',
+      'extra',
+      'modules[1]',
+      'resources.memory',
+    ]);
 
     await expect(m.client.create({ agent_type: 'CLAUDE', resources: { memory: '64g' } })).rejects.toMatchObject({
       code: 'INVALID_REQUEST',
@@ -162,7 +169,10 @@ describe('worker lifecycle on the real stack (client API)', () => {
     const unknown = '00000000-0000-4000-8000-000000000000';
     await expect(m.client.status(unknown)).rejects.toMatchObject({ code: 'NOT_FOUND' });
     await expect(m.client.delete(unknown)).rejects.toMatchObject({ code: 'NOT_FOUND' });
-    await expect(m.client.status('not-a-uuid')).rejects.toMatchObject({ code: 'INVALID_REQUEST', details: { worker_id: 'must be a UUID' } });
+    await expect(m.client.status('not-a-uuid')).rejects.toMatchObject({
+      code: 'INVALID_REQUEST',
+      details: { worker_id: 'must be a UUID' },
+    });
   });
 });
 

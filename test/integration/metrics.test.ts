@@ -37,7 +37,10 @@ describe('metrics and health endpoints', () => {
 
   beforeAll(async () => {
     // As the manager process does: the SDK's runtime with its Prometheus exporter (quiet for tests).
-    await installTemporalRuntime({ logger: new DefaultLogger('ERROR'), telemetryOptions: { logging: { filter: makeTelemetryFilterString({ core: 'ERROR' }) } } });
+    await installTemporalRuntime({
+      logger: new DefaultLogger('ERROR'),
+      telemetryOptions: { logging: { filter: makeTelemetryFilterString({ core: 'ERROR' }) } },
+    });
     await redisServer.start();
     fake = await startFakeAnthropic(bridgeAddress(), () => ({ text: '<result>done</result>' }));
     m = await startManager(
@@ -73,20 +76,38 @@ describe('metrics and health endpoints', () => {
       .reduce((a, s) => a + s.value, 0);
   }
   const reaches = (name: string, labels: Record<string, string>, wanted: number) =>
-    eventually(`${name}${JSON.stringify(labels)} = ${wanted}`, async () => (await value(name, labels)) === wanted, { timeoutMs: 60_000, intervalMs: 250 });
+    eventually(`${name}${JSON.stringify(labels)} = ${wanted}`, async () => (await value(name, labels)) === wanted, {
+      timeoutMs: 60_000,
+      intervalMs: 250,
+    });
 
   async function send(requestId: string, command: string, payload: unknown): Promise<void> {
-    await m.redis.xadd(keys.commands, '*', 'request_id', requestId, 'command', command, 'payload', JSON.stringify(payload), 'reply_to', REPLY);
+    await m.redis.xadd(
+      keys.commands,
+      '*',
+      'request_id',
+      requestId,
+      'command',
+      command,
+      'payload',
+      JSON.stringify(payload),
+      'reply_to',
+      REPLY,
+    );
   }
   async function reply(requestId: string): Promise<Record<string, string>> {
-    return eventually(`the reply to ${requestId}`, async () => {
-      for (const [, f] of await m.redis.xrange(REPLY, '-', '+')) {
-        const obj: Record<string, string> = {};
-        for (let i = 0; i < f.length; i += 2) obj[f[i]!] = f[i + 1]!;
-        if (obj.request_id === requestId) return obj;
-      }
-      return undefined;
-    }, { timeoutMs: 600_000 });
+    return eventually(
+      `the reply to ${requestId}`,
+      async () => {
+        for (const [, f] of await m.redis.xrange(REPLY, '-', '+')) {
+          const obj: Record<string, string> = {};
+          for (let i = 0; i < f.length; i += 2) obj[f[i]!] = f[i + 1]!;
+          if (obj.request_id === requestId) return obj;
+        }
+        return undefined;
+      },
+      { timeoutMs: 600_000 },
+    );
   }
   const readyz = async () => {
     const res = await fetch(`${base}/readyz`);
@@ -96,10 +117,14 @@ describe('metrics and health endpoints', () => {
   test('healthz answers; readyz is 200 once Temporal, Redis, Docker and the adapter answer', async () => {
     const health = await fetch(`${base}/healthz`);
     expect(health.status).toBe(200);
-    const ready = await eventually('ready', async () => {
-      const r = await readyz();
-      return r.status === 200 ? r : undefined;
-    }, { timeoutMs: 30_000 });
+    const ready = await eventually(
+      'ready',
+      async () => {
+        const r = await readyz();
+        return r.status === 200 ? r : undefined;
+      },
+      { timeoutMs: 30_000 },
+    );
     expect(ready.body).toEqual({ ready: true, failed: [], checks: { temporal: 'ok', redis: 'ok', docker: 'ok', adapter: 'ok' } });
     expect((await fetch(`${base}/nothing`)).status).toBe(404);
   });
@@ -159,10 +184,14 @@ describe('metrics and health endpoints', () => {
 
   test("readyz is 503 naming Redis while the manager's Redis is down, and 200 again after", async () => {
     await redisServer.stop();
-    const down = await eventually('not ready', async () => {
-      const r = await readyz();
-      return r.status === 503 ? r : undefined;
-    }, { timeoutMs: 30_000 });
+    const down = await eventually(
+      'not ready',
+      async () => {
+        const r = await readyz();
+        return r.status === 503 ? r : undefined;
+      },
+      { timeoutMs: 30_000 },
+    );
     expect(down.body.ready).toBe(false);
     expect(down.body.failed).toContain('redis');
     expect(down.body.checks.redis).not.toBe('ok');

@@ -22,18 +22,23 @@ const CANARY = `sk-ant-canary-${randomUUID()}`;
 const FACTORY_CANARY = `fk-canary-${randomUUID()}`;
 
 function script(r: FakeRequest) {
-  if (r.lastUserText.includes('[two-step]') && !r.hasToolResult) return { toolUse: { name: 'Bash', input: { command: 'echo step', description: 'one step' } } };
+  if (r.lastUserText.includes('[two-step]') && !r.hasToolResult)
+    return { toolUse: { name: 'Bash', input: { command: 'echo step', description: 'one step' } } };
   return { text: 'Done. <result>through the gateway</result>' };
 }
 
 /** A reply's status and body, from a plain HTTP request (the way an agent CLI asks). */
 function post(url: string, headers: Record<string, string>, body: unknown): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = http.request(url, { method: 'POST', headers: { 'content-type': 'application/json', 'anthropic-version': '2023-06-01', ...headers } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
-    });
+    const req = http.request(
+      url,
+      { method: 'POST', headers: { 'content-type': 'application/json', 'anthropic-version': '2023-06-01', ...headers } },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+      },
+    );
     req.on('error', reject);
     req.end(JSON.stringify(body));
   });
@@ -42,10 +47,12 @@ function post(url: string, headers: Record<string, string>, body: unknown): Prom
 /** A reply's status, from a plain GET (the way the wrapper asks for a task's usage). */
 function get(url: string, headers: Record<string, string>): Promise<{ status: number }> {
   return new Promise((resolve, reject) => {
-    http.get(url, { headers }, (res) => {
-      res.resume();
-      res.on('end', () => resolve({ status: res.statusCode ?? 0 }));
-    }).on('error', reject);
+    http
+      .get(url, { headers }, (res) => {
+        res.resume();
+        res.on('end', () => resolve({ status: res.statusCode ?? 0 }));
+      })
+      .on('error', reject);
   });
 }
 
@@ -94,7 +101,13 @@ describe('model gateway: the real CLIs reach the model API only through the mana
 
   beforeAll(async () => {
     fake = await startFakeAnthropic(bridgeAddress(), script);
-    m = await startManager({ ANTHROPIC_BASE_URL: fake.url, ANTHROPIC_API_KEY: CANARY, FACTORY_BASE_URL: fake.url, FACTORY_API_KEY: FACTORY_CANARY, MAX_CONCURRENT_WORKERS: '3' });
+    m = await startManager({
+      ANTHROPIC_BASE_URL: fake.url,
+      ANTHROPIC_API_KEY: CANARY,
+      FACTORY_BASE_URL: fake.url,
+      FACTORY_API_KEY: FACTORY_CANARY,
+      MAX_CONCURRENT_WORKERS: '3',
+    });
     gateway = `http://${bridgeAddress()}:${m.config.MODEL_GATEWAY_PORT}`;
   });
   afterAll(async () => {
@@ -103,14 +116,18 @@ describe('model gateway: the real CLIs reach the model API only through the mana
   });
 
   async function completed(workerId: string, taskId: string) {
-    return eventually(`task ${taskId} to complete`, async () => {
-      const out = await m.redis.xrange(keys.output(workerId), '-', '+');
-      const done = out.find(([, f]) => f.includes(taskId) && f[f.indexOf('type') + 1] === 'task_completed');
-      return done && (JSON.parse(done[1][done[1].indexOf('content') + 1]!) as { status: string; reason?: string; usage?: ModelUsage });
-    }, { timeoutMs: 180_000, intervalMs: 200 });
+    return eventually(
+      `task ${taskId} to complete`,
+      async () => {
+        const out = await m.redis.xrange(keys.output(workerId), '-', '+');
+        const done = out.find(([, f]) => f.includes(taskId) && f[f.indexOf('type') + 1] === 'task_completed');
+        return done && (JSON.parse(done[1][done[1].indexOf('content') + 1]!) as { status: string; reason?: string; usage?: ModelUsage });
+      },
+      { timeoutMs: 180_000, intervalMs: 200 },
+    );
   }
 
-  test('a prompt runs through the gateway; the canary key is nowhere in the container, Redis or the history; the stopped worker\'s token is refused', async () => {
+  test("a prompt runs through the gateway; the canary key is nowhere in the container, Redis or the history; the stopped worker's token is refused", async () => {
     const { worker_id: id } = await m.client.create({ agent_type: 'CLAUDE' });
     await waitForStatus(m.client, id, ['RUNNING']);
     const before = fake.requests.length;
@@ -129,13 +146,21 @@ describe('model gateway: the real CLIs reach the model API only through the mana
     }
 
     // Usage: what the fake reported (12 input and 20 output tokens per reply), per task, worker and in total.
-    const expected: ModelUsage = { requests: mine.length, input_tokens: 12 * mine.length, output_tokens: 20 * mine.length, cache_read_input_tokens: 0, cache_creation_input_tokens: 0 };
+    const expected: ModelUsage = {
+      requests: mine.length,
+      input_tokens: 12 * mine.length,
+      output_tokens: 20 * mine.length,
+      cache_read_input_tokens: 0,
+      cache_creation_input_tokens: 0,
+    };
     expect(done.usage).toEqual(expected);
     // The status hash has the totals by the time task_completed is out (the gateway copies them at the task's end).
     expect((await m.client.status(id)).usage).toEqual(expected);
     // And the Temporal UI's current details of the worker's workflow show them (one signal per task).
     const line = `model usage: ${expected.requests} requests · tokens ${expected.input_tokens} input, ${expected.output_tokens} output, 0 cache read, 0 cache write`;
-    const details = async () => (await m.temporal.workflow.getHandle(`worker-${id}`).query<{ currentDetails?: string }>('__temporal_workflow_metadata')).currentDetails ?? '';
+    const details = async () =>
+      (await m.temporal.workflow.getHandle(`worker-${id}`).query<{ currentDetails?: string }>('__temporal_workflow_metadata'))
+        .currentDetails ?? '';
     await eventually('the usage in the current details', async () => (await details()).includes(line));
     const statsAfter = (await m.client.stats()).usage; // shared Redis: other tests may add to it too
     expect(statsAfter.requests - statsBefore.requests).toBeGreaterThanOrEqual(expected.requests);
@@ -170,7 +195,12 @@ describe('model gateway: the real CLIs reach the model API only through the mana
     const refused = await post(`${gateway}/v1/messages`, { 'x-api-key': token }, MESSAGE);
     expect(refused.status).toBe(401);
     // The final status counts the request made outside any task too.
-    expect((await m.client.status(id)).usage).toEqual({ ...expected, requests: expected.requests + 1, input_tokens: expected.input_tokens + 12, output_tokens: expected.output_tokens + 20 });
+    expect((await m.client.status(id)).usage).toEqual({
+      ...expected,
+      requests: expected.requests + 1,
+      input_tokens: expected.input_tokens + 12,
+      output_tokens: expected.output_tokens + 20,
+    });
     expect(JSON.parse(refused.body)).toMatchObject({ type: 'error', error: { type: 'authentication_error' } });
     expect((await post(`${gateway}/v1/messages`, { authorization: `Bearer ${token}` }, MESSAGE)).status).toBe(401);
 
@@ -197,7 +227,14 @@ describe('model gateway: the real CLIs reach the model API only through the mana
     const { worker_id: id } = await m.client.create({ agent_type: 'CLAUDE' });
     await waitForStatus(m.client, id, ['RUNNING']);
     const token = await tokenOf(m.docker, id);
-    const report = await reapOrphans(m.docker, m.temporal, { info() {}, warn() {}, error() {} }, m.config.TEMPORAL_TASK_QUEUE, undefined, tokens);
+    const report = await reapOrphans(
+      m.docker,
+      m.temporal,
+      { info() {}, warn() {}, error() {} },
+      m.config.TEMPORAL_TASK_QUEUE,
+      undefined,
+      tokens,
+    );
     expect(report.tokens).toEqual([{ worker_id: ghost, why: 'it has no workflow' }]);
     expect((await post(`${gateway}/v1/messages`, { 'x-api-key': ghostToken }, MESSAGE)).status).toBe(401);
     expect((await post(`${gateway}/v1/messages`, { 'x-api-key': token }, MESSAGE)).status).toBe(200);
@@ -229,7 +266,7 @@ describe('model gateway: the real CLIs reach the model API only through the mana
     await m.redis.del(keys.usage(ghost));
   });
 
-  test('droid\'s custom model goes through the gateway with the worker\'s token as its key', async () => {
+  test("droid's custom model goes through the gateway with the worker's token as its key", async () => {
     const before = fake.requests.length;
     const r = await m.client.runTask({ agent_type: 'FACTORY', prompt: 'say something', timeout_s: 120 });
     expect(r).toMatchObject({ status: 'ok', result: 'through the gateway' });
@@ -239,7 +276,7 @@ describe('model gateway: the real CLIs reach the model API only through the mana
     expect(r.usage).toMatchObject({ requests: mine.length, output_tokens: 20 * mine.length });
   });
 
-  test('a budget of 1 request: the agent\'s second request is refused, the task ends error with budget_exceeded and an event', async () => {
+  test("a budget of 1 request: the agent's second request is refused, the task ends error with budget_exceeded and an event", async () => {
     const before = fake.requests.length;
     const r = await m.client.runTask({ agent_type: 'CLAUDE', prompt: 'do it in [two-step]', timeout_s: 120, budget: { max_requests: 1 } });
     expect(r).toMatchObject({ status: 'error', reason: 'budget_exceeded' });
@@ -275,15 +312,19 @@ describe('model gateway: the real CLIs reach the model API only through the mana
     try {
       const chunks: string[] = [];
       const body = await new Promise<string>((resolve, reject) => {
-        const req = http.request(`${gateway}/v1/messages`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': gatewayToken(key, workerId) } }, (res) => {
-          expect(res.headers['content-type']).toMatch(/text\/event-stream/);
-          res.on('data', (c: Buffer) => {
-            chunks.push(c.toString('utf8'));
-            // The first delta arrived, and the fake has not been let go: nothing was buffered.
-            if (chunks.join('').includes('first half') && !finished) release();
-          });
-          res.on('end', () => resolve(chunks.join('')));
-        });
+        const req = http.request(
+          `${gateway}/v1/messages`,
+          { method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': gatewayToken(key, workerId) } },
+          (res) => {
+            expect(res.headers['content-type']).toMatch(/text\/event-stream/);
+            res.on('data', (c: Buffer) => {
+              chunks.push(c.toString('utf8'));
+              // The first delta arrived, and the fake has not been let go: nothing was buffered.
+              if (chunks.join('').includes('first half') && !finished) release();
+            });
+            res.on('end', () => resolve(chunks.join('')));
+          },
+        );
         req.on('error', reject);
         req.end(JSON.stringify(MESSAGE));
       });
@@ -311,7 +352,7 @@ describe('model gateway with the warm pool: a claimed container derives its toke
     await fake?.close();
   });
 
-  test('a task in a claimed warm container reaches the fake with the manager\'s key', async () => {
+  test("a task in a claimed warm container reaches the fake with the manager's key", async () => {
     const first = await m.client.runTask({ agent_type: 'CLAUDE', prompt: 'cold', timeout_s: 120 });
     expect(first.status).toBe('ok');
     await m.warmPool!.settled();

@@ -116,10 +116,17 @@ describe('operator actions on a worker workflow', () => {
 
     // The abandoned run is closed with WorkerStatus RUNNING: a sweep must not take its container.
     await eventually('visibility to list the abandoned run as terminated', async () => {
-      for await (const wf of m.temporal.workflow.list({ query: `WorkflowId="${name}" AND ExecutionStatus="Terminated"` })) return wf.runId === runId;
+      for await (const wf of m.temporal.workflow.list({ query: `WorkflowId="${name}" AND ExecutionStatus="Terminated"` }))
+        return wf.runId === runId;
       return false;
     });
-    const report = await new ClosedWorkflowSweep({ config: m.config, docker: m.docker, redis: m.redis, temporal: m.temporal, log: { info() {}, warn() {}, error() {} } }).sweep();
+    const report = await new ClosedWorkflowSweep({
+      config: m.config,
+      docker: m.docker,
+      redis: m.redis,
+      temporal: m.temporal,
+      log: { info() {}, warn() {}, error() {} },
+    }).sweep();
     expect(report.finished.map((f) => f.worker_id)).not.toContain(id);
     expect(await containerExists(m.docker, name)).toBe(true);
     expect((await m.client.status(id)).status).toBe('RUNNING');

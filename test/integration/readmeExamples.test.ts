@@ -22,7 +22,16 @@ import path from 'node:path';
 import Redis from 'ioredis';
 import { transformSync } from 'esbuild';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fakeAnthropic';
-import { bridgeAddress, containerExists, eventually, ROOT, startManager, testEnv, waitForStatus, type RunningManager } from '../helpers/stack';
+import {
+  bridgeAddress,
+  containerExists,
+  eventually,
+  ROOT,
+  startManager,
+  testEnv,
+  waitForStatus,
+  type RunningManager,
+} from '../helpers/stack';
 import { replyBody, replyFor } from '../helpers/commands';
 import { StackRedis } from '../helpers/stackRedis';
 
@@ -76,12 +85,28 @@ describe('README examples, run as written', () => {
     // The reader's second terminal, set up as the README says.
     const session = await stack.sourcedEnv(blocks.session!.code);
     redis = new Redis(session.REDIS_URL!, { maxRetriesPerRequest: 3 });
-    fake = await startFakeAnthropic(bridgeAddress(), (r) => ({ text: `Here you are. <result>echo: ${r.lastUserText.trim().split('\n').at(-1)}</result>` }));
+    fake = await startFakeAnthropic(bridgeAddress(), (r) => ({
+      text: `Here you are. <result>echo: ${r.lastUserText.trim().split('\n').at(-1)}</result>`,
+    }));
     m = await startManager(
-      { REDIS_URL: session.REDIS_URL!, WORKER_REDIS_URL: `redis://host.docker.internal:${stack.port}`, ANTHROPIC_BASE_URL: fake.url, ANTHROPIC_API_KEY: 'test', MAX_CONCURRENT_WORKERS: '4', MANAGER_ID: `readme-${run}`, ADAPTER_CONCURRENCY: '4' },
+      {
+        REDIS_URL: session.REDIS_URL!,
+        WORKER_REDIS_URL: `redis://host.docker.internal:${stack.port}`,
+        ANTHROPIC_BASE_URL: fake.url,
+        ANTHROPIC_API_KEY: 'test',
+        MAX_CONCURRENT_WORKERS: '4',
+        MANAGER_ID: `readme-${run}`,
+        ADAPTER_CONCURRENCY: '4',
+      },
       { parts: { adapter: true }, adapter: { blockMs: 500 } },
     );
-    env = { ...testEnv(), ...session, TEMPORAL_TASK_QUEUE: m.config.TEMPORAL_TASK_QUEUE, DOCKER_HOST_ID: m.config.DOCKER_HOST_ID, FORCE_COLOR: undefined };
+    env = {
+      ...testEnv(),
+      ...session,
+      TEMPORAL_TASK_QUEUE: m.config.TEMPORAL_TASK_QUEUE,
+      DOCKER_HOST_ID: m.config.DOCKER_HOST_ID,
+      FORCE_COLOR: undefined,
+    };
   });
   afterAll(async () => {
     await m?.stop();
@@ -107,10 +132,14 @@ describe('README examples, run as written', () => {
   };
   /** Runs a read-only command until its output keeps the promise. */
   const until = async (command: string, vars: { id?: string }, ok: (r: Run) => boolean): Promise<Run> =>
-    eventually(`\`${command.split('#')[0]!.trim()}\` to keep its promise`, async () => {
-      const r = await sh(command, vars);
-      return r.code === 0 && ok(r) ? r : undefined;
-    }, { timeoutMs: 180_000, intervalMs: 500 });
+    eventually(
+      `\`${command.split('#')[0]!.trim()}\` to keep its promise`,
+      async () => {
+        const r = await sh(command, vars);
+        return r.code === 0 && ok(r) ? r : undefined;
+      },
+      { timeoutMs: 180_000, intervalMs: 500 },
+    );
   const ran = async (command: string, vars: { id?: string } = {}): Promise<Run> => {
     const r = await sh(command, vars);
     if (r.code !== 0) throw new Error(`\`${command}\` exited ${r.code}:\n${r.stdout}\n${r.stderr}`);
@@ -133,51 +162,84 @@ describe('README examples, run as written', () => {
     const vars: { id?: string } = {};
     type Check = [RegExp, (cmd: string) => Promise<void>];
     const checks: Check[] = [
-      [/command create/, async (cmd) => {
-        expect((await ran(cmd)).stdout.trim()).toMatch(/^\d+-\d+$/); // the entry id
-      }],
-      [/XRANGE worker:responses/, async (cmd) => {
-        // {"worker_id":"…","status":"STARTING"}
-        const r = await until(cmd, vars, (x) => x.stdout.includes(`demo-1-${run}`));
-        const result = /\{"worker_id":"([^"]+)","status":"STARTING"\}/.exec(r.stdout);
-        expect(result).not.toBeNull();
-        vars.id = result![1]!;
-        expect(vars.id).toMatch(UUID);
-      }],
-      [/command status/, async (cmd) => {
-        await waitForStatus(m.client, vars.id!, ['RUNNING']); // "its status, once RUNNING"
-        await ran(cmd, vars);
-        expect(await reply('demo-2')).toMatchObject({ ok: '1', body: { worker_id: vars.id, status: 'RUNNING', container_id: expect.any(String), ip_address: expect.any(String), image: expect.stringMatching(/^worker:/) } });
-      }],
-      [/HGETALL worker:status:<id>/, async (cmd) => {
-        const r = await ran(cmd, vars);
-        expect(r.stdout).toMatch(/^status\nRUNNING$/m);
-        expect(r.stdout).toMatch(/^container_id\n[0-9a-f]{64}$/m);
-      }],
-      [/XADD worker:<id>:input/, async (cmd) => {
-        expect((await ran(cmd, vars)).stdout.trim()).toMatch(/^\d+-\d+$/);
-      }],
-      [/XRANGE worker:<id>:output/, async (cmd) => {
-        // assistant, tool_use, ..., result, task_completed
-        const r = await until(cmd, vars, (x) => x.stdout.includes('task_completed'));
-        const types = [...r.stdout.matchAll(/^type\n(\w+)$/gm)].map((x) => x[1]);
-        expect(types).toEqual(expect.arrayContaining(['assistant', 'result', 'task_completed']));
-        expect(types.at(-1)).toBe('task_completed');
-        expect(r.stdout).toContain('echo: What does this repo do?');
-      }],
-      [/command task/, async (cmd) => {
-        await ran(cmd);
-        // "the reply carries the result once the worker has run it and is gone"
-        const t = await reply('demo-4');
-        expect(t).toMatchObject({ ok: '1', body: { status: 'ok', result: 'echo: Say hi' } });
-        expect(await containerExists(m.docker, `worker-${t.body.worker_id}`)).toBe(false);
-      }],
-      [/command delete/, async (cmd) => {
-        await ran(cmd, vars);
-        // "the reply comes once the container is gone"
-        expect(await reply('demo-3')).toMatchObject({ ok: '1', body: { worker_id: vars.id, status: 'STOPPED' } });
-        expect(await containerExists(m.docker, `worker-${vars.id}`)).toBe(false);
-      }],
+      [
+        /command create/,
+        async (cmd) => {
+          expect((await ran(cmd)).stdout.trim()).toMatch(/^\d+-\d+$/); // the entry id
+        },
+      ],
+      [
+        /XRANGE worker:responses/,
+        async (cmd) => {
+          // {"worker_id":"…","status":"STARTING"}
+          const r = await until(cmd, vars, (x) => x.stdout.includes(`demo-1-${run}`));
+          const result = /\{"worker_id":"([^"]+)","status":"STARTING"\}/.exec(r.stdout);
+          expect(result).not.toBeNull();
+          vars.id = result![1]!;
+          expect(vars.id).toMatch(UUID);
+        },
+      ],
+      [
+        /command status/,
+        async (cmd) => {
+          await waitForStatus(m.client, vars.id!, ['RUNNING']); // "its status, once RUNNING"
+          await ran(cmd, vars);
+          expect(await reply('demo-2')).toMatchObject({
+            ok: '1',
+            body: {
+              worker_id: vars.id,
+              status: 'RUNNING',
+              container_id: expect.any(String),
+              ip_address: expect.any(String),
+              image: expect.stringMatching(/^worker:/),
+            },
+          });
+        },
+      ],
+      [
+        /HGETALL worker:status:<id>/,
+        async (cmd) => {
+          const r = await ran(cmd, vars);
+          expect(r.stdout).toMatch(/^status\nRUNNING$/m);
+          expect(r.stdout).toMatch(/^container_id\n[0-9a-f]{64}$/m);
+        },
+      ],
+      [
+        /XADD worker:<id>:input/,
+        async (cmd) => {
+          expect((await ran(cmd, vars)).stdout.trim()).toMatch(/^\d+-\d+$/);
+        },
+      ],
+      [
+        /XRANGE worker:<id>:output/,
+        async (cmd) => {
+          // assistant, tool_use, ..., result, task_completed
+          const r = await until(cmd, vars, (x) => x.stdout.includes('task_completed'));
+          const types = [...r.stdout.matchAll(/^type\n(\w+)$/gm)].map((x) => x[1]);
+          expect(types).toEqual(expect.arrayContaining(['assistant', 'result', 'task_completed']));
+          expect(types.at(-1)).toBe('task_completed');
+          expect(r.stdout).toContain('echo: What does this repo do?');
+        },
+      ],
+      [
+        /command task/,
+        async (cmd) => {
+          await ran(cmd);
+          // "the reply carries the result once the worker has run it and is gone"
+          const t = await reply('demo-4');
+          expect(t).toMatchObject({ ok: '1', body: { status: 'ok', result: 'echo: Say hi' } });
+          expect(await containerExists(m.docker, `worker-${t.body.worker_id}`)).toBe(false);
+        },
+      ],
+      [
+        /command delete/,
+        async (cmd) => {
+          await ran(cmd, vars);
+          // "the reply comes once the container is gone"
+          expect(await reply('demo-3')).toMatchObject({ ok: '1', body: { worker_id: vars.id, status: 'STOPPED' } });
+          expect(await containerExists(m.docker, `worker-${vars.id}`)).toBe(false);
+        },
+      ],
     ];
     await runBlock(blocks['redis-cli']!.code, checks);
   });
@@ -185,7 +247,10 @@ describe('README examples, run as written', () => {
   test('"From TypeScript": the client example', async () => {
     const { code } = blocks.typescript!;
     expect(code).toContain("from './src/client/client'");
-    const js = transformSync(code.replace("'./src/client/client'", JSON.stringify(path.join(ROOT, 'dist', 'src', 'client', 'client.js'))), { loader: 'ts', format: 'esm' }).code;
+    const js = transformSync(code.replace("'./src/client/client'", JSON.stringify(path.join(ROOT, 'dist', 'src', 'client', 'client.js'))), {
+      loader: 'ts',
+      format: 'esm',
+    }).code;
     const file = path.join(dir, 'example.mjs');
     writeFileSync(file, js);
     // Asynchronously: the manager serving it runs in this process.
@@ -210,55 +275,93 @@ describe('README examples, run as written', () => {
     const vars: { id?: string } = {};
     type Check = [RegExp, (cmd: string) => Promise<void>];
     const checks: Check[] = [
-      [/^printf .*> rules\.md/, async (cmd) => {
-        await ran(cmd);
-        expect(readFileSync(path.join(dir, 'rules.md'), 'utf8')).toBe('# Rules\nBe brief.\n');
-      }],
-      [/^wm create/, async (cmd) => {
-        // prints the worker id once RUNNING
-        const r = await ran(cmd);
-        expect(r.stdout.trim()).toMatch(new RegExp(`^${UUID.source}$`));
-        vars.id = r.stdout.trim();
-        expect((await m.client.status(vars.id)).status).toBe('RUNNING');
-      }],
-      [/^wm ls/, async (cmd) => {
-        const r = await ran(cmd, vars);
-        expect(r.stdout).toMatch(/^WORKER +STATUS +AGENT +TASK +CREATED +DETAIL$/m);
-        expect(r.stdout).toMatch(new RegExp(`^${vars.id} +RUNNING +CLAUDE`, 'm'));
-      }],
-      [/^wm status/, async (cmd) => {
-        const r = await ran(cmd, vars);
-        for (const field of ['status: +RUNNING', 'container_id: +[0-9a-f]{64}', 'ip_address: +\\d', 'image: +worker:', 'started_at: +\\d']) expect(r.stdout).toMatch(new RegExp(field));
-      }],
-      [/^wm send/, async (cmd) => {
-        const r = await ran(cmd, vars); // exit 0: it ended ok
-        expect(r.stdout).toMatch(/result +echo: What does this repo do\?/);
-        expect(r.stdout).toMatch(/task_completed \S+ ok in/);
-      }],
-      [/^wm logs/, async (cmd) => {
-        const r = await ran(cmd, vars);
-        for (const type of ['assistant', 'result', 'task_completed']) expect(r.stdout).toMatch(new RegExp(`^\\d\\d:\\d\\d:\\d\\d ${type} `, 'm'));
-      }],
-      [/^wm capacity/, async (cmd) => {
-        const r = await ran(cmd, vars);
-        expect(r.stdout).toMatch(/^limit 4 +in use [1-4] +available \d +queued 0$/m);
-        expect(r.stdout).toContain(vars.id);
-      }],
-      [/^wm rm/, async (cmd) => {
-        await ran(cmd, vars);
-        expect(await containerExists(m.docker, `worker-${vars.id}`)).toBe(false);
-        expect((await m.client.status(vars.id!)).status).toBe('STOPPED');
-      }],
-      [/^wm task/, async (cmd) => {
-        const r = await ran(cmd);
-        expect(r.stdout).toBe('echo: Say hi\n');
-      }],
-      [/^wm gc --dry-run/, async (cmd) => {
-        const r = await ran(cmd);
-        expect(r.stdout).toContain('dry run: nothing removed');
-        expect(r.stdout).toMatch(/^would remove \(\d+\)$/m);
-        expect(r.stdout).toMatch(/^kept \(\d+\)$/m);
-      }],
+      [
+        /^printf .*> rules\.md/,
+        async (cmd) => {
+          await ran(cmd);
+          expect(readFileSync(path.join(dir, 'rules.md'), 'utf8')).toBe('# Rules\nBe brief.\n');
+        },
+      ],
+      [
+        /^wm create/,
+        async (cmd) => {
+          // prints the worker id once RUNNING
+          const r = await ran(cmd);
+          expect(r.stdout.trim()).toMatch(new RegExp(`^${UUID.source}$`));
+          vars.id = r.stdout.trim();
+          expect((await m.client.status(vars.id)).status).toBe('RUNNING');
+        },
+      ],
+      [
+        /^wm ls/,
+        async (cmd) => {
+          const r = await ran(cmd, vars);
+          expect(r.stdout).toMatch(/^WORKER +STATUS +AGENT +TASK +CREATED +DETAIL$/m);
+          expect(r.stdout).toMatch(new RegExp(`^${vars.id} +RUNNING +CLAUDE`, 'm'));
+        },
+      ],
+      [
+        /^wm status/,
+        async (cmd) => {
+          const r = await ran(cmd, vars);
+          for (const field of [
+            'status: +RUNNING',
+            'container_id: +[0-9a-f]{64}',
+            'ip_address: +\\d',
+            'image: +worker:',
+            'started_at: +\\d',
+          ])
+            expect(r.stdout).toMatch(new RegExp(field));
+        },
+      ],
+      [
+        /^wm send/,
+        async (cmd) => {
+          const r = await ran(cmd, vars); // exit 0: it ended ok
+          expect(r.stdout).toMatch(/result +echo: What does this repo do\?/);
+          expect(r.stdout).toMatch(/task_completed \S+ ok in/);
+        },
+      ],
+      [
+        /^wm logs/,
+        async (cmd) => {
+          const r = await ran(cmd, vars);
+          for (const type of ['assistant', 'result', 'task_completed'])
+            expect(r.stdout).toMatch(new RegExp(`^\\d\\d:\\d\\d:\\d\\d ${type} `, 'm'));
+        },
+      ],
+      [
+        /^wm capacity/,
+        async (cmd) => {
+          const r = await ran(cmd, vars);
+          expect(r.stdout).toMatch(/^limit 4 +in use [1-4] +available \d +queued 0$/m);
+          expect(r.stdout).toContain(vars.id);
+        },
+      ],
+      [
+        /^wm rm/,
+        async (cmd) => {
+          await ran(cmd, vars);
+          expect(await containerExists(m.docker, `worker-${vars.id}`)).toBe(false);
+          expect((await m.client.status(vars.id!)).status).toBe('STOPPED');
+        },
+      ],
+      [
+        /^wm task/,
+        async (cmd) => {
+          const r = await ran(cmd);
+          expect(r.stdout).toBe('echo: Say hi\n');
+        },
+      ],
+      [
+        /^wm gc --dry-run/,
+        async (cmd) => {
+          const r = await ran(cmd);
+          expect(r.stdout).toContain('dry run: nothing removed');
+          expect(r.stdout).toMatch(/^would remove \(\d+\)$/m);
+          expect(r.stdout).toMatch(/^kept \(\d+\)$/m);
+        },
+      ],
     ];
     await runBlock(blocks.cli!.code, checks);
   });

@@ -26,7 +26,13 @@ describe('per-worker Redis users survive a Redis restart', () => {
   beforeAll(async () => {
     await server.start();
     fake = await startFakeAnthropic(bridgeAddress(), (r) => ({ text: `<result>echo: ${r.lastUserText.slice(0, 40)}</result>` }));
-    m = await startManager({ ...server.managerEnv, ANTHROPIC_BASE_URL: fake.url, ANTHROPIC_API_KEY: 'test', WARM_POOL_SIZE: '1', MAX_CONCURRENT_WORKERS: '3' });
+    m = await startManager({
+      ...server.managerEnv,
+      ANTHROPIC_BASE_URL: fake.url,
+      ANTHROPIC_API_KEY: 'test',
+      WARM_POOL_SIZE: '1',
+      MAX_CONCURRENT_WORKERS: '3',
+    });
     scope = aclScope(m.config);
   });
 
@@ -40,7 +46,9 @@ describe('per-worker Redis users survive a Redis restart', () => {
     a = (await m.client.create({ agent_type: 'CLAUDE' })).worker_id;
     await waitForStatus(m.client, a, ['RUNNING']);
     await m.warmPool!.settled();
-    const [warm] = (await m.docker.listContainers({ all: true, filters: { label: [`${LABELS.pool}=${capacityPool(m.config)}`] } })).filter((c) => c.State === 'paused');
+    const [warm] = (await m.docker.listContainers({ all: true, filters: { label: [`${LABELS.pool}=${capacityPool(m.config)}`] } })).filter(
+      (c) => c.State === 'paused',
+    );
     expect(warm).toBeDefined();
     const userA = workerAclUser(scope, a);
     const userPool = poolAclUser(scope, warm!.Names[0]!.slice(1));

@@ -18,7 +18,13 @@ describe('headless tasks and statistics', () => {
       return { text: `Working on it. <result>answer-${n ?? 'none'}</result>`, delayMs: 300 };
     });
     m = await startManager(
-      { ANTHROPIC_BASE_URL: fake.url, ANTHROPIC_API_KEY: 'test', MAX_CONCURRENT_WORKERS: '3', MANAGER_ID: `t-${randomUUID().slice(0, 8)}`, ADAPTER_CONCURRENCY: '4' },
+      {
+        ANTHROPIC_BASE_URL: fake.url,
+        ANTHROPIC_API_KEY: 'test',
+        MAX_CONCURRENT_WORKERS: '3',
+        MANAGER_ID: `t-${randomUUID().slice(0, 8)}`,
+        ADAPTER_CONCURRENCY: '4',
+      },
       { parts: { adapter: true }, adapter: { blockMs: 500 } },
     );
   });
@@ -55,12 +61,16 @@ describe('headless tasks and statistics', () => {
     let sampling = true;
     const sampler = (async () => {
       while (sampling) {
-        const n = (await m.docker.listContainers({ filters: { label: ['com.codegen.managed=true'] } })).filter((c) => mine.has(c.Labels['com.codegen.worker_id'] ?? '')).length;
+        const n = (await m.docker.listContainers({ filters: { label: ['com.codegen.managed=true'] } })).filter((c) =>
+          mine.has(c.Labels['com.codegen.worker_id'] ?? ''),
+        ).length;
         peak = Math.max(peak, n);
         await new Promise((r) => setTimeout(r, 100));
       }
     })();
-    const results = await Promise.all(ids.map((task_id, i) => m.client.runTask({ agent_type: 'CLAUDE', prompt: `[task ${i + 10}]`, task_id, timeout_s: 120 })));
+    const results = await Promise.all(
+      ids.map((task_id, i) => m.client.runTask({ agent_type: 'CLAUDE', prompt: `[task ${i + 10}]`, task_id, timeout_s: 120 })),
+    );
     sampling = false;
     await sampler;
     expect(results.map((r) => r.result)).toEqual(Array.from({ length: 10 }, (_, i) => `answer-${i + 10}`));
@@ -75,19 +85,48 @@ describe('headless tasks and statistics', () => {
     const run = randomUUID().slice(0, 8);
     const replyTo = `worker:responses:tasks-${run}`;
     const reply = (requestId: string) =>
-      eventually(`reply to ${requestId}`, async () => {
-        const hit = (await m.redis.xrange(replyTo, '-', '+')).find(([, f]) => f.includes(requestId));
-        if (!hit) return undefined;
-        const f = hit[1];
-        return { ok: f[f.indexOf('ok') + 1], body: JSON.parse(f[f.indexOf(f.includes('result') ? 'result' : 'error') + 1]!) };
-      }, { timeoutMs: 180_000 });
+      eventually(
+        `reply to ${requestId}`,
+        async () => {
+          const hit = (await m.redis.xrange(replyTo, '-', '+')).find(([, f]) => f.includes(requestId));
+          if (!hit) return undefined;
+          const f = hit[1];
+          return { ok: f[f.indexOf('ok') + 1], body: JSON.parse(f[f.indexOf(f.includes('result') ? 'result' : 'error') + 1]!) };
+        },
+        { timeoutMs: 180_000 },
+      );
     try {
-      await m.redis.xadd(keys.commands, '*', 'request_id', `task-cmd-1-${run}`, 'command', 'task', 'reply_to', replyTo, 'payload', JSON.stringify({ agent_type: 'CLAUDE', prompt: '[task 42]' }));
+      await m.redis.xadd(
+        keys.commands,
+        '*',
+        'request_id',
+        `task-cmd-1-${run}`,
+        'command',
+        'task',
+        'reply_to',
+        replyTo,
+        'payload',
+        JSON.stringify({ agent_type: 'CLAUDE', prompt: '[task 42]' }),
+      );
       const t = await reply(`task-cmd-1-${run}`);
       expect(t).toMatchObject({ ok: '1', body: { status: 'ok', result: 'answer-42' } });
 
-      await m.redis.xadd(keys.commands, '*', 'request_id', `task-bad-1-${run}`, 'command', 'task', 'reply_to', replyTo, 'payload', JSON.stringify({ agent_type: 'CLAUDE' }));
-      expect(await reply(`task-bad-1-${run}`)).toMatchObject({ ok: '0', body: { code: 'INVALID_REQUEST', details: { prompt: expect.any(String) } } });
+      await m.redis.xadd(
+        keys.commands,
+        '*',
+        'request_id',
+        `task-bad-1-${run}`,
+        'command',
+        'task',
+        'reply_to',
+        replyTo,
+        'payload',
+        JSON.stringify({ agent_type: 'CLAUDE' }),
+      );
+      expect(await reply(`task-bad-1-${run}`)).toMatchObject({
+        ok: '0',
+        body: { code: 'INVALID_REQUEST', details: { prompt: expect.any(String) } },
+      });
 
       await m.redis.xadd(keys.commands, '*', 'request_id', `stats-1-${run}`, 'command', 'stats', 'reply_to', replyTo);
       const s = await reply(`stats-1-${run}`);

@@ -31,16 +31,46 @@ const PASSWORD = `pw-${randomUUID()}`;
 const USER = 'wm';
 const TEMPORAL_NAME = 'temporal.internal'; // the only name in the terminator's certificate
 
-
 /** A throwaway CA, and certificates it signs, in `dir`. */
 function makeCerts(dir: string, gateway: string): void {
   const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
-  ssl('req', '-x509', '-new', '-nodes', '-newkey', 'rsa:2048', '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '2', '-subj', '/CN=worker-manager test CA');
+  ssl(
+    'req',
+    '-x509',
+    '-new',
+    '-nodes',
+    '-newkey',
+    'rsa:2048',
+    '-keyout',
+    'ca.key',
+    '-out',
+    'ca.crt',
+    '-days',
+    '2',
+    '-subj',
+    '/CN=worker-manager test CA',
+  );
   const sign = (name: string, cn: string, san?: string) => {
     ssl('req', '-new', '-nodes', '-newkey', 'rsa:2048', '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${cn}`);
     const ext = `${name}.ext`;
     writeFileSync(path.join(dir, ext), san ? `subjectAltName=${san}\n` : 'extendedKeyUsage=clientAuth\n');
-    ssl('x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${name}.crt`, '-days', '2', '-extfile', ext);
+    ssl(
+      'x509',
+      '-req',
+      '-in',
+      `${name}.csr`,
+      '-CA',
+      'ca.crt',
+      '-CAkey',
+      'ca.key',
+      '-CAcreateserial',
+      '-out',
+      `${name}.crt`,
+      '-days',
+      '2',
+      '-extfile',
+      ext,
+    );
   };
   // Valid for the manager (127.0.0.1) and for containers (host.docker.internal, the bridge gateway).
   sign('redis', 'redis', `IP:127.0.0.1,IP:${gateway},DNS:host.docker.internal`);
@@ -101,7 +131,14 @@ describe('secure connections: Redis over TLS with an ACL user, Temporal over mTL
     );
     redisServer = spawn('redis-server', [f('redis.conf')], { stdio: 'ignore' });
     redis = new Redis({
-      ...redisOptionsFor({ url: `rediss://127.0.0.1:${redisPort}`, username: USER, password: PASSWORD, ca: readFileSync(f('ca.crt')), cert: readFileSync(f('client.crt')), key: readFileSync(f('client.key')) }),
+      ...redisOptionsFor({
+        url: `rediss://127.0.0.1:${redisPort}`,
+        username: USER,
+        password: PASSWORD,
+        ca: readFileSync(f('ca.crt')),
+        cert: readFileSync(f('client.crt')),
+        key: readFileSync(f('client.key')),
+      }),
       maxRetriesPerRequest: null,
     });
     redis.on('error', () => undefined); // until the server is up
@@ -109,7 +146,14 @@ describe('secure connections: Redis over TLS with an ACL user, Temporal over mTL
 
     // mTLS terminator in front of the shared dev server: no client certificate, no connection.
     terminator = tls.createServer(
-      { key: readFileSync(f('temporal.key')), cert: readFileSync(f('temporal.crt')), ca: readFileSync(f('ca.crt')), requestCert: true, rejectUnauthorized: true, ALPNProtocols: ['h2'] },
+      {
+        key: readFileSync(f('temporal.key')),
+        cert: readFileSync(f('temporal.crt')),
+        ca: readFileSync(f('ca.crt')),
+        requestCert: true,
+        rejectUnauthorized: true,
+        ALPNProtocols: ['h2'],
+      },
       (socket) => {
         mtlsSessions.push(String(socket.getPeerCertificate().subject?.CN));
         const upstream = net.connect(7233, '127.0.0.1');
@@ -124,7 +168,13 @@ describe('secure connections: Redis over TLS with an ACL user, Temporal over mTL
 
     fake = await startFakeAnthropic(gateway, () => ({ text: 'Over TLS. <result>secure</result>' }));
     m = await startManager(
-      { ...secureEnv(), ANTHROPIC_BASE_URL: fake.url, ANTHROPIC_API_KEY: `sk-test-${randomUUID()}`, MANAGER_ID: 'tls-test', ADAPTER_CONCURRENCY: '2' },
+      {
+        ...secureEnv(),
+        ANTHROPIC_BASE_URL: fake.url,
+        ANTHROPIC_API_KEY: `sk-test-${randomUUID()}`,
+        MANAGER_ID: 'tls-test',
+        ADAPTER_CONCURRENCY: '2',
+      },
       { parts: { adapter: true }, adapter: { blockMs: 500 } },
     );
   });
@@ -145,7 +195,18 @@ describe('secure connections: Redis over TLS with an ACL user, Temporal over mTL
 
   test('a command through the adapter over rediss:// with the ACL user is answered', async () => {
     const replyTo = `worker:responses:tls-${randomUUID().slice(0, 8)}`;
-    await redis.xadd(keys.commands, '*', 'request_id', 'tls-1', 'command', 'status', 'payload', JSON.stringify({ worker_id: randomUUID() }), 'reply_to', replyTo);
+    await redis.xadd(
+      keys.commands,
+      '*',
+      'request_id',
+      'tls-1',
+      'command',
+      'status',
+      'payload',
+      JSON.stringify({ worker_id: randomUUID() }),
+      'reply_to',
+      replyTo,
+    );
     const reply = await eventually('the reply', async () => {
       const [entry] = await redis.xrange(replyTo, '-', '+');
       return entry ? Object.fromEntries(entry[1].flatMap((v, i, a) => (i % 2 ? [] : [[v, a[i + 1]]]))) : undefined;
@@ -153,7 +214,9 @@ describe('secure connections: Redis over TLS with an ACL user, Temporal over mTL
     expect(reply).toMatchObject({ request_id: 'tls-1', ok: '0' });
     expect(JSON.parse(reply.error as string).code).toBe('NOT_FOUND');
     // The server really is TLS-only with the default user off: these are not answered.
-    await expect(new Redis({ port: redisPort, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null }).ping()).rejects.toThrow();
+    await expect(
+      new Redis({ port: redisPort, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null }).ping(),
+    ).rejects.toThrow();
   });
 
   test('a worker container: its wrapper connects over TLS with a client certificate and its own ACL user, runs a prompt', async () => {
@@ -196,7 +259,10 @@ describe('secure connections: Redis over TLS with an ACL user, Temporal over mTL
       seen.push(String(headers.authorization));
       stream.on('error', () => undefined);
       if (headers.authorization !== `Bearer ${KEY}`) {
-        stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '16', 'grpc-message': 'wrong API key' }, { endStream: true });
+        stream.respond(
+          { ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '16', 'grpc-message': 'wrong API key' },
+          { endStream: true },
+        );
         return;
       }
       const forward: http2.OutgoingHttpHeaders = {};
@@ -216,7 +282,14 @@ describe('secure connections: Redis over TLS with an ACL user, Temporal over mTL
     await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
     const address = `127.0.0.1:${(proxy.address() as net.AddressInfo).port}`;
     const options = (key: string) =>
-      temporalConnectionOptions(loadConfig({ TEMPORAL_ADDRESS: address, TEMPORAL_API_KEY: key, TEMPORAL_TLS_CA: f('ca.crt'), TEMPORAL_TLS_SERVER_NAME: TEMPORAL_NAME }));
+      temporalConnectionOptions(
+        loadConfig({
+          TEMPORAL_ADDRESS: address,
+          TEMPORAL_API_KEY: key,
+          TEMPORAL_TLS_CA: f('ca.crt'),
+          TEMPORAL_TLS_SERVER_NAME: TEMPORAL_NAME,
+        }),
+      );
     try {
       const client = await Connection.connect(options(KEY));
       expect((await client.workflowService.getSystemInfo({})).capabilities).toBeTruthy();
@@ -226,9 +299,9 @@ describe('secure connections: Redis over TLS with an ACL user, Temporal over mTL
       expect(seen.length).toBeGreaterThanOrEqual(2);
       expect(new Set(seen)).toEqual(new Set([`Bearer ${KEY}`]));
 
-      const wrong = await Connection.connect({ ...options('not-the-key'), connectTimeout: 5_000 }).then(
-        (c) => c.workflowService.getSystemInfo({}).finally(() => c.close()),
-      ).catch((e: Error) => e);
+      const wrong = await Connection.connect({ ...options('not-the-key'), connectTimeout: 5_000 })
+        .then((c) => c.workflowService.getSystemInfo({}).finally(() => c.close()))
+        .catch((e: Error) => e);
       // The client's connect check fails; the server's reason is its cause.
       expect(`${String(wrong)} ${String((wrong as Error & { cause?: unknown }).cause)}`).toMatch(/wrong API key/);
       await expect(NativeConnection.connect(options('not-the-key'))).rejects.toThrow(/wrong API key/);
@@ -260,7 +333,9 @@ describe('secure connections: Redis over TLS with an ACL user, Temporal over mTL
 
   test('a redis:// URL against the TLS port: the manager says to use rediss://', async () => {
     const { REDIS_TLS_CA, REDIS_TLS_CERT, REDIS_TLS_KEY, ...rest } = secureEnv();
-    void REDIS_TLS_CA; void REDIS_TLS_CERT; void REDIS_TLS_KEY;
+    void REDIS_TLS_CA;
+    void REDIS_TLS_CERT;
+    void REDIS_TLS_KEY;
     const r = await managerProcess({ ...rest, REDIS_URL: `redis://127.0.0.1:${redisPort}` });
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/closes the connection before answering .*use a rediss:\/\/ URL/);
@@ -275,7 +350,8 @@ describe('secure connections: Redis over TLS with an ACL user, Temporal over mTL
 
   test('Temporal without a client certificate, or without the server name: refused, and said so', async () => {
     const { TEMPORAL_TLS_CERT, TEMPORAL_TLS_KEY, ...noCert } = secureEnv();
-    void TEMPORAL_TLS_CERT; void TEMPORAL_TLS_KEY;
+    void TEMPORAL_TLS_CERT;
+    void TEMPORAL_TLS_KEY;
     const before = mtlsSessions.length;
     const r = await managerProcess(noCert);
     expect(r.code).toBe(1);

@@ -38,11 +38,13 @@ describe('the Temporal UI shows a worker as an operator needs it (real browser)'
     // comes or goes, and Docker adds and removes one for every container the other tests start
     // (the UI then shows "Internal Error"). So playwright makes the page's requests from this
     // process and hands the responses to the page: the same server, the same bytes.
-    await page.route('**/*', (route) =>
-      route
-        .fetch()
-        .then((response) => route.fulfill({ response }))
-        .catch(() => route.abort().catch(() => undefined)), // server away, or the page moved on
+    await page.route(
+      '**/*',
+      (route) =>
+        route
+          .fetch()
+          .then((response) => route.fulfill({ response }))
+          .catch(() => route.abort().catch(() => undefined)), // server away, or the page moved on
     );
   });
   afterAll(async () => {
@@ -64,7 +66,13 @@ describe('the Temporal UI shows a worker as an operator needs it (real browser)'
     const taskId = `ui-${Date.now().toString(36)}`;
     const instructions = '# Rules\nBe brief.\n';
     const allowed = ['git status'];
-    const { worker_id: id } = await m.client.create({ agent_type: 'CLAUDE', instructions, allowed_commands: allowed, modules: ['GIT'], task_id: taskId });
+    const { worker_id: id } = await m.client.create({
+      agent_type: 'CLAUDE',
+      instructions,
+      allowed_commands: allowed,
+      modules: ['GIT'],
+      task_id: taskId,
+    });
     const st = await waitForStatus(m.client, id, ['RUNNING']);
     const workflowId = `worker-${id}`;
     const container = (st.container_id as string).slice(0, 12);
@@ -102,13 +110,15 @@ describe('the Temporal UI shows a worker as an operator needs it (real browser)'
     // ... and so does the compact event list, one row per activity.
     await page.getByRole('button', { name: 'Compact', exact: true }).click();
     const events = page.getByRole('table').filter({ has: page.getByRole('columnheader', { name: 'Event Type' }) });
-    const activityRow = (type: string): Locator => events.getByRole('row').filter({ hasText: new RegExp(`Activity Type\\s*${type}\\s*Summary`) });
+    const activityRow = (type: string): Locator =>
+      events.getByRole('row').filter({ hasText: new RegExp(`Activity Type\\s*${type}\\s*Summary`) });
     await activityRow('launchContainer').waitFor();
     expect(await activityRow('launchContainer').innerText()).toContain(launchSummary);
     expect(await activityRow('ensureImage').innerText()).toContain('image for CLAUDE + GIT');
     expect(await activityRow('workerActivity').innerText()).toContain('check whether the worker is idle');
     // The permit request and status writes are local activities: their summaries are in the list too.
-    const localRow = (summary: string | RegExp): Locator => events.getByRole('row').filter({ hasText: 'Local Activity' }).filter({ hasText: summary });
+    const localRow = (summary: string | RegExp): Locator =>
+      events.getByRole('row').filter({ hasText: 'Local Activity' }).filter({ hasText: summary });
     await localRow('status RUNNING (running)').waitFor();
     await localRow(/ask pool \S+ for a worker slot/).waitFor();
     await page.getByRole('heading', { name: 'Event History', level: 2 }).scrollIntoViewIfNeeded();

@@ -19,7 +19,9 @@ describe('warm pool', () => {
   let m: RunningManager;
   let fake: FakeAnthropic;
   const poolContainers = async () =>
-    (await m.docker.listContainers({ all: true, filters: { label: [`${LABELS.pool}=${capacityPool(m.config)}`] } })).filter((c) => c.Names[0]?.startsWith('/wm-pool-'));
+    (await m.docker.listContainers({ all: true, filters: { label: [`${LABELS.pool}=${capacityPool(m.config)}`] } })).filter((c) =>
+      c.Names[0]?.startsWith('/wm-pool-'),
+    );
 
   beforeAll(async () => {
     fake = await startFakeAnthropic(bridgeAddress(), (r) => ({ text: `<result>echo: ${r.lastUserText.slice(0, 40)}</result>` }));
@@ -46,7 +48,8 @@ describe('warm pool', () => {
     expect(reaped.removed.map((r) => r.container)).not.toContain(slot);
 
     const instructions = `# Warm\nquotes "x" 'y' \`z\` $(nope)\nünïcødé 🚀\n`;
-    const second = (await m.client.create({ agent_type: 'CLAUDE', instructions, allowed_commands: ['git status'], task_id: 'T-warm' })).worker_id;
+    const second = (await m.client.create({ agent_type: 'CLAUDE', instructions, allowed_commands: ['git status'], task_id: 'T-warm' }))
+      .worker_id;
     const st = await waitForStatus(m.client, second, ['RUNNING']);
     // It is the pool's container, renamed to the worker's name.
     expect(st.container_id).toBe(ready!.Id);
@@ -139,7 +142,10 @@ describe('warm pool', () => {
       expect(await m.redis.exists(keys.poolReady(slot))).toBe(0);
     } finally {
       await warm.remove({ force: true }).catch(() => undefined);
-      await m.docker.getImage(committed.Id).remove({ force: true }).catch(() => undefined);
+      await m.docker
+        .getImage(committed.Id)
+        .remove({ force: true })
+        .catch(() => undefined);
     }
   });
 });

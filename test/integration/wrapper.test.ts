@@ -28,7 +28,10 @@ function script(r: FakeRequest) {
   }
   if (t.includes('[slow]')) return { text: '<result>too late</result>', delayMs: 60_000 };
   if (t.includes('[recall]')) return { text: `<result>${r.allText.includes('PINEAPPLE') ? 'PINEAPPLE' : 'nothing remembered'}</result>` };
-  if (t.includes('[instructions]')) return { text: `<result>${r.allText.includes('INSTRUCTION-MARKER-7') || r.system.includes('INSTRUCTION-MARKER-7') ? 'saw instructions' : 'no instructions'}</result>` };
+  if (t.includes('[instructions]'))
+    return {
+      text: `<result>${r.allText.includes('INSTRUCTION-MARKER-7') || r.system.includes('INSTRUCTION-MARKER-7') ? 'saw instructions' : 'no instructions'}</result>`,
+    };
   if (r.hasToolResult) return { text: 'The tool ran. <result>tool done</result>' };
   return { text: 'Let me think. <result>forty-two</result> That is all.' };
 }
@@ -39,7 +42,12 @@ describe('wrapper: the real agent CLIs run prompts from Redis (fake LLM API)', (
 
   beforeAll(async () => {
     fake = await startFakeAnthropic(bridgeAddress(), script);
-    m = await startManager({ ANTHROPIC_BASE_URL: fake.url, ANTHROPIC_API_KEY: TEST_KEY, FACTORY_BASE_URL: fake.url, FACTORY_API_KEY: TEST_KEY });
+    m = await startManager({
+      ANTHROPIC_BASE_URL: fake.url,
+      ANTHROPIC_API_KEY: TEST_KEY,
+      FACTORY_BASE_URL: fake.url,
+      FACTORY_API_KEY: TEST_KEY,
+    });
   });
   afterAll(async () => {
     await m?.stop();
@@ -61,7 +69,11 @@ describe('wrapper: the real agent CLIs run prompts from Redis (fake LLM API)', (
     return taskId;
   }
 
-  async function completed(workerId: string, taskId: string, timeoutMs = 120_000): Promise<{ events: Out[]; done: { status: string; exit_code: number; duration_ms: number } }> {
+  async function completed(
+    workerId: string,
+    taskId: string,
+    timeoutMs = 120_000,
+  ): Promise<{ events: Out[]; done: { status: string; exit_code: number; duration_ms: number } }> {
     const events = await eventually(
       `task ${taskId} to complete`,
       async () => {
@@ -138,7 +150,9 @@ describe('wrapper: the real agent CLIs run prompts from Redis (fake LLM API)', (
 
   test('a cancel input aborts the running task with status cancelled', async () => {
     const slow = await send(claudeWorker, '[slow] long job');
-    await eventually('the task to start', async () => (await output(claudeWorker)).some((e) => e.task_id === slow && e.type === 'task_started'));
+    await eventually('the task to start', async () =>
+      (await output(claudeWorker)).some((e) => e.task_id === slow && e.type === 'task_started'),
+    );
     await m.redis.xadd(keys.input(claudeWorker), '*', 'type', 'cancel', 'task_id', slow);
     const { done, events } = await completed(claudeWorker, slow, 30_000);
     expect(done.status).toBe('cancelled');
@@ -186,7 +200,9 @@ describe('wrapper: the real agent CLIs run prompts from Redis (fake LLM API)', (
 
   test('SIGTERM in the middle of a task: the task ends cancelled, events are flushed, stopped is published, exit 0', async () => {
     const slow = await send(claudeWorker, '[slow] until stopped');
-    await eventually('the task to start', async () => (await output(claudeWorker)).some((e) => e.task_id === slow && e.type === 'task_started'));
+    await eventually('the task to start', async () =>
+      (await output(claudeWorker)).some((e) => e.task_id === slow && e.type === 'task_started'),
+    );
     const container = m.docker.getContainer(`worker-${claudeWorker}`);
     // Wait on the exit itself: once it has exited, the workflow hears of it and removes the container.
     const exited = container.wait() as Promise<{ StatusCode: number }>;

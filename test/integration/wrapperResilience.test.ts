@@ -29,8 +29,10 @@ describe('wrapper resilience (private Redis, stand-in agent)', () => {
     wrappers.push(w);
     return w;
   };
-  const ready = (w: HostWrapper) => eventually('the wrapper to be ready', async () => (await redis.exists(keys.heartbeat(w.workerId))) === 1);
-  const send = (w: HostWrapper, content: string, taskId: string) => redis.xadd(keys.input(w.workerId), '*', 'type', 'prompt', 'content', content, 'task_id', taskId);
+  const ready = (w: HostWrapper) =>
+    eventually('the wrapper to be ready', async () => (await redis.exists(keys.heartbeat(w.workerId))) === 1);
+  const send = (w: HostWrapper, content: string, taskId: string) =>
+    redis.xadd(keys.input(w.workerId), '*', 'type', 'prompt', 'content', content, 'task_id', taskId);
   const completion = (w: HostWrapper, taskId: string, timeoutMs = 60_000) =>
     eventually(
       `task ${taskId} to complete`,
@@ -82,7 +84,9 @@ describe('wrapper resilience (private Redis, stand-in agent)', () => {
     const w = start();
     await ready(w);
     await send(w, 'sleep 3', 'during-restart');
-    await eventually('the task to start', async () => (await readOutput(redis, w.workerId)).some((e) => e.task_id === 'during-restart' && e.type === 'task_started'));
+    await eventually('the task to start', async () =>
+      (await readOutput(redis, w.workerId)).some((e) => e.task_id === 'during-restart' && e.type === 'task_started'),
+    );
     redis.disconnect();
     await server.stop();
     await new Promise((r) => setTimeout(r, 1500));
@@ -103,7 +107,9 @@ describe('wrapper resilience (private Redis, stand-in agent)', () => {
     await completion(first, 'one');
     await send(first, 'sleep 30', 'interrupted');
     await send(first, 'hello three', 'three');
-    await eventually('the long task to start', async () => (await readOutput(redis, first.workerId)).some((e) => e.task_id === 'interrupted' && e.type === 'task_started'));
+    await eventually('the long task to start', async () =>
+      (await readOutput(redis, first.workerId)).some((e) => e.task_id === 'interrupted' && e.type === 'task_started'),
+    );
     first.proc.kill('SIGKILL');
     await first.exited;
 

@@ -37,11 +37,21 @@ async function workflowRunning(temporal: Client, workflowId: string): Promise<bo
   }
 }
 
-export async function auditOnce(opts: { docker: Docker; temporal: Client; redis: Redis; taskQueue: string; pool: string; retentionS: number }): Promise<AuditReport> {
+export async function auditOnce(opts: {
+  docker: Docker;
+  temporal: Client;
+  redis: Redis;
+  taskQueue: string;
+  pool: string;
+  retentionS: number;
+}): Promise<AuditReport> {
   const { docker, temporal, redis, taskQueue, pool, retentionS } = opts;
   const report: AuditReport = { orphanContainers: [], lostWorkflows: [], leakedPermits: [], leakedKeys: [], total: 0, pending: 0 };
 
-  const containers = await docker.listContainers({ all: true, filters: { label: [`${LABELS.managed}=true`, `${LABELS.taskQueue}=${taskQueue}`] } });
+  const containers = await docker.listContainers({
+    all: true,
+    filters: { label: [`${LABELS.managed}=true`, `${LABELS.taskQueue}=${taskQueue}`] },
+  });
   for (const c of containers) {
     const id = workerIdOfContainer(c.Labels, c.Names[0]);
     if (!id && c.Labels[LABELS.pool]) continue; // an unclaimed warm-pool container belongs to its pool
@@ -53,7 +63,8 @@ export async function auditOnce(opts: { docker: Docker; temporal: Client; redis:
     const id = wf.workflowId.replace(/^worker-/, '');
     if (wf.status.name === 'RUNNING') {
       const status = (wf.searchAttributes?.WorkerStatus as string[] | undefined)?.[0];
-      if ((status === 'RUNNING' || status === 'PAUSED') && !(await containerExists(docker, `worker-${id}`))) report.lostWorkflows.push(wf.workflowId);
+      if ((status === 'RUNNING' || status === 'PAUSED') && !(await containerExists(docker, `worker-${id}`)))
+        report.lostWorkflows.push(wf.workflowId);
     } else {
       finished.push({ id, closedMs: wf.closeTime?.getTime() ?? Date.now() });
     }

@@ -12,7 +12,10 @@ import { ROOT } from './services';
 
 export function table(results: ScenarioResult[]): string {
   const head = '| scenario | outcome | faults injected | commands sent during faults | commands lost | leaks found | seconds | notes |';
-  const rows = results.map((r) => `| ${r.scenario} | ${r.outcome === 'pass' ? 'pass' : '**FAIL**'} | ${r.faults} | ${r.sentDuringFaults} | ${r.lost} | ${r.leaks} | ${r.seconds} | ${r.detail.replace(/\|/g, '/').replace(/\n/g, ' ').slice(0, 400)} |`);
+  const rows = results.map(
+    (r) =>
+      `| ${r.scenario} | ${r.outcome === 'pass' ? 'pass' : '**FAIL**'} | ${r.faults} | ${r.sentDuringFaults} | ${r.lost} | ${r.leaks} | ${r.seconds} | ${r.detail.replace(/\|/g, '/').replace(/\n/g, ' ').slice(0, 400)} |`,
+  );
   const sum = (k: 'faults' | 'sentDuringFaults' | 'lost' | 'leaks') => results.reduce((s, r) => s + Math.max(0, r[k]), 0);
   const total = `| **total: ${results.length} scenarios, ${results.filter((r) => r.outcome === 'pass').length} passed** | | ${sum('faults')} | ${sum('sentDuringFaults')} | ${sum('lost')} | ${sum('leaks')} | ${results.reduce((s, r) => s + r.seconds, 0)} | |`;
   return [head, '|---|---|---|---|---|---|---|---|', ...rows, total].join('\n');
@@ -26,7 +29,10 @@ async function main(): Promise<void> {
     process.stderr.write(`unknown scenario(s) ${unknown.join(', ')}; known: ${SCENARIOS.join(', ')}\n`);
     process.exit(2);
   }
-  Runtime.install({ logger: new DefaultLogger('ERROR'), telemetryOptions: { logging: { filter: makeTelemetryFilterString({ core: 'ERROR' }) } } });
+  Runtime.install({
+    logger: new DefaultLogger('ERROR'),
+    telemetryOptions: { logging: { filter: makeTelemetryFilterString({ core: 'ERROR' }) } },
+  });
   // Promises kept for later checks may reject before they are awaited: that is a result, not a crash.
   process.on('unhandledRejection', () => undefined);
   const run = new Run();
@@ -50,7 +56,10 @@ async function main(): Promise<void> {
   const out = path.join(ROOT, 'bench');
   mkdirSync(out, { recursive: true });
   writeFileSync(path.join(out, 'reliability.md'), md);
-  writeFileSync(path.join(out, 'reliability.json'), JSON.stringify({ date: new Date().toISOString(), run: run.id, scenarios: results }, null, 2) + '\n');
+  writeFileSync(
+    path.join(out, 'reliability.json'),
+    JSON.stringify({ date: new Date().toISOString(), run: run.id, scenarios: results }, null, 2) + '\n',
+  );
   process.stdout.write(`\n${table(results)}\n\nwritten to bench/reliability.md and bench/reliability.json\n`);
   const bad = fatal !== undefined || results.length === 0 || results.some((r) => r.outcome !== 'pass' || r.lost !== 0 || r.leaks !== 0);
   process.exit(bad ? 1 : 0);

@@ -41,7 +41,10 @@ export interface ScenarioResult {
 export class Run {
   readonly id = randomUUID().slice(0, 8);
   readonly temporal = new PrivateTemporal(`run-${this.id}`);
-  readonly redis = new PrivateRedis(['127.0.0.1', bridgeGateway()], { dir: path.join(DATA, `run-${this.id}-redis`), appendfsync: 'everysec' });
+  readonly redis = new PrivateRedis(['127.0.0.1', bridgeGateway()], {
+    dir: path.join(DATA, `run-${this.id}-redis`),
+    appendfsync: 'everysec',
+  });
   readonly docker = new Docker({ socketPath: '/var/run/docker.sock' });
   fake?: FakeAnthropic;
   bundle = '';
@@ -66,7 +69,9 @@ export class Run {
     this.log('starting the private Temporal server and Redis');
     await Promise.all([this.temporal.start(), this.redis.start()]);
     this.fake = await startFakeAnthropic(bridgeGateway(), (req) => ({ text: `<result>done: ${req.lastUserText.slice(0, 40)}</result>` }));
-    this.log(`private Temporal ${this.temporal.address} (UI http://127.0.0.1:${this.temporal.uiPort}), Redis ${this.redis.url}, fake LLM API ${this.fake.url}`);
+    this.log(
+      `private Temporal ${this.temporal.address} (UI http://127.0.0.1:${this.temporal.uiPort}), Redis ${this.redis.url}, fake LLM API ${this.fake.url}`,
+    );
   }
 
   /** Stops everything the run started and removes what it made; never touches anything else. */
@@ -74,11 +79,24 @@ export class Run {
     for (const d of this.deployments) await d.close().catch((e) => this.log(`cleanup ${d.name}: ${(e as Error).message}`));
     // Containers of this run's deployments that are somehow still there.
     for (const d of this.deployments) {
-      const left = await this.docker.listContainers({ all: true, filters: { label: [`com.codegen.task_queue=${d.queue}`] } }).catch(() => []);
-      for (const c of left) await this.docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined);
+      const left = await this.docker
+        .listContainers({ all: true, filters: { label: [`com.codegen.task_queue=${d.queue}`] } })
+        .catch(() => []);
+      for (const c of left)
+        await this.docker
+          .getContainer(c.Id)
+          .remove({ force: true })
+          .catch(() => undefined);
     }
-    for (const tag of this.madeImages) await this.docker.getImage(tag).remove({ force: false }).catch(() => undefined);
-    await this.docker.getImage(this.privateBase).remove({ force: false }).catch(() => undefined);
+    for (const tag of this.madeImages)
+      await this.docker
+        .getImage(tag)
+        .remove({ force: false })
+        .catch(() => undefined);
+    await this.docker
+      .getImage(this.privateBase)
+      .remove({ force: false })
+      .catch(() => undefined);
     await this.fake?.close();
     await this.temporal.stop();
     await this.redis.stop();
@@ -164,13 +182,18 @@ export class Deployment {
 
   /** Waits for a status; fails at once if the worker ends in another final state. */
   async waitFor(id: string, wanted: WorkerStatus[], timeoutMs = 300_000): Promise<StatusObject> {
-    return until(`worker ${id} to reach ${wanted.join('/')}`, async () => {
-      const s = await this.status(id);
-      if (s && (s.status === 'FAILED' || s.status === 'STOPPED') && !wanted.includes(s.status)) {
-        throw new FinalError(`worker ${id} ended ${s.status}: ${s.error ?? ''}`);
-      }
-      return s && wanted.includes(s.status) ? s : undefined;
-    }, timeoutMs, 250);
+    return until(
+      `worker ${id} to reach ${wanted.join('/')}`,
+      async () => {
+        const s = await this.status(id);
+        if (s && (s.status === 'FAILED' || s.status === 'STOPPED') && !wanted.includes(s.status)) {
+          throw new FinalError(`worker ${id} ended ${s.status}: ${s.error ?? ''}`);
+        }
+        return s && wanted.includes(s.status) ? s : undefined;
+      },
+      timeoutMs,
+      250,
+    );
   }
 
   containerExists(id: string): Promise<boolean> {
@@ -190,20 +213,33 @@ export class Deployment {
 
   /** The task's task_completed status ('ok', 'error', ...) once the wrapper reported it. */
   async completion(id: string, taskId: string, timeoutMs = 120_000): Promise<string> {
-    return until(`task ${taskId} of ${id} to complete`, async () => {
-      const entries = await this.redis.xrange(keys.output(id), '-', '+');
-      for (const [, f] of entries) {
-        const get = (k: string) => f[f.indexOf(k) + 1];
-        if (f.includes('task_completed') && get('type') === 'task_completed' && get('task_id') === taskId) {
-          return (JSON.parse(get('content') ?? '{}') as { status?: string }).status ?? 'unknown';
+    return until(
+      `task ${taskId} of ${id} to complete`,
+      async () => {
+        const entries = await this.redis.xrange(keys.output(id), '-', '+');
+        for (const [, f] of entries) {
+          const get = (k: string) => f[f.indexOf(k) + 1];
+          if (f.includes('task_completed') && get('type') === 'task_completed' && get('task_id') === taskId) {
+            return (JSON.parse(get('content') ?? '{}') as { status?: string }).status ?? 'unknown';
+          }
         }
-      }
-      return undefined;
-    }, timeoutMs, 300);
+        return undefined;
+      },
+      timeoutMs,
+      300,
+    );
   }
 
   async audit(settleMs = 90_000): Promise<AuditReport> {
-    return audit({ docker: this.run.docker, temporal: this.client.temporal, redis: this.redis, taskQueue: this.queue, pool: this.pool, retentionS: 5, settleMs });
+    return audit({
+      docker: this.run.docker,
+      temporal: this.client.temporal,
+      redis: this.redis,
+      taskQueue: this.queue,
+      pool: this.pool,
+      retentionS: 5,
+      settleMs,
+    });
   }
 
   async close(): Promise<void> {
@@ -212,7 +248,8 @@ export class Deployment {
     if (this.client) {
       for (const id of this.workers) {
         const s = await this.status(id);
-        if (s && s.status !== 'STOPPED' && s.status !== 'FAILED') await Promise.race([this.client.delete(id).catch(() => undefined), sleep(60_000)]);
+        if (s && s.status !== 'STOPPED' && s.status !== 'FAILED')
+          await Promise.race([this.client.delete(id).catch(() => undefined), sleep(60_000)]);
       }
     }
     await this.manager.stop();
@@ -220,7 +257,6 @@ export class Deployment {
     this.redis.disconnect();
   }
 }
-
 
 interface Tally {
   /** The scenario's deployment, once made (for the audit after a failure). */
@@ -243,7 +279,17 @@ async function scenario(run: Run, name: string, body: (t: Tally) => Promise<Depl
     const outcome = leaks === 0 && t.lost === 0 ? 'pass' : 'fail';
     const leakText = leaks ? `; leaks: ${JSON.stringify(report)}` : '';
     run.log(`scenario ${name}: ${outcome}${leakText}`);
-    return { scenario: name, outcome, detail: t.notes.join('; ') + leakText, faults: t.faults, sentDuringFaults: t.sent, lost: t.lost, leaks, audit: report, seconds: Math.round((Date.now() - started) / 1000) };
+    return {
+      scenario: name,
+      outcome,
+      detail: t.notes.join('; ') + leakText,
+      faults: t.faults,
+      sentDuringFaults: t.sent,
+      lost: t.lost,
+      leaks,
+      audit: report,
+      seconds: Math.round((Date.now() - started) / 1000),
+    };
   } catch (err) {
     run.log(`scenario ${name}: FAILED: ${(err as Error).stack ?? String(err)}`);
     const report = t.d?.client ? await t.d.audit(30_000).catch(() => undefined) : undefined;
@@ -328,7 +374,8 @@ export function managerKilled(run: Run, point: FaultPoint): Promise<ScenarioResu
         const s = await d.waitFor(victim, ['RUNNING'], 420_000);
         if (build && s.image) run.madeImages.add(s.image);
         const file = await readFileFrom(run.docker, `worker-${victim}`, '/workspace/CLAUDE.md');
-        if (!file.includes(`# Reliability\n${d.name}`)) throw new Error(`CLAUDE.md in the container is wrong: ${JSON.stringify(file.slice(0, 200))}`);
+        if (!file.includes(`# Reliability\n${d.name}`))
+          throw new Error(`CLAUDE.md in the container is wrong: ${JSON.stringify(file.slice(0, 200))}`);
       });
       t.notes.push('worker RUNNING with its instructions');
     }
@@ -401,12 +448,21 @@ export function redisRestarted(run: Run): Promise<ScenarioResult> {
     const send = (cmd: string, payload: unknown, requestId = `rel-${randomUUID().slice(0, 8)}`) =>
       d.redis.xadd(keys.commands, '*', 'request_id', requestId, 'command', cmd, 'payload', JSON.stringify(payload)).then(() => requestId);
     const reply = (requestId: string, timeoutMs = 120_000) =>
-      until(`a reply to ${requestId}`, async () => {
-        for (const [, f] of await d.redis.xrange('worker:responses', '-', '+')) {
-          if (f[f.indexOf('request_id') + 1] === requestId) return JSON.parse(f[f.indexOf('ok') + 1] === '1' ? f[f.indexOf('result') + 1]! : f[f.indexOf('error') + 1]!) as Record<string, unknown>;
-        }
-        return undefined;
-      }, timeoutMs, 300);
+      until(
+        `a reply to ${requestId}`,
+        async () => {
+          for (const [, f] of await d.redis.xrange('worker:responses', '-', '+')) {
+            if (f[f.indexOf('request_id') + 1] === requestId)
+              return JSON.parse(f[f.indexOf('ok') + 1] === '1' ? f[f.indexOf('result') + 1]! : f[f.indexOf('error') + 1]!) as Record<
+                string,
+                unknown
+              >;
+          }
+          return undefined;
+        },
+        timeoutMs,
+        300,
+      );
     await reply(await send('status', { worker_id: w1 }));
     await d.prompt(w1, 'before');
     await run.redis.kill();
@@ -414,7 +470,10 @@ export function redisRestarted(run: Run): Promise<ScenarioResult> {
     t.notes.push('Redis SIGKILLed (append-only file)');
     // While it is away the orchestrator's commands wait in its own buffer; the client says UNAVAILABLE.
     await expectTaken(t, 'status through the client', async () => {
-      const e = await d.client.status(w1).then(() => undefined, (err) => err as { code?: string });
+      const e = await d.client.status(w1).then(
+        () => undefined,
+        (err) => err as { code?: string },
+      );
       if (e?.code !== 'UNAVAILABLE') throw new Error(`expected UNAVAILABLE, got ${e ? e.code : 'an answer'}`);
     });
     await sleep(5_000);
@@ -482,7 +541,8 @@ export function dockerUnreachable(run: Run, outageMs = 30_000): Promise<Scenario
       if (r.status !== 'STOPPED') throw new Error(`ended ${r.status}: ${r.error ?? ''}`);
       if (await d.containerExists(doomed)) throw new Error('container still there');
     });
-    if (failedDuring.size) throw new Error(`${failedDuring.size} worker(s) marked FAILED during the outage: ${[...failedDuring].join(', ')}`);
+    if (failedDuring.size)
+      throw new Error(`${failedDuring.size} worker(s) marked FAILED during the outage: ${[...failedDuring].join(', ')}`);
     const b = await d.status(bystander);
     if (b?.status !== 'RUNNING') throw new Error(`the bystander is ${b?.status} after the outage`);
     t.notes.push('no worker FAILED; create waited, delete waited');
@@ -503,7 +563,11 @@ export function containersKilled(run: Run): Promise<ScenarioResult> {
     t.faults++;
     const c = run.docker.getContainer(`worker-${hog}`);
     const exec = await c.exec({
-      Cmd: ['sh', '-c', 'echo 1000 > /proc/1/oom_score_adj; python3 -c "b = bytearray(600 * 1024 * 1024); b[::4096] = b\'x\' * len(b[::4096])"'],
+      Cmd: [
+        'sh',
+        '-c',
+        'echo 1000 > /proc/1/oom_score_adj; python3 -c "b = bytearray(600 * 1024 * 1024); b[::4096] = b\'x\' * len(b[::4096])"',
+      ],
       User: 'worker',
       AttachStdout: true,
       AttachStderr: true,
@@ -517,7 +581,8 @@ export function containersKilled(run: Run): Promise<ScenarioResult> {
     t.faults++;
     const k = await d.waitFor(killed, ['FAILED']);
     const kr = await d.redis.hget(keys.status(killed), 'reason');
-    if (!k.error?.includes('exited with code 137') || kr !== 'container_exited') throw new Error(`killed worker: reason ${kr}, error ${k.error}`);
+    if (!k.error?.includes('exited with code 137') || kr !== 'container_exited')
+      throw new Error(`killed worker: reason ${kr}, error ${k.error}`);
     const h = await d.waitFor(hog, ['FAILED']);
     const hr = await d.redis.hget(keys.status(hog), 'reason');
     if (!h.error?.includes('oom_killed') || hr !== 'oom_killed') throw new Error(`memory hog: reason ${hr}, error ${h.error}`);
@@ -539,7 +604,13 @@ export async function runScenarios(run: Run, which: readonly ScenarioName[]): Pr
     {
       await run.docker.getImage('debian:bookworm-slim').tag({ repo: 'wm-reliability-base', tag: run.id });
     }
-    results.push(...(await Promise.all((['during-image-build', 'after-container-create', 'during-write-instructions', 'during-delete'] as const).map((p) => managerKilled(run, p)))));
+    results.push(
+      ...(await Promise.all(
+        (['during-image-build', 'after-container-create', 'during-write-instructions', 'during-delete'] as const).map((p) =>
+          managerKilled(run, p),
+        ),
+      )),
+    );
   }
   if (which.includes('temporal')) results.push(await temporalRestarted(run));
   if (which.includes('redis')) results.push(await redisRestarted(run));

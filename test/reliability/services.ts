@@ -40,7 +40,11 @@ function exited(p: ChildProcess): Promise<void> {
 export function temporalBinary(): string {
   const candidates = [
     path.join(ROOT, '.tools', `temporal-${TEMPORAL_VERSION}`, 'temporal'),
-    path.join(process.env.WM_CACHE_DIR ?? path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'worker-manager'), `temporal-${TEMPORAL_VERSION}`, 'temporal'),
+    path.join(
+      process.env.WM_CACHE_DIR ?? path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'worker-manager'),
+      `temporal-${TEMPORAL_VERSION}`,
+      'temporal',
+    ),
   ];
   const found = candidates.find((c) => existsSync(c));
   if (!found) throw new Error(`no Temporal CLI at ${candidates.join(' or ')}: run "npm run stack" first`);
@@ -74,23 +78,50 @@ export class PrivateTemporal {
     mkdirSync(DATA, { recursive: true });
     const log = openSync(path.join(DATA, `${this.name}-temporal.log`), 'a');
     // The same dynamic config and search attributes as scripts/stack.sh.
-    this.proc = spawn(temporalBinary(), [
-      'server', 'start-dev',
-      '--dynamic-config-value', `limit.historyCount.suggestContinueAsNew=${this.opts.suggestContinueAsNew ?? 200}`,
-      '--ip', '127.0.0.1', '--port', String(this.port), '--ui-port', String(this.uiPort),
-      '--db-filename', this.dbFile, '--namespace', 'default',
-      '--search-attribute', 'WorkerId=Keyword', '--search-attribute', 'AgentType=Keyword', '--search-attribute', 'WorkerStatus=Keyword',
-      '--log-level', 'warn',
-    ], { stdio: ['ignore', log, log] });
+    this.proc = spawn(
+      temporalBinary(),
+      [
+        'server',
+        'start-dev',
+        '--dynamic-config-value',
+        `limit.historyCount.suggestContinueAsNew=${this.opts.suggestContinueAsNew ?? 200}`,
+        '--ip',
+        '127.0.0.1',
+        '--port',
+        String(this.port),
+        '--ui-port',
+        String(this.uiPort),
+        '--db-filename',
+        this.dbFile,
+        '--namespace',
+        'default',
+        '--search-attribute',
+        'WorkerId=Keyword',
+        '--search-attribute',
+        'AgentType=Keyword',
+        '--search-attribute',
+        'WorkerStatus=Keyword',
+        '--log-level',
+        'warn',
+      ],
+      { stdio: ['ignore', log, log] },
+    );
     closeSync(log);
-    await until('the private Temporal server', async () => {
-      if (this.proc?.exitCode !== null) throw new Error(`it exited (code ${this.proc?.exitCode}), see ${DATA}/${this.name}-temporal.log`);
-      return this.healthy();
-    }, 120_000, 300);
+    await until(
+      'the private Temporal server',
+      async () => {
+        if (this.proc?.exitCode !== null) throw new Error(`it exited (code ${this.proc?.exitCode}), see ${DATA}/${this.name}-temporal.log`);
+        return this.healthy();
+      },
+      120_000,
+      300,
+    );
   }
   private healthy(): Promise<boolean> {
     return new Promise((resolve) => {
-      const p = spawn(temporalBinary(), ['operator', 'cluster', 'health', '--address', this.address], { stdio: ['ignore', 'pipe', 'ignore'] });
+      const p = spawn(temporalBinary(), ['operator', 'cluster', 'health', '--address', this.address], {
+        stdio: ['ignore', 'pipe', 'ignore'],
+      });
       let out = '';
       p.stdout!.on('data', (c: Buffer) => (out += c.toString()));
       p.on('exit', () => resolve(/serving/i.test(out)));
@@ -119,7 +150,10 @@ export class DockerProxy {
   readonly socketPath: string;
   private server?: net.Server;
   private readonly conns = new Set<net.Socket>();
-  constructor(name: string, private readonly target = '/var/run/docker.sock') {
+  constructor(
+    name: string,
+    private readonly target = '/var/run/docker.sock',
+  ) {
     this.socketPath = path.join(os.tmpdir(), `wm-rel-${name}-${process.pid}.sock`);
   }
   get dockerHost(): string {

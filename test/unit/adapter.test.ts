@@ -60,7 +60,9 @@ describe('parseEntry: good entries', () => {
 
 describe('parseEntry: invalid entries (answerable)', () => {
   it('keeps request id, command and reply stream so the reply can be sent', () => {
-    const r = expectInvalid(parseEntry(entry({ request_id: 'req-9', command: 'create', payload: 'not json', reply_to: 'worker:responses:o' })));
+    const r = expectInvalid(
+      parseEntry(entry({ request_id: 'req-9', command: 'create', payload: 'not json', reply_to: 'worker:responses:o' })),
+    );
     expect(r.requestId).toBe('req-9');
     expect(r.command).toBe('create');
     expect(r.replyTo).toBe('worker:responses:o');
@@ -177,7 +179,21 @@ describe('parseEntry: dead entries (no usable request_id)', () => {
 
 describe('parseEntry properties', () => {
   const interesting = fc.oneof(
-    { weight: 3, arbitrary: fc.constantFrom(...ENVELOPE, ...COMMANDS, '{}', '[]', 'null', 'worker:responses', 'worker:responses:x', 'req-1', '__proto__', 'constructor') },
+    {
+      weight: 3,
+      arbitrary: fc.constantFrom(
+        ...ENVELOPE,
+        ...COMMANDS,
+        '{}',
+        '[]',
+        'null',
+        'worker:responses',
+        'worker:responses:x',
+        'req-1',
+        '__proto__',
+        'constructor',
+      ),
+    },
     { weight: 2, arbitrary: fc.string() },
     { weight: 1, arbitrary: fc.string({ unit: 'binary' }) },
     { weight: 1, arbitrary: fc.json() },
@@ -229,9 +245,7 @@ describe('parseEntry properties', () => {
   });
 
   it('flags exactly the unknown keys of an otherwise good entry', () => {
-    const unknownKey = fc
-      .stringMatching(/^[a-z_][a-z0-9_]{0,15}$/)
-      .filter((k) => !ENVELOPE.includes(k) && !(k in Object.prototype));
+    const unknownKey = fc.stringMatching(/^[a-z_][a-z0-9_]{0,15}$/).filter((k) => !ENVELOPE.includes(k) && !(k in Object.prototype));
     fc.assert(
       fc.property(fc.uniqueArray(unknownKey, { minLength: 1, maxLength: 5 }), (keys) => {
         const r = expectInvalid(parseEntry(['request_id', 'r', 'command', 'list', ...keys.flatMap((k) => [k, 'v'])]));

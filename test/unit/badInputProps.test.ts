@@ -17,8 +17,46 @@ import { describeProblems } from '../../src/wrapper/input';
 
 /** Characters that break naive quoting, shells, markdown, terminals and parsers. */
 const nasty = fc.constantFrom(
-  '\0', '"', "'", '`', '\\', '\n', '\r', '\r\n', '\t', '$', '$(id)', '${HOME}', '; rm -rf /', '&&', '|', '>', '<', '*', '?', '~', '#', '!',
-  '%s', '%n', '{{x}}', '</result>', '<result>', '```', '---', '\u2028', '\u2029', '\u202e', '\ufeff', '\u00a0', 'é', '€', '😀', '👩‍👩‍👧', '\x1b[31m', '\x7f',
+  '\0',
+  '"',
+  "'",
+  '`',
+  '\\',
+  '\n',
+  '\r',
+  '\r\n',
+  '\t',
+  '$',
+  '$(id)',
+  '${HOME}',
+  '; rm -rf /',
+  '&&',
+  '|',
+  '>',
+  '<',
+  '*',
+  '?',
+  '~',
+  '#',
+  '!',
+  '%s',
+  '%n',
+  '{{x}}',
+  '</result>',
+  '<result>',
+  '```',
+  '---',
+  '\u2028',
+  '\u2029',
+  '\u202e',
+  '\ufeff',
+  '\u00a0',
+  'é',
+  '€',
+  '😀',
+  '👩‍👩‍👧',
+  '\x1b[31m',
+  '\x7f',
 );
 /** Any well-formed text: every code point (no lone surrogates), graphemes, and the nasty ones. */
 const anyText = fc.oneof(
@@ -76,11 +114,17 @@ describe('instructions and prompts pass through every pure layer unchanged', () 
 
   test('initial_prompt and task prompt: JSON payload -> adapter -> client spec, unchanged', () => {
     fc.assert(
-      fc.property(anyText, anyText.filter((s) => s.length > 0), (initial, prompt) => {
-        expect(client.buildSpec(throughAdapter('create', { agent_type: 'FACTORY', initial_prompt: initial }), 'r').initialPrompt).toBe(initial);
-        const task = TaskPayload.parse(throughAdapter('task', { agent_type: 'CLAUDE', prompt }));
-        expect(task.prompt).toBe(prompt);
-      }),
+      fc.property(
+        anyText,
+        anyText.filter((s) => s.length > 0),
+        (initial, prompt) => {
+          expect(client.buildSpec(throughAdapter('create', { agent_type: 'FACTORY', initial_prompt: initial }), 'r').initialPrompt).toBe(
+            initial,
+          );
+          const task = TaskPayload.parse(throughAdapter('task', { agent_type: 'CLAUDE', prompt }));
+          expect(task.prompt).toBe(prompt);
+        },
+      ),
       { numRuns: 1000 },
     );
   });
@@ -108,31 +152,45 @@ describe('instructions and prompts pass through every pure layer unchanged', () 
 
   test('input entries of any shape parse without throwing; only a prompt with content and a usable timeout runs', () => {
     fc.assert(
-      fc.property(fc.array(fc.string({ unit: 'binary', maxLength: 30 }), { maxLength: 12 }), fc.integer({ min: 1, max: 10_000 }), (fields, def) => {
-        const e = decodeInputEntry('5-1', fields, def);
-        const f = fieldsToMap(fields);
-        const type = f.get('type') ?? 'prompt';
-        const timeout = f.get('timeout_s');
-        const runnable = !!f.get('content') && (timeout === undefined || (/^\d+$/.test(timeout) && Number(timeout) >= 1 && Number(timeout) <= LIMITS.durationS));
-        expect(e.kind).toBe(type === 'prompt' ? (runnable ? 'prompt' : 'invalid') : type === 'cancel' ? 'cancel' : 'unknown');
-        if (e.kind === 'prompt') {
-          expect(e.task.prompt).toBe(f.get('content'));
-          expect(Number.isInteger(e.task.timeoutS) && e.task.timeoutS > 0).toBe(true);
-        }
-        if (e.kind === 'invalid') expect(Object.keys(e.problems).length).toBeGreaterThan(0);
-      }),
+      fc.property(
+        fc.array(fc.string({ unit: 'binary', maxLength: 30 }), { maxLength: 12 }),
+        fc.integer({ min: 1, max: 10_000 }),
+        (fields, def) => {
+          const e = decodeInputEntry('5-1', fields, def);
+          const f = fieldsToMap(fields);
+          const type = f.get('type') ?? 'prompt';
+          const timeout = f.get('timeout_s');
+          const runnable =
+            !!f.get('content') &&
+            (timeout === undefined || (/^\d+$/.test(timeout) && Number(timeout) >= 1 && Number(timeout) <= LIMITS.durationS));
+          expect(e.kind).toBe(type === 'prompt' ? (runnable ? 'prompt' : 'invalid') : type === 'cancel' ? 'cancel' : 'unknown');
+          if (e.kind === 'prompt') {
+            expect(e.task.prompt).toBe(f.get('content'));
+            expect(Number.isInteger(e.task.timeoutS) && e.task.timeoutS > 0).toBe(true);
+          }
+          if (e.kind === 'invalid') expect(Object.keys(e.problems).length).toBeGreaterThan(0);
+        },
+      ),
       { numRuns: 1000 },
     );
   });
 
   test('timeout_s: a whole number of seconds from 1 to the limit is used, anything else refuses the entry naming timeout_s', () => {
     fc.assert(
-      fc.property(fc.oneof(fc.string({ maxLength: 8 }), fc.double().map(String), fc.integer().map(String), fc.integer({ min: 1, max: LIMITS.durationS }).map(String)), (raw) => {
-        const e = decodeInputEntry('1-1', ['content', 'x', 'timeout_s', raw], 77);
-        const n = Number(raw);
-        if (/^\d+$/.test(raw) && n >= 1 && n <= LIMITS.durationS) expect(e).toMatchObject({ kind: 'prompt', task: { timeoutS: n } });
-        else expect(e).toMatchObject({ kind: 'invalid', problems: { timeout_s: expect.stringContaining(`got "${raw}"`) } });
-      }),
+      fc.property(
+        fc.oneof(
+          fc.string({ maxLength: 8 }),
+          fc.double().map(String),
+          fc.integer().map(String),
+          fc.integer({ min: 1, max: LIMITS.durationS }).map(String),
+        ),
+        (raw) => {
+          const e = decodeInputEntry('1-1', ['content', 'x', 'timeout_s', raw], 77);
+          const n = Number(raw);
+          if (/^\d+$/.test(raw) && n >= 1 && n <= LIMITS.durationS) expect(e).toMatchObject({ kind: 'prompt', task: { timeoutS: n } });
+          else expect(e).toMatchObject({ kind: 'invalid', problems: { timeout_s: expect.stringContaining(`got "${raw}"`) } });
+        },
+      ),
     );
   });
 });
@@ -178,10 +236,22 @@ describe('sizes: at the limit accepted, over it refused naming the field', () =>
 
   test.each([
     ['task_id', { task_id: 't'.repeat(LIMITS.taskIdChars) }, { task_id: 't'.repeat(LIMITS.taskIdChars + 1) }],
-    ['allowed_commands', { allowed_commands: Array(LIMITS.allowedCommands).fill('git') }, { allowed_commands: Array(LIMITS.allowedCommands + 1).fill('git') }],
-    ['allowed_commands[0]', { allowed_commands: ['g'.repeat(LIMITS.allowedCommandChars)] }, { allowed_commands: ['g'.repeat(LIMITS.allowedCommandChars + 1)] }],
+    [
+      'allowed_commands',
+      { allowed_commands: Array(LIMITS.allowedCommands).fill('git') },
+      { allowed_commands: Array(LIMITS.allowedCommands + 1).fill('git') },
+    ],
+    [
+      'allowed_commands[0]',
+      { allowed_commands: ['g'.repeat(LIMITS.allowedCommandChars)] },
+      { allowed_commands: ['g'.repeat(LIMITS.allowedCommandChars + 1)] },
+    ],
     ['allowed_commands[1]', { allowed_commands: ['git', 'npm test'] }, { allowed_commands: ['git', 'npm test\0; rm -rf /'] }],
-    ['auth.host_claude_dir', { auth: { mode: 'api_key', host_claude_dir: '/' + 'd'.repeat(LIMITS.hostPathChars - 1) } }, { auth: { mode: 'api_key', host_claude_dir: '/' + 'd'.repeat(LIMITS.hostPathChars) } }],
+    [
+      'auth.host_claude_dir',
+      { auth: { mode: 'api_key', host_claude_dir: '/' + 'd'.repeat(LIMITS.hostPathChars - 1) } },
+      { auth: { mode: 'api_key', host_claude_dir: '/' + 'd'.repeat(LIMITS.hostPathChars) } },
+    ],
   ])('%s: at the limit accepted by the schema, over it refused naming it', (field, ok, over) => {
     expect(CreatePayload.safeParse({ agent_type: 'CLAUDE', ...ok }).success).toBe(true);
     const r = CreatePayload.safeParse({ agent_type: 'CLAUDE', ...over });
@@ -191,19 +261,29 @@ describe('sizes: at the limit accepted, over it refused naming the field', () =>
 
   test('request_id over 128 characters or outside [A-Za-z0-9._:-] is dead-lettered, never answered', () => {
     fc.assert(
-      fc.property(fc.oneof(fc.string({ minLength: 129, maxLength: 300, unit: fc.constantFrom('a', '1', '.', ':') }), anyText.filter((s) => !/^[A-Za-z0-9._:-]{1,128}$/.test(s))), (rid) => {
-        const r = parseEntry(['request_id', rid, 'command', 'list']);
-        expect(r.kind).toBe('dead');
-        if (r.kind === 'dead') expect(r.reason).toContain('request_id');
-      }),
+      fc.property(
+        fc.oneof(
+          fc.string({ minLength: 129, maxLength: 300, unit: fc.constantFrom('a', '1', '.', ':') }),
+          anyText.filter((s) => !/^[A-Za-z0-9._:-]{1,128}$/.test(s)),
+        ),
+        (rid) => {
+          const r = parseEntry(['request_id', rid, 'command', 'list']);
+          expect(r.kind).toBe('dead');
+          if (r.kind === 'dead') expect(r.reason).toContain('request_id');
+        },
+      ),
     );
   });
 });
 
 describe('every bad field is named, and input that cannot run is refused', () => {
   test('the client names memory "1k" and cpus -0.5 together, and configured limits beside contract rules', () => {
-    expect(Object.keys(refusal(() => client.buildSpec({ agent_type: 'CLAUDE', resources: { memory: '1k', cpus: -0.5 } }, 'r'))).sort()).toEqual(['resources.cpus', 'resources.memory']);
-    const details = refusal(() => client.buildSpec({ agent_type: 'CLAUDE', idle_timeout_s: 0, resources: { memory: '64g', cpus: 64 } }, 'r'));
+    expect(
+      Object.keys(refusal(() => client.buildSpec({ agent_type: 'CLAUDE', resources: { memory: '1k', cpus: -0.5 } }, 'r'))).sort(),
+    ).toEqual(['resources.cpus', 'resources.memory']);
+    const details = refusal(() =>
+      client.buildSpec({ agent_type: 'CLAUDE', idle_timeout_s: 0, resources: { memory: '64g', cpus: 64 } }, 'r'),
+    );
     expect(Object.keys(details).sort()).toEqual(['idle_timeout_s', 'resources.cpus', 'resources.memory']);
     expect(details['resources.memory']).toContain('WORKER_MEMORY_MAX');
   });

@@ -15,7 +15,9 @@ describe('bridgeAddressOf', () => {
   });
 
   it('skips IPv6 entries, and masks a subnet not written at its network address', () => {
-    expect(bridgeAddressOf({ IPAM: { Config: [{ Subnet: 'fd00::/64', Gateway: 'fd00::1' }, { Subnet: '192.168.5.77/24' }] } })).toBe('192.168.5.1');
+    expect(bridgeAddressOf({ IPAM: { Config: [{ Subnet: 'fd00::/64', Gateway: 'fd00::1' }, { Subnet: '192.168.5.77/24' }] } })).toBe(
+      '192.168.5.1',
+    );
     expect(bridgeAddressOf({ IPAM: { Config: [{ Subnet: '10.0.0.0/8' }] } })).toBe('10.0.0.1');
   });
 

@@ -37,12 +37,27 @@ describe('options → payloads', () => {
   test('create: only what was given, and what the contract accepts', () => {
     expect(createPayload({ agent: 'CLAUDE' })).toEqual({ agent_type: 'CLAUDE' });
     const full = createPayload({
-      agent: 'FACTORY', module: ['GIT'], instructions: '# Rules', allow: ['npm test'], taskId: 't1', memory: '1g', cpus: 1.5,
-      idleTimeout: 60, sessionTimeout: 600, prompt: 'hi',
+      agent: 'FACTORY',
+      module: ['GIT'],
+      instructions: '# Rules',
+      allow: ['npm test'],
+      taskId: 't1',
+      memory: '1g',
+      cpus: 1.5,
+      idleTimeout: 60,
+      sessionTimeout: 600,
+      prompt: 'hi',
     });
     expect(full).toEqual({
-      agent_type: 'FACTORY', modules: ['GIT'], instructions: '# Rules', allowed_commands: ['npm test'], task_id: 't1',
-      resources: { memory: '1g', cpus: 1.5 }, idle_timeout_s: 60, session_timeout_s: 600, initial_prompt: 'hi',
+      agent_type: 'FACTORY',
+      modules: ['GIT'],
+      instructions: '# Rules',
+      allowed_commands: ['npm test'],
+      task_id: 't1',
+      resources: { memory: '1g', cpus: 1.5 },
+      idle_timeout_s: 60,
+      session_timeout_s: 600,
+      initial_prompt: 'hi',
     });
     expect(CreatePayload.safeParse(full).success).toBe(true);
     expect(createPayload({ agent: 'CLAUDE', cpus: 1 })).toEqual({ agent_type: 'CLAUDE', resources: { cpus: 1 } });
@@ -57,10 +72,35 @@ describe('options → payloads', () => {
 
 describe('formatting', () => {
   test('output events, plain when colour is off', () => {
-    const e = toOutputEvent('1-0', ['type', 'result', 'content', 'line one\nline two', 'task_id', 't1', 'timestamp', '2026-11-22T10:11:12.000Z', 'seq', '7']);
-    expect(e).toEqual({ id: '1-0', type: 'result', content: 'line one\nline two', task_id: 't1', timestamp: '2026-11-22T10:11:12.000Z', seq: 7 });
+    const e = toOutputEvent('1-0', [
+      'type',
+      'result',
+      'content',
+      'line one\nline two',
+      'task_id',
+      't1',
+      'timestamp',
+      '2026-11-22T10:11:12.000Z',
+      'seq',
+      '7',
+    ]);
+    expect(e).toEqual({
+      id: '1-0',
+      type: 'result',
+      content: 'line one\nline two',
+      task_id: 't1',
+      timestamp: '2026-11-22T10:11:12.000Z',
+      seq: 7,
+    });
     expect(formatEvent(plain, e)).toBe(`10:11:12 result         line one\n${' '.repeat(24)}line two`);
-    const done = toOutputEvent('2-0', ['type', 'task_completed', 'content', '{"status":"ok","exit_code":0,"duration_ms":1500}', 'task_id', 't1']);
+    const done = toOutputEvent('2-0', [
+      'type',
+      'task_completed',
+      'content',
+      '{"status":"ok","exit_code":0,"duration_ms":1500}',
+      'task_id',
+      't1',
+    ]);
     expect(formatEvent(plain, done)).toBe('--:--:-- task_completed t1 ok in 1.5 s (exit 0)');
     expect(toOutputEvent('3-0', ['type', 'stdout']).seq).toBeNull();
   });
@@ -72,7 +112,12 @@ describe('formatting', () => {
   });
 
   test('tables align on visible width', () => {
-    expect(table([['a', 'bb'], ['\x1b[31mccc\x1b[39m', 'd']])).toBe('a    bb\n\x1b[31mccc\x1b[39m  d');
+    expect(
+      table([
+        ['a', 'bb'],
+        ['\x1b[31mccc\x1b[39m', 'd'],
+      ]),
+    ).toBe('a    bb\n\x1b[31mccc\x1b[39m  d');
     const w = { worker_id: 'w1', status: 'FAILED', agent_type: 'CLAUDE', error: 'it broke\nbadly', created_at: 'x' } as never;
     expect(formatWorkers(plain, [w]).split('\n')[1]).toBe('w1      FAILED  CLAUDE        x        it broke badly');
     expect(formatWorkers(plain, [])).toBe('no workers');
@@ -80,7 +125,9 @@ describe('formatting', () => {
 
   test('capacity shows holders and the queue in order', () => {
     const text = formatCapacity(plain, {
-      limit: 1, in_use: 1, available: 0,
+      limit: 1,
+      in_use: 1,
+      available: 0,
       holders: [{ id: 'worker-a', since: 's' }],
       queue: [{ id: 'worker-b', position: 1, requested_at: 'r', deadline: 'd' }],
     });
@@ -92,7 +139,9 @@ describe('formatting', () => {
   test('errors name each bad field; --json gets the contract error body', () => {
     const err = new WorkerManagerError('INVALID_REQUEST', 'invalid request: agent_type', { agent_type: 'expected CLAUDE or FACTORY' });
     expect(formatError(plain, err)).toBe('error [INVALID_REQUEST] invalid request: agent_type\n  agent_type: expected CLAUDE or FACTORY');
-    expect(errorJson(err)).toEqual({ error: { code: 'INVALID_REQUEST', message: 'invalid request: agent_type', details: { agent_type: 'expected CLAUDE or FACTORY' } } });
+    expect(errorJson(err)).toEqual({
+      error: { code: 'INVALID_REQUEST', message: 'invalid request: agent_type', details: { agent_type: 'expected CLAUDE or FACTORY' } },
+    });
   });
 });
 
@@ -105,7 +154,10 @@ test('exit codes per contract error code', () => {
 });
 
 /** runCli on in-memory streams, connecting with `connect` (by default: the services are down). */
-async function runWith(argv: string[], opts: { env?: NodeJS.ProcessEnv; connect?: () => Promise<WorkerManagerClient>; interrupted?: Promise<void> } = {}) {
+async function runWith(
+  argv: string[],
+  opts: { env?: NodeJS.ProcessEnv; connect?: () => Promise<WorkerManagerClient>; interrupted?: Promise<void> } = {},
+) {
   const stdout = new PassThrough();
   const stderr = new PassThrough();
   let out = '';
@@ -114,7 +166,9 @@ async function runWith(argv: string[], opts: { env?: NodeJS.ProcessEnv; connect?
   stderr.on('data', (c) => (err += c));
   let connected = false;
   const io: CliIO = {
-    stdout, stderr, env: opts.env ?? {},
+    stdout,
+    stderr,
+    env: opts.env ?? {},
     connect: () => {
       connected = true;
       return opts.connect ? opts.connect() : Promise.reject(new Error('connect ECONNREFUSED 127.0.0.1:7233'));
@@ -146,7 +200,9 @@ describe('runCli without a manager', () => {
     expect(r.err).toContain("required option '-a, --agent <agent>' not specified");
     r = await run(['create', '--agent', 'claude', '--instructions-file', '/nonexistent/rules.md', '--json']);
     expect(r).toMatchObject({ code: 2, connected: false });
-    expect(JSON.parse(r.out)).toEqual({ error: { code: 'INVALID_REQUEST', message: 'cannot read --instructions-file /nonexistent/rules.md: no such file' } });
+    expect(JSON.parse(r.out)).toEqual({
+      error: { code: 'INVALID_REQUEST', message: 'cannot read --instructions-file /nonexistent/rules.md: no such file' },
+    });
     r = await run(['frobnicate']);
     expect(r.code).toBe(2);
     expect(r.err).toContain("unknown command 'frobnicate'");
@@ -175,23 +231,33 @@ describe('Redis down (an unused port, nothing listening)', () => {
     for (const argv of [['ls'], ['status', randomUUID()], ['logs', randomUUID()]]) {
       const r = await runWith(argv, { connect: () => connectFromEnv(env) });
       expect({ argv, code: r.code }).toEqual({ argv, code: EXIT.UNAVAILABLE });
-      expect(r.err.trimEnd().split('\n')).toEqual([expect.stringMatching(new RegExp(`^error \\[UNAVAILABLE\\] Redis at redis://127\\.0\\.0\\.1:${redisPort} is unavailable, retry later: .*ECONNREFUSED`))]);
+      expect(r.err.trimEnd().split('\n')).toEqual([
+        expect.stringMatching(
+          new RegExp(`^error \\[UNAVAILABLE\\] Redis at redis://127\\.0\\.0\\.1:${redisPort} is unavailable, retry later: .*ECONNREFUSED`),
+        ),
+      ]);
     }
   });
 });
 
 describe('the CLI edges', () => {
   const id = randomUUID();
-  const worker = (over: Partial<StatusObject> = {}) => ({ worker_id: id, status: 'RUNNING', created_at: '2026-12-01T00:00:00.000Z', ...over }) as StatusObject;
+  const worker = (over: Partial<StatusObject> = {}) =>
+    ({ worker_id: id, status: 'RUNNING', created_at: '2026-12-01T00:00:00.000Z', ...over }) as StatusObject;
   /** A stand-in for the client: only what the command under test calls. */
-  const fake = (methods: Record<string, unknown>) => () => Promise.resolve({ close: async () => undefined, ...methods } as unknown as WorkerManagerClient);
+  const fake = (methods: Record<string, unknown>) => () =>
+    Promise.resolve({ close: async () => undefined, ...methods } as unknown as WorkerManagerClient);
   /** A Redis whose blocking reads return only when the connection is closed, as Ctrl-C does. */
   const quietRedis = {
     xrange: async () => [],
     xrevrange: async () => [],
     duplicate: () => {
       let hangUp = () => undefined as void;
-      return { on() {}, disconnect: () => hangUp(), xread: () => new Promise((_, reject) => (hangUp = () => reject(new Error('Connection is closed.')))) };
+      return {
+        on() {},
+        disconnect: () => hangUp(),
+        xread: () => new Promise((_, reject) => (hangUp = () => reject(new Error('Connection is closed.')))),
+      };
     },
   };
 
@@ -203,7 +269,10 @@ describe('the CLI edges', () => {
   });
 
   test('logs -f: Ctrl-C exits 130 and says the worker goes on', async () => {
-    const r = await runWith(['logs', '-f', id], { connect: fake({ status: async () => worker(), redis: quietRedis }), interrupted: Promise.resolve() });
+    const r = await runWith(['logs', '-f', id], {
+      connect: fake({ status: async () => worker(), redis: quietRedis }),
+      interrupted: Promise.resolve(),
+    });
     expect(r.code).toBe(EXIT.INTERRUPTED);
     expect(r.err).toBe(`stopped following worker ${id} (Ctrl-C); it goes on\n`);
   });
@@ -214,12 +283,16 @@ describe('the CLI edges', () => {
     expect(r.code).toBe(EXIT.INTERRUPTED);
     expect(r.err).toBe(`stopped waiting for task t1 (Ctrl-C); it goes on: wm logs -f ${id} --task t1\n`);
     const json = await runWith(['send', id, 'hi', '--wait', '--json'], { connect, interrupted: Promise.resolve() });
-    expect(JSON.parse(json.out)).toEqual({ error: { code: 'INTERRUPTED', message: `stopped waiting for task t1 (Ctrl-C); it goes on: wm logs -f ${id} --task t1` } });
+    expect(JSON.parse(json.out)).toEqual({
+      error: { code: 'INTERRUPTED', message: `stopped waiting for task t1 (Ctrl-C); it goes on: wm logs -f ${id} --task t1` },
+    });
   });
 
   test('capacity --set-limit 0 needs --force, and a limit of 0 is always pointed out', async () => {
     const set: number[] = [];
-    const connect = fake({ setCapacityLimit: async (n: number) => (set.push(n), { limit: n, in_use: 0, available: n, holders: [], queue: [] }) });
+    const connect = fake({
+      setCapacityLimit: async (n: number) => (set.push(n), { limit: n, in_use: 0, available: n, holders: [], queue: [] }),
+    });
     let r = await runWith(['capacity', '--set-limit', '0'], { connect });
     expect(r).toMatchObject({ code: EXIT.USAGE, connected: false });
     expect(r.err).toContain('--set-limit 0 lets no new worker start');
@@ -239,7 +312,12 @@ describe('the CLI edges', () => {
     expect((await runWith(['ls', '--all'], { connect })).code).toBe(0);
     expect((await runWith(['ls', '--status', 'stopped'], { connect })).code).toBe(0);
     const paged = await runWith(['ls', '--limit', '1', '--cursor', 'C0'], { connect });
-    expect(asked).toEqual([{ status: ['STARTING', 'RUNNING', 'PAUSED'] }, {}, { status: 'STOPPED' }, { status: ['STARTING', 'RUNNING', 'PAUSED'], limit: 1, cursor: 'C0' }]);
+    expect(asked).toEqual([
+      { status: ['STARTING', 'RUNNING', 'PAUSED'] },
+      {},
+      { status: 'STOPPED' },
+      { status: ['STARTING', 'RUNNING', 'PAUSED'], limit: 1, cursor: 'C0' },
+    ]);
     expect(paged.out).toContain(id);
     expect(paged.err).toBe('more workers: add --cursor CUR\n');
     const both = await runWith(['ls', '--all', '--status', 'running'], { connect });
@@ -250,7 +328,8 @@ describe('the CLI edges', () => {
 });
 
 describe('list pages', () => {
-  const w = (n: number, created = `2026-12-01T00:00:0${n}.000Z`) => ({ worker_id: `00000000-0000-4000-8000-00000000000${n}`, status: 'RUNNING', created_at: created }) as StatusObject;
+  const w = (n: number, created = `2026-12-01T00:00:0${n}.000Z`) =>
+    ({ worker_id: `00000000-0000-4000-8000-00000000000${n}`, status: 'RUNNING', created_at: created }) as StatusObject;
 
   test('without limit: every worker, oldest first, and no next_cursor (the v1 result)', () => {
     const r = pageOf([w(3), w(1), w(2)], {});
@@ -273,7 +352,13 @@ describe('list pages', () => {
 
   test('the payload: limit 1-1000, a cursor from a result, status one or several', () => {
     expect(ListPayload.safeParse({ status: ['RUNNING', 'PAUSED'], limit: 10, cursor: ListCursor.encode(w(1)) }).success).toBe(true);
-    for (const [bad, field] of [[{ limit: 0 }, 'limit'], [{ limit: 1001 }, 'limit'], [{ cursor: 'nonsense' }, 'cursor'], [{ status: [] }, 'status'], [{ status: ['GONE'] }, 'status']] as const) {
+    for (const [bad, field] of [
+      [{ limit: 0 }, 'limit'],
+      [{ limit: 1001 }, 'limit'],
+      [{ cursor: 'nonsense' }, 'cursor'],
+      [{ status: [] }, 'status'],
+      [{ status: ['GONE'] }, 'status'],
+    ] as const) {
       const r = ListPayload.safeParse(bad);
       expect(r.success).toBe(false);
       expect(r.error!.issues[0]!.path[0]).toBe(field);

@@ -36,7 +36,10 @@ const nonEmpty = fc.string({ unit: 'grapheme', minLength: 1, maxLength: 40 });
 describe('fields', () => {
   it('keeps the first value of a repeated field and names the repeats', () => {
     const { map, duplicates } = readFields(['a', '1', 'b', '2', 'a', '3', 'odd']);
-    expect([...map]).toEqual([['a', '1'], ['b', '2']]);
+    expect([...map]).toEqual([
+      ['a', '1'],
+      ['b', '2'],
+    ]);
     expect(duplicates).toEqual(['a']);
   });
 
@@ -52,11 +55,23 @@ describe('command entry and reply', () => {
     expect(decodeCommandPayload('[1]')).toEqual({ ok: false, problem: 'must be a JSON object' });
     expect(decodeCommandPayload('null')).toEqual({ ok: false, problem: 'must be a JSON object' });
     expect(decodeCommandPayload('{')).toEqual({ ok: false, problem: 'must be valid JSON' });
-    expect(decodeCommandPayload(' '.repeat(LIMITS.payloadBytes + 1))).toEqual({ ok: false, problem: `must be at most ${LIMITS.payloadBytes} bytes` });
+    expect(decodeCommandPayload(' '.repeat(LIMITS.payloadBytes + 1))).toEqual({
+      ok: false,
+      problem: `must be at most ${LIMITS.payloadBytes} bytes`,
+    });
   });
 
   it('round-trips a reply, result or error, in the contract layout', () => {
-    expect(encodeReplyEntry({ request_id: 'r1', command: 'status', outcome: { result: { a: 1 } } })).toEqual(['request_id', 'r1', 'command', 'status', 'ok', '1', 'result', '{"a":1}']);
+    expect(encodeReplyEntry({ request_id: 'r1', command: 'status', outcome: { result: { a: 1 } } })).toEqual([
+      'request_id',
+      'r1',
+      'command',
+      'status',
+      'ok',
+      '1',
+      'result',
+      '{"a":1}',
+    ]);
     fc.assert(
       fc.property(nonEmpty, text, fc.jsonValue(), fc.boolean(), text, (request_id, command, result, ok, message) => {
         const outcome = ok ? { result: JSON.parse(JSON.stringify(result)) as unknown } : { error: { code: 'NOT_FOUND' as const, message } };
@@ -68,10 +83,49 @@ describe('command entry and reply', () => {
 
 describe('lifecycle entry', () => {
   it('writes the fields in the contract order, leaving out what is not there', () => {
-    const f = encodeLifecycleEntry({ worker_id: 'w', event: 'task_completed', timestamp: 't', task_id: 'k', request_id: 'r', detail: { status: 'ok' } });
-    expect(f).toEqual(['worker_id', 'w', 'event', 'task_completed', 'timestamp', 't', 'task_id', 'k', 'request_id', 'r', 'detail', '{"status":"ok"}']);
-    expect(encodeLifecycleEntry({ worker_id: 'w', event: 'idle', timestamp: 't', task_id: '' })).toEqual(['worker_id', 'w', 'event', 'idle', 'timestamp', 't']);
-    expect(lifecycleXadd({ worker_id: 'w', event: 'ready', timestamp: 't' })).toEqual(['worker:lifecycle', 'MAXLEN', '~', '100000', '*', 'worker_id', 'w', 'event', 'ready', 'timestamp', 't']);
+    const f = encodeLifecycleEntry({
+      worker_id: 'w',
+      event: 'task_completed',
+      timestamp: 't',
+      task_id: 'k',
+      request_id: 'r',
+      detail: { status: 'ok' },
+    });
+    expect(f).toEqual([
+      'worker_id',
+      'w',
+      'event',
+      'task_completed',
+      'timestamp',
+      't',
+      'task_id',
+      'k',
+      'request_id',
+      'r',
+      'detail',
+      '{"status":"ok"}',
+    ]);
+    expect(encodeLifecycleEntry({ worker_id: 'w', event: 'idle', timestamp: 't', task_id: '' })).toEqual([
+      'worker_id',
+      'w',
+      'event',
+      'idle',
+      'timestamp',
+      't',
+    ]);
+    expect(lifecycleXadd({ worker_id: 'w', event: 'ready', timestamp: 't' })).toEqual([
+      'worker:lifecycle',
+      'MAXLEN',
+      '~',
+      '100000',
+      '*',
+      'worker_id',
+      'w',
+      'event',
+      'ready',
+      'timestamp',
+      't',
+    ]);
   });
 
   it('stamps the time when none is given', () => {
@@ -101,50 +155,96 @@ describe('lifecycle entry', () => {
 
 describe('input entry', () => {
   it('writes the fields in the client order, leaving out what is not there', () => {
-    expect(encodeInputEntry({ type: 'prompt', task_id: 't', content: 'hi', timeout_s: 60 })).toEqual(['type', 'prompt', 'task_id', 't', 'content', 'hi', 'timeout_s', '60']);
+    expect(encodeInputEntry({ type: 'prompt', task_id: 't', content: 'hi', timeout_s: 60 })).toEqual([
+      'type',
+      'prompt',
+      'task_id',
+      't',
+      'content',
+      'hi',
+      'timeout_s',
+      '60',
+    ]);
     expect(encodeInputEntry({ type: 'cancel', task_id: 't' })).toEqual(['type', 'cancel', 'task_id', 't']);
     expect(encodeInputEntry({ type: 'prompt', content: '' })).toEqual(['type', 'prompt', 'content', '']);
   });
 
   it('a prompt the client encodes is the task the wrapper decodes', () => {
     fc.assert(
-      fc.property(nonEmpty, nonEmpty, fc.option(fc.integer({ min: 1, max: LIMITS.durationS }), { nil: undefined }), fc.integer({ min: 1, max: 100 }), (task_id, content, timeout_s, def) => {
-        const e = decodeInputEntry('7-0', encodeInputEntry({ type: 'prompt', task_id, content, timeout_s }), def);
-        expect(e).toEqual({ kind: 'prompt', task: { entryId: '7-0', taskId: task_id, prompt: content, timeoutS: timeout_s ?? def } });
-      }),
+      fc.property(
+        nonEmpty,
+        nonEmpty,
+        fc.option(fc.integer({ min: 1, max: LIMITS.durationS }), { nil: undefined }),
+        fc.integer({ min: 1, max: 100 }),
+        (task_id, content, timeout_s, def) => {
+          const e = decodeInputEntry('7-0', encodeInputEntry({ type: 'prompt', task_id, content, timeout_s }), def);
+          expect(e).toEqual({ kind: 'prompt', task: { entryId: '7-0', taskId: task_id, prompt: content, timeoutS: timeout_s ?? def } });
+        },
+      ),
     );
   });
 
   it('a cancel round-trips', () => {
-    fc.assert(fc.property(nonEmpty, (task_id) => expect(decodeInputEntry('1-0', encodeInputEntry({ type: 'cancel', task_id }), 1)).toEqual({ kind: 'cancel', taskId: task_id })));
+    fc.assert(
+      fc.property(nonEmpty, (task_id) =>
+        expect(decodeInputEntry('1-0', encodeInputEntry({ type: 'cancel', task_id }), 1)).toEqual({ kind: 'cancel', taskId: task_id }),
+      ),
+    );
   });
 });
 
 describe('output entry', () => {
   it('writes every field, an absent task id as empty', () => {
     expect(encodeOutputEntry({ type: 'dropped', content: '{"count":3}', task_id: undefined, timestamp: 't', seq: 9 })).toEqual([
-      'type', 'dropped', 'content', '{"count":3}', 'task_id', '', 'timestamp', 't', 'seq', '9',
+      'type',
+      'dropped',
+      'content',
+      '{"count":3}',
+      'task_id',
+      '',
+      'timestamp',
+      't',
+      'seq',
+      '9',
     ]);
   });
 
   it('round-trips', () => {
     fc.assert(
       fc.property(nonEmpty, text, text, nonEmpty, fc.nat(), (type, content, task_id, timestamp, seq) => {
-        expect(decodeOutputEntry(encodeOutputEntry({ type, content, task_id, timestamp, seq }))).toEqual({ type, content, task_id, timestamp, seq });
+        expect(decodeOutputEntry(encodeOutputEntry({ type, content, task_id, timestamp, seq }))).toEqual({
+          type,
+          content,
+          task_id,
+          timestamp,
+          seq,
+        });
       }),
     );
   });
 
   it('reads a hand-written entry with what it lacks as unknown', () => {
-    expect(decodeOutputEntry(['content', 'x', 'seq', 'abc'])).toEqual({ type: 'unknown', content: 'x', task_id: null, timestamp: null, seq: null });
+    expect(decodeOutputEntry(['content', 'x', 'seq', 'abc'])).toEqual({
+      type: 'unknown',
+      content: 'x',
+      task_id: null,
+      timestamp: null,
+      seq: null,
+    });
   });
 
   it("round-trips task_completed's content", () => {
     fc.assert(
-      fc.property(fc.constantFrom(...TASK_STATUSES), fc.integer(), fc.nat(), fc.option(nonEmpty, { nil: undefined }), (status, exit_code, duration_ms, reason) => {
-        const c = { status, exit_code, duration_ms, ...(reason ? { reason } : {}) };
-        expect(decodeTaskCompletion(encodeTaskCompletion(c))).toEqual(c);
-      }),
+      fc.property(
+        fc.constantFrom(...TASK_STATUSES),
+        fc.integer(),
+        fc.nat(),
+        fc.option(nonEmpty, { nil: undefined }),
+        (status, exit_code, duration_ms, reason) => {
+          const c = { status, exit_code, duration_ms, ...(reason ? { reason } : {}) };
+          expect(decodeTaskCompletion(encodeTaskCompletion(c))).toEqual(c);
+        },
+      ),
     );
   });
 });
@@ -174,7 +274,14 @@ describe('warm-pool identity', () => {
     fc.assert(
       fc.property(
         fc.record(
-          { worker_id: nonEmpty, allowed_commands: fc.array(text), task_id: nonEmpty, instructions_path: nonEmpty, instructions: text, redis: nonEmpty },
+          {
+            worker_id: nonEmpty,
+            allowed_commands: fc.array(text),
+            task_id: nonEmpty,
+            instructions_path: nonEmpty,
+            instructions: text,
+            redis: nonEmpty,
+          },
           { requiredKeys: ['worker_id', 'allowed_commands', 'instructions_path', 'instructions'] },
         ),
         (i: WarmIdentity) => expect(decodeWarmIdentity(encodeWarmIdentity(i))).toEqual(i),

@@ -6,7 +6,6 @@ const KiB = 1024;
 const MiB = 1024 * KiB;
 const GiB = 1024 * MiB;
 
-
 describe('loadConfig defaults', () => {
   const c = loadConfig({});
 
@@ -65,7 +64,10 @@ describe('loadConfig defaults', () => {
     } catch (e) {
       err = e;
     }
-    expect(Object.keys((err as { problems: Record<string, string> }).problems).sort()).toEqual(['ALLOW_PRIVILEGED_WORKERS', 'EXTRA_CA_CERTS']);
+    expect(Object.keys((err as { problems: Record<string, string> }).problems).sort()).toEqual([
+      'ALLOW_PRIVILEGED_WORKERS',
+      'EXTRA_CA_CERTS',
+    ]);
   });
 });
 

@@ -74,7 +74,9 @@ describe('connection settings: validation', () => {
     expect(p.REDIS_USERNAME).toMatch(/also in REDIS_URL/);
     expect(problems({ REDIS_USERNAME: 'app' }).REDIS_USERNAME).toMatch(/needs REDIS_PASSWORD/);
     // A shared workers' user may rely on the manager's password (same server).
-    expect(() => loadConfig({ REDIS_USERNAME: 'app', REDIS_PASSWORD: 'pw', WORKER_REDIS_ACL: 'shared', WORKER_REDIS_USERNAME: 'app' })).not.toThrow();
+    expect(() =>
+      loadConfig({ REDIS_USERNAME: 'app', REDIS_PASSWORD: 'pw', WORKER_REDIS_ACL: 'shared', WORKER_REDIS_USERNAME: 'app' }),
+    ).not.toThrow();
   });
 
   it('with per-worker ACL users (the default), refuses one set of credentials for every container', () => {
@@ -88,7 +90,12 @@ describe('connection settings: validation', () => {
   it('never echoes a secret in a configuration error', () => {
     let message = '';
     try {
-      loadConfig({ REDIS_URL: 'redis://app:hunter2@h:6379', REDIS_PASSWORD: 'hunter3', WORKER_REDIS_URL: 'http://app:hunter4@h', TEMPORAL_TLS: 'maybe' });
+      loadConfig({
+        REDIS_URL: 'redis://app:hunter2@h:6379',
+        REDIS_PASSWORD: 'hunter3',
+        WORKER_REDIS_URL: 'http://app:hunter4@h',
+        TEMPORAL_TLS: 'maybe',
+      });
     } catch (err) {
       message = (err as Error).message;
     }
@@ -100,7 +107,15 @@ describe('connection settings: validation', () => {
 
 describe('Temporal connection options', () => {
   it('mTLS: CA, client pair and server name, read from the files', () => {
-    const o = temporalConnectionOptions(loadConfig({ TEMPORAL_ADDRESS: 't:7233', TEMPORAL_TLS_CA: CA, TEMPORAL_TLS_CERT: CERT, TEMPORAL_TLS_KEY: KEY, TEMPORAL_TLS_SERVER_NAME: 'temporal.internal' }));
+    const o = temporalConnectionOptions(
+      loadConfig({
+        TEMPORAL_ADDRESS: 't:7233',
+        TEMPORAL_TLS_CA: CA,
+        TEMPORAL_TLS_CERT: CERT,
+        TEMPORAL_TLS_KEY: KEY,
+        TEMPORAL_TLS_SERVER_NAME: 'temporal.internal',
+      }),
+    );
     expect(o.address).toBe('t:7233');
     expect(o.apiKey).toBeUndefined();
     expect(o.tls && Buffer.from(o.tls.serverRootCACertificate ?? []).toString()).toContain('ca.pem');
@@ -111,21 +126,39 @@ describe('Temporal connection options', () => {
 
   it('an API key turns TLS on (system CAs) unless TEMPORAL_TLS=false', () => {
     expect(temporalConnectionOptions(loadConfig({ TEMPORAL_API_KEY: 'k' }))).toEqual({ address: '127.0.0.1:7233', apiKey: 'k', tls: {} });
-    expect(temporalConnectionOptions(loadConfig({ TEMPORAL_API_KEY: 'k', TEMPORAL_TLS: 'false' }))).toEqual({ address: '127.0.0.1:7233', apiKey: 'k', tls: false });
+    expect(temporalConnectionOptions(loadConfig({ TEMPORAL_API_KEY: 'k', TEMPORAL_TLS: 'false' }))).toEqual({
+      address: '127.0.0.1:7233',
+      apiKey: 'k',
+      tls: false,
+    });
     expect(temporalConnectionOptions(loadConfig({ TEMPORAL_TLS: 'true' }))).toEqual({ address: '127.0.0.1:7233', tls: {} });
   });
 });
 
 describe('Redis options', () => {
   it('takes host, port, database and credentials from the URL (percent-decoded)', () => {
-    expect(redisOptionsFor({ url: 'redis://app:p%40ss@redis.internal:6390/2' })).toEqual({ host: 'redis.internal', port: 6390, db: 2, username: 'app', password: 'p@ss' });
+    expect(redisOptionsFor({ url: 'redis://app:p%40ss@redis.internal:6390/2' })).toEqual({
+      host: 'redis.internal',
+      port: 6390,
+      db: 2,
+      username: 'app',
+      password: 'p@ss',
+    });
     expect(redisOptionsFor({ url: 'redis://:only@h' })).toEqual({ host: 'h', port: 6379, db: 0, password: 'only' });
     expect(redisOptionsFor({ url: 'redis://[::1]:7000' })).toMatchObject({ host: '::1', port: 7000 });
   });
 
   it('separate credentials, and TLS material for rediss:// only', () => {
     const o = managerRedisOptions(
-      loadConfig({ REDIS_URL: 'rediss://127.0.0.1:6380', REDIS_USERNAME: 'app', REDIS_PASSWORD: 'pw', REDIS_TLS_CA: CA, REDIS_TLS_CERT: CERT, REDIS_TLS_KEY: KEY, REDIS_TLS_SERVER_NAME: 'redis.internal' }),
+      loadConfig({
+        REDIS_URL: 'rediss://127.0.0.1:6380',
+        REDIS_USERNAME: 'app',
+        REDIS_PASSWORD: 'pw',
+        REDIS_TLS_CA: CA,
+        REDIS_TLS_CERT: CERT,
+        REDIS_TLS_KEY: KEY,
+        REDIS_TLS_SERVER_NAME: 'redis.internal',
+      }),
     );
     expect(o).toMatchObject({ host: '127.0.0.1', port: 6380, username: 'app', password: 'pw' });
     expect(String(o.tls?.ca)).toContain('ca.pem');
@@ -137,7 +170,15 @@ describe('Redis options', () => {
   });
 
   it("the wrapper's environment with per-worker users: TLS settings, never the manager's credentials", () => {
-    const env = workerRedisEnv(loadConfig({ WORKER_REDIS_URL: 'rediss://host.docker.internal:6380', REDIS_URL: 'rediss://127.0.0.1:6380', REDIS_USERNAME: 'app', REDIS_PASSWORD: 'pw', REDIS_TLS_CA: CA }));
+    const env = workerRedisEnv(
+      loadConfig({
+        WORKER_REDIS_URL: 'rediss://host.docker.internal:6380',
+        REDIS_URL: 'rediss://127.0.0.1:6380',
+        REDIS_USERNAME: 'app',
+        REDIS_PASSWORD: 'pw',
+        REDIS_TLS_CA: CA,
+      }),
+    );
     expect(env.some((l) => l.startsWith('WORKER_REDIS_TLS_CA_PEM='))).toBe(true);
     expect(env.filter((l) => /^WORKER_REDIS_(USERNAME|PASSWORD)=/.test(l))).toEqual([]);
     // The local stack's URL (scripts/defaults.sh) carries the default user's password: not for containers.
@@ -146,15 +187,42 @@ describe('Redis options', () => {
   });
 
   it("the wrapper's environment when shared: the manager's settings by default, the workers' own when set, and it round-trips", () => {
-    const base = { WORKER_REDIS_ACL: 'shared', WORKER_REDIS_URL: 'rediss://host.docker.internal:6380', REDIS_URL: 'rediss://127.0.0.1:6380', REDIS_USERNAME: 'app', REDIS_PASSWORD: 'pw', REDIS_TLS_CA: CA, REDIS_TLS_SERVER_NAME: 'redis.internal' };
+    const base = {
+      WORKER_REDIS_ACL: 'shared',
+      WORKER_REDIS_URL: 'rediss://host.docker.internal:6380',
+      REDIS_URL: 'rediss://127.0.0.1:6380',
+      REDIS_USERNAME: 'app',
+      REDIS_PASSWORD: 'pw',
+      REDIS_TLS_CA: CA,
+      REDIS_TLS_SERVER_NAME: 'redis.internal',
+    };
     const env = workerRedisEnv(loadConfig(base));
     const asObject = Object.fromEntries(env.map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
-    expect(asObject).toMatchObject({ WORKER_REDIS_URL: base.WORKER_REDIS_URL, WORKER_REDIS_USERNAME: 'app', WORKER_REDIS_PASSWORD: 'pw', WORKER_REDIS_TLS_SERVER_NAME: 'redis.internal' });
+    expect(asObject).toMatchObject({
+      WORKER_REDIS_URL: base.WORKER_REDIS_URL,
+      WORKER_REDIS_USERNAME: 'app',
+      WORKER_REDIS_PASSWORD: 'pw',
+      WORKER_REDIS_TLS_SERVER_NAME: 'redis.internal',
+    });
     expect(asObject.WORKER_REDIS_TLS_CA_PEM).toContain('ca.pem');
     expect(asObject.WORKER_REDIS_TLS_CERT_PEM).toBeUndefined();
-    expect(redisOptionsFor(redisEndpointFromEnv(asObject))).toMatchObject({ host: 'host.docker.internal', port: 6380, username: 'app', password: 'pw', tls: { servername: 'redis.internal' } });
+    expect(redisOptionsFor(redisEndpointFromEnv(asObject))).toMatchObject({
+      host: 'host.docker.internal',
+      port: 6380,
+      username: 'app',
+      password: 'pw',
+      tls: { servername: 'redis.internal' },
+    });
 
-    const own = workerRedisEnv(loadConfig({ ...base, WORKER_REDIS_USERNAME: 'worker', WORKER_REDIS_PASSWORD: 'wpw', WORKER_REDIS_TLS_CERT: CERT, WORKER_REDIS_TLS_KEY: KEY }));
+    const own = workerRedisEnv(
+      loadConfig({
+        ...base,
+        WORKER_REDIS_USERNAME: 'worker',
+        WORKER_REDIS_PASSWORD: 'wpw',
+        WORKER_REDIS_TLS_CERT: CERT,
+        WORKER_REDIS_TLS_KEY: KEY,
+      }),
+    );
     expect(own).toEqual(expect.arrayContaining(['WORKER_REDIS_USERNAME=worker', 'WORKER_REDIS_PASSWORD=wpw']));
     expect(own.some((l) => l.startsWith('WORKER_REDIS_TLS_KEY_PEM=-----BEGIN PRIVATE KEY'))).toBe(true);
     // Plain workers' URL: no TLS material is sent, whatever the manager uses.
@@ -168,9 +236,16 @@ describe('Redis options', () => {
 
   it('explains errors that retrying cannot fix, and only those', () => {
     const url = 'rediss://app:secret@h:6380';
-    expect(explainRedisError(new Error('WRONGPASS invalid username-password pair or user is disabled.'), url)).toMatch(/refused the credentials \(REDIS_USERNAME/);
+    expect(explainRedisError(new Error('WRONGPASS invalid username-password pair or user is disabled.'), url)).toMatch(
+      /refused the credentials \(REDIS_USERNAME/,
+    );
     expect(explainRedisError(new Error('NOAUTH Authentication required.'), url, 'WORKER_REDIS')).toMatch(/set WORKER_REDIS_PASSWORD/);
-    expect(explainRedisError(Object.assign(new Error('self-signed certificate in certificate chain'), { code: 'SELF_SIGNED_CERT_IN_CHAIN' }), url)).toMatch(/^TLS to Redis at rediss:\/\/app:\*\*\*@h:6380 failed \(check REDIS_TLS_CA/);
+    expect(
+      explainRedisError(
+        Object.assign(new Error('self-signed certificate in certificate chain'), { code: 'SELF_SIGNED_CERT_IN_CHAIN' }),
+        url,
+      ),
+    ).toMatch(/^TLS to Redis at rediss:\/\/app:\*\*\*@h:6380 failed \(check REDIS_TLS_CA/);
     expect(explainRedisError(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }), url)).toBeUndefined();
     expect(explainRedisError(new Error('WRONGPASS x'), url)).not.toMatch(/secret/);
   });

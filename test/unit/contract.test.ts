@@ -81,16 +81,12 @@ describe('CreatePayload', () => {
   });
 
   it('limits initial_prompt in UTF-8 bytes too', () => {
-    expect(issuesOf(CreatePayload, { agent_type: 'FACTORY', initial_prompt: 'é'.repeat(128 * KiB + 1) })).toHaveProperty(
-      'initial_prompt',
-    );
+    expect(issuesOf(CreatePayload, { agent_type: 'FACTORY', initial_prompt: 'é'.repeat(128 * KiB + 1) })).toHaveProperty('initial_prompt');
   });
 
   it('checks allowed_commands: not empty, at most 256 characters each, at most 200 of them', () => {
     expect(CreatePayload.safeParse({ agent_type: 'CLAUDE', allowed_commands: [] }).success).toBe(true);
-    expect(Object.keys(issuesOf(CreatePayload, { agent_type: 'CLAUDE', allowed_commands: ['git', ''] }))).toEqual([
-      'allowed_commands[1]',
-    ]);
+    expect(Object.keys(issuesOf(CreatePayload, { agent_type: 'CLAUDE', allowed_commands: ['git', ''] }))).toEqual(['allowed_commands[1]']);
     expect(Object.keys(issuesOf(CreatePayload, { agent_type: 'CLAUDE', allowed_commands: ['x'.repeat(257)] }))).toEqual([
       'allowed_commands[0]',
     ]);
@@ -110,21 +106,15 @@ describe('CreatePayload', () => {
   it('checks timeouts are positive whole numbers', () => {
     for (const bad of [0, -1, 1.5, '600']) {
       expect(Object.keys(issuesOf(CreatePayload, { agent_type: 'CLAUDE', idle_timeout_s: bad }))).toEqual(['idle_timeout_s']);
-      expect(Object.keys(issuesOf(CreatePayload, { agent_type: 'CLAUDE', session_timeout_s: bad }))).toEqual([
-        'session_timeout_s',
-      ]);
+      expect(Object.keys(issuesOf(CreatePayload, { agent_type: 'CLAUDE', session_timeout_s: bad }))).toEqual(['session_timeout_s']);
     }
   });
 
   it('checks resources', () => {
     expect(CreatePayload.safeParse({ agent_type: 'CLAUDE', resources: { memory: '1g' } }).success).toBe(true);
     expect(CreatePayload.safeParse({ agent_type: 'CLAUDE', resources: {} }).success).toBe(true);
-    expect(Object.keys(issuesOf(CreatePayload, { agent_type: 'CLAUDE', resources: { memory: '0' } }))).toEqual([
-      'resources.memory',
-    ]);
-    expect(Object.keys(issuesOf(CreatePayload, { agent_type: 'CLAUDE', resources: { memory: 'huge' } }))).toEqual([
-      'resources.memory',
-    ]);
+    expect(Object.keys(issuesOf(CreatePayload, { agent_type: 'CLAUDE', resources: { memory: '0' } }))).toEqual(['resources.memory']);
+    expect(Object.keys(issuesOf(CreatePayload, { agent_type: 'CLAUDE', resources: { memory: 'huge' } }))).toEqual(['resources.memory']);
     expect(Object.keys(issuesOf(CreatePayload, { agent_type: 'CLAUDE', resources: { cpus: 0 } }))).toEqual(['resources.cpus']);
   });
 
@@ -309,7 +299,12 @@ describe('CreatePayload: allowed_commands cannot add rules to the allow-list', (
   });
 
   it('keeps commands with spaces, options and paths', () => {
-    expect(CreatePayload.safeParse({ agent_type: 'CLAUDE', allowed_commands: ['npm test', 'git status --short', 'python -m pytest tests/unit', 'ls *.ts'] }).success).toBe(true);
+    expect(
+      CreatePayload.safeParse({
+        agent_type: 'CLAUDE',
+        allowed_commands: ['npm test', 'git status --short', 'python -m pytest tests/unit', 'ls *.ts'],
+      }).success,
+    ).toBe(true);
   });
 });
 
@@ -319,7 +314,8 @@ describe('durations have a maximum a timer can hold, named in the error', () => 
   it.each(['idle_timeout_s', 'session_timeout_s'])('%s: 1 to %s seconds accepted; above, zero or fractional refused', (field) => {
     for (const ok of [1, week]) expect(CreatePayload.safeParse({ agent_type: 'CLAUDE', [field]: ok }).success).toBe(true);
     expect(issuesOf(CreatePayload, { agent_type: 'CLAUDE', [field]: week + 1 })[field]).toContain(String(week));
-    for (const bad of [0, -1, 1.5, 1e15]) expect(Object.keys(issuesOf(CreatePayload, { agent_type: 'CLAUDE', [field]: bad }))).toEqual([field]);
+    for (const bad of [0, -1, 1.5, 1e15])
+      expect(Object.keys(issuesOf(CreatePayload, { agent_type: 'CLAUDE', [field]: bad }))).toEqual([field]);
   });
 
   it('a task timeout_s of 2160000 (25 days, past a Node.js timer) is refused naming timeout_s and the limit', () => {
@@ -330,13 +326,21 @@ describe('durations have a maximum a timer can hold, named in the error', () => 
   });
 });
 
-describe('createPayloadSchema with a manager\'s limits', () => {
+describe("createPayloadSchema with a manager's limits", () => {
   const limits = { memoryMaxBytes: 1024 ** 3, cpusMax: 2, allowPrivileged: false };
 
   it('names every bad field at once: contract rules and configured limits together', () => {
     const schema = createPayloadSchema(limits);
-    expect(Object.keys(issuesOf(schema, { agent_type: 'CLAUDE', resources: { memory: '1k', cpus: -0.5 } })).sort()).toEqual(['resources.cpus', 'resources.memory']);
-    const details = issuesOf(schema, { agent_type: 'GPT', modules: ['GIT', 'DOCKER'], resources: { memory: '2g', cpus: 3 }, auth: { mode: 'host_session' } });
+    expect(Object.keys(issuesOf(schema, { agent_type: 'CLAUDE', resources: { memory: '1k', cpus: -0.5 } })).sort()).toEqual([
+      'resources.cpus',
+      'resources.memory',
+    ]);
+    const details = issuesOf(schema, {
+      agent_type: 'GPT',
+      modules: ['GIT', 'DOCKER'],
+      resources: { memory: '2g', cpus: 3 },
+      auth: { mode: 'host_session' },
+    });
     expect(Object.keys(details).sort()).toEqual(['agent_type', 'auth.mode', 'modules[1]', 'resources.cpus', 'resources.memory']);
     expect(details['resources.memory']).toContain('WORKER_MEMORY_MAX');
     expect(details['resources.cpus']).toContain('WORKER_CPU_MAX');
@@ -344,9 +348,16 @@ describe('createPayloadSchema with a manager\'s limits', () => {
   });
 
   it('host_session: the directory is required and checked by the manager', () => {
-    const schema = createPayloadSchema({ ...limits, hostClaudeDirProblem: (dir) => (dir.startsWith('/ok/') ? undefined : 'outside the roots') });
-    expect(issuesOf(schema, { agent_type: 'CLAUDE', auth: { mode: 'host_session' } })).toEqual({ 'auth.host_claude_dir': 'required with mode host_session' });
-    expect(issuesOf(schema, { agent_type: 'CLAUDE', auth: { mode: 'host_session', host_claude_dir: '/etc' } })).toEqual({ 'auth.host_claude_dir': 'outside the roots' });
+    const schema = createPayloadSchema({
+      ...limits,
+      hostClaudeDirProblem: (dir) => (dir.startsWith('/ok/') ? undefined : 'outside the roots'),
+    });
+    expect(issuesOf(schema, { agent_type: 'CLAUDE', auth: { mode: 'host_session' } })).toEqual({
+      'auth.host_claude_dir': 'required with mode host_session',
+    });
+    expect(issuesOf(schema, { agent_type: 'CLAUDE', auth: { mode: 'host_session', host_claude_dir: '/etc' } })).toEqual({
+      'auth.host_claude_dir': 'outside the roots',
+    });
     expect(schema.safeParse({ agent_type: 'CLAUDE', auth: { mode: 'host_session', host_claude_dir: '/ok/.claude' } }).success).toBe(true);
   });
 

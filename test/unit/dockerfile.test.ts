@@ -6,7 +6,9 @@ describe('renderDockerfile', () => {
   test('starts from the standard base image and installs the pinned agent CLI, checking it runs', () => {
     const claude = renderDockerfile(base);
     expect(claude.split('\n').find((l) => l.startsWith('FROM '))).toBe('FROM debian:bookworm-slim');
-    expect(claude).toContain(`npm install -g --no-audit --no-fund --loglevel=error @anthropic-ai/claude-code@${PINNED.agents.CLAUDE.version}`);
+    expect(claude).toContain(
+      `npm install -g --no-audit --no-fund --loglevel=error @anthropic-ai/claude-code@${PINNED.agents.CLAUDE.version}`,
+    );
     expect(claude).toContain('claude --version');
     const factory = renderDockerfile({ ...base, agentType: 'FACTORY' });
     expect(factory).toContain(`droid@${PINNED.agents.FACTORY.version}`);

@@ -12,7 +12,6 @@ import { hostRuleSpecs, productHostPorts } from '../../src/host/egress/hostRules
 import { EgressProxy, effectiveRules } from '../../src/host/egress/proxy';
 import { EgressAllowError, findAllowRule, parseAllowList } from '../../src/host/egress/allowList';
 
-
 describe('parseAllowList', () => {
   it('is off (undefined) when unset or blank, and empty for "none"', () => {
     expect(parseAllowList(undefined)).toBeUndefined();
@@ -99,7 +98,7 @@ describe('configuration', () => {
     expect(workerNetworkName(c)).toBe('worker-manager');
   });
 
-  it('with an allow-list, workers go on <WORKER_NETWORK>-egress and the agents\' endpoints are allowed too', () => {
+  it("with an allow-list, workers go on <WORKER_NETWORK>-egress and the agents' endpoints are allowed too", () => {
     const c = loadConfig({
       WORKER_EGRESS_ALLOW: '*.npmjs.org',
       WORKER_NETWORK: 'wn',
@@ -142,7 +141,8 @@ describe('configuration', () => {
 describe('container settings and host rules', () => {
   it('sets every spelling of the proxy variables with the allow-list, and none without', () => {
     const env = egressContainerEnv(loadConfig({ WORKER_EGRESS_ALLOW: 'none', WORKER_EGRESS_PROXY_PORT: '3999' }));
-    for (const v of ['HTTP_PROXY', 'HTTPS_PROXY', 'http_proxy', 'https_proxy']) expect(env).toContain(`${v}=http://host.docker.internal:3999`);
+    for (const v of ['HTTP_PROXY', 'HTTPS_PROXY', 'http_proxy', 'https_proxy'])
+      expect(env).toContain(`${v}=http://host.docker.internal:3999`);
     expect(env).toContain('NO_PROXY=localhost,127.0.0.1,::1');
     expect(egressContainerEnv(loadConfig({}))).toEqual([]);
   });
@@ -234,7 +234,11 @@ describe('EgressProxy on loopback', () => {
   });
 
   it('tunnels CONNECT to port 80 and answers 400 to a CONNECT without host:port', async () => {
-    const p80 = new EgressProxy({ rules: parseAllowList('127.0.0.1:80')!, hostGatewayIp: '127.0.0.1', log: { info() {}, warn() {}, error() {} } });
+    const p80 = new EgressProxy({
+      rules: parseAllowList('127.0.0.1:80')!,
+      hostGatewayIp: '127.0.0.1',
+      log: { info() {}, warn() {}, error() {} },
+    });
     const port = (await p80.listen('127.0.0.1', 0)).port;
     const raw = (line: string) =>
       new Promise<string>((resolve) => {
@@ -283,15 +287,21 @@ describe('EgressProxy on loopback', () => {
         s.close(() => resolve(p));
       });
     });
-    const p2 = new EgressProxy({ rules: parseAllowList(`127.0.0.1:${dead}`)!, hostGatewayIp: '127.0.0.1', log: { info() {}, warn() {}, error() {} } });
+    const p2 = new EgressProxy({
+      rules: parseAllowList(`127.0.0.1:${dead}`)!,
+      hostGatewayIp: '127.0.0.1',
+      log: { info() {}, warn() {}, error() {} },
+    });
     const port = (await p2.listen('127.0.0.1', 0)).port;
     try {
       const res = await new Promise<{ status: number; body: string }>((resolve, reject) => {
-        http.get({ host: '127.0.0.1', port, path: `http://127.0.0.1:${dead}/` }, (r) => {
-          let body = '';
-          r.on('data', (c) => (body += c));
-          r.on('end', () => resolve({ status: r.statusCode ?? 0, body }));
-        }).on('error', reject);
+        http
+          .get({ host: '127.0.0.1', port, path: `http://127.0.0.1:${dead}/` }, (r) => {
+            let body = '';
+            r.on('data', (c) => (body += c));
+            r.on('end', () => resolve({ status: r.statusCode ?? 0, body }));
+          })
+          .on('error', reject);
       });
       expect(res.status).toBe(502);
       expect(res.body).toContain('ECONNREFUSED');

@@ -101,7 +101,8 @@ describe('lint config', () => {
   });
 
   it('refuses activities/ anywhere in src/ (types too) but in the process entry, which hands them to createManager', async () => {
-    const code = "import { createActivities } from '../../activities';\nimport type { DockerActivities } from '../../activities/docker';\n\nexport const all: unknown[] = [createActivities];\nexport type D = DockerActivities;\n";
+    const code =
+      "import { createActivities } from '../../activities';\nimport type { DockerActivities } from '../../activities/docker';\n\nexport const all: unknown[] = [createActivities];\nexport type D = DockerActivities;\n";
     expect((await problems('src/manager/createManager.ts', code)).map((p) => [p.ruleId, p.line])).toEqual([
       ['@typescript-eslint/no-restricted-imports', 1],
       ['@typescript-eslint/no-restricted-imports', 2],

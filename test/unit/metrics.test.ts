@@ -9,7 +9,9 @@ describe('METRICS_PORT and METRICS_HOST', () => {
   });
 
   it.each(['-1', '65536', '9464.5', 'metrics'])('rejects METRICS_PORT=%j and says what it should be', (value) => {
-    expect(configError({ METRICS_PORT: value }).problems).toEqual({ METRICS_PORT: expect.stringMatching(/whole number|0 \(off\) or 1-65535/) });
+    expect(configError({ METRICS_PORT: value }).problems).toEqual({
+      METRICS_PORT: expect.stringMatching(/whole number|0 \(off\) or 1-65535/),
+    });
   });
 
   it('rejects a METRICS_HOST that is no address', () => {

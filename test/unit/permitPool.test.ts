@@ -12,7 +12,14 @@ type Op =
   | { kind: 'tick'; ms: number };
 
 const op: fc.Arbitrary<Op> = fc.oneof(
-  { weight: 4, arbitrary: fc.record({ kind: fc.constant('acquire' as const), id: fc.integer({ min: 0, max: 15 }), ttl: fc.integer({ min: 1, max: 5000 }) }) },
+  {
+    weight: 4,
+    arbitrary: fc.record({
+      kind: fc.constant('acquire' as const),
+      id: fc.integer({ min: 0, max: 15 }),
+      ttl: fc.integer({ min: 1, max: 5000 }),
+    }),
+  },
   { weight: 3, arbitrary: fc.record({ kind: fc.constant('release' as const), id: fc.integer({ min: 0, max: 15 }) }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('setLimit' as const), limit: fc.integer({ min: 0, max: 6 }) }) },
   { weight: 2, arbitrary: fc.record({ kind: fc.constant('tick' as const), ms: fc.integer({ min: 0, max: 2000 }) }) },

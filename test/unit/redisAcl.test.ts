@@ -1,4 +1,13 @@
-import { aclScope, openCredentials, passwordHashes, poolAclRules, poolAclUser, sealCredentials, workerAclRules, workerAclUser } from '../../src/config/redisAcl';
+import {
+  aclScope,
+  openCredentials,
+  passwordHashes,
+  poolAclRules,
+  poolAclUser,
+  sealCredentials,
+  workerAclRules,
+  workerAclUser,
+} from '../../src/config/redisAcl';
 
 const ID = '0b7c5d3e-1f2a-4b3c-8d4e-5f6a7b8c9d0e';
 
@@ -17,14 +26,35 @@ describe('per-worker Redis ACL rules', () => {
       `%W~worker:status:${ID}`,
       '%W~worker:lifecycle',
     ]);
-    expect(r.filter((x) => x.startsWith('+')).sort()).toEqual(['+del', '+discard', '+exec', '+get', '+hset', '+mset', '+multi', '+ping', '+quit', '+sadd', '+set', '+smembers', '+xadd', '+xread', '+xrevrange']);
+    expect(r.filter((x) => x.startsWith('+')).sort()).toEqual([
+      '+del',
+      '+discard',
+      '+exec',
+      '+get',
+      '+hset',
+      '+mset',
+      '+multi',
+      '+ping',
+      '+quit',
+      '+sadd',
+      '+set',
+      '+smembers',
+      '+xadd',
+      '+xread',
+      '+xrevrange',
+    ]);
     expect(r.some((x) => x.startsWith('&') || x === 'allkeys' || x === 'allchannels' || x.startsWith('>'))).toBe(false);
     expect(workerAclRules(ID, 2)).toContain('+select'); // ioredis selects a named database on connect
   });
 
   it('a pool user: its hand-over keys only', () => {
     expect(poolAclRules('wm-pool-h-abc-1').filter((x) => x.includes('~') || x.startsWith('+'))).toEqual([
-      '+set', '+blpop', '+ping', '+quit', '%W~worker:pool:wm-pool-h-abc-1:ready', '~worker:pool:wm-pool-h-abc-1',
+      '+set',
+      '+blpop',
+      '+ping',
+      '+quit',
+      '%W~worker:pool:wm-pool-h-abc-1:ready',
+      '~worker:pool:wm-pool-h-abc-1',
     ]);
   });
 
@@ -53,7 +83,20 @@ describe("the claim's sealed credentials", () => {
 
   it('reads the password hashes of an ACL GETUSER reply (Redis 7), and none of an unknown user', () => {
     const hash = 'd38afcdf0c1c24d452d07f578d6535558092b7b0951155ea7c5a5d717aca4e65';
-    const reply = ['flags', ['on'], 'passwords', [hash, 'not-a-hash'], 'commands', '-@all +ping', 'keys', '~worker:x', 'channels', '', 'selectors', []];
+    const reply = [
+      'flags',
+      ['on'],
+      'passwords',
+      [hash, 'not-a-hash'],
+      'commands',
+      '-@all +ping',
+      'keys',
+      '~worker:x',
+      'channels',
+      '',
+      'selectors',
+      [],
+    ];
     expect(passwordHashes(reply)).toEqual([hash]);
     expect(passwordHashes(null)).toEqual([]);
     expect(passwordHashes(['flags', ['on'], 'passwords', []])).toEqual([]);

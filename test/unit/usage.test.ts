@@ -7,9 +7,16 @@ const event = (name: string, data: unknown) => `event: ${name}\ndata: ${JSON.str
 
 /** A streamed reply as the Messages API sends it, with cache counts on message_start. */
 const STREAM = [
-  event('message_start', { type: 'message_start', message: { id: 'm', usage: { input_tokens: 120, output_tokens: 1, cache_read_input_tokens: 3000, cache_creation_input_tokens: 45 } } }),
+  event('message_start', {
+    type: 'message_start',
+    message: { id: 'm', usage: { input_tokens: 120, output_tokens: 1, cache_read_input_tokens: 3000, cache_creation_input_tokens: 45 } },
+  }),
   event('content_block_start', { type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } }),
-  event('content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: 'naïve "message_delta" text — with a ✓' } }),
+  event('content_block_delta', {
+    type: 'content_block_delta',
+    index: 0,
+    delta: { type: 'text_delta', text: 'naïve "message_delta" text — with a ✓' },
+  }),
   event('content_block_stop', { type: 'content_block_stop', index: 0 }),
   event('ping', { type: 'ping' }),
   event('message_delta', { type: 'message_delta', delta: { stop_reason: 'end_turn' }, usage: { output_tokens: 87 } }),
@@ -57,22 +64,44 @@ describe('usage from SSE replies', () => {
       `data: ${JSON.stringify({ type: 'message_delta', usage: { input_tokens: 11, output_tokens: 5 } })}`,
       '',
     ].join('\r\n');
-    expect(meter('text/event-stream', [Buffer.from(s)])).toEqual({ input_tokens: 11, output_tokens: 5, cache_read_input_tokens: 0, cache_creation_input_tokens: 0 });
+    expect(meter('text/event-stream', [Buffer.from(s)])).toEqual({
+      input_tokens: 11,
+      output_tokens: 5,
+      cache_read_input_tokens: 0,
+      cache_creation_input_tokens: 0,
+    });
   });
 
   test('a stream cut before any usage, garbage, or negative counts report nothing wrong', () => {
-    expect(meter('text/event-stream', [Buffer.from('event: content_block_delta\ndata: {"type":"content_block_delta"}\n\n')])).toBeUndefined();
+    expect(
+      meter('text/event-stream', [Buffer.from('event: content_block_delta\ndata: {"type":"content_block_delta"}\n\n')]),
+    ).toBeUndefined();
     expect(meter('text/event-stream', [Buffer.from('event: message_start\ndata: {not json\n\n')])).toBeUndefined();
     const bad = event('message_start', { type: 'message_start', message: { usage: { input_tokens: -5, output_tokens: 'x' } } });
-    expect(meter('text/event-stream', [Buffer.from(bad)])).toEqual({ input_tokens: 0, output_tokens: 0, cache_read_input_tokens: 0, cache_creation_input_tokens: 0 });
+    expect(meter('text/event-stream', [Buffer.from(bad)])).toEqual({
+      input_tokens: 0,
+      output_tokens: 0,
+      cache_read_input_tokens: 0,
+      cache_creation_input_tokens: 0,
+    });
   });
 });
 
 describe('usage from JSON replies', () => {
-  const body = JSON.stringify({ id: 'm', type: 'message', content: [{ type: 'text', text: 'hi' }], usage: { input_tokens: 12, output_tokens: 20, cache_read_input_tokens: 7 } });
+  const body = JSON.stringify({
+    id: 'm',
+    type: 'message',
+    content: [{ type: 'text', text: 'hi' }],
+    usage: { input_tokens: 12, output_tokens: 20, cache_read_input_tokens: 7 },
+  });
 
   test('the top-level usage object, missing counters as 0', () => {
-    expect(usageFromJson(body)).toEqual({ input_tokens: 12, output_tokens: 20, cache_read_input_tokens: 7, cache_creation_input_tokens: 0 });
+    expect(usageFromJson(body)).toEqual({
+      input_tokens: 12,
+      output_tokens: 20,
+      cache_read_input_tokens: 7,
+      cache_creation_input_tokens: 0,
+    });
     expect(meter('application/json', split(Buffer.from(body), [3, 40, 41]))).toEqual(usageFromJson(body));
   });
 
@@ -85,7 +114,13 @@ describe('usage from JSON replies', () => {
 describe('counters', () => {
   test('totalTokens adds all four; a counter hash reads back with or without a prefix', () => {
     expect(totalTokens(EXPECTED)).toBe(120 + 87 + 3000 + 45);
-    expect(usageFromHash({ requests: '3', input_tokens: '9' })).toEqual({ requests: 3, input_tokens: 9, output_tokens: 0, cache_read_input_tokens: 0, cache_creation_input_tokens: 0 });
+    expect(usageFromHash({ requests: '3', input_tokens: '9' })).toEqual({
+      requests: 3,
+      input_tokens: 9,
+      output_tokens: 0,
+      cache_read_input_tokens: 0,
+      cache_creation_input_tokens: 0,
+    });
     expect(usageFromHash({ usage_requests: '2', tasks_ok: '5' }, 'usage_').requests).toBe(2);
   });
 });

@@ -50,10 +50,10 @@ describe('capacity semaphore (real lifecycles, fake Docker)', () => {
 
   beforeAll(async () => {
     docker = countingDocker();
-    env = await startWorkflowWorker(
-      ({ client, config }) => ({ ...docker.fakes, ...createCapacityActivities({ client, config }) }),
-      { MAX_CONCURRENT_WORKERS: '2', PERMIT_RECLAIM_SECONDS: '1' },
-    );
+    env = await startWorkflowWorker(({ client, config }) => ({ ...docker.fakes, ...createCapacityActivities({ client, config }) }), {
+      MAX_CONCURRENT_WORKERS: '2',
+      PERMIT_RECLAIM_SECONDS: '1',
+    });
   });
   afterAll(async () => env?.stop());
 
@@ -167,7 +167,9 @@ describe('capacity semaphore (real lifecycles, fake Docker)', () => {
     await a.terminate('operator says so');
     // The reclaim leaves a's permit alone (its container may still run); a workflow that is gone is reclaimed.
     const { findClosedWorkflows } = createCapacityActivities({ client: env.client, config: env.config });
-    expect(await findClosedWorkflows({ workflowIds: [a.workflowId, b.workflowId, 'worker-never-started'] })).toEqual(['worker-never-started']);
+    expect(await findClosedWorkflows({ workflowIds: [a.workflowId, b.workflowId, 'worker-never-started'] })).toEqual([
+      'worker-never-started',
+    ]);
     // What the manager's closed-workflow sweep does once a's container is removed.
     await env.client.workflow.getHandle(semaphoreWorkflowId(pool)).signal(releaseSignal, { id: a.workflowId });
     await eventually('c to get the freed permit', async () => (await statusOf(c)) === 'RUNNING', { timeoutMs: 30_000 });
@@ -186,7 +188,9 @@ describe('capacity semaphore (real lifecycles, fake Docker)', () => {
     const after = await env.client.workflow.getHandle(semaphoreWorkflowId(pool)).executeUpdate(setLimitUpdate, { args: [4] });
     expect(after).toMatchObject({ limit: 4, in_use: 4, queue: [] });
     // What the Temporal UI shows as the semaphore's current details.
-    const meta = await env.client.workflow.getHandle(semaphoreWorkflowId(pool)).query<{ currentDetails?: string }>('__temporal_workflow_metadata');
+    const meta = await env.client.workflow
+      .getHandle(semaphoreWorkflowId(pool))
+      .query<{ currentDetails?: string }>('__temporal_workflow_metadata');
     expect(meta.currentDetails).toContain('4 of 4 permits in use');
     for (const h of hs) expect(meta.currentDetails).toContain(h.workflowId);
     await eventually('all RUNNING', async () => (await Promise.all(hs.map(statusOf))).every((s) => s === 'RUNNING'));
@@ -209,7 +213,13 @@ describe('capacity semaphore (real lifecycles, fake Docker)', () => {
     const hs = [first];
     for (let i = 0; i < 39; i++) {
       const s = spec(pool);
-      hs.push(await env.client.workflow.start<typeof workerLifecycle>('workerLifecycle', { taskQueue: env.taskQueue, workflowId: `worker-${s.workerId}`, args: [s] }));
+      hs.push(
+        await env.client.workflow.start<typeof workerLifecycle>('workerLifecycle', {
+          taskQueue: env.taskQueue,
+          workflowId: `worker-${s.workerId}`,
+          args: [s],
+        }),
+      );
     }
     // Stop each worker as soon as it runs, until all have run.
     const done = new Set<string>();
@@ -240,9 +250,16 @@ describe('capacity semaphore (real lifecycles, fake Docker)', () => {
   });
 
   test("stopping a test's worker ends the semaphores its lifecycles started (none left on the shared dev server)", async () => {
-    const other = await startWorkflowWorker(({ client, config }) => ({ ...countingDocker().fakes, ...createCapacityActivities({ client, config }) }));
+    const other = await startWorkflowWorker(({ client, config }) => ({
+      ...countingDocker().fakes,
+      ...createCapacityActivities({ client, config }),
+    }));
     const s = { ...spec(newPool()), dockerTaskQueue: other.taskQueue };
-    const h = await other.client.workflow.start<typeof workerLifecycle>('workerLifecycle', { taskQueue: other.taskQueue, workflowId: `worker-${s.workerId}`, args: [s] });
+    const h = await other.client.workflow.start<typeof workerLifecycle>('workerLifecycle', {
+      taskQueue: other.taskQueue,
+      workflowId: `worker-${s.workerId}`,
+      args: [s],
+    });
     await eventually('its semaphore to run', async () => (await runningSemaphores(env.client, other.taskQueue)).length === 1);
     await h.signal(stopSignal, 'deleted');
     await h.result();

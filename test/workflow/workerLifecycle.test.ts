@@ -140,7 +140,11 @@ describe('workerLifecycle workflow (fake activities, real dev server)', () => {
   test('headless: the prompt runs as the task, its result is the workflow result, and the worker stops', async () => {
     const spec = specFor(env.taskQueue, { initialPrompt: 'do the thing', taskId: 'T-9', headless: { timeoutS: 30 } });
     const outcome = await (await start(env.client, env.taskQueue, spec)).result();
-    expect(outcome).toMatchObject({ status: 'STOPPED', reason: 'task_completed', task: { task_id: 'T-9', status: 'ok', result: 'fake result' } });
+    expect(outcome).toMatchObject({
+      status: 'STOPPED',
+      reason: 'task_completed',
+      task: { task_id: 'T-9', status: 'ok', result: 'fake result' },
+    });
     expect(fake.calls.slice(-3)).toEqual(['pushInput', 'awaitTaskResult', 'removeContainer']);
   });
 

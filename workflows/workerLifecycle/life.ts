@@ -126,7 +126,8 @@ export class WorkerLife {
 
   /** Totals only grow: a report that arrives after a newer one is ignored. */
   usageReported(usage: ModelUsage): void {
-    const size = (u: ModelUsage) => u.requests + u.input_tokens + u.output_tokens + u.cache_read_input_tokens + u.cache_creation_input_tokens;
+    const size = (u: ModelUsage) =>
+      u.requests + u.input_tokens + u.output_tokens + u.cache_read_input_tokens + u.cache_creation_input_tokens;
     if (this.usage && size(usage) < size(this.usage)) return;
     this.usage = usage;
     this.showDetails();
@@ -195,7 +196,9 @@ export class WorkerLife {
           ? `container \`${state.container_id.slice(0, 12)}\` · image \`${state.image}\` · ip ${state.ip_address ?? '-'}`
           : 'no container yet',
         ...(u
-          ? [`model usage: ${u.requests} requests · tokens ${u.input_tokens} input, ${u.output_tokens} output, ${u.cache_read_input_tokens} cache read, ${u.cache_creation_input_tokens} cache write`]
+          ? [
+              `model usage: ${u.requests} requests · tokens ${u.input_tokens} input, ${u.output_tokens} output, ${u.cache_read_input_tokens} cache read, ${u.cache_creation_input_tokens} cache write`,
+            ]
           : []),
         ...(this.errorLine ? [this.errorLine] : []),
       ].join('\n\n'),

@@ -25,7 +25,10 @@ export interface AllowRule {
 }
 
 export class EgressAllowError extends Error {
-  constructor(public readonly entry: string, reason: string) {
+  constructor(
+    public readonly entry: string,
+    reason: string,
+  ) {
     super(`entry "${entry}": ${reason}`);
     this.name = 'EgressAllowError';
   }
@@ -80,7 +83,8 @@ export function parseAllowEntry(raw: string): AllowRule {
     if (p !== undefined) ports = parsePort(entry, p);
   }
   let wildcard = false;
-  if (host === '*') throw new EgressAllowError(entry, 'a lone * would allow everything: leave WORKER_EGRESS_ALLOW unset for no restriction');
+  if (host === '*')
+    throw new EgressAllowError(entry, 'a lone * would allow everything: leave WORKER_EGRESS_ALLOW unset for no restriction');
   if (host.startsWith('*.')) {
     wildcard = true;
     host = host.slice(2);
@@ -88,7 +92,8 @@ export function parseAllowEntry(raw: string): AllowRule {
   if (host.includes('*')) throw new EgressAllowError(entry, 'a wildcard may only be a leading "*." (e.g. *.npmjs.org)');
   const canonical = canonicalHost(host);
   if (!canonical) throw new EgressAllowError(entry, `"${host}" is not a host name or IP address`);
-  if (wildcard && (canonical.startsWith('[') || IPV4.test(canonical))) throw new EgressAllowError(entry, 'a wildcard needs a domain, not an IP address');
+  if (wildcard && (canonical.startsWith('[') || IPV4.test(canonical)))
+    throw new EgressAllowError(entry, 'a wildcard needs a domain, not an IP address');
   return { entry, host: canonical, wildcard, ports };
 }
 
@@ -127,9 +132,7 @@ export function ruleForUrl(url: string): AllowRule | undefined {
 export function findAllowRule(rules: readonly AllowRule[], host: string, port: number): AllowRule | undefined {
   const h = canonicalHost(host);
   if (!h) return undefined;
-  return rules.find(
-    (r) => (r.ports === 'any' || r.ports.includes(port)) && (r.wildcard ? h.endsWith(`.${r.host}`) : h === r.host),
-  );
+  return rules.find((r) => (r.ports === 'any' || r.ports.includes(port)) && (r.wildcard ? h.endsWith(`.${r.host}`) : h === r.host));
 }
 
 /** `host.docker.internal` in a worker means the Docker host, as it does without the allow-list. */
@@ -140,7 +143,11 @@ export const HOST_ALIAS = 'host.docker.internal';
  * manager process and the host rules are installed from it, so it must run on the Docker host;
  * restricted workers reach Redis only at the host's gateway address.
  */
-export function egressConfigProblems(c: { WORKER_EGRESS_ALLOW?: AllowRule[]; DOCKER_HOST?: string; WORKER_REDIS_URL: string }): Record<string, string> {
+export function egressConfigProblems(c: {
+  WORKER_EGRESS_ALLOW?: AllowRule[];
+  DOCKER_HOST?: string;
+  WORKER_REDIS_URL: string;
+}): Record<string, string> {
   if (!c.WORKER_EGRESS_ALLOW) return {};
   const problems: Record<string, string> = {};
   if (c.DOCKER_HOST && !c.DOCKER_HOST.startsWith('unix://')) {

@@ -62,8 +62,12 @@ export function egressContainerEnv(config: Pick<Config, 'WORKER_EGRESS_ALLOW' | 
   const proxy = `http://${HOST_ALIAS}:${config.WORKER_EGRESS_PROXY_PORT}`;
   const noProxy = 'localhost,127.0.0.1,::1';
   return [
-    `HTTP_PROXY=${proxy}`, `HTTPS_PROXY=${proxy}`, `http_proxy=${proxy}`, `https_proxy=${proxy}`,
-    `NO_PROXY=${noProxy}`, `no_proxy=${noProxy}`,
+    `HTTP_PROXY=${proxy}`,
+    `HTTPS_PROXY=${proxy}`,
+    `http_proxy=${proxy}`,
+    `https_proxy=${proxy}`,
+    `NO_PROXY=${noProxy}`,
+    `no_proxy=${noProxy}`,
     'NODE_USE_ENV_PROXY=1', // Node.js 24+ built-in fetch/http; older Node tools go through npm's own proxy support
   ];
 }
@@ -90,8 +94,14 @@ export async function ensureEgressNetwork(docker: Docker, config: Config): Promi
     Labels: { 'com.codegen.managed': 'true', 'com.codegen.egress': 'restricted' },
     Options: { 'com.docker.network.bridge.enable_icc': 'false' },
   });
-  if (!info.Internal) throw new EgressSetupError(`the Docker network ${name} exists but is not internal: remove it (docker network rm ${name}) so the manager recreates it`);
-  if (info.EnableIPv6) throw new EgressSetupError(`the Docker network ${name} has IPv6 enabled, which the host rules do not cover: remove it so the manager recreates it`);
+  if (!info.Internal)
+    throw new EgressSetupError(
+      `the Docker network ${name} exists but is not internal: remove it (docker network rm ${name}) so the manager recreates it`,
+    );
+  if (info.EnableIPv6)
+    throw new EgressSetupError(
+      `the Docker network ${name} has IPv6 enabled, which the host rules do not cover: remove it so the manager recreates it`,
+    );
   const gatewayIp = bridgeAddressOf(info);
   if (!gatewayIp) throw new EgressSetupError(`the Docker network ${name} has no IPv4 subnet`);
   const n: EgressNetwork = { name, gatewayIp, bridge: bridgeInterfaceOf(info), hostGatewayIp: await hostGatewayIp(docker) };
@@ -114,9 +124,12 @@ export async function removeEgressNetwork(docker: Docker, config: Pick<Config, '
     throw err;
   }
   const bridge = bridgeInterfaceOf(info);
-  await docker.getNetwork(name).remove().catch((err) => {
-    if (statusCode(err) !== 404) throw err;
-  });
+  await docker
+    .getNetwork(name)
+    .remove()
+    .catch((err) => {
+      if (statusCode(err) !== 404) throw err;
+    });
   await removeHostRules(bridge);
 }
 
@@ -124,7 +137,11 @@ export async function removeEgressNetwork(docker: Docker, config: Pick<Config, '
  * What the manager starts when the allow-list is set: the restricted network with its host
  * rules, and the proxy at host.docker.internal (the Docker host's gateway address). Undefined when the allow-list is unset.
  */
-export async function startEgressGateway(deps: { config: Config; docker: Docker; log: Log }): Promise<{ proxy: EgressProxy; network: EgressNetwork; proxyUrl: string } | undefined> {
+export async function startEgressGateway(deps: {
+  config: Config;
+  docker: Docker;
+  log: Log;
+}): Promise<{ proxy: EgressProxy; network: EgressNetwork; proxyUrl: string } | undefined> {
   const { config, docker, log } = deps;
   if (!config.WORKER_EGRESS_ALLOW) return undefined;
   const network = await ensureEgressNetwork(docker, config);

@@ -23,7 +23,9 @@ export interface RulesTarget {
 }
 
 /** Ports at host.docker.internal that restricted workers may reach directly: the proxy's and the product's. */
-export function productHostPorts(config: Pick<Config, 'WORKER_REDIS_URL' | 'ANTHROPIC_BASE_URL' | 'FACTORY_BASE_URL' | 'WORKER_EGRESS_PROXY_PORT' | 'MODEL_GATEWAY_PORT'>): number[] {
+export function productHostPorts(
+  config: Pick<Config, 'WORKER_REDIS_URL' | 'ANTHROPIC_BASE_URL' | 'FACTORY_BASE_URL' | 'WORKER_EGRESS_PROXY_PORT' | 'MODEL_GATEWAY_PORT'>,
+): number[] {
   const ports = new Set<number>([config.WORKER_EGRESS_PROXY_PORT, config.MODEL_GATEWAY_PORT]);
   for (const url of [config.WORKER_REDIS_URL, config.ANTHROPIC_BASE_URL, config.FACTORY_BASE_URL]) {
     if (!url) continue;
@@ -60,7 +62,9 @@ async function iptables(args: string[]): Promise<{ ok: boolean; stdout: string; 
 async function mustIptables(args: string[]): Promise<void> {
   const r = await iptables(args);
   if (!r.ok) {
-    throw new EgressSetupError(`could not install host firewall rules (the manager needs root on the Docker host): iptables ${args.join(' ')}: ${r.stderr.trim()}`);
+    throw new EgressSetupError(
+      `could not install host firewall rules (the manager needs root on the Docker host): iptables ${args.join(' ')}: ${r.stderr.trim()}`,
+    );
   }
 }
 
@@ -82,7 +86,12 @@ export function ensureHostRules(n: RulesTarget, hostPorts: number[]): Promise<vo
     const chain = chainFor(n.bridge);
     const specs = hostRuleSpecs(n, hostPorts);
     const listed = await iptables(['-S', chain]);
-    let intact = listed.ok && listed.stdout.trim().split('\n').filter((l) => l.startsWith('-A ')).length === specs.length;
+    let intact =
+      listed.ok &&
+      listed.stdout
+        .trim()
+        .split('\n')
+        .filter((l) => l.startsWith('-A ')).length === specs.length;
     for (const s of specs) {
       if (!intact) break;
       intact = (await iptables(['-C', chain, ...s])).ok;
@@ -96,7 +105,8 @@ export function ensureHostRules(n: RulesTarget, hostPorts: number[]): Promise<vo
     const parents = ['INPUT'];
     if ((await iptables(['-S', 'DOCKER-USER'])).ok) parents.push('DOCKER-USER');
     for (const parent of parents) {
-      if (!(await iptables(['-C', parent, '-i', n.bridge, '-j', chain])).ok) await mustIptables(['-I', parent, '1', '-i', n.bridge, '-j', chain]);
+      if (!(await iptables(['-C', parent, '-i', n.bridge, '-j', chain])).ok)
+        await mustIptables(['-I', parent, '1', '-i', n.bridge, '-j', chain]);
     }
   });
   queuedChecks.set(key, next);
@@ -108,7 +118,9 @@ export function ensureHostRules(n: RulesTarget, hostPorts: number[]): Promise<vo
 export async function removeHostRules(bridge: string): Promise<void> {
   const chain = chainFor(bridge);
   for (const parent of ['INPUT', 'DOCKER-USER']) {
-    while ((await iptables(['-D', parent, '-i', bridge, '-j', chain])).ok) { /* every copy */ }
+    while ((await iptables(['-D', parent, '-i', bridge, '-j', chain])).ok) {
+      /* every copy */
+    }
   }
   await iptables(['-F', chain]);
   await iptables(['-X', chain]);

@@ -12,10 +12,14 @@ import { type AllowRule, findAllowRule, HOST_ALIAS, ruleForUrl } from './allowLi
 import { EgressSetupError } from './setupError';
 
 /** The user's rules plus the product's own destinations (the model gateway, the agents' configured endpoints). */
-export function effectiveRules(config: Pick<Config, 'WORKER_EGRESS_ALLOW' | 'ANTHROPIC_BASE_URL' | 'FACTORY_BASE_URL' | 'MODEL_GATEWAY_PORT'>): AllowRule[] {
+export function effectiveRules(
+  config: Pick<Config, 'WORKER_EGRESS_ALLOW' | 'ANTHROPIC_BASE_URL' | 'FACTORY_BASE_URL' | 'MODEL_GATEWAY_PORT'>,
+): AllowRule[] {
   // Agents honour HTTP(S)_PROXY, so their requests to the gateway come through the proxy.
   const gateway = `http://${HOST_ALIAS}:${config.MODEL_GATEWAY_PORT}`;
-  const implicit = [gateway, config.ANTHROPIC_BASE_URL, config.FACTORY_BASE_URL].flatMap((u) => (u ? [ruleForUrl(u)].filter((r): r is AllowRule => !!r) : []));
+  const implicit = [gateway, config.ANTHROPIC_BASE_URL, config.FACTORY_BASE_URL].flatMap((u) =>
+    u ? [ruleForUrl(u)].filter((r): r is AllowRule => !!r) : [],
+  );
   return [...(config.WORKER_EGRESS_ALLOW ?? []), ...implicit];
 }
 
@@ -45,7 +49,11 @@ export class EgressProxy {
   listen(host: string, port: number): Promise<{ host: string; port: number }> {
     return new Promise((resolve, reject) => {
       const failed = (err: NodeJS.ErrnoException) =>
-        reject(new EgressSetupError(`the egress proxy cannot listen on ${host}:${port}: ${err.code === 'EADDRINUSE' ? 'the port is in use (another manager for this Docker host? set WORKER_EGRESS_PROXY_PORT)' : err.message}`));
+        reject(
+          new EgressSetupError(
+            `the egress proxy cannot listen on ${host}:${port}: ${err.code === 'EADDRINUSE' ? 'the port is in use (another manager for this Docker host? set WORKER_EGRESS_PROXY_PORT)' : err.message}`,
+          ),
+        );
       this.server.once('error', failed);
       this.server.listen(port, host, () => {
         // Once listening, an error (an accept failure such as EMFILE) is logged: unhandled, it would end the manager.
@@ -79,7 +87,11 @@ export class EgressProxy {
     const last = this.lastLogged.get(dest);
     const now = Date.now();
     if (!last || now - last.at >= REFUSAL_LOG_INTERVAL_MS) {
-      this.opts.log.warn('egress refused: destination not in WORKER_EGRESS_ALLOW', { destination: dest, from, ...(last?.suppressed ? { suppressed_since_last: last.suppressed } : {}) });
+      this.opts.log.warn('egress refused: destination not in WORKER_EGRESS_ALLOW', {
+        destination: dest,
+        from,
+        ...(last?.suppressed ? { suppressed_since_last: last.suppressed } : {}),
+      });
       this.lastLogged.set(dest, { at: now, suppressed: 0 });
     } else {
       last.suppressed++;
@@ -106,12 +118,16 @@ export class EgressProxy {
       host = m[1]!;
       port = Number(m[2]);
     } else {
-      socket.end('HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nworker-manager egress: CONNECT needs host:port\n');
+      socket.end(
+        'HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nworker-manager egress: CONNECT needs host:port\n',
+      );
       return;
     }
     if (!this.allow(host, port, socket.remoteAddress)) {
       const body = this.refusal(`${host}:${port}`);
-      socket.end(`HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+      socket.end(
+        `HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+      );
       return;
     }
     const upstream = net.connect({ host: this.target(host), port });
@@ -130,7 +146,9 @@ export class EgressProxy {
     upstream.on('error', (err: NodeJS.ErrnoException) => {
       if (!connected) {
         this.counts.failed++;
-        socket.end(`HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nworker-manager egress: could not reach ${host}:${port}: ${err.code ?? err.message}\n`);
+        socket.end(
+          `HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nworker-manager egress: could not reach ${host}:${port}: ${err.code ?? err.message}\n`,
+        );
       } else socket.destroy();
     });
     const done = () => {
@@ -152,7 +170,9 @@ export class EgressProxy {
     try {
       url = new URL(req.url ?? '');
     } catch {
-      res.writeHead(400, { 'Content-Type': 'text/plain' }).end('worker-manager egress proxy: send absolute http:// URLs, or CONNECT host:port for anything else\n');
+      res
+        .writeHead(400, { 'Content-Type': 'text/plain' })
+        .end('worker-manager egress proxy: send absolute http:// URLs, or CONNECT host:port for anything else\n');
       return;
     }
     if (url.protocol !== 'http:') {
@@ -161,13 +181,23 @@ export class EgressProxy {
     }
     const port = url.port ? Number(url.port) : 80;
     if (!this.allow(url.hostname, port, req.socket.remoteAddress)) {
-      res.writeHead(403, { 'Content-Type': 'text/plain', 'X-Egress-Refused': `${url.hostname}:${port}` }).end(this.refusal(`${url.hostname}:${port}`));
+      res
+        .writeHead(403, { 'Content-Type': 'text/plain', 'X-Egress-Refused': `${url.hostname}:${port}` })
+        .end(this.refusal(`${url.hostname}:${port}`));
       return;
     }
     const headers = { ...req.headers };
     for (const h of ['proxy-connection', 'proxy-authorization', 'connection', 'keep-alive']) delete headers[h];
     const upstream = http.request(
-      { host: this.target(url.hostname), port, method: req.method, path: `${url.pathname}${url.search}`, headers, agent: false, timeout: this.opts.connectTimeoutMs ?? 30_000 },
+      {
+        host: this.target(url.hostname),
+        port,
+        method: req.method,
+        path: `${url.pathname}${url.search}`,
+        headers,
+        agent: false,
+        timeout: this.opts.connectTimeoutMs ?? 30_000,
+      },
       (up) => {
         res.writeHead(up.statusCode ?? 502, up.headers);
         up.pipe(res);
@@ -177,7 +207,9 @@ export class EgressProxy {
     upstream.on('error', (err: NodeJS.ErrnoException) => {
       if (res.headersSent) return void res.destroy();
       this.counts.failed++;
-      res.writeHead(502, { 'Content-Type': 'text/plain' }).end(`worker-manager egress: could not reach ${url.hostname}:${port}: ${err.code ?? err.message}\n`);
+      res
+        .writeHead(502, { 'Content-Type': 'text/plain' })
+        .end(`worker-manager egress: could not reach ${url.hostname}:${port}: ${err.code ?? err.message}\n`);
     });
     req.pipe(upstream);
   }
