@@ -168,7 +168,7 @@ for i, f in ipairs(fields) do
   end
 end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
-if KEYS[2] ~= '' then redis.call('EXPIRE', KEYS[2], ARGV[1]) end
+if KEYS[2] ~= '' then redis.call('EXPIRE', KEYS[2], ARGV[6]) end
 if KEYS[2] == '' then copyToStatus(KEYS[1], KEYS[4]) end
 return 1`;
 
@@ -436,6 +436,8 @@ export class ModelGateway {
       keys.status(workerId),
       this.usageTtl,
       ...TOKEN_FIELDS.map((f) => usage?.[f] ?? 0),
+      // A task's own usage: the status's retention (only the worker's totals carry the budget).
+      this.opts.config.STATUS_RETENTION_SECONDS,
     );
   }
 

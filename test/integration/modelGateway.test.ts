@@ -190,6 +190,10 @@ describe('model gateway: the real CLIs reach the model API only through the mana
     // final status cuts it to the status's own retention.
     const retention = m.config.STATUS_RETENTION_SECONDS;
     expect(await m.redis.ttl(keys.usage(id))).toBeGreaterThan(retention + LIMITS.durationS - 60);
+    // A task's own usage keeps the retention: it carries no budget.
+    const taskTtl = await m.redis.ttl(keys.taskUsage(id, `t-${id}`));
+    expect(taskTtl).toBeGreaterThan(0);
+    expect(taskTtl).toBeLessThanOrEqual(retention);
     await m.client.delete(id);
     expect(await m.redis.ttl(keys.usage(id))).toBeLessThanOrEqual(retention);
     const refused = await post(`${gateway}/v1/messages`, { 'x-api-key': token }, MESSAGE);
