@@ -76,9 +76,14 @@ describe('tasks through the adapter', () => {
     for (const t of tasks)
       entryIds.push(await send(t.requestId, 'task', { agent_type: 'CLAUDE', prompt: 'take your time', task_id: t.taskId }));
 
-    // Sent after all of them: answered only once the adapter has taken up every task before it.
+    // Once the last task's worker exists (the adapter has started every task: they all hold no
+    // command slot while they wait for their results), a status command is still answered.
+    // Waiting for it first: commands run side by side, so a status read with the last task could
+    // otherwise run before that task's worker is there.
+    const last = workerIdForTask(tasks[TASKS - 1]!.taskId);
+    await eventually('the last task started', async () => (await m.redis.exists(keys.status(last))) === 1);
     const statusId = `status-${run}`;
-    await send(statusId, 'status', { worker_id: workerIdForTask(tasks[TASKS - 1]!.taskId) });
+    await send(statusId, 'status', { worker_id: last });
     const status = await eventually('the status reply', async () => (await replies()).get(statusId)?.[0]);
     expect(status[status.indexOf('ok') + 1]).toBe('1');
     expect(JSON.parse(status[status.indexOf('result') + 1]!)).toMatchObject({ status: 'STARTING' });
