@@ -13,7 +13,6 @@
  */
 import http from 'node:http';
 import https from 'node:https';
-import type { AddressInfo } from 'node:net';
 import type Docker from 'dockerode';
 import type Redis from 'ioredis';
 import type { Log } from '../shared/log';
@@ -24,6 +23,7 @@ import { HOST_ALIAS } from './egress/allowList';
 import { GATEWAY_KEY_ENV, GATEWAY_URL_ENV, gatewayToken, newGatewayKey, tokenDigest, USAGE_PATH } from '../contract/gatewayToken';
 import { keys } from '../contract/keys';
 import { LIMITS } from '../contract/limits';
+import { listen } from './listen';
 import { lifecycleXadd } from '../contract/codec';
 import { TOKEN_FIELDS, UsageMeter, usageFromHash } from '../contract/usage';
 
@@ -246,22 +246,20 @@ export class ModelGateway {
     this.server.on('clientError', (_err, socket) => socket.destroy());
   }
 
-  listen(host: string, port: number): Promise<number> {
-    return new Promise((resolve, reject) => {
-      const failed = (err: NodeJS.ErrnoException) =>
-        reject(
+  async listen(host: string, port: number): Promise<number> {
+    const bound = await listen(
+      this.server,
+      { host, port },
+      {
+        what: 'model gateway server',
+        log: this.opts.log,
+        cannotListen: (err) =>
           new Error(
             `the model gateway cannot listen on ${host}:${port}: ${err.code === 'EADDRINUSE' ? 'the port is in use (another manager on this Docker host? set MODEL_GATEWAY_PORT)' : err.message}`,
           ),
-        );
-      this.server.once('error', failed);
-      this.server.listen(port, host, () => {
-        // Once listening, an error (an accept failure such as EMFILE) is logged: unhandled, it would end the manager.
-        this.server.off('error', failed);
-        this.server.on('error', (err) => this.opts.log.warn('model gateway server error', { error: err.message }));
-        resolve((this.server.address() as AddressInfo).port);
-      });
-    });
+      },
+    );
+    return bound.port;
   }
 
   async close(): Promise<void> {

@@ -17,6 +17,7 @@ import type Docker from 'dockerode';
 import type Redis from 'ioredis';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { ActivityMetrics } from './temporalWorkers';
+import { listen } from '../host/listen';
 import type { WorkerManagerClient } from '../client/client';
 import type { Config } from '../config/config';
 import { toContractError } from '../contract/errors';
@@ -308,14 +309,12 @@ export async function startMetricsServer(metrics: ManagerMetrics, opts: { host: 
     }
     send(404, 'text/plain', 'not found: /metrics, /healthz or /readyz\n');
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', (err) =>
-      reject(new Error(`metrics endpoint: cannot listen on ${opts.host}:${opts.port} (METRICS_HOST, METRICS_PORT): ${err.message}`)),
-    );
-    server.listen(opts.port, opts.host, resolve);
+  const { port } = await listen(server, opts, {
+    what: 'metrics endpoint',
+    log: opts.log,
+    cannotListen: (err) =>
+      new Error(`metrics endpoint: cannot listen on ${opts.host}:${opts.port} (METRICS_HOST, METRICS_PORT): ${err.message}`),
   });
-  server.on('error', (err) => opts.log.warn('metrics endpoint error', { error: err.message }));
-  const { port } = server.address() as AddressInfo;
   return {
     port,
     close: () =>

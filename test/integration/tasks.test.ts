@@ -5,6 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import { workerIdForTask } from '../../src/contract/ids';
 import { keys } from '../../src/contract/keys';
+import { sendCommand } from '../helpers/commands';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fakeAnthropic';
 import { bridgeAddress, containerExists, eventually, startManager, type RunningManager } from '../helpers/stack';
 
@@ -96,39 +97,22 @@ describe('headless tasks and statistics', () => {
         { timeoutMs: 180_000 },
       );
     try {
-      await m.redis.xadd(
-        keys.commands,
-        '*',
-        'request_id',
-        `task-cmd-1-${run}`,
-        'command',
-        'task',
-        'reply_to',
+      await sendCommand(m.redis, {
+        requestId: `task-cmd-1-${run}`,
+        command: 'task',
+        payload: { agent_type: 'CLAUDE', prompt: '[task 42]' },
         replyTo,
-        'payload',
-        JSON.stringify({ agent_type: 'CLAUDE', prompt: '[task 42]' }),
-      );
+      });
       const t = await reply(`task-cmd-1-${run}`);
       expect(t).toMatchObject({ ok: '1', body: { status: 'ok', result: 'answer-42' } });
 
-      await m.redis.xadd(
-        keys.commands,
-        '*',
-        'request_id',
-        `task-bad-1-${run}`,
-        'command',
-        'task',
-        'reply_to',
-        replyTo,
-        'payload',
-        JSON.stringify({ agent_type: 'CLAUDE' }),
-      );
+      await sendCommand(m.redis, { requestId: `task-bad-1-${run}`, command: 'task', payload: { agent_type: 'CLAUDE' }, replyTo });
       expect(await reply(`task-bad-1-${run}`)).toMatchObject({
         ok: '0',
         body: { code: 'INVALID_REQUEST', details: { prompt: expect.any(String) } },
       });
 
-      await m.redis.xadd(keys.commands, '*', 'request_id', `stats-1-${run}`, 'command', 'stats', 'reply_to', replyTo);
+      await sendCommand(m.redis, { requestId: `stats-1-${run}`, command: 'stats', payload: {}, replyTo });
       const s = await reply(`stats-1-${run}`);
       expect(s.ok).toBe('1');
       expect(s.body.tasks.ok).toBeGreaterThanOrEqual(12);

@@ -10,6 +10,7 @@ import type { Log } from '../../shared/log';
 import type { Config } from '../../config/config';
 import { type AllowRule, findAllowRule, HOST_ALIAS, ruleForUrl } from './allowList';
 import { EgressSetupError } from './setupError';
+import { listen } from '../listen';
 
 /** The user's rules plus the product's own destinations (the model gateway, the agents' configured endpoints). */
 export function effectiveRules(
@@ -46,23 +47,20 @@ export class EgressProxy {
     this.server.on('clientError', (_err, socket) => socket.destroy());
   }
 
-  listen(host: string, port: number): Promise<{ host: string; port: number }> {
-    return new Promise((resolve, reject) => {
-      const failed = (err: NodeJS.ErrnoException) =>
-        reject(
+  async listen(host: string, port: number): Promise<{ host: string; port: number }> {
+    const a = await listen(
+      this.server,
+      { host, port },
+      {
+        what: 'egress proxy server',
+        log: this.opts.log,
+        cannotListen: (err) =>
           new EgressSetupError(
             `the egress proxy cannot listen on ${host}:${port}: ${err.code === 'EADDRINUSE' ? 'the port is in use (another manager for this Docker host? set WORKER_EGRESS_PROXY_PORT)' : err.message}`,
           ),
-        );
-      this.server.once('error', failed);
-      this.server.listen(port, host, () => {
-        // Once listening, an error (an accept failure such as EMFILE) is logged: unhandled, it would end the manager.
-        this.server.off('error', failed);
-        this.server.on('error', (err) => this.opts.log.warn('egress proxy server error', { error: err.message }));
-        const a = this.server.address() as net.AddressInfo;
-        resolve({ host: a.address, port: a.port });
-      });
-    });
+      },
+    );
+    return { host: a.address, port: a.port };
   }
 
   async close(): Promise<void> {
