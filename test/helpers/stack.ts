@@ -179,14 +179,17 @@ export function adapterOnlyManager(m: RunningManager, managerId: string, options
 export async function startWorkflowWorker(
   activities: (ctx: { client: Client; config: Config }) => WorkerOptions['activities'],
   overrides: Record<string, string> = {},
+  /** Another workflow bundle (test/workflow/upgrade.test.ts), or a task queue to join. */
+  options: { workflowBundle?: WorkerOptions['workflowBundle']; taskQueue?: string } = {},
 ): Promise<{
   taskQueue: string;
   config: Config;
   client: Client;
-  stop(): Promise<void>;
+  /** keepSemaphores: only this worker goes; another serves the queue's workflows on. */
+  stop(opts?: { keepSemaphores?: boolean }): Promise<void>;
 }> {
   quietTemporalLogs();
-  const taskQueue = `wf-test-${randomUUID().slice(0, 8)}`;
+  const taskQueue = options.taskQueue ?? `wf-test-${randomUUID().slice(0, 8)}`;
   const config = loadConfig({ ...testEnv(), TEMPORAL_TASK_QUEUE: taskQueue, ...overrides });
   const nativeConnection = await NativeConnection.connect(temporalConnectionOptions(config));
   const connection = await Connection.connect(temporalConnectionOptions(config));
@@ -194,7 +197,7 @@ export async function startWorkflowWorker(
   const worker = await Worker.create({
     connection: nativeConnection,
     taskQueue,
-    workflowBundle: { codePath: WORKFLOW_BUNDLE },
+    workflowBundle: options.workflowBundle ?? { codePath: WORKFLOW_BUNDLE },
     activities: activities({ client, config }),
   });
   const running = worker.run();
@@ -202,8 +205,8 @@ export async function startWorkflowWorker(
     taskQueue,
     config,
     client,
-    async stop() {
-      await endSemaphores(client, taskQueue);
+    async stop(opts = {}) {
+      if (!opts.keepSemaphores) await endSemaphores(client, taskQueue);
       worker.shutdown();
       await running;
       await connection.close();
