@@ -224,17 +224,17 @@ class Soak {
       case 'manager-kill':
         await d.manager.kill();
         await pause();
-        await d.manager.start();
+        await this.restore('the manager', () => d.manager.start());
         return true;
       case 'temporal-restart':
         await run.temporal.kill();
         await pause();
-        await run.temporal.start();
+        await this.restore('Temporal', () => run.temporal.start());
         return true;
       case 'redis-restart':
         await run.redis.kill();
         await pause();
-        await run.redis.start();
+        await this.restore('Redis', () => run.redis.start());
         return true;
       case 'docker-cut':
         await this.proxy.cut();
@@ -265,6 +265,25 @@ class Soak {
           .terminate('soak: an operator terminated this workflow')
           .catch(() => undefined);
         return true;
+      }
+    }
+  }
+
+  /**
+   * Starts again what a fault stopped, however long that takes: a restart that fails (the machine,
+   * not the product: a port or an address gone) is noted and tried again, so one bad moment does
+   * not end the soak with its services down.
+   */
+  async restore(what: string, start: () => Promise<void>): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await start();
+        return;
+      } catch (err) {
+        this.notes.push(`restarting ${what} failed (attempt ${attempt}): ${(err as Error).message.slice(0, 200)}`);
+        this.run.log(`soak: restarting ${what} failed: ${(err as Error).message}`);
+        if (attempt >= 20) throw err;
+        await sleep(5_000);
       }
     }
   }
@@ -375,26 +394,31 @@ export async function runSoak(run: Run, opts: SoakOptions): Promise<SoakResult> 
     [kinds[i], kinds[j]] = [kinds[j]!, kinds[i]!];
   }
   const faultPlan = kinds.map((kind, i) => ({ at: ((i + 0.2 + 0.6 * soak.random()) / opts.faults) * windowMs, kind }));
+  // A fault whose services cannot be restarted (soak.restore gave up) ends the soak: it throws.
+  let broken: unknown;
   const faults = (async () => {
     let done = 0;
     for (const f of faultPlan) {
       await sleep(Math.max(0, started + f.at - Date.now()));
-      // A fault with nothing to hit (no running worker) takes another kind.
+      // A fault with nothing to hit (no running worker) takes one of the kinds that always can.
       let kind = f.kind;
-      if (!(await soak.fault(kind).catch((err) => (soak.notes.push(`fault ${kind}: ${(err as Error).message}`), false)))) {
+      if (!(await soak.fault(kind))) {
         kind = soak.pick(['manager-kill', 'temporal-restart', 'redis-restart', 'docker-cut'] as const);
         await soak.fault(kind);
       }
       soak.faultsByKind[kind] = (soak.faultsByKind[kind] ?? 0) + 1;
       run.log(`soak: fault ${++done}/${opts.faults}: ${kind}`);
     }
-  })();
-  for (let i = 0; i < opts.commands; i++) {
+  })().catch((err) => {
+    broken = err;
+  });
+  for (let i = 0; i < opts.commands && broken === undefined; i++) {
     await sleep(Math.max(0, started + (i / opts.commands) * windowMs - Date.now()));
     await soak.one();
     if ((i + 1) % 100 === 0) run.log(`soak: ${i + 1}/${opts.commands} commands sent`);
   }
   await faults;
+  if (broken !== undefined) throw broken;
   await proxy.restore();
   if (!d.manager.alive) await d.manager.start();
   // Tasks may wait for a slot behind workers that live until the final deletes: they are awaited last.
