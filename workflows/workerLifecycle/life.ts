@@ -29,7 +29,9 @@ export type Phase =
   /** RUNNING since (ms since epoch): idleness counts from there at the earliest. */
   | { kind: 'running'; since: number }
   /** PAUSED until the session timeout (ms since epoch). */
-  | { kind: 'paused'; until: number };
+  | { kind: 'paused'; until: number }
+  /** SUSPENDED (workerLifecycle/suspend.ts) until the session timeout (ms since epoch). */
+  | { kind: 'suspended'; until: number };
 
 /**
  * What a run hands to the next when it continues as new (the workflow's second argument): the
