@@ -6,6 +6,7 @@
  * for a slot like a create.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
+import { createImageActivities } from '../../activities/images';
 import { keys } from '../../src/contract/keys';
 import type { TaskCompletion } from '../../src/contract/schemas';
 import { workerVolumeExists } from '../../src/host/volumes';
@@ -140,6 +141,11 @@ describe('hibernation: SUSPENDED to a volume, resumed on input (real containers 
       waitForStatus(m.client, timedOut.worker_id, ['SUSPENDED']),
     ]);
     expect(await workerVolumeExists(m.docker, deleted.worker_id)).toBe(true);
+    // Its image has no container now, but the image GC counts it as in use: the resume needs it.
+    const images = createImageActivities({ config: m.config, docker: m.docker, redis: m.redis, client: m.temporal });
+    const tag = (await m.client.status(deleted.worker_id)).image!;
+    const image = (await images.listManagedImages()).find((i) => i.tags.includes(tag));
+    expect(image?.usedBy).toContain(`worker-${deleted.worker_id} (SUSPENDED)`);
     await m.client.delete(deleted.worker_id);
     expect((await waitForStatus(m.client, deleted.worker_id, ['STOPPED'])).status).toBe('STOPPED');
     expect(await workerVolumeExists(m.docker, deleted.worker_id)).toBe(false);
