@@ -323,21 +323,32 @@ export function createDockerActivities(deps: DockerDeps) {
         await removeWorkerContainer({ docker, redis, acl, tokens }, { workerId: spec.workerId, graceSeconds: 0 });
         existing = undefined;
       }
-      if (!existing) {
-        const gone = (what: 'image_gone' | 'volume_gone', message: string) =>
-          ApplicationFailure.create({ type: 'INTERNAL', nonRetryable: true, message, details: [{ reason: what }] });
-        try {
-          await docker.getImage(image).inspect();
-        } catch (err) {
-          if (statusCode(err) === 404) throw gone('image_gone', `resume failed: the worker's image ${image} is gone`);
-          throw err;
-        }
-        if (!(await workerVolumeExists(docker, spec.workerId)))
-          throw gone('volume_gone', `resume failed: the worker's volume ${volumeNameFor(spec.workerId)} is gone (its workspace is lost)`);
+      const gone = (what: 'image_gone' | 'volume_gone', message: string) =>
+        ApplicationFailure.create({ type: 'INTERNAL', nonRetryable: true, message, details: [{ reason: what }] });
+      // The checks, the stale heartbeat and the worker's Redis user at once: a resume is waited for.
+      const [, , , creds] = await Promise.all([
+        existing
+          ? undefined
+          : docker
+              .getImage(image)
+              .inspect()
+              .catch((err) => {
+                if (statusCode(err) === 404) throw gone('image_gone', `resume failed: the worker's image ${image} is gone`);
+                throw err;
+              }),
+        existing
+          ? undefined
+          : workerVolumeExists(docker, spec.workerId).then((exists) => {
+              if (!exists)
+                throw gone(
+                  'volume_gone',
+                  `resume failed: the worker's volume ${volumeNameFor(spec.workerId)} is gone (its workspace is lost)`,
+                );
+            }),
         // The last container's heartbeat may outlive it: the new wrapper's must be the one awaited.
-        await redis.del(keys.heartbeat(spec.workerId));
-      }
-      const creds = await acl?.grantWorker(spec.workerId);
+        existing ? undefined : redis.del(keys.heartbeat(spec.workerId)),
+        acl?.grantWorker(spec.workerId),
+      ]);
       const { containerId } = await steps.createContainer(spec, image, existing, creds);
       faultPoint('during-resume');
       const { ipAddress } = await steps.startContainer({ containerId });

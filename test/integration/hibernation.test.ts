@@ -156,6 +156,18 @@ describe('hibernation: SUSPENDED to a volume, resumed on input (real containers 
     expect(await containerExists(m.docker, `worker-${timedOut.worker_id}`)).toBe(false);
   });
 
+  test('a resume whose volume was removed meanwhile ends the worker FAILED, reason volume_gone, naming the volume', async () => {
+    const { worker_id: w } = await m.client.create({ agent_type: 'CLAUDE', idle_timeout_s: 1, suspend_after_s: 1 });
+    await waitForStatus(m.client, w, ['SUSPENDED']);
+    await m.docker.getVolume(`worker-${w}-workspace`).remove();
+    await m.client.sendInput(w, { content: 'wake up' });
+    const failed = await waitForStatus(m.client, w, ['FAILED']);
+    expect(await m.redis.hget(keys.status(w), 'reason')).toBe('volume_gone');
+    expect(failed.error).toContain(`volume worker-${w}-workspace is gone`);
+    expect(await containerExists(m.docker, `worker-${w}`)).toBe(false);
+    expect(await holds(w)).toBe(false);
+  });
+
   test('input to a SUSPENDED worker at the capacity limit waits for a slot (queued), then resumes and runs it once', async () => {
     const { worker_id: sleeper } = await m.client.create({ agent_type: 'CLAUDE', idle_timeout_s: 1, suspend_after_s: 1 });
     await waitForStatus(m.client, sleeper, ['SUSPENDED']);
