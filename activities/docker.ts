@@ -20,8 +20,15 @@ import { logTail } from '../src/host/logs';
 import { GatewayTokens } from '../src/host/modelGateway';
 import { deliverIdentity, poolSlotOf, type WarmImage, type WarmPool } from '../src/host/warmPool';
 import { removeWorkerContainer } from '../src/host/workerRemoval';
+import {
+  copyWorkspaceToVolume,
+  ensureWorkerVolume,
+  mountsWorkspaceVolume,
+  removeWorkerVolume,
+  workerVolumeExists,
+} from '../src/host/volumes';
 import { faultPoint } from '../src/config/faults';
-import { containerNameFor } from '../src/shared/ids';
+import { containerNameFor, volumeNameFor } from '../src/shared/ids';
 import { instructionsFileName, renderInstructions, WORKSPACE_DIR } from '../src/shared/instructions';
 
 /** uid/gid of the `worker` user in docker/worker-base/Dockerfile. */
@@ -71,12 +78,15 @@ export function createDockerActivities(deps: DockerDeps) {
       if (existing) return { containerId: existing.Id };
       const name = containerNameFor(spec.workerId);
       try {
+        // A worker that may be suspended keeps its workspace (and its agent's sessions) on its volume.
+        const volume = maySuspend(spec) ? await ensureWorkerVolume(docker, config, spec.workerId) : undefined;
         const c = await createWorkerContainer(docker, config, {
           name,
           spec,
           image,
           env: [`WORKER_ID=${spec.workerId}`, ...workerEnv(config, spec), ...(creds ? credentialEnv(creds) : [])],
           labels: { [LABELS.workerId]: spec.workerId },
+          ...(volume ? { volume } : {}),
         });
         faultPoint('after-container-create');
         return { containerId: c.id };
@@ -259,10 +269,103 @@ export function createDockerActivities(deps: DockerDeps) {
       await c.unpause();
     },
 
-    /** Stops and removes the worker's container, then what let it in (src/host/workerRemoval.ts). */
-    removeContainer: (input: { workerId: string; graceSeconds: number }): Promise<{ removed: boolean }> =>
-      removeWorkerContainer({ docker, redis, acl, tokens }, input),
+    /**
+     * Stops and removes the worker's container, then what let it in (src/host/workerRemoval.ts),
+     * then its volume: the worker's end.
+     */
+    async removeContainer(input: { workerId: string; graceSeconds: number }): Promise<{ removed: boolean }> {
+      const removed = await removeWorkerContainer({ docker, redis, acl, tokens }, input);
+      await removeWorkerVolume(docker, input.workerId);
+      return removed;
+    },
+
+    /**
+     * Suspends a PAUSED worker (workflows/workerLifecycle/suspend.ts): unless input came for it
+     * meanwhile (then nothing is done and `suspended` is false: it is woken instead), its frozen
+     * container is killed as it is (it never takes another input), its workspace copied to its
+     * volume if it had none mounted (a warm-pool container), and it is removed with what let it
+     * in; the volume stays. Idempotent: a retry finds the container gone.
+     */
+    async suspendContainer(input: { workerId: string; image: string }): Promise<{ suspended: boolean }> {
+      const { workerId } = input;
+      const existing = await inspectByName(docker, containerNameFor(workerId));
+      if (existing) {
+        const [last] = await redis.xrevrange(keys.input(workerId), '+', '-', 'COUNT', 1);
+        const taken = await redis.get(keys.inputCursor(workerId));
+        if (last && last[0] !== taken) return { suspended: false };
+      }
+      await removeWorkerContainer(
+        { docker, redis, acl, tokens },
+        {
+          workerId,
+          graceSeconds: 0,
+          kill: true,
+          beforeRemove: async (info) => {
+            if (!mountsWorkspaceVolume(info, volumeNameFor(workerId)))
+              await copyWorkspaceToVolume(docker, config, { workerId, containerId: info.Id, image: input.image });
+          },
+        },
+      );
+      return { suspended: true };
+    },
+
+    /**
+     * A SUSPENDED worker's new container: from the same image, on the same volume (its workspace,
+     * instructions and agent sessions are there), started, its wrapper ready. The wrapper goes on
+     * from the input cursor and the agent session kept in Redis. An image or a volume that is gone
+     * fails at once, saying which. Idempotent: a retry finds the container by its name.
+     */
+    async resumeContainer(input: { spec: WorkerSpec; image: string }): Promise<{ containerId: string; ipAddress: string | null }> {
+      const { spec, image } = input;
+      let existing = await inspectByName(docker, containerNameFor(spec.workerId));
+      if (existing && !existing.State.Running && existing.State.Status !== 'created') {
+        // A container this resume did not make (or one that died at once): start afresh.
+        await removeWorkerContainer({ docker, redis, acl, tokens }, { workerId: spec.workerId, graceSeconds: 0 });
+        existing = undefined;
+      }
+      const gone = (what: 'image_gone' | 'volume_gone', message: string) =>
+        ApplicationFailure.create({ type: 'INTERNAL', nonRetryable: true, message, details: [{ reason: what }] });
+      // The checks, the stale heartbeat and the worker's Redis user at once: a resume is waited for.
+      const [, , , creds] = await Promise.all([
+        existing
+          ? undefined
+          : docker
+              .getImage(image)
+              .inspect()
+              .catch((err) => {
+                if (statusCode(err) === 404) throw gone('image_gone', `resume failed: the worker's image ${image} is gone`);
+                throw err;
+              }),
+        existing
+          ? undefined
+          : workerVolumeExists(docker, spec.workerId).then((exists) => {
+              if (!exists)
+                throw gone(
+                  'volume_gone',
+                  `resume failed: the worker's volume ${volumeNameFor(spec.workerId)} is gone (its workspace is lost)`,
+                );
+            }),
+        // The last container's heartbeat may outlive it: the new wrapper's must be the one awaited.
+        existing ? undefined : redis.del(keys.heartbeat(spec.workerId)),
+        acl?.grantWorker(spec.workerId),
+      ]);
+      const { containerId } = await steps.createContainer(spec, image, existing, creds);
+      faultPoint('during-resume');
+      const { ipAddress } = await steps.startContainer({ containerId });
+      await Promise.all([
+        docker
+          .getContainer(containerId)
+          .inspect()
+          .then((info) => tokens.grant(info, spec)),
+        steps.waitForWrapper({ workerId: spec.workerId, containerId, timeoutS: spec.readyTimeoutS }),
+      ]);
+      return { containerId, ipAddress };
+    },
   };
 }
+
+/** Whether a worker may be suspended, and so keeps its workspace on a volume: not a headless task. */
+export const maySuspend = (spec: Pick<WorkerSpec, 'suspendAfterS' | 'headless'>): boolean =>
+  (spec.suspendAfterS ?? 0) > 0 && !spec.headless;
 
 export type DockerActivities = ReturnType<typeof createDockerActivities>;

@@ -158,6 +158,21 @@ function buildFailureMessage(err: WorkflowFailedError): string {
 export function createImageActivities(deps: ImageDeps) {
   const { config, docker, redis, client } = deps;
 
+  /** [worker id, image tag] of the SUSPENDED workers in Redis. */
+  async function suspendedWorkerImages(): Promise<[string, string][]> {
+    const found: [string, string][] = [];
+    let cursor = '0';
+    do {
+      const [next, statusKeys] = await redis.scan(cursor, 'MATCH', keys.statusPattern, 'COUNT', 500);
+      cursor = next;
+      for (const key of statusKeys) {
+        const [status, image] = await redis.hmget(key, 'status', 'image');
+        if (status === 'SUSPENDED' && image) found.push([key.slice('worker:status:'.length), image]);
+      }
+    } while (cursor !== '0');
+    return found;
+  }
+
   return {
     /**
      * Returns the image for an agent type and modules. A missing image is built exactly once per
@@ -252,7 +267,7 @@ export function createImageActivities(deps: ImageDeps) {
       return { tag: ctx.tag, seconds: Math.round((Date.now() - started) / 100) / 10 };
     },
 
-    /** Managed images with their size, last use (Redis) and whether any container uses them. */
+    /** Managed images with their size, last use (Redis) and whether any container (or SUSPENDED worker) uses them. */
     async listManagedImages(): Promise<ManagedImage[]> {
       const images = await docker.listImages({ filters: { label: [`${LABELS.managed}=true`] } });
       const containers = await docker.listContainers({ all: true });
@@ -260,6 +275,11 @@ export function createImageActivities(deps: ImageDeps) {
       // Unclaimed warm-pool containers are a cache: the GC removes them with their image.
       for (const c of containers.filter((c) => !(c.Labels[LABELS.pool] && isWarmPoolContainer(c.Names[0] ?? ''))))
         used.set(c.ImageID, [...(used.get(c.ImageID) ?? []), c.Names[0]?.replace(/^\//, '') ?? c.Id]);
+      // A SUSPENDED worker has no container, but its resume needs its image.
+      for (const [workerId, tag] of await suspendedWorkerImages()) {
+        const image = images.find((i) => i.RepoTags?.includes(tag));
+        if (image) used.set(image.Id, [...(used.get(image.Id) ?? []), `worker-${workerId} (SUSPENDED)`]);
+      }
       const tags = images.flatMap((i) => i.RepoTags ?? []).filter((t) => t !== '<none>:<none>');
       const scores = tags.length ? await redis.zmscore(keys.images, ...tags) : [];
       const lastUse = new Map(tags.map((t, i) => [t, scores[i] ? Number(scores[i]) : undefined]));

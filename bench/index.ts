@@ -35,7 +35,7 @@ import { semaphoreWorkflowId } from '../src/shared/ids';
 import { summarize, type Summary } from './stats';
 
 const quick = process.argv.includes('--quick');
-/** `--only NAME` runs one section: images, wrapper, semaphore, release, wake, acl, create, burst, rss, gateway, sessions. */
+/** `--only NAME` runs one section: images, wrapper, semaphore, release, wake, acl, create, burst, rss, gateway, sessions, hibernation. */
 const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
 const wanted = (name: string) => !only || only === name;
 /** KEY=VALUE lines (a container's Env) as an environment object. */
@@ -688,6 +688,153 @@ async function wakeLatency(): Promise<void> {
   });
 }
 
+/** A container's memory as `docker stats` counts it: cgroup usage less the inactive page cache. */
+async function containerMemoryBytes(docker: Docker, name: string): Promise<number> {
+  const st = (await docker.getContainer(name).stats({ stream: false })) as unknown as {
+    memory_stats: { usage?: number; stats?: Record<string, number> };
+  };
+  const m = st.memory_stats;
+  return Math.max(0, (m.usage ?? 0) - (m.stats?.inactive_file ?? m.stats?.total_inactive_file ?? m.stats?.cache ?? 0));
+}
+
+/**
+ * Hibernation: input to a SUSPENDED worker -> its first output event, next to the same from PAUSED
+ * and from a cold create; the time a suspend takes; the host memory N idle workers hold PAUSED
+ * (their frozen containers) against SUSPENDED (no container: their state is on disk).
+ */
+async function hibernation(): Promise<void> {
+  const rounds = quick ? 3 : 8;
+  const n = quick ? 3 : 10;
+  log(`hibernation: ${rounds} resume / wake / cold-create rounds, then ${n} workers PAUSED vs SUSPENDED (fake LLM API)`);
+  const fake = await startFakeAnthropic(bridgeAddress(), () => ({ text: '<result>ok</result>' }));
+  const manager = await inProcessManager({
+    ANTHROPIC_BASE_URL: fake.url,
+    ANTHROPIC_API_KEY: 'bench',
+    MAX_CONCURRENT_WORKERS: String(n + 4),
+  });
+  const { redis, client: wm, docker } = manager;
+  const statusIs = (id: string, s: string) =>
+    eventually(
+      `${id} ${s}`,
+      async () => {
+        const st = await wm.status(id);
+        if (st.status === 'FAILED') throw new FinalError(`worker FAILED: ${st.error}`);
+        return st.status === s;
+      },
+      poll(20),
+    );
+  /** Input -> the first output entry after it (ms, from the stream ids). */
+  const inputToFirstOutput = async (id: string, taskId: string): Promise<number> => {
+    const entry = (await redis.xadd(keys.input(id), '*', 'type', 'prompt', 'content', taskId, 'task_id', taskId)) as string;
+    const first = await eventually(
+      'the first output after the input',
+      async () => (await redis.xrange(keys.output(id), `(${entry}`, '+', 'COUNT', 1))[0]?.[0],
+      poll(5),
+    );
+    await eventually('the task to complete', () => taskCompleted(redis, id), poll(20));
+    return Number(first.split('-')[0]) - Number(entry.split('-')[0]);
+  };
+  const lifecycleAt = async (id: string, event: string): Promise<number | undefined> => {
+    const life = await redis.xrevrange(keys.lifecycle, '+', '-', 'COUNT', 500);
+    const e = life.find(([, f]) => f[1] === id && f[3] === event);
+    return e ? Number(e[0].split('-')[0]) : undefined;
+  };
+  const resume: number[] = [];
+  const wake: number[] = [];
+  const cold: number[] = [];
+  const suspendLag: number[] = [];
+  const ids: string[] = [];
+  let pausedBytes = 0;
+  let suspendedBytes = 0;
+  try {
+    const sleeper = (await wm.create({ agent_type: 'CLAUDE', idle_timeout_s: 1, suspend_after_s: 1 })).worker_id;
+    const napper = (await wm.create({ agent_type: 'CLAUDE', idle_timeout_s: 1, suspend_after_s: 0 })).worker_id;
+    ids.push(sleeper, napper);
+    for (let i = 0; i < rounds; i++) {
+      await statusIs(sleeper, 'SUSPENDED');
+      const [paused, suspended] = [await lifecycleAt(sleeper, 'paused'), await lifecycleAt(sleeper, 'suspended')];
+      if (paused && suspended) suspendLag.push(suspended - paused - 1000);
+      resume.push(await inputToFirstOutput(sleeper, `resume-${i}`));
+      await statusIs(napper, 'PAUSED');
+      wake.push(await inputToFirstOutput(napper, `wake-${i}`));
+      const t0 = Date.now();
+      const { worker_id: fresh } = await wm.create({ agent_type: 'CLAUDE', suspend_after_s: 0 });
+      ids.push(fresh);
+      const taskId = `cold-${i}`;
+      await redis.xadd(keys.input(fresh), '*', 'type', 'prompt', 'content', taskId, 'task_id', taskId);
+      const first = await eventually(
+        "the cold worker's first output",
+        async () => (await redis.xrange(keys.output(fresh), '-', '+', 'COUNT', 1))[0]?.[0],
+        poll(5),
+      );
+      cold.push(Number(first.split('-')[0]) - t0);
+      await wm.delete(fresh);
+    }
+    await Promise.all(ids.splice(0).map((id) => wm.delete(id)));
+
+    // N idle workers, each after one prompt (its agent process alive), PAUSED; then SUSPENDED.
+    const group = await Promise.all(
+      Array.from({ length: n }, () => wm.create({ agent_type: 'CLAUDE', idle_timeout_s: 2, suspend_after_s: 20 })),
+    );
+    ids.push(...group.map((g) => g.worker_id));
+    await Promise.all(ids.map((id) => statusIs(id, 'RUNNING')));
+    await Promise.all(ids.map((id, i) => inputToFirstOutput(id, `mem-${i}`)));
+    await Promise.all(ids.map((id) => statusIs(id, 'PAUSED')));
+    for (const id of ids) pausedBytes += await containerMemoryBytes(docker, `worker-${id}`);
+    await Promise.all(ids.map((id) => statusIs(id, 'SUSPENDED')));
+    for (const id of ids)
+      if ((await docker.listContainers({ all: true, filters: { name: [`worker-${id}`] } })).length)
+        suspendedBytes += await containerMemoryBytes(docker, `worker-${id}`);
+  } finally {
+    await Promise.all(ids.map((id) => wm.delete(id).catch(() => undefined)));
+    await manager.stop();
+    await fake.close();
+  }
+  const r = summarize(resume);
+  rows.push({
+    name: 'hibernation: input to a SUSPENDED worker -> its first output event',
+    unit: 'ms',
+    summary: r,
+    target: 'p50 <= 1500 ms',
+    met: r.p50 <= 1500,
+    note: 'wake signal, permit, new container on the volume, wrapper ready, agent resumed on its session',
+  });
+  rows.push({
+    name: 'hibernation: input to a PAUSED worker -> its first output event',
+    unit: 'ms',
+    summary: summarize(wake),
+    note: 'docker unpause',
+  });
+  rows.push({
+    name: 'hibernation: cold create -> its first output event',
+    unit: 'ms',
+    summary: summarize(cold),
+    note: 'create, container, wrapper, agent started',
+  });
+  rows.push({
+    name: 'hibernation: suspend (suspend_after_s deadline -> suspended event)',
+    unit: 'ms',
+    summary: summarize(suspendLag),
+    note: "the workflow's timer plus the suspend activity (kill the frozen container, remove it)",
+  });
+  const mb = (b: number) => Math.round((b / 1024 ** 2) * 10) / 10;
+  const ratio = pausedBytes ? suspendedBytes / pausedBytes : 0;
+  rows.push({
+    name: `hibernation: memory held by ${n} idle workers PAUSED`,
+    unit: 'MiB',
+    value: mb(pausedBytes),
+    note: "their frozen containers' cgroup memory, after one prompt each",
+  });
+  rows.push({
+    name: `hibernation: memory held by ${n} idle workers SUSPENDED / PAUSED`,
+    unit: '%',
+    value: Math.round(ratio * 1000) / 10,
+    target: '< 5 %',
+    met: ratio < 0.05,
+    note: `SUSPENDED: ${mb(suspendedBytes)} MiB in containers (none left; the workflow and Redis state are a few KiB each)`,
+  });
+}
+
 /**
  * The model gateway's cost: a streamed model request (the fake's SSE reply) sent through the
  * gateway (token lookup, budget admission, forwarding, metering) against the same request sent
@@ -962,6 +1109,7 @@ async function main(): Promise<void> {
   if (wanted('rss')) await managerFootprint(config);
   if (wanted('gateway')) await gatewayOverhead(config);
   if (wanted('sessions')) await sessionTurns();
+  if (wanted('hibernation')) await hibernation();
   const out = path.join(ROOT, 'bench');
   writeFileSync(
     path.join(out, 'results.json'),

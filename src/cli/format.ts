@@ -22,6 +22,7 @@ export function colourStatus(c: Colors, status: WorkerStatus | string): string {
     case 'STARTING':
       return c.cyan(status);
     case 'PAUSED':
+    case 'SUSPENDED':
       return c.yellow(status);
     case 'FAILED':
       return c.red(status);

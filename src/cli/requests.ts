@@ -80,6 +80,7 @@ export interface WorkerOptions {
   cpus?: number;
   idleTimeout?: number;
   sessionTimeout?: number;
+  suspendAfter?: number;
 }
 
 function common(o: WorkerOptions): Omit<CreatePayload, 'initial_prompt'> {
@@ -95,6 +96,7 @@ function common(o: WorkerOptions): Omit<CreatePayload, 'initial_prompt'> {
     ...(o.taskId !== undefined ? { task_id: o.taskId } : {}),
     ...(o.idleTimeout !== undefined ? { idle_timeout_s: o.idleTimeout } : {}),
     ...(o.sessionTimeout !== undefined ? { session_timeout_s: o.sessionTimeout } : {}),
+    ...(o.suspendAfter !== undefined ? { suspend_after_s: o.suspendAfter } : {}),
     ...(resources ? { resources } : {}),
   };
 }
@@ -108,7 +110,7 @@ export function taskPayload(o: WorkerOptions & { prompt: string; timeout?: numbe
 }
 
 /** The workers `wm ls` shows unless asked for more: those that still have (or wait for) a container. */
-export const LIVE_STATUSES: WorkerStatus[] = ['STARTING', 'RUNNING', 'PAUSED'];
+export const LIVE_STATUSES: WorkerStatus[] = ['STARTING', 'RUNNING', 'PAUSED', 'SUSPENDED'];
 
 /** `wm ls` options → the `list` payload: live workers unless --status or --all says otherwise. */
 export function listPayload(o: { status?: WorkerStatus; all?: boolean; limit?: number; cursor?: string }): ListPayload {

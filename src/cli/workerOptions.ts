@@ -24,8 +24,11 @@ export function addWorkerOptions(cmd: Command, { prompt }: { prompt: 'initial' |
     .option('--memory <size>', 'memory limit, e.g. 512m or 1g (default WORKER_MEMORY_LIMIT)')
     .option('--cpus <n>', 'CPU limit, e.g. 0.5 (default WORKER_CPU_LIMIT)', parseCpus)
     .option('--idle-timeout <s>', 'seconds idle before the worker is PAUSED', parseWhole(1))
-    .option('--session-timeout <s>', 'seconds PAUSED before the worker is stopped', parseWhole(1));
-  if (prompt === 'initial') cmd.option('-p, --prompt <prompt>', 'a first prompt, sent to the worker once it is RUNNING');
+    .option('--session-timeout <s>', 'seconds PAUSED or SUSPENDED before the worker is stopped', parseWhole(1));
+  if (prompt === 'initial')
+    cmd
+      .option('--suspend-after <s>', 'seconds PAUSED before the worker is SUSPENDED to its volume (0: never)', parseWhole(0))
+      .option('-p, --prompt <prompt>', 'a first prompt, sent to the worker once it is RUNNING');
   return cmd;
 }
 

@@ -139,7 +139,7 @@ function defaultBudget(c: Config): Budget | undefined {
 
 const comparePlaces = (a: ListPlace, b: ListPlace) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0);
 
-/** Sends the wake signal to a worker known to be PAUSED; false when its workflow is gone. */
+/** Sends the wake signal to a worker known to be PAUSED or SUSPENDED; false when its workflow is gone. */
 export async function wakeWorker(temporal: Client, workerId: string): Promise<boolean> {
   try {
     await temporal.workflow.getHandle(workflowIdFor(workerId)).signal(wakeSignal);
@@ -272,6 +272,7 @@ export class WorkerManagerClient {
       capacityPool: capacityPool(c),
       creationTimeoutS: c.WORKER_CREATION_TIMEOUT_SECONDS,
       holdPermitWhilePaused: c.PAUSED_WORKERS_HOLD_PERMITS,
+      suspendAfterS: p.suspend_after_s ?? c.SUSPEND_AFTER_SECONDS,
       ...(budget ? { budget } : {}),
     };
   }
@@ -384,7 +385,7 @@ export class WorkerManagerClient {
         staticDetails: [
           `**Agent** ${spec.agentType} · **modules** ${spec.modules.join(', ') || 'none beyond git and curl'}`,
           `**Resources** ${Math.round(spec.memoryBytes / 1024 ** 2)} MiB, ${spec.nanoCpus / 1e9} CPU · **Docker host** ${this.config.DOCKER_HOST_ID}`,
-          `**Idle pause** after ${spec.idleTimeoutS} s · **session timeout** ${spec.sessionTimeoutS} s · **request** ${spec.requestId}`,
+          `**Idle pause** after ${spec.idleTimeoutS} s · **suspend** ${spec.suspendAfterS ? `after ${spec.suspendAfterS} s paused` : 'never'} · **session timeout** ${spec.sessionTimeoutS} s · **request** ${spec.requestId}`,
           ...(spec.taskId ? [`**Task** ${spec.taskId}`] : []),
           ...(spec.allowedCommands.length ? [`**Allowed commands** ${spec.allowedCommands.map((c) => `\`${c}\``).join(', ')}`] : []),
         ].join('\n\n'),
@@ -595,7 +596,7 @@ export class WorkerManagerClient {
           throw new WorkerManagerError('NOT_FOUND', `worker ${id} has no task ${taskId} running or queued`);
       }
       entryId = (await this.redis.xadd(keys.input(id), '*', ...fields)) as string;
-      paused = status === 'PAUSED';
+      paused = status === 'PAUSED' || status === 'SUSPENDED';
     } catch (err) {
       if (err instanceof WorkerManagerError) throw err;
       throw this.redisError(err);

@@ -98,6 +98,11 @@ export const ConfigSchema = z.object({
   WORKER_PIDS_LIMIT: int(512),
   IDLE_TIMEOUT_SECONDS: duration(600),
   SESSION_TIMEOUT_SECONDS: duration(1800),
+  /**
+   * Seconds a worker stays PAUSED before it is SUSPENDED: its container removed and its permit
+   * freed, its workspace and agent session kept on its volume until input resumes it. 0: never.
+   */
+  SUSPEND_AFTER_SECONDS: int(600, 0, LIMITS.durationS),
   WORKER_CREATION_TIMEOUT_SECONDS: int(300),
   /**
    * Whether PAUSED workers keep their permit. Default true: a paused container still holds its

@@ -11,6 +11,10 @@
  * - `during-write-instructions` just before CLAUDE.md / AGENTS.md is uploaded (activities/docker.ts writeFile,
  *                             run alongside the start by launchContainer)
  * - `during-delete`          the container is stopped but not yet removed (src/host/workerRemoval.ts)
+ * - `during-suspend`         a suspending worker's container is killed, its workspace not yet copied
+ *                             (a warm-pool one) nor the container removed (src/host/workerRemoval.ts)
+ * - `during-resume`          a resuming worker's container is created on its volume, not started
+ *                             (activities/docker.ts resumeContainer)
  * - `adapter-after-read`     a valid command entry is read and parsed, nothing done yet (src/manager/commandAdapter.ts;
  *                             test/integration/adapterCrash.test.ts)
  * - `adapter-before-reply`   the command ran, its reply and acknowledgement are not written (src/manager/commandAdapter.ts)
@@ -20,6 +24,8 @@ export const FAULT_POINTS = [
   'after-container-create',
   'during-write-instructions',
   'during-delete',
+  'during-suspend',
+  'during-resume',
   'adapter-after-read',
   'adapter-before-reply',
 ] as const;

@@ -13,7 +13,7 @@ export const MODULES = ['GIT', 'GITHUB_CLI', 'COPIER', 'CURL', 'DOCKER'] as cons
 export const Module = z.enum(MODULES);
 export type Module = z.infer<typeof Module>;
 
-export const WORKER_STATUSES = ['STARTING', 'RUNNING', 'PAUSED', 'STOPPED', 'FAILED'] as const;
+export const WORKER_STATUSES = ['STARTING', 'RUNNING', 'PAUSED', 'SUSPENDED', 'STOPPED', 'FAILED'] as const;
 export const WorkerStatus = z.enum(WORKER_STATUSES);
 export type WorkerStatus = z.infer<typeof WorkerStatus>;
 
@@ -25,6 +25,7 @@ export const LIFECYCLE_EVENTS = [
   'idle',
   'paused',
   'resumed',
+  'suspended',
   'stopping',
   'stopped',
   'failed',
@@ -172,6 +173,13 @@ export function createPayloadSchema(limits?: ManagerLimits) {
       auth: auth.superRefine(hostSession).optional(),
       idle_timeout_s: durationS().optional(),
       session_timeout_s: durationS().optional(),
+      /** Seconds PAUSED before the worker is SUSPENDED (container removed, volume kept); 0: never. */
+      suspend_after_s: z
+        .number()
+        .int('must be a whole number of seconds')
+        .min(0, 'must be 0 (never suspend) or more')
+        .max(LIMITS.durationS, `must be at most ${LIMITS.durationS} seconds (7 days)`)
+        .optional(),
       resources: z
         .object({
           memory: (limits
@@ -192,7 +200,7 @@ export function createPayloadSchema(limits?: ManagerLimits) {
 /** A headless task: a worker that runs one prompt, returns its result and is removed. */
 export function taskPayloadSchema(limits?: ManagerLimits) {
   return createPayloadSchema(limits)
-    .omit({ initial_prompt: true })
+    .omit({ initial_prompt: true, suspend_after_s: true })
     .extend({
       prompt: z
         .string()
@@ -414,6 +422,11 @@ export interface WorkerSpec {
   creationTimeoutS: number;
   /** Whether a PAUSED worker keeps its permit (its container keeps its memory). */
   holdPermitWhilePaused: boolean;
+  /**
+   * Seconds PAUSED before the worker is SUSPENDED (its container removed, its volume kept); 0 or
+   * absent (specs recorded before hibernation existed): never.
+   */
+  suspendAfterS?: number;
   /** Headless task mode: run initialPrompt as task `taskId`, collect its result, then stop. */
   headless?: { timeoutS: number };
   /** The model budget (the create's, else the manager's default); none: unlimited. */

@@ -11,6 +11,7 @@ import { egressContainerEnv, ensureEgressNetwork, workerNetworkName } from './eg
 import { LABELS } from './labels';
 import { agentEnv } from './modelGateway';
 import { ensureNetwork } from './network';
+import { workspaceMount } from './volumes';
 
 /** Where a worker's settings reach its wrapper: everything but its identity (WORKER_ID). */
 export function workerEnv(
@@ -94,12 +95,16 @@ export async function createWorkerContainer(
     image: string;
     env: string[];
     labels: Record<string, string>;
+    /** The worker's volume, mounted at /workspace (src/host/volumes.ts); none for a warm-pool container. */
+    volume?: string;
   },
 ): Promise<Docker.Container> {
   await ensureWorkerNetwork(docker, config);
+  const options = containerOptions(config, input.spec, input.image);
+  if (input.volume) options.HostConfig = { ...options.HostConfig, Mounts: workspaceMount(input.volume) };
   return docker.createContainer({
     name: input.name,
-    ...containerOptions(config, input.spec, input.image),
+    ...options,
     Env: input.env,
     Labels: {
       [LABELS.managed]: 'true',

@@ -25,10 +25,13 @@ export interface WorkerRemovalDeps {
 /**
  * Stops (SIGTERM, then SIGKILL after the grace period) and removes the worker's container,
  * then deletes its Redis user (not before: the wrapper writes its last events while it stops).
+ * With `kill` (a suspend: the worker is PAUSED at a turn boundary, all it needs kept is on its
+ * volume and in Redis) it is killed as it is, still frozen, so it never reads input again;
+ * `beforeRemove` then runs on the stopped container (copying its workspace to the volume).
  */
 export async function removeWorkerContainer(
   deps: WorkerRemovalDeps,
-  input: { workerId: string; graceSeconds: number },
+  input: { workerId: string; graceSeconds: number; kill?: boolean; beforeRemove?: (info: Docker.ContainerInspectInfo) => Promise<void> },
 ): Promise<{ removed: boolean }> {
   const { docker, redis, acl, tokens } = deps;
   const name = containerNameFor(input.workerId);
@@ -43,14 +46,20 @@ export async function removeWorkerContainer(
     // A container that came from the warm pool: its claim keys and standby user go with it.
     const slot = poolSlotOf(info);
     if (slot) await Promise.all([redis.del(...poolKeys(slot)), acl?.removePool(slot)]);
-    // A paused container cannot take SIGTERM: thaw it first so the wrapper shuts down cleanly.
-    if (info.State.Paused) await c.unpause();
-    await c.stop({ t: input.graceSeconds });
+    if (input.kill) {
+      if (info.State.Running) await c.kill().catch((err) => (statusCode(err) === 409 ? undefined : Promise.reject(err))); // 409: not running
+      faultPoint('during-suspend');
+      await input.beforeRemove?.(info);
+    } else {
+      // A paused container cannot take SIGTERM: thaw it first so the wrapper shuts down cleanly.
+      if (info.State.Paused) await c.unpause();
+      await c.stop({ t: input.graceSeconds });
+    }
   } catch (err) {
     if (statusCode(err) === 404) return gone(false);
     if (statusCode(err) !== 304) throw err; // 304: not running
   }
-  faultPoint('during-delete');
+  if (!input.kill) faultPoint('during-delete');
   try {
     await c.remove({ force: true, v: true });
   } catch (err) {

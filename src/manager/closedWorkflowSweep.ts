@@ -7,7 +7,7 @@
  *
  * Every CLOSED_WORKFLOW_SWEEP_SECONDS it asks Temporal's visibility for this deployment's closed
  * lifecycles whose `WorkerStatus` is not final, keeps those of this Docker host whose status hash
- * is not final yet, and for each: removes the container, then releases the permit, then records
+ * is not final yet, and for each: removes the container (and the worker's volume), then releases the permit, then records
  * FAILED (reason `terminated`, ...) or STOPPED (`cancelled`) with the activity code the workflow
  * uses, so the keys get the usual retention. A closed workflow's search attributes can never
  * change, so the status hash is what marks a worker as finished here. It also removes this
@@ -23,6 +23,7 @@ import type Docker from 'dockerode';
 import type Redis from 'ioredis';
 import { LABELS, workerIdOfContainer } from '../host/labels';
 import { removeWorkerContainer, type WorkerRemovalDeps } from '../host/workerRemoval';
+import { removeWorkerVolume } from '../host/volumes';
 import { aclScope, createRedisAcl } from '../config/redisAcl';
 import { GatewayTokens } from '../host/modelGateway';
 import { recordStatus, type StatusUpdate } from '../contract/status';
@@ -186,6 +187,7 @@ export class ClosedWorkflowSweep {
     const ending = ENDINGS[latest.status.name];
     if (!ending) return undefined;
     const { removed } = await removeWorkerContainer(this.removal, { workerId, graceSeconds: config.WORKER_STOP_GRACE_SECONDS });
+    await removeWorkerVolume(this.deps.docker, workerId); // a SUSPENDED worker's workspace, or a live one's
     const failed = ending.status === 'FAILED' ? ending : undefined;
     const update: StatusUpdate = {
       workerId,

@@ -244,7 +244,7 @@ export class ManagerMetrics implements ActivityMetrics, AdapterMetrics {
   private async workersByStatus(): Promise<Map<string, number> | undefined> {
     return this.scrape('temporal', async () => {
       const { config, temporal } = this.sources!;
-      const counts = new Map<string, number>(['STARTING', 'RUNNING', 'PAUSED'].map((s) => [s, 0]));
+      const counts = new Map<string, number>(['STARTING', 'RUNNING', 'PAUSED', 'SUSPENDED'].map((s) => [s, 0]));
       const query = `WorkflowType="workerLifecycle" AND TaskQueue="${config.TEMPORAL_TASK_QUEUE}" AND ExecutionStatus="Running"`;
       for await (const wf of temporal.workflow.list({ query })) {
         if (wf.memo?.docker_host !== config.DOCKER_HOST_ID) continue; // another host's manager reports it

@@ -10,11 +10,13 @@
  *
  * With per-worker Redis users (src/config/redisAcl.ts), this deployment's users whose worker's workflow
  * is not running are deleted too, and so are the model-gateway tokens (src/host/modelGateway.ts)
- * of such workers: a worker that ended while no manager watched keeps neither.
+ * of such workers: a worker that ended while no manager watched keeps neither. So are such workers'
+ * volumes (src/host/volumes.ts), once their container is gone.
  */
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type Docker from 'dockerode';
 import { LABELS, workerIdOfContainer } from '../host/labels';
+import { listWorkerVolumes, removeWorkerVolume } from '../host/volumes';
 import type { Log } from '../shared/log';
 import { workflowIdFor } from '../shared/ids';
 import type { RedisAcl } from '../config/redisAcl';
@@ -27,6 +29,8 @@ export interface ReapReport {
   users: { worker_id: string; why: string }[];
   /** Model-gateway tokens revoked. */
   tokens: { worker_id: string; why: string }[];
+  /** Worker volumes removed. */
+  volumes: { volume: string; worker_id: string; why: string }[];
 }
 
 /** Why a worker's resources are orphans, or undefined while its workflow runs. */
@@ -48,7 +52,7 @@ export async function reapOrphans(
   acl?: RedisAcl,
   tokens?: GatewayTokens,
 ): Promise<ReapReport> {
-  const report: ReapReport = { removed: [], kept: 0, users: [], tokens: [] };
+  const report: ReapReport = { removed: [], kept: 0, users: [], tokens: [], volumes: [] };
   const containers = await docker.listContainers({
     all: true,
     filters: { label: [`${LABELS.managed}=true`, `${LABELS.taskQueue}=${taskQueue}`] },
@@ -68,6 +72,21 @@ export async function reapOrphans(
       log.warn('removed an orphaned worker container', { container: c.Names[0], worker_id: workerId, why });
     } catch (err) {
       if ((err as { statusCode?: number }).statusCode !== 404) throw err;
+    }
+  }
+  // After the containers: a volume still mounted cannot go.
+  for (const v of await listWorkerVolumes(docker, taskQueue)) {
+    const why = await whyOrphaned(temporal, v.workerId);
+    if (!why) continue;
+    try {
+      if (!(await removeWorkerVolume(docker, v.workerId))) continue;
+      report.volumes.push({ volume: v.name, worker_id: v.workerId, why });
+      log.warn('removed the volume of a worker that is gone', { volume: v.name, worker_id: v.workerId, why });
+    } catch (err) {
+      log.warn('could not remove the volume of a worker that is gone; retrying at the next sweep', {
+        volume: v.name,
+        error: (err as Error).message,
+      });
     }
   }
   for (const workerId of (await acl?.workerIds()) ?? []) {

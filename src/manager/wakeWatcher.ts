@@ -1,7 +1,7 @@
 /**
- * Wakes PAUSED workers when input arrives for them: Redis keyspace notifications on the input
+ * Wakes PAUSED and SUSPENDED workers when input arrives for them: Redis keyspace notifications on the input
  * streams tell the manager at once; a slow poll catches what a notification missed (a
- * reconnect, a Redis that refuses CONFIG). The workflow does the unpausing.
+ * reconnect, a Redis that refuses CONFIG). The workflow does the unpausing (or the resume).
  */
 import type { Client } from '@temporalio/client';
 import type Redis from 'ioredis';
@@ -11,9 +11,12 @@ import type { Log } from '../shared/log';
 
 const INPUT_PATTERN = '__keyspace@*__:worker:*:input';
 
-/** Sends the wake signal to a worker that is PAUSED; anything else is left alone. */
+/** Statuses that input wakes: a frozen container, or a suspended worker (its container removed). */
+const WAKEABLE = ['PAUSED', 'SUSPENDED'];
+
+/** Sends the wake signal to a worker that is PAUSED or SUSPENDED; anything else is left alone. */
 export async function wakeIfPaused(redis: Redis, temporal: Client, workerId: string): Promise<boolean> {
-  return (await redis.hget(keys.status(workerId), 'status')) === 'PAUSED' && wakeWorker(temporal, workerId);
+  return WAKEABLE.includes((await redis.hget(keys.status(workerId), 'status')) ?? '') && wakeWorker(temporal, workerId);
 }
 
 export class WakeWatcher {
@@ -70,7 +73,7 @@ export class WakeWatcher {
     }
   }
 
-  /** PAUSED workers with input the wrapper has not taken yet. */
+  /** PAUSED and SUSPENDED workers with input the wrapper has not taken yet. */
   async poll(): Promise<void> {
     try {
       let cursor = '0';
@@ -79,7 +82,7 @@ export class WakeWatcher {
         cursor = next;
         for (const key of found) {
           const workerId = key.slice('worker:status:'.length);
-          if ((await this.redis.hget(key, 'status')) !== 'PAUSED') continue;
+          if (!WAKEABLE.includes((await this.redis.hget(key, 'status')) ?? '')) continue;
           const [last] = await this.redis.xrevrange(keys.input(workerId), '+', '-', 'COUNT', 1);
           const taken = await this.redis.get(keys.inputCursor(workerId));
           if (last && last[0] !== taken) await this.wake(workerId, 'poll');

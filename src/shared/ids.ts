@@ -10,6 +10,12 @@ export const workerIdOfWorkflow = (workflowId: string): string => workflowId.rep
 /** A worker's own container (a claimed warm-pool container keeps its pool name). */
 export const containerNameFor = (workerId: string): string => `worker-${workerId}`;
 
+/**
+ * A worker's named volume: its /workspace, with the agent's session files in it (src/host/volumes.ts),
+ * kept while the worker is SUSPENDED.
+ */
+export const volumeNameFor = (workerId: string): string => `worker-${workerId}-workspace`;
+
 /** The capacity semaphore of a pool (capacityPool in src/config/config.ts). */
 export const semaphoreWorkflowId = (pool: string): string => `capacity-${pool}`;
 

@@ -3,7 +3,7 @@
  * in place of an API key, droid's custom model, a host Claude session, and the environment the
  * agent inherits.
  */
-import { cpSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, lstatSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { gatewayToken } from '../contract/gatewayToken';
@@ -44,7 +44,7 @@ export function prepareAgent(settings: WrapperSettings, identity: Identity, clai
  * Sets up the agent's home: droid's custom model (the model gateway, with the worker's token), a
  * host Claude session. Returns the model to run when the settings name none.
  */
-function prepareAgentHome({ agentType, factory }: WrapperSettings, token: string | undefined): string | undefined {
+function prepareAgentHome({ agentType, factory, workspace }: WrapperSettings, token: string | undefined): string | undefined {
   const home = os.homedir();
   let model: string | undefined;
   if (agentType === 'FACTORY' && factory.baseUrl) {
@@ -63,5 +63,37 @@ function prepareAgentHome({ agentType, factory }: WrapperSettings, token: string
   // host_session auth: the host's Claude directory is mounted read-only; Claude Code needs a writable copy.
   const hostClaude = '/opt/worker/host-claude';
   if (existsSync(hostClaude)) cpSync(hostClaude, path.join(home, '.claude'), { recursive: true });
+  keepSessionsInWorkspace(agentType, home, workspace);
   return model;
+}
+
+/**
+ * The agent's session files (Claude Code's ~/.claude/projects, droid's ~/.factory/sessions) live
+ * in the workspace, under .agent-sessions, linked from where the agent looks for them: a worker's
+ * workspace is its volume (src/host/volumes.ts), so a SUSPENDED worker's next container finds its
+ * conversation there, at the same paths.
+ */
+export function keepSessionsInWorkspace(agentType: string, home: string, workspace: string): void {
+  const [dir, name] =
+    agentType === 'FACTORY'
+      ? [path.join(home, '.factory', 'sessions'), 'factory-sessions']
+      : [path.join(home, '.claude', 'projects'), 'claude-projects'];
+  const store = path.join(workspace, '.agent-sessions', name);
+  mkdirSync(store, { recursive: true });
+  mkdirSync(path.dirname(dir), { recursive: true });
+  const existing = lstatOrNone(dir);
+  if (existing?.isSymbolicLink()) return; // linked by an earlier start of this wrapper
+  if (existing) {
+    cpSync(dir, store, { recursive: true }); // e.g. a host_session copy's sessions
+    rmSync(dir, { recursive: true, force: true });
+  }
+  symlinkSync(store, dir);
+}
+
+function lstatOrNone(p: string): ReturnType<typeof lstatSync> | undefined {
+  try {
+    return lstatSync(p);
+  } catch {
+    return undefined;
+  }
 }

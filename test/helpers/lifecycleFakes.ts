@@ -25,6 +25,8 @@ export interface FakeOptions {
   /** What workerActivity reports: busy, and the time of the last input/output. */
   busy?: boolean;
   lastActivityMs?: () => number;
+  /** resumeContainer fails as when the worker's image is gone. */
+  resumeFails?: boolean;
 }
 
 export function fakeActivities(opts: FakeOptions = {}) {
@@ -64,6 +66,22 @@ export function fakeActivities(opts: FakeOptions = {}) {
     },
     async unpauseContainer() {
       calls.push('unpauseContainer');
+    },
+    async suspendContainer() {
+      calls.push('suspendContainer');
+      return { suspended: true };
+    },
+    async resumeContainer() {
+      calls.push('resumeContainer');
+      if (opts.resumeFails) {
+        throw ApplicationFailure.create({
+          type: 'INTERNAL',
+          nonRetryable: true,
+          message: "resume failed: the worker's image worker:fake is gone",
+          details: [{ reason: 'image_gone' }],
+        });
+      }
+      return { containerId: 'c0ffee2', ipAddress: '172.18.0.10' };
     },
     async awaitTaskResult(input) {
       calls.push('awaitTaskResult');

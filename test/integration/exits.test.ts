@@ -5,6 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import { ContainerWatcher } from '../../src/manager/containerWatcher';
 import { reapOrphans } from '../../src/manager/orphanReaper';
+import { ensureWorkerVolume, removeWorkerVolume, workerVolumeExists } from '../../src/host/volumes';
 import { containerExists, eventually, execIn, startManager, waitForStatus, type RunningManager } from '../helpers/stack';
 
 describe('container exits (Docker events)', () => {
@@ -114,7 +115,15 @@ describe('orphan reaper', () => {
       Entrypoint: ['sleep'],
       Cmd: ['600'],
     });
+    // Volumes: a worker's with no workflow goes; a live worker's and another deployment's stay.
+    await ensureWorkerVolume(m.docker, m.config, orphanId);
+    await ensureWorkerVolume(m.docker, { TEMPORAL_TASK_QUEUE: `other-${foreignId}` }, foreignId);
     const report = await reapOrphans(m.docker, m.temporal, { info() {}, warn() {}, error() {} }, m.config.TEMPORAL_TASK_QUEUE);
+    expect(report.volumes).toEqual([{ volume: `worker-${orphanId}-workspace`, worker_id: orphanId, why: 'it has no workflow' }]);
+    expect(await workerVolumeExists(m.docker, orphanId)).toBe(false);
+    expect(await workerVolumeExists(m.docker, live)).toBe(true);
+    expect(await workerVolumeExists(m.docker, foreignId)).toBe(true);
+    await removeWorkerVolume(m.docker, foreignId);
     expect(report.removed).toEqual(
       expect.arrayContaining([{ container: `worker-${orphanId}`, worker_id: orphanId, why: 'it has no workflow' }]),
     );

@@ -104,6 +104,31 @@ describe('warm pool', () => {
     await m.client.delete(a);
   });
 
+  test('a claimed worker is suspended: its workspace (made without a volume) is copied to its volume and the resumed worker has it', async () => {
+    const a = (await m.client.create({ agent_type: 'CLAUDE' })).worker_id;
+    await waitForStatus(m.client, a, ['RUNNING']);
+    await m.warmPool!.settled();
+    expect(await poolContainers()).toHaveLength(1);
+    const b = (await m.client.create({ agent_type: 'CLAUDE', instructions: '# Warm and asleep', idle_timeout_s: 1, suspend_after_s: 1 }))
+      .worker_id;
+    await waitForStatus(m.client, b, ['RUNNING']);
+    const claimed = m.docker.getContainer(`worker-${b}`);
+    expect((await claimed.inspect()).Config.Labels[LABELS.pool]).toBe(capacityPool(m.config)); // from the pool, no volume
+    await execIn(claimed, ['sh', '-c', 'printf "kept across the suspend" > /workspace/keep.txt']);
+    await waitForStatus(m.client, b, ['SUSPENDED']);
+    expect(await containerExists(m.docker, `worker-${b}`)).toBe(false);
+    const { task_id } = await m.client.sendInput(b, { content: 'hello again' });
+    await eventually('the resumed task result', async () => {
+      const out = await m.redis.xrange(keys.output(b), '-', '+');
+      return out.map(([, f]) => f).find((f) => f.includes(task_id) && f.includes('result'));
+    });
+    const resumed = m.docker.getContainer(`worker-${b}`);
+    expect((await resumed.inspect()).Config.Labels[LABELS.pool]).toBeUndefined(); // a new container, on the volume
+    expect(await execIn(resumed, ['cat', '/workspace/keep.txt'])).toBe('kept across the suspend');
+    expect(await execIn(resumed, ['cat', '/workspace/CLAUDE.md'])).toContain('# Warm and asleep');
+    await Promise.all([m.client.delete(a), m.client.delete(b)]);
+  });
+
   test('stopping the manager removes the unclaimed pool containers and their keys', async () => {
     const a = (await m.client.create({ agent_type: 'CLAUDE' })).worker_id;
     await waitForStatus(m.client, a, ['RUNNING']);

@@ -1,8 +1,10 @@
 /**
  * The leak audit that ends every reliability scenario, scoped to the scenario's own deployment
- * (its task queue, capacity pool and private Redis). Four kinds of leak:
+ * (its task queue, capacity pool and private Redis). Five kinds of leak:
  * - orphan containers: labelled as ours (this task queue) without a running workflow;
- * - lost workflows: running lifecycles that say RUNNING or PAUSED but whose container is gone;
+ * - orphan volumes: worker volumes labelled as ours without a running workflow;
+ * - lost workflows: running lifecycles that say RUNNING or PAUSED but whose container is gone, or
+ *   SUSPENDED but whose volume is gone;
  * - leaked permits: holders or waiters of the capacity semaphore whose workflow has closed;
  * - leaked keys: Redis keys of a finished worker still there after its retention period.
  * The product heals some of these by itself (permit reclaim, key expiry, the container watcher),
@@ -13,6 +15,7 @@ import { WorkflowNotFoundError } from '@temporalio/client';
 import type Docker from 'dockerode';
 import type Redis from 'ioredis';
 import { LABELS, workerIdOfContainer } from '../../src/host/labels';
+import { listWorkerVolumes, workerVolumeExists } from '../../src/host/volumes';
 import { containerExists } from '../helpers/stack';
 import { capacityQuery } from '../../workflows/messages';
 import { semaphoreWorkflowId } from '../../src/shared/ids';
@@ -20,6 +23,7 @@ import { sleep } from './services';
 
 export interface AuditReport {
   orphanContainers: string[];
+  orphanVolumes: string[];
   lostWorkflows: string[];
   leakedPermits: string[];
   leakedKeys: string[];
@@ -46,7 +50,15 @@ export async function auditOnce(opts: {
   retentionS: number;
 }): Promise<AuditReport> {
   const { docker, temporal, redis, taskQueue, pool, retentionS } = opts;
-  const report: AuditReport = { orphanContainers: [], lostWorkflows: [], leakedPermits: [], leakedKeys: [], total: 0, pending: 0 };
+  const report: AuditReport = {
+    orphanContainers: [],
+    orphanVolumes: [],
+    lostWorkflows: [],
+    leakedPermits: [],
+    leakedKeys: [],
+    total: 0,
+    pending: 0,
+  };
 
   const containers = await docker.listContainers({
     all: true,
@@ -58,6 +70,10 @@ export async function auditOnce(opts: {
     if (!id || !(await workflowRunning(temporal, `worker-${id}`))) report.orphanContainers.push(c.Names[0]?.replace(/^\//, '') ?? c.Id);
   }
 
+  for (const v of await listWorkerVolumes(docker, taskQueue)) {
+    if (!(await workflowRunning(temporal, `worker-${v.workerId}`))) report.orphanVolumes.push(v.name);
+  }
+
   const finished: { id: string; closedMs: number }[] = [];
   for await (const wf of temporal.workflow.list({ query: `TaskQueue="${taskQueue}" AND WorkflowType="workerLifecycle"` })) {
     const id = wf.workflowId.replace(/^worker-/, '');
@@ -65,6 +81,7 @@ export async function auditOnce(opts: {
       const status = (wf.searchAttributes?.WorkerStatus as string[] | undefined)?.[0];
       if ((status === 'RUNNING' || status === 'PAUSED') && !(await containerExists(docker, `worker-${id}`)))
         report.lostWorkflows.push(wf.workflowId);
+      if (status === 'SUSPENDED' && !(await workerVolumeExists(docker, id))) report.lostWorkflows.push(wf.workflowId);
     } else {
       finished.push({ id, closedMs: wf.closeTime?.getTime() ?? Date.now() });
     }
@@ -90,7 +107,12 @@ export async function auditOnce(opts: {
       report.leakedKeys.push(...found);
     } while (cursor !== '0');
   }
-  report.total = report.orphanContainers.length + report.lostWorkflows.length + report.leakedPermits.length + report.leakedKeys.length;
+  report.total =
+    report.orphanContainers.length +
+    report.orphanVolumes.length +
+    report.lostWorkflows.length +
+    report.leakedPermits.length +
+    report.leakedKeys.length;
   return report;
 }
 

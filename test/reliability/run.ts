@@ -1,5 +1,5 @@
 /**
- * `npm run reliability [-- --only container-kill,docker,manager-kill,temporal,redis]`: the
+ * `npm run reliability [-- --only container-kill,docker,manager-kill,hibernation,temporal,redis]`: the
  * fault-injection suite. Brings up a private Temporal dev server and Redis (the shared stack is
  * never disturbed), runs the scenarios, prints the table, writes bench/reliability.md and .json,
  * removes everything it started and exits non-zero on any failure, lost command or leak.

@@ -20,7 +20,8 @@ import { audit, type AuditReport } from './audit';
 import { bridgeGateway, DATA, FinalError, DockerProxy, PrivateTemporal, ROOT, sleep, until } from './services';
 import { ManagerProcess } from '../helpers/managerProcess';
 import { PrivateRedis } from '../helpers/privateRedis';
-import { containerExists } from '../helpers/stack';
+import { containerExists, execIn } from '../helpers/stack';
+import { workerVolumeExists } from '../../src/host/volumes';
 
 export interface ScenarioResult {
   scenario: string;
@@ -387,6 +388,60 @@ export function managerKilled(run: Run, point: FaultPoint): Promise<ScenarioResu
   });
 }
 
+// ------------------------------------------------------------------ manager killed while a worker suspends or resumes
+/**
+ * A worker with a file in its workspace is suspended (and then resumed by input) while the manager
+ * is SIGKILLed in the middle of it (`during-suspend`: its container killed, not yet removed;
+ * `during-resume`: its new container created on the volume, not started). After the restart the
+ * worker reaches its true state: SUSPENDED with its container gone and its volume kept, then
+ * RUNNING again with the file unchanged, and the input sent to wake it runs exactly once.
+ */
+export function managerKilledHibernating(run: Run, point: 'during-suspend' | 'during-resume'): Promise<ScenarioResult> {
+  return scenario(run, `manager SIGKILL ${point}`, async (t) => {
+    const d = new Deployment(run, `kill-${point}`);
+    t.d = d;
+    await d.manager.start({ WM_FAULT_INJECT: point });
+    await d.connect();
+    const died = d.manager.exit();
+    const victim = await d.create({ idle_timeout_s: 2, suspend_after_s: 2 });
+    await d.waitFor(victim, ['RUNNING']);
+    const marker = `kept ${randomUUID()}`;
+    await execIn(run.docker.getContainer(`worker-${victim}`), ['sh', '-c', `printf '%s' '${marker}' > /workspace/marker.txt`]);
+    if (point === 'during-resume') {
+      await d.waitFor(victim, ['SUSPENDED']);
+      await d.prompt(victim, 'wake-1');
+    }
+    const sig = await died;
+    if (sig !== 'SIGKILL' || !d.manager.saw(`SIGKILL at ${point}`)) throw new Error(`the manager did not die at ${point} (exit: ${sig})`);
+    t.faults++;
+    t.notes.push(`killed at ${point}`);
+    await d.manager.start();
+    t.notes.push('restarted');
+    if (point === 'during-suspend') {
+      await expectTaken(t, 'suspend in progress at the kill', async () => {
+        await d.waitFor(victim, ['SUSPENDED'], 300_000);
+        if (await d.containerExists(victim)) throw new Error('SUSPENDED but the container is still there');
+        if (!(await workerVolumeExists(run.docker, victim))) throw new Error('SUSPENDED but the volume is gone');
+      });
+      await d.prompt(victim, 'wake-1');
+    }
+    await expectTaken(t, 'input that resumes the worker', async () => {
+      const status = await d.completion(victim, 'wake-1', 300_000);
+      if (status !== 'ok') throw new Error(`the resumed task ended ${status}`);
+      const file = await readFileFrom(run.docker, `worker-${victim}`, '/workspace/marker.txt');
+      if (file !== marker) throw new Error(`the workspace file changed: ${JSON.stringify(file)}`);
+      const runs = (await d.redis.xrange(keys.output(victim), '-', '+')).filter(
+        ([, f]) => f.includes('wake-1') && f.includes('task_completed'),
+      );
+      if (runs.length !== 1) throw new Error(`the input ran ${runs.length} times`);
+    });
+    t.notes.push('worker RUNNING again with its workspace; the waking input ran once');
+    await d.deleteAndCheck(victim);
+    if (await workerVolumeExists(run.docker, victim)) throw new Error('deleted but its volume is still there');
+    return d;
+  });
+}
+
 async function readFileFrom(docker: Docker, container: string, file: string): Promise<string> {
   const stream = await docker.getContainer(container).getArchive({ path: file });
   const chunks: Buffer[] = [];
@@ -592,7 +647,7 @@ export function containersKilled(run: Run): Promise<ScenarioResult> {
   });
 }
 
-export const SCENARIOS = ['container-kill', 'docker', 'manager-kill', 'temporal', 'redis'] as const;
+export const SCENARIOS = ['container-kill', 'docker', 'manager-kill', 'hibernation', 'temporal', 'redis'] as const;
 export type ScenarioName = (typeof SCENARIOS)[number];
 
 export async function runScenarios(run: Run, which: readonly ScenarioName[]): Promise<ScenarioResult[]> {
@@ -612,6 +667,8 @@ export async function runScenarios(run: Run, which: readonly ScenarioName[]): Pr
       )),
     );
   }
+  if (which.includes('hibernation'))
+    results.push(...(await Promise.all((['during-suspend', 'during-resume'] as const).map((p) => managerKilledHibernating(run, p)))));
   if (which.includes('temporal')) results.push(await temporalRestarted(run));
   if (which.includes('redis')) results.push(await redisRestarted(run));
   return results;

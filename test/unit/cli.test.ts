@@ -313,10 +313,10 @@ describe('the CLI edges', () => {
     expect((await runWith(['ls', '--status', 'stopped'], { connect })).code).toBe(0);
     const paged = await runWith(['ls', '--limit', '1', '--cursor', 'C0'], { connect });
     expect(asked).toEqual([
-      { status: ['STARTING', 'RUNNING', 'PAUSED'] },
+      { status: ['STARTING', 'RUNNING', 'PAUSED', 'SUSPENDED'] },
       {},
       { status: 'STOPPED' },
-      { status: ['STARTING', 'RUNNING', 'PAUSED'], limit: 1, cursor: 'C0' },
+      { status: ['STARTING', 'RUNNING', 'PAUSED', 'SUSPENDED'], limit: 1, cursor: 'C0' },
     ]);
     expect(paged.out).toContain(id);
     expect(paged.err).toBe('more workers: add --cursor CUR\n');

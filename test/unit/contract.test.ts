@@ -150,7 +150,7 @@ describe('WorkerRef', () => {
 describe('ListPayload', () => {
   it('accepts no filter or a known status', () => {
     expect(ListPayload.safeParse({}).success).toBe(true);
-    for (const s of ['STARTING', 'RUNNING', 'PAUSED', 'STOPPED', 'FAILED']) {
+    for (const s of ['STARTING', 'RUNNING', 'PAUSED', 'SUSPENDED', 'STOPPED', 'FAILED']) {
       expect(ListPayload.safeParse({ status: s }).success).toBe(true);
     }
   });
@@ -316,6 +316,14 @@ describe('durations have a maximum a timer can hold, named in the error', () => 
     expect(issuesOf(CreatePayload, { agent_type: 'CLAUDE', [field]: week + 1 })[field]).toContain(String(week));
     for (const bad of [0, -1, 1.5, 1e15])
       expect(Object.keys(issuesOf(CreatePayload, { agent_type: 'CLAUDE', [field]: bad }))).toEqual([field]);
+  });
+
+  it('suspend_after_s: 0 (never) to the maximum accepted; negative, fractional or above refused; a task refuses it', () => {
+    for (const ok of [0, 1, week]) expect(CreatePayload.safeParse({ agent_type: 'CLAUDE', suspend_after_s: ok }).success).toBe(true);
+    expect(issuesOf(CreatePayload, { agent_type: 'CLAUDE', suspend_after_s: week + 1 }).suspend_after_s).toContain(String(week));
+    for (const bad of [-1, 1.5, '60'])
+      expect(Object.keys(issuesOf(CreatePayload, { agent_type: 'CLAUDE', suspend_after_s: bad }))).toEqual(['suspend_after_s']);
+    expect(issuesOf(TaskPayload, { agent_type: 'CLAUDE', prompt: 'p', suspend_after_s: 60 })).toEqual({ suspend_after_s: 'unknown field' });
   });
 
   it('a task timeout_s of 2160000 (25 days, past a Node.js timer) is refused naming timeout_s and the limit', () => {

@@ -39,6 +39,8 @@ function countingDocker() {
     pushInput: async () => undefined,
     pauseContainer: async () => undefined,
     unpauseContainer: async () => undefined,
+    suspendContainer: async () => ({ suspended: true }),
+    resumeContainer: async ({ spec }) => ({ ...create(spec), ipAddress: '10.0.0.1' }),
     workerActivity: async () => ({ busy: false, lastActivityMs: Date.now() }),
   };
   return { fakes, created, maxAlive: (pool: string) => maxAlive.get(pool) ?? 0 };

@@ -196,4 +196,63 @@ describe('workerLifecycle workflow (fake activities, real dev server)', () => {
       expect(await handle.result()).toMatchObject({ status: 'STOPPED', reason: 'deleted' });
     });
   });
+
+  describe('hibernation: SUSPENDED after suspendAfterS paused, resumed by a wake', () => {
+    const snapshot = () => env.client.workflow.getHandle(semaphoreWorkflowId(env.taskQueue)).query(capacityQuery);
+
+    test('PAUSED -> SUSPENDED (permit freed) -> woken: a permit, a new container, RUNNING (resumed from suspended); then the session timeout ends it', async () => {
+      use({ lastActivityMs: () => 0 });
+      const spec = specFor(env.taskQueue, { idleTimeoutS: 1, suspendAfterS: 1, sessionTimeoutS: 4 });
+      const handle = await start(env.client, env.taskQueue, spec);
+      await eventually('SUSPENDED', async () => (await handle.query(stateQuery)).status === 'SUSPENDED');
+      expect(fake.calls).toContain('suspendContainer');
+      expect((await handle.query(stateQuery)).container_id).toBeNull();
+      expect((await handle.describe()).typedSearchAttributes.get(WorkerStatusKey)).toBe('SUSPENDED');
+      await eventually('the permit back', async () => !(await snapshot()).holders.some((h) => h.id === handle.workflowId));
+      expect(fake.statuses.find((u) => u.event === 'suspended')?.fields).toMatchObject({ status: 'SUSPENDED', container_id: null });
+
+      await handle.signal(wakeSignal);
+      await eventually('resumed', async () => fake.statuses.some((u) => u.event === 'resumed'));
+      expect(fake.statuses.find((u) => u.event === 'resumed')?.detail).toEqual({ from: 'suspended' });
+      expect(fake.calls).toContain('resumeContainer');
+      expect((await handle.query(stateQuery)).container_id).toBe('c0ffee2');
+      expect((await snapshot()).holders.map((h) => h.id)).toContain(handle.workflowId);
+      // Idle again: paused, suspended, and at the session timeout stopped.
+      expect(await handle.result()).toMatchObject({ status: 'STOPPED', reason: 'session_timeout' });
+      expect(statusesOf(fake.statuses)).toEqual([
+        'STARTING:starting',
+        'RUNNING:running',
+        'PAUSED:paused',
+        'SUSPENDED:suspended',
+        'RUNNING:resumed',
+        'PAUSED:paused',
+        'SUSPENDED:suspended',
+        'SUSPENDED:stopping',
+        'STOPPED:stopped',
+      ]);
+      expect(fake.calls.at(-1)).toBe('removeContainer');
+      await recordHistory(handle, 'suspend-resume-timeout');
+    });
+
+    test('a resume whose image is gone ends the worker FAILED with reason image_gone', async () => {
+      use({ lastActivityMs: () => 0, resumeFails: true });
+      const handle = await start(env.client, env.taskQueue, specFor(env.taskQueue, { idleTimeoutS: 1, suspendAfterS: 1 }));
+      await eventually('SUSPENDED', async () => (await handle.query(stateQuery)).status === 'SUSPENDED');
+      await handle.signal(wakeSignal);
+      expect(await handle.result()).toMatchObject({ status: 'FAILED', error: { code: 'INTERNAL' } });
+      const failed = fake.statuses.find((u) => u.event === 'failed')!;
+      expect(failed.fields).toMatchObject({ reason: 'image_gone' });
+      expect(String(failed.fields.error)).toContain('image worker:fake is gone');
+      expect(fake.calls.at(-1)).toBe('removeContainer');
+    });
+
+    test('deleted while SUSPENDED: STOPPED (deleted), clean-up removes what is left (its volume)', async () => {
+      use({ lastActivityMs: () => 0 });
+      const handle = await start(env.client, env.taskQueue, specFor(env.taskQueue, { idleTimeoutS: 1, suspendAfterS: 1 }));
+      await eventually('SUSPENDED', async () => (await handle.query(stateQuery)).status === 'SUSPENDED');
+      await handle.signal(stopSignal, 'deleted');
+      expect(await handle.result()).toMatchObject({ status: 'STOPPED', reason: 'deleted' });
+      expect(fake.calls.at(-1)).toBe('removeContainer');
+    });
+  });
 });

@@ -16,7 +16,8 @@ const CONTRACT_CODES: readonly string[] = ERROR_CODES;
 /** Turns whatever ended the lifecycle early (an activity that gave up, a capacity timeout) into a failure. */
 export function describeFailure(err: unknown): Failure {
   if (err instanceof ApplicationFailure && err.type && CONTRACT_CODES.includes(err.type)) {
-    return { code: err.type as ErrorCode, message: err.message };
+    const reason = reasonOf(err);
+    return { code: err.type as ErrorCode, message: err.message, ...(reason ? { reason } : {}) };
   }
   if (err instanceof ActivityFailure) {
     const cause = err.cause;
@@ -30,6 +31,12 @@ export function describeFailure(err: unknown): Failure {
     return { code: 'INTERNAL', message: `${err.activityType} failed: ${cause?.message ?? err.message}` };
   }
   return { code: 'INTERNAL', message: err instanceof Error ? err.message : String(err) };
+}
+
+/** A reason an activity gave with its failure (`details: [{ reason }]`, e.g. a resume's `image_gone`). */
+function reasonOf(err: ApplicationFailure): string | undefined {
+  const detail = err.details?.[0] as { reason?: unknown } | undefined;
+  return typeof detail?.reason === 'string' ? detail.reason : undefined;
 }
 
 /**

@@ -12,7 +12,7 @@ import {
 import type { StatusUpdate } from '../../src/contract/status';
 import type { LifecycleEvent, ModelUsage, TaskResult, WorkerSpec, WorkerStatus } from '../../src/contract/schemas';
 import type { WorkerActivities } from '../activityOptions';
-import { semaphoreWorkflowId } from '../../src/shared/ids';
+import { semaphoreWorkflowId, volumeNameFor } from '../../src/shared/ids';
 import { releaseSignal, WorkerStatusKey, type ContainerExit, type WorkerState } from '../messages';
 
 export const now = () => new Date().toISOString();
@@ -29,7 +29,9 @@ export type Phase =
   /** RUNNING since (ms since epoch): idleness counts from there at the earliest. */
   | { kind: 'running'; since: number }
   /** PAUSED until the session timeout (ms since epoch). */
-  | { kind: 'paused'; until: number };
+  | { kind: 'paused'; until: number }
+  /** SUSPENDED (workerLifecycle/suspend.ts) until the session timeout (ms since epoch). */
+  | { kind: 'suspended'; until: number };
 
 /**
  * What a run hands to the next when it continues as new (the workflow's second argument): the
@@ -194,7 +196,9 @@ export class WorkerLife {
         this.headline,
         state.container_id
           ? `container \`${state.container_id.slice(0, 12)}\` · image \`${state.image}\` · ip ${state.ip_address ?? '-'}`
-          : 'no container yet',
+          : state.status === 'SUSPENDED'
+            ? `no container: SUSPENDED, its workspace and agent session on volume \`${volumeNameFor(state.worker_id)}\`; input resumes it`
+            : 'no container yet',
         ...(u
           ? [
               `model usage: ${u.requests} requests · tokens ${u.input_tokens} input, ${u.output_tokens} output, ${u.cache_read_input_tokens} cache read, ${u.cache_creation_input_tokens} cache write`,

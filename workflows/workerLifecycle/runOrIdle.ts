@@ -1,11 +1,13 @@
 /**
  * RUNNING until idle for idleTimeoutS (no task running, no input or output), then PAUSED until
- * input wakes it (RUNNING again) or sessionTimeoutS passes (stopped: session_timeout). Returns once
+ * input wakes it (RUNNING again) or sessionTimeoutS passes (stopped: session_timeout); a worker
+ * PAUSED for suspendAfterS is SUSPENDED meanwhile, and input resumes it (suspend.ts). Returns once
  * the worker is stopped or its container has exited; or, when the run's history has grown long
  * enough to continue as new, the phase it is in, for the next run to go on from (`from`).
  */
 import { condition } from '@temporalio/workflow';
 import { now, type Phase, type WorkerLife } from './life';
+import { maySuspend, rest, resume } from './suspend';
 
 export async function runOrIdle(life: WorkerLife, from: Phase = { kind: 'running', since: Date.now() }): Promise<Phase | undefined> {
   const { spec, state } = life;
@@ -40,12 +42,23 @@ export async function runOrIdle(life: WorkerLife, from: Phase = { kind: 'running
       phase = { kind: 'paused', until: Date.now() + spec.sessionTimeoutS * 1000 };
     }
     // A new run goes on with what is left of the session timeout.
-    if (!(await condition(() => life.wakeRequested || ended() || due(), Math.max(1, phase.until - Date.now())))) {
+    if (phase.kind === 'suspended' || maySuspend(life)) {
+      const rested = await rest(life, phase); // PAUSED, then SUSPENDED (suspend.ts)
+      phase = rested.phase;
+      if (rested.timedOut) {
+        state.stop_reason = 'session_timeout';
+        return undefined;
+      }
+    } else if (!(await condition(() => life.wakeRequested || ended() || due(), Math.max(1, phase.until - Date.now())))) {
       state.stop_reason = 'session_timeout';
       return undefined;
     }
     if (ended()) return undefined;
-    if (!life.wakeRequested) return phase; // continue as new, still paused
+    if (!life.wakeRequested) return phase; // continue as new, still paused (or suspended)
+    if (phase.kind === 'suspended') {
+      phase = await resume(life, phase);
+      continue;
+    }
     if (!spec.holdPermitWhilePaused) {
       life.permitGranted = false;
       await life.requestPermit(`ask pool ${spec.capacityPool} for a slot again (waking)`);

@@ -8,7 +8,7 @@ import { listPayload, parseStatus, parseWhole } from '../requests';
 
 export function lsCommand(cli: Cli): void {
   cli
-    .command('ls', 'list live workers (STARTING, RUNNING, PAUSED), oldest first')
+    .command('ls', 'list live workers (STARTING, RUNNING, PAUSED, SUSPENDED), oldest first')
     .option('-s, --status <status>', 'only workers in this status: starting, running, paused, stopped, failed', parseStatus)
     .addOption(new Option('-a, --all', 'every worker Redis still holds, STOPPED and FAILED ones too').conflicts('status'))
     .option('-l, --limit <n>', `at most n workers (1-${LIST_PAGE_MAX}); prints the --cursor of the next page`, parseWhole(1, LIST_PAGE_MAX))

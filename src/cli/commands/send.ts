@@ -9,7 +9,7 @@ import { formatError, formatEvent } from '../format';
 
 export function sendCommand(cli: Cli): void {
   const cmd = cli
-    .command('send', 'send a prompt to a worker (wakes it if PAUSED); prints the task id')
+    .command('send', 'send a prompt to a worker (wakes it if PAUSED, resumes it if SUSPENDED); prints the task id')
     .argument('<id>', 'worker id')
     .argument('<prompt>', 'the prompt')
     .option('--task-id <id>', 'task id (default: generated)');
