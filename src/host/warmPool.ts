@@ -136,6 +136,11 @@ export class WarmPool {
     );
   }
 
+  /** The image hash of each ready (unclaimed) container: what the host registry publishes as `warm`. */
+  readyImages(): string[] {
+    return [...this.slots.values()].flat().map((s) => s.hash);
+  }
+
   private total(): number {
     let n = 0;
     for (const s of this.slots.values()) n += s.length;

@@ -13,6 +13,9 @@ export const containerNameFor = (workerId: string): string => `worker-${workerId
 /** The capacity semaphore of a pool (capacityPool in src/config/config.ts). */
 export const semaphoreWorkflowId = (pool: string): string => `capacity-${pool}`;
 
+/** The task queue of a cluster's Docker host (`queue` the shared TEMPORAL_TASK_QUEUE): its Docker and image activities. */
+export const hostTaskQueue = (queue: string, hostId: string): string => `${queue}-docker-${hostId}`;
+
 /** One image build per content hash: every worker that needs the image joins it. */
 export const imageBuildWorkflowId = (hash: string): string => `image-build-${hash}`;
 
