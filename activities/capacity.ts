@@ -9,7 +9,7 @@ import type Docker from 'dockerode';
 import type Redis from 'ioredis';
 import type { Config } from '../src/config/config';
 import type { AgentType, Module } from '../src/contract/schemas';
-import { isFresh, preferredHosts, readHosts } from '../src/host/hostRegistry';
+import { clusterSemaphoreInput, isFresh, preferredHosts, readHosts } from '../src/host/hostRegistry';
 import { acquireSignal, hostLostSignal, permitGrantedSignal, WorkerStatusKey, type CapacitySemaphoreWorkflow } from '../workflows/messages';
 import type { Placement } from '../workflows/permitPool';
 import { semaphoreWorkflowId } from '../src/shared/ids';
@@ -21,24 +21,6 @@ export interface CapacityDeps {
   /** The host registry's; absent where no cluster is (workflow tests). */
   redis?: Redis;
   docker?: Docker;
-}
-
-/** How often a cluster's semaphore reads the host registry while a lost host matters. */
-export const hostCheckSeconds = (config: Pick<Config, 'HOST_PUBLISH_SECONDS'>): number => Math.max(config.HOST_PUBLISH_SECONDS, 5);
-
-/** A cluster semaphore's first state: the asking manager's host (the registry check adds the others at once). */
-export function clusterSemaphoreInput(config: Config, pool: string) {
-  return {
-    pool,
-    state: {
-      limit: config.MAX_CONCURRENT_WORKERS,
-      holders: [],
-      queue: [],
-      hosts: { [config.DOCKER_HOST_ID]: { limit: config.MAX_CONCURRENT_WORKERS, state: 'ready' as const } },
-    },
-    reclaimIntervalS: config.PERMIT_RECLAIM_SECONDS,
-    hostCheckS: hostCheckSeconds(config),
-  };
 }
 
 const DESCRIBE_BATCH = 20;

@@ -30,6 +30,8 @@ export interface WorkerState {
   error: string | null;
   error_code: string | null;
   stop_reason: string | null;
+  /** The Docker host a cluster's worker was placed on, once placed. */
+  host?: string;
 }
 
 export const stateQuery = defineQuery<WorkerState>('state');

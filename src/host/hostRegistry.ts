@@ -6,7 +6,9 @@
  * is lost; the record outlives that (HOST_RECORD_TTL_FACTOR times), so `hosts` still shows it.
  */
 import type Redis from 'ioredis';
+import type { Config } from '../config/config';
 import { keys } from '../contract/keys';
+import type { SemaphoreInput } from '../../workflows/messages';
 
 export type HostState = 'ready' | 'draining' | 'lost';
 
@@ -66,6 +68,7 @@ export async function publishHost(
     .multi()
     .set(keys.host(scope, record.id), JSON.stringify(full), 'PX', lostSeconds * 1000 * HOST_RECORD_TTL_FACTOR)
     .zadd(keys.hosts(scope), now, record.id)
+    .pexpire(keys.hosts(scope), lostSeconds * 1000 * HOST_RECORD_TTL_FACTOR)
     .exec();
   return full;
 }
@@ -135,4 +138,22 @@ export function preferredHosts(view: RegistryView, lostSeconds: number, hash: st
   const cached = live.filter((r) => r.images.includes(hash)).sort(byLoad);
   const warm = live.filter((r) => !r.images.includes(hash) && r.warm_images.includes(hash)).sort(byLoad);
   return { prefer: [...cached, ...warm].map((r) => r.id), hosts };
+}
+
+/** How often a cluster's semaphore reads the host registry while a lost host matters. */
+export const hostCheckSeconds = (config: Pick<Config, 'HOST_PUBLISH_SECONDS'>): number => Math.max(config.HOST_PUBLISH_SECONDS, 5);
+
+/** A cluster semaphore's first state: the asking manager's host (the registry check adds the others at once). */
+export function clusterSemaphoreInput(config: Config, pool: string): SemaphoreInput {
+  return {
+    pool,
+    state: {
+      limit: config.MAX_CONCURRENT_WORKERS,
+      holders: [],
+      queue: [],
+      hosts: { [config.DOCKER_HOST_ID]: { limit: config.MAX_CONCURRENT_WORKERS, state: 'ready' as const } },
+    },
+    reclaimIntervalS: config.PERMIT_RECLAIM_SECONDS,
+    hostCheckS: hostCheckSeconds(config),
+  };
 }
