@@ -83,7 +83,7 @@ export function createCapacityActivities(deps: CapacityDeps) {
      * The cluster semaphore's host check: of the registry's hosts, those whose manager published
      * within HOST_LOST_SECONDS, with their configured limit (for a host the semaphore meets first).
      */
-    async checkHosts(_input: { hosts: string[] }): Promise<{ alive: Record<string, { limit: number }> }> {
+    async checkHosts(): Promise<{ alive: Record<string, { limit: number }> }> {
       if (!deps.redis) throw new Error('no Redis: the host registry cannot be read');
       const view = await readHosts(deps.redis, config.TEMPORAL_TASK_QUEUE);
       const alive: Record<string, { limit: number }> = {};

@@ -162,7 +162,7 @@ export async function capacitySemaphore(input: SemaphoreInput): Promise<void> {
   const checkHostsNow = async (): Promise<void> => {
     let alive: Record<string, { limit: number }>;
     try {
-      ({ alive } = await checkHosts({ hosts: pool.hostIds() }));
+      ({ alive } = await checkHosts());
     } catch (err) {
       // The registry cannot be read (Redis away): nobody is declared lost on that.
       log.warn('could not read the host registry', { error: String(err) });

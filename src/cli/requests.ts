@@ -80,6 +80,7 @@ export interface WorkerOptions {
   cpus?: number;
   idleTimeout?: number;
   sessionTimeout?: number;
+  host?: string;
 }
 
 function common(o: WorkerOptions): Omit<CreatePayload, 'initial_prompt'> {
@@ -96,6 +97,7 @@ function common(o: WorkerOptions): Omit<CreatePayload, 'initial_prompt'> {
     ...(o.idleTimeout !== undefined ? { idle_timeout_s: o.idleTimeout } : {}),
     ...(o.sessionTimeout !== undefined ? { session_timeout_s: o.sessionTimeout } : {}),
     ...(resources ? { resources } : {}),
+    ...(o.host !== undefined ? { host: o.host } : {}),
   };
 }
 

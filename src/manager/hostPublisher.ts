@@ -58,6 +58,7 @@ export class HostPublisher {
     this.timer = setInterval(() => {
       this.running ??= this.publish().finally(() => (this.running = undefined));
     }, this.deps.config.HOST_PUBLISH_SECONDS * 1000);
+    this.timer.unref();
   }
 
   async stop(): Promise<void> {
