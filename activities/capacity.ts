@@ -99,7 +99,10 @@ export function createCapacityActivities(deps: CapacityDeps) {
     async notifyHostLost(input: { host: string; ids: string[] }): Promise<{ told: number }> {
       const ids = new Set(input.ids);
       try {
-        const query = `WorkflowType = 'workerLifecycle' AND ExecutionStatus = 'Running' AND DockerHost = '${input.host.replace(/'/g, '')}'`;
+        // This deployment's (its task queue): another deployment on the namespace may name a host alike.
+        const query =
+          `WorkflowType = 'workerLifecycle' AND ExecutionStatus = 'Running' AND TaskQueue = '${config.TEMPORAL_TASK_QUEUE}'` +
+          ` AND DockerHost = '${input.host.replace(/'/g, '')}'`;
         for await (const wf of client.workflow.list({ query })) ids.add(wf.workflowId);
       } catch (err) {
         // Without the search attribute (or visibility), the semaphore's own ids are told.

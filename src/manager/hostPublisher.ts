@@ -126,7 +126,9 @@ export class HostPublisher {
         .then((b) => (out.free_memory_bytes = b))
         .catch(() => undefined),
       temporal.workflow
-        .count(`WorkflowType = 'workerLifecycle' AND ExecutionStatus = 'Running' AND DockerHost = '${config.DOCKER_HOST_ID}'`)
+        .count(
+          `WorkflowType = 'workerLifecycle' AND ExecutionStatus = 'Running' AND TaskQueue = '${config.TEMPORAL_TASK_QUEUE}' AND DockerHost = '${config.DOCKER_HOST_ID}'`,
+        )
         .then((c) => (out.workers = c.count))
         .catch(() => undefined),
     ]);
