@@ -18,7 +18,13 @@ export function lsCommand(cli: Cli): void {
         const client = await ctx.client();
         const r = await client.list(listPayload(o));
         // The HOST column once the cluster has more than one host (a single host's table is as it was).
-        const host = !ctx.json && (await client.hosts().catch(() => [])).length > 1;
+        const host =
+          !ctx.json &&
+          (
+            await Promise.resolve()
+              .then(() => client.hosts())
+              .catch(() => [])
+          ).length > 1;
         ctx.show(r, (c) => formatWorkers(c, r.workers, { host }));
         if (r.next_cursor && !ctx.json) ctx.err(ctx.c.dim(`more workers: add --cursor ${r.next_cursor}`));
         return EXIT.OK;
