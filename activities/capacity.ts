@@ -36,6 +36,7 @@ export function createCapacityActivities(deps: CapacityDeps) {
       const placement: Placement = {
         ...(input.pin !== undefined ? { pin: input.pin } : {}),
         ...(input.prefer?.length ? { prefer: input.prefer } : {}),
+        ...(input.resume ? { resume: true } : {}),
       };
       await client.workflow.signalWithStart<CapacitySemaphoreWorkflow, [{ id: string; deadline: number } & Placement]>(
         'capacitySemaphore',

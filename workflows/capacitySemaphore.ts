@@ -103,11 +103,11 @@ export async function capacitySemaphore(input: SemaphoreInput): Promise<void> {
   };
   showState();
 
-  setHandler(acquireSignal, ({ id, deadline, pin, prefer }) => {
+  setHandler(acquireSignal, ({ id, deadline, pin, prefer, resume }) => {
     // A repeated acquire from a holder (a retried activity, a lost grant) re-sends its grant.
     if (pool.isHolder(id)) notify([id]);
     else if (pin !== undefined && pool.host(pin)?.state === 'lost') refuse(pin, [id]);
-    else notify(pool.acquire(id, Date.now(), deadline, { pin, prefer }));
+    else notify(pool.acquire(id, Date.now(), deadline, { pin, prefer, resume }));
   });
   setHandler(registerHostSignal, ({ host, limit }) => {
     if (!cluster) return;

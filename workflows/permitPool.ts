@@ -25,6 +25,8 @@ export interface Holder {
 export interface Placement {
   pin?: string;
   prefer?: string[];
+  /** The waiter already lives on its pinned host (a PAUSED worker waking): a draining host takes it back. */
+  resume?: boolean;
 }
 
 export interface Waiter extends Placement {
@@ -172,6 +174,7 @@ export class PermitPool {
     const waiter: Waiter = { id, requestedAt: now, deadline };
     if (this.cluster && placement.pin !== undefined) waiter.pin = placement.pin;
     if (this.cluster && placement.prefer?.length) waiter.prefer = [...placement.prefer];
+    if (this.cluster && placement.pin !== undefined && placement.resume) waiter.resume = true;
     this.state.queue.push(waiter);
     return this.grant(now);
   }
@@ -261,8 +264,10 @@ export class PermitPool {
     let blocked = false; // an unpinned waiter found no slot: none behind it may pass it
     for (const w of this.state.queue) {
       let host: string | undefined;
-      if (w.pin !== undefined) host = free(w.pin) ? w.pin : undefined;
-      else if (!blocked) {
+      if (w.pin !== undefined) {
+        const slot = hosts[w.pin] && (hosts[w.pin]!.state === 'ready' || (w.resume && hosts[w.pin]!.state === 'draining'));
+        host = slot && (used.get(w.pin) ?? 0) < hosts[w.pin]!.limit ? w.pin : undefined;
+      } else if (!blocked) {
         host = w.prefer?.find(free);
         if (host === undefined) {
           // The least loaded: the smallest share of its limit in use, then the most free slots, then by id.

@@ -179,6 +179,13 @@ export function formatCapacity(c: Colors, p: PoolSnapshot): string {
     `${c.bold('limit')} ${p.limit}  ${c.bold('in use')} ${p.in_use}  ${c.bold('available')} ${p.available}  ${c.bold('queued')} ${p.queue.length}`,
   ];
   const id = (wf: string) => wf.replace(/^worker-/, '');
+  const hosts = Object.entries(p.hosts ?? {});
+  if (hosts.length > 1) {
+    lines.push('', c.bold('hosts'));
+    lines.push(
+      table(hosts.map(([h, x]) => [h, x.state, `${x.in_use} of ${x.limit} in use`, x.pinned ? `${x.pinned} pinned waiting` : ''])),
+    );
+  }
   if (p.holders.length) {
     lines.push('', c.bold('holders'));
     lines.push(table(p.holders.map((h) => [id(h.id), c.dim(`since ${h.since}`)])));

@@ -73,6 +73,15 @@ describe('PermitPool with hosts (a cluster)', () => {
     expect(pool.hostOf('w3')).toBe('b');
   });
 
+  test('a worker waking on a draining host (it lives there) gets its slot back; a new create pinned there does not', () => {
+    const pool = cluster({ a: 1, b: 1 });
+    pool.setHostState('b', 'draining', 1);
+    expect(pool.acquire('new', 2, 100, { pin: 'b' })).toEqual([]);
+    expect(pool.acquire('waking', 2, 100, { pin: 'b', resume: true })).toEqual(['waking']);
+    expect(pool.hostOf('waking')).toBe('b');
+    expect(pool.position('new')).toBe(1);
+  });
+
   test('a lost host: its permits are taken back, waiters pinned to it refused, the freed capacity goes to the queue elsewhere', () => {
     const pool = cluster({ a: 1, b: 1 });
     pool.acquire('w1', 1, 100, { pin: 'a' });

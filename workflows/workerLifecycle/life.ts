@@ -248,7 +248,15 @@ export class WorkerLife {
     const { creationTimeoutS } = this.spec;
     this.permitRequested = true;
     const pin = this.host ?? this.spec.cluster?.host;
-    const placement = this.cluster ? { cluster: true, ...(pin !== undefined ? { pin } : {}), ...(prefer?.length ? { prefer } : {}) } : {};
+    // Placed already (waking): its host takes it back even while draining.
+    const placement = this.cluster
+      ? {
+          cluster: true,
+          ...(pin !== undefined ? { pin } : {}),
+          ...(prefer?.length ? { prefer } : {}),
+          ...(this.host !== undefined ? { resume: true } : {}),
+        }
+      : {};
     await this.acts.capacity.requestPermit.executeWithOptions({ summary }, [
       { pool: this.pool, id: workflowInfo().workflowId, deadline: Date.now() + creationTimeoutS * 1000, ...placement },
     ]);
