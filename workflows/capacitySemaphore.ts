@@ -159,6 +159,7 @@ export async function capacitySemaphore(input: SemaphoreInput): Promise<void> {
   setHandler(capacityQuery, () => pool.snapshot());
   notify(input.pendingGrants ?? []);
 
+  const suspects = new Set<string>();
   const checkHostsNow = async (): Promise<void> => {
     let alive: Record<string, { limit: number }>;
     try {
@@ -176,8 +177,15 @@ export async function capacitySemaphore(input: SemaphoreInput): Promise<void> {
         notify(pool.addHost(id, undefined, Date.now()));
       }
     }
-    for (const id of pool.hostIds()) {
-      if (alive[id] || pool.host(id)?.state === 'lost') continue;
+    // A stale record is a suspect first, lost only when the next check finds it stale still: a
+    // registry back from an outage (every record old, or gone) gives the live managers a publish
+    // to show they are there. With no host fresh at all, the registry is in doubt, not the hosts.
+    const stale = pool.hostIds().filter((id) => !alive[id] && pool.host(id)?.state !== 'lost');
+    const confirmed = Object.keys(alive).length === 0 ? [] : stale.filter((id) => suspects.has(id));
+    suspects.clear();
+    if (Object.keys(alive).length > 0) for (const id of stale) suspects.add(id);
+    for (const id of confirmed) {
+      suspects.delete(id);
       const loss = pool.loseHost(id, Date.now());
       log.warn('host lost: its permits go back', { host: id, holders: loss.holders.length, refused: loss.refused.length });
       refuse(id, [...loss.holders, ...loss.refused]);
