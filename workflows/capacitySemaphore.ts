@@ -54,7 +54,7 @@ export async function capacitySemaphore(input: SemaphoreInput): Promise<void> {
   });
   const inFlight = new Set<Promise<void>>();
   // Workers of a lost host (or pinned to it) are told so: they end FAILED host_lost.
-  const lostNotices: { host: string; ids: string[] }[] = [];
+  const lostNotices: { host: string; ids: string[] }[] = [...(input.pendingLost ?? [])];
   function refuse(host: string, ids: string[]): void {
     lostNotices.push({ host, ids });
   }
@@ -243,5 +243,13 @@ export async function capacitySemaphore(input: SemaphoreInput): Promise<void> {
   while (inFlight.size > 0) await Promise.all([...inFlight]);
   // Only grants still held: a deferred grant may have been released (its workflow closed) since.
   const pendingGrants = [...new Set(deferred)].filter((id) => pool.isHolder(id));
-  await continueAsNew<typeof capacitySemaphore>({ ...input, state: pool.toState(), pendingGrants });
+  // Refusals made by handlers while handing over are told by the next run.
+  const carried: SemaphoreInput = { ...input };
+  delete carried.pendingLost; // told by now, or in lostNotices
+  await continueAsNew<typeof capacitySemaphore>({
+    ...carried,
+    state: pool.toState(),
+    pendingGrants,
+    ...(lostNotices.length ? { pendingLost: [...lostNotices] } : {}),
+  });
 }

@@ -108,6 +108,8 @@ export interface SemaphoreInput {
    * permit is held or asked for, or more than one host is known.
    */
   hostCheckS?: number;
+  /** Workers of lost hosts not yet told so when the previous run handed over. */
+  pendingLost?: { host: string; ids: string[] }[];
 }
 
 export type CapacitySemaphoreWorkflow = (input: SemaphoreInput) => Promise<void>;
