@@ -68,6 +68,15 @@ describe('the cluster semaphore (real lifecycles, three fake Docker hosts)', () 
     }
   });
   afterAll(async () => {
+    // A failed test leaves its workers running: end them, then the semaphores.
+    const left = env
+      ? env.client.workflow.list({ query: `TaskQueue="${env.taskQueue}" AND WorkflowType="workerLifecycle" AND ExecutionStatus="Running"` })
+      : [];
+    for await (const wf of left)
+      await env.client.workflow
+        .getHandle(wf.workflowId)
+        .terminate('test done')
+        .catch(() => undefined);
     await env?.stop();
     for (const { worker, running } of hostWorkers.values()) {
       if (worker.getState() === 'RUNNING') worker.shutdown();
