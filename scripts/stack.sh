@@ -166,7 +166,7 @@ ensure_temporal_binary() {
     tail -n 20 "$DATA/temporal-build.log" >&2
     die "building the Temporal CLI failed (full log: $DATA/temporal-build.log).
   To use an existing Temporal server instead, set TEMPORAL_ADDRESS=host:port (and TEMPORAL_NAMESPACE)
-  and register the Keyword search attributes WorkerId, AgentType and WorkerStatus on it:
+  and register the Keyword search attributes WorkerId, AgentType, WorkerStatus and DockerHost on it:
     temporal operator search-attribute create --name WorkerStatus --type Keyword ..."
   fi
   mkdir -p "$(dirname "$TEMPORAL_USER_CACHE")" && cp "$TEMPORAL_BIN" "$TEMPORAL_USER_CACHE" || true
@@ -193,8 +193,24 @@ ensure_temporal() {
     --search-attribute WorkerId=Keyword \
     --search-attribute AgentType=Keyword \
     --search-attribute WorkerStatus=Keyword \
+    --search-attribute DockerHost=Keyword \
     --log-level warn >"$DATA/temporal.log" 2>&1 &
   wait_for "Temporal dev server" 90 temporal_ready || die "the Temporal dev server did not come up, see $DATA/temporal.log"
+}
+
+# The lifecycle workflows' Keyword search attributes, on a dev server that already runs (started
+# by an earlier version, before one of them existed). Registering one that exists is skipped.
+SEARCH_ATTRIBUTES=(WorkerId AgentType WorkerStatus DockerHost)
+ensure_search_attributes() {
+  if [[ -n "${TEMPORAL_ADDRESS:-}" && "${TEMPORAL_ADDRESS}" != "127.0.0.1:7233" && "${TEMPORAL_ADDRESS}" != "localhost:7233" ]]; then return; fi
+  local have name
+  have="$("$TEMPORAL_BIN" operator search-attribute list --address 127.0.0.1:7233 --namespace default 2>/dev/null | awk '{print $1}')"
+  for name in "${SEARCH_ATTRIBUTES[@]}"; do
+    if grep -qx "$name" <<<"$have"; then continue; fi
+    log "registering the search attribute $name on the running Temporal dev server"
+    "$TEMPORAL_BIN" operator search-attribute create --address 127.0.0.1:7233 --namespace default --name "$name" --type Keyword >/dev/null \
+      || die "could not register the search attribute $name"
+  done
 }
 
 # ---------------------------------------------------------------- Node project
@@ -234,6 +250,7 @@ main() {
   ensure_docker
   ensure_redis
   ensure_temporal
+  ensure_search_attributes
   ensure_base_image
   ensure_node_modules
   ensure_build

@@ -20,9 +20,13 @@ const dockerRetry: RetryPolicy = { initialInterval: '1s', backoffCoefficient: 2,
 /** Redis and the capacity semaphore: quick retries, without limit. */
 const quickRetry: RetryPolicy = { initialInterval: '500ms', backoffCoefficient: 2, maximumInterval: '10s' };
 
-/** The activities of one worker's lifecycle, their timeouts taken from its spec. */
-export function workerActivities(spec: WorkerSpec) {
-  const onDockerHost = { taskQueue: spec.dockerTaskQueue, retry: dockerRetry };
+/**
+ * The activities of one worker's lifecycle, their timeouts taken from its spec; the Docker and
+ * image ones on `dockerTaskQueue`: the spec's for a worker started before the cluster, the
+ * placed host's for a cluster's worker (workflows/workerLifecycle/placement.ts).
+ */
+export function workerActivities(spec: WorkerSpec, dockerTaskQueue = spec.dockerTaskQueue) {
+  const onDockerHost = { taskQueue: dockerTaskQueue, retry: dockerRetry };
   return {
     docker: proxyActivities<DockerActivities>({ ...onDockerHost, startToCloseTimeout: '2 minutes' }),
     // ensureImage waits for the build as long as the build may take. A Docker outage must not
@@ -35,8 +39,11 @@ export function workerActivities(spec: WorkerSpec) {
       heartbeatTimeout: '30 seconds',
     }),
     // Clean-up must not give up while Docker is away: retry without limit, slowly.
+    // A cluster's host may be lost: its queue then never answers, and waiting on it gives up
+    // after HOST_LOST_SECONDS + 30 s to ask the registry (placement.ts removeContainerOnHost).
     cleanup: proxyActivities<DockerActivities>({
-      taskQueue: spec.dockerTaskQueue,
+      taskQueue: dockerTaskQueue,
+      ...(spec.cluster ? { scheduleToStartTimeout: `${spec.cluster.hostLostS + 30} seconds` } : {}),
       startToCloseTimeout: `${spec.stopGraceSeconds + 60} seconds`,
       retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' },
     }),

@@ -9,6 +9,8 @@ import type { AgentType, ModelUsage, Module, WorkerStatus } from '../src/contrac
 export const WorkerIdKey = defineSearchAttributeKey('WorkerId', SearchAttributeType.KEYWORD);
 export const AgentTypeKey = defineSearchAttributeKey('AgentType', SearchAttributeType.KEYWORD);
 export const WorkerStatusKey = defineSearchAttributeKey('WorkerStatus', SearchAttributeType.KEYWORD);
+/** The Docker host a worker was placed on (a cluster's semaphore grant), set when it is placed. */
+export const DockerHostKey = defineSearchAttributeKey('DockerHost', SearchAttributeType.KEYWORD);
 
 /** Asks the worker to stop; the argument is the reason recorded in its status (e.g. "deleted"). */
 export const stopSignal = defineSignal<[reason?: string]>('stop');
@@ -28,19 +30,42 @@ export interface WorkerState {
   error: string | null;
   error_code: string | null;
   stop_reason: string | null;
+  /** The Docker host a cluster's worker was placed on, once placed. */
+  host?: string;
 }
 
 export const stateQuery = defineQuery<WorkerState>('state');
 
 // ---- capacity semaphore (workflows/capacitySemaphore.ts) ----
-import type { PoolSnapshot, PoolState } from './permitPool';
+import type { HostSnapshot, Placement, PoolSnapshot, PoolState } from './permitPool';
 
-/** A worker asks for a permit; `deadline` (ms since epoch) is when it will give up waiting. */
-export const acquireSignal = defineSignal<[{ id: string; deadline: number }]>('acquire');
+/**
+ * A worker asks for a permit; `deadline` (ms since epoch) is when it will give up waiting. In a
+ * cluster's pool it may pin a host or name the hosts it prefers (image cached, warm container).
+ */
+export const acquireSignal = defineSignal<[{ id: string; deadline: number } & Placement]>('acquire');
 /** A worker gives its permit back, or leaves the queue. */
 export const releaseSignal = defineSignal<[{ id: string }]>('release');
-/** Sent by the semaphore to the worker's workflow when its permit is granted. */
-export const permitGrantedSignal = defineSignal<[{ pool: string }]>('permitGranted');
+/**
+ * Sent by the semaphore to the worker's workflow when its permit is granted; a cluster's pool
+ * names the Docker host the permit is on (the worker's placement).
+ */
+export const permitGrantedSignal = defineSignal<[{ pool: string; host?: string }]>('permitGranted');
+/**
+ * The worker's Docker host is lost (its manager unseen for HOST_LOST_SECONDS): the worker ends
+ * FAILED `host_lost` without waiting on that host's task queue. Sent by the cluster's semaphore.
+ */
+export const hostLostSignal = defineSignal<[{ host: string }]>('hostLost');
+/**
+ * A manager announces its Docker host to the cluster's semaphore (at its start, and when its
+ * record finds the host unknown there): `limit` applies MAX_CONCURRENT_WORKERS; without it a
+ * known host keeps its limit. A lost host that announces itself is ready again.
+ */
+export const registerHostSignal = defineSignal<[{ host: string; limit?: number }]>('registerHost');
+/** Changes one host's number of permits (a cluster's pool); returns the new state. */
+export const setHostLimitUpdate = defineUpdate<PoolSnapshot, [{ host: string; limit: number }]>('setHostLimit');
+/** Drains (no new placements) or undrains a host; returns the host as the pool sees it. */
+export const setHostStateUpdate = defineUpdate<HostSnapshot, [{ host: string; state: 'ready' | 'draining' }]>('setHostState');
 /** Changes the number of permits at once; returns the new state. */
 export const setLimitUpdate = defineUpdate<PoolSnapshot, [limit: number]>('setLimit');
 export const capacityQuery = defineQuery<PoolSnapshot>('capacity');
@@ -78,6 +103,13 @@ export interface SemaphoreInput {
   reclaimIntervalS: number;
   /** Grants made while the previous run handed over, not yet told to their workers. */
   pendingGrants?: string[];
+  /**
+   * A cluster's pool: how often the registry is checked for lost (or returned) hosts while any
+   * permit is held or asked for, or more than one host is known.
+   */
+  hostCheckS?: number;
+  /** Workers of lost hosts not yet told so when the previous run handed over. */
+  pendingLost?: { host: string; ids: string[] }[];
 }
 
 export type CapacitySemaphoreWorkflow = (input: SemaphoreInput) => Promise<void>;

@@ -26,11 +26,12 @@ import {
 } from '@temporalio/workflow';
 import type { WorkerOutcome, WorkerSpec } from '../src/contract/schemas';
 import { workerActivities } from './activityOptions';
-import { containerExitedSignal, permitGrantedSignal, stateQuery, stopSignal, usageSignal, wakeSignal } from './messages';
+import { containerExitedSignal, hostLostSignal, permitGrantedSignal, stateQuery, stopSignal, usageSignal, wakeSignal } from './messages';
 import { cleanUp } from './workerLifecycle/cleanUp';
 import { describeFailure, settleExit, type Failure } from './workerLifecycle/failures';
 import { headlessWait } from './workerLifecycle/headlessWait';
 import { WorkerLife, type CarriedLife, type Phase } from './workerLifecycle/life';
+import { hostLostFailure, joinsCluster, resumeOnHost, runLosable } from './workerLifecycle/placement';
 import { runOrIdle } from './workerLifecycle/runOrIdle';
 import { start } from './workerLifecycle/start';
 
@@ -42,9 +43,12 @@ export const CONTINUE_AS_NEW_PATCH = 'lifecycle-continue-as-new';
 
 export async function workerLifecycle(spec: WorkerSpec, carried?: CarriedLife): Promise<WorkerOutcome> {
   const life = new WorkerLife(spec, workerActivities(spec), carried);
+  life.cluster = joinsCluster(spec);
+  resumeOnHost(life);
   setHandler(stateQuery, () => life.state);
   setHandler(stopSignal, (reason) => life.stop(reason));
-  setHandler(permitGrantedSignal, () => life.permitArrived());
+  setHandler(permitGrantedSignal, (grant) => life.permitArrived(grant));
+  setHandler(hostLostSignal, ({ host }) => life.loseHost(host));
   setHandler(wakeSignal, () => life.wake());
   setHandler(containerExitedSignal, (exit) => life.containerExited(exit));
   setHandler(usageSignal, (usage) => life.usageReported(usage));
@@ -54,18 +58,20 @@ export async function workerLifecycle(spec: WorkerSpec, carried?: CarriedLife): 
   let failure: Failure | undefined;
   let next: Phase | undefined;
   try {
-    if (carried) next = await runOrIdle(life, carried.phase);
-    else {
+    next = await runLosable(life, async () => {
+      if (carried) return runOrIdle(life, carried.phase);
       await start(life);
       if (spec.headless && spec.taskId) await headlessWait(life, spec.taskId, spec.headless.timeoutS);
-      else next = await runOrIdle(life);
-    }
+      else return runOrIdle(life);
+      return undefined;
+    });
     if (next) await settleBeforeHandOver();
     if (life.ended()) next = undefined; // a stop or an exit came meanwhile: this run finishes the worker
-    if (!next) failure = settleExit(life);
+    if (!next) failure = life.hostLost ? hostLostFailure(life) : settleExit(life);
   } catch (err) {
     next = undefined;
-    if (isCancellation(err)) life.state.stop_reason ??= 'cancelled';
+    if (life.hostLost) failure = hostLostFailure(life);
+    else if (isCancellation(err)) life.state.stop_reason ??= 'cancelled';
     else failure = describeFailure(err);
   }
   if (next) return continueAsNewWith(spec, life.carryOver(next));

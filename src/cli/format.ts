@@ -7,6 +7,7 @@ import type { StatusObject, WorkerStatus } from '../contract/schemas';
 import type { WorkerStats } from '../client/client';
 import type { PoolSnapshot } from '../../workflows/permitPool';
 import type { ImageGcReport } from '../../workflows/imageGc';
+import type { HostInfo } from '../host/hostRegistry';
 import { WorkerManagerError } from '../contract/errors';
 import { decodeOutputEntry, decodeTaskCompletion, type OutputEntry, type TaskCompletion } from '../contract/codec';
 
@@ -110,9 +111,11 @@ export function table(rows: string[][]): string {
     .join('\n');
 }
 
-export function formatWorkers(c: Colors, workers: StatusObject[]): string {
+/** `wm ls`: with `host` (a cluster of more than one host), the HOST column each worker was placed on. */
+export function formatWorkers(c: Colors, workers: StatusObject[], opts: { host?: boolean } = {}): string {
   if (!workers.length) return c.dim('no workers');
-  const rows = [['WORKER', 'STATUS', 'AGENT', 'TASK', 'CREATED', 'DETAIL'].map((h) => c.bold(h))];
+  const head = ['WORKER', 'STATUS', 'AGENT', ...(opts.host ? ['HOST'] : []), 'TASK', 'CREATED', 'DETAIL'];
+  const rows = [head.map((h) => c.bold(h))];
   for (const w of workers) {
     const detail =
       w.status === 'FAILED'
@@ -120,7 +123,39 @@ export function formatWorkers(c: Colors, workers: StatusObject[]): string {
         : w.queue_position
           ? `queue position ${w.queue_position}`
           : (w.ip_address ?? '');
-    rows.push([w.worker_id, colourStatus(c, w.status), w.agent_type ?? '', w.task_id ?? '', w.created_at ?? '', detail]);
+    rows.push([
+      w.worker_id,
+      colourStatus(c, w.status),
+      w.agent_type ?? '',
+      ...(opts.host ? [w.host ?? '-'] : []),
+      w.task_id ?? '',
+      w.created_at ?? '',
+      detail,
+    ]);
+  }
+  return table(rows);
+}
+
+/** `wm hosts`: one line per Docker host. */
+export function formatHosts(c: Colors, hosts: HostInfo[]): string {
+  if (!hosts.length) return c.dim('no hosts have published a record (is a manager running on this TEMPORAL_TASK_QUEUE?)');
+  const state = (s: HostInfo['state']) => (s === 'ready' ? c.green(s) : s === 'draining' ? c.yellow(s) : c.red(s));
+  const rows = [
+    ['HOST', 'STATE', 'IN USE', 'LIMIT', 'QUEUED', 'WORKERS', 'WARM', 'IMAGES', 'FREE MEMORY', 'LAST SEEN'].map((h) => c.bold(h)),
+  ];
+  for (const h of hosts) {
+    rows.push([
+      h.id,
+      state(h.state),
+      String(h.in_use),
+      String(h.limit),
+      String(h.queued),
+      String(h.workers),
+      String(h.warm),
+      String(h.images.length),
+      bytes(h.free_memory_bytes),
+      h.last_seen,
+    ]);
   }
   return table(rows);
 }
@@ -145,6 +180,13 @@ export function formatCapacity(c: Colors, p: PoolSnapshot): string {
     `${c.bold('limit')} ${p.limit}  ${c.bold('in use')} ${p.in_use}  ${c.bold('available')} ${p.available}  ${c.bold('queued')} ${p.queue.length}`,
   ];
   const id = (wf: string) => wf.replace(/^worker-/, '');
+  const hosts = Object.entries(p.hosts ?? {});
+  if (hosts.length > 1) {
+    lines.push('', c.bold('hosts'));
+    lines.push(
+      table(hosts.map(([h, x]) => [h, x.state, `${x.in_use} of ${x.limit} in use`, x.pinned ? `${x.pinned} pinned waiting` : ''])),
+    );
+  }
   if (p.holders.length) {
     lines.push('', c.bold('holders'));
     lines.push(table(p.holders.map((h) => [id(h.id), c.dim(`since ${h.since}`)])));
@@ -190,6 +232,10 @@ export function formatStats(c: Colors, s: WorkerStats): string {
     `${c.bold('tasks')}   ok ${s.tasks.ok}  error ${s.tasks.error}  timeout ${s.tasks.timeout}  cancelled ${s.tasks.cancelled}`,
     `${c.bold('spawn')}   mean ${ms(s.spawn_ms.mean)}  p95 ${ms(s.spawn_ms.p95)}  (${s.spawn_ms.samples} samples)`,
     `${c.bold('task')}    mean ${ms(s.task_ms.mean)}  (${s.task_ms.samples} samples)`,
+    ...Object.entries(s.hosts ?? {}).map(
+      ([id, h]) =>
+        `${c.bold('host')}    ${id} (${h.state})  in use ${h.in_use} of ${h.limit}  queued ${h.queued}  workers ${h.workers}  warm ${h.warm}`,
+    ),
   ].join('\n');
 }
 

@@ -15,6 +15,7 @@ import { cancelCommand } from './commands/cancel';
 import { capacityCommand } from './commands/capacity';
 import { createCommand } from './commands/create';
 import { gcCommand } from './commands/gc';
+import { hostsCommand } from './commands/hosts';
 import { logsCommand } from './commands/logs';
 import { lsCommand } from './commands/ls';
 import { resultCommand } from './commands/result';
@@ -38,6 +39,7 @@ const COMMANDS: readonly ((cli: Cli) => void)[] = [
   taskCommand,
   resultCommand,
   capacityCommand,
+  hostsCommand,
   gcCommand,
   statsCommand,
 ];

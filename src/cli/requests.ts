@@ -81,6 +81,7 @@ export interface WorkerOptions {
   idleTimeout?: number;
   sessionTimeout?: number;
   suspendAfter?: number;
+  host?: string;
 }
 
 function common(o: WorkerOptions): Omit<CreatePayload, 'initial_prompt'> {
@@ -98,6 +99,7 @@ function common(o: WorkerOptions): Omit<CreatePayload, 'initial_prompt'> {
     ...(o.sessionTimeout !== undefined ? { session_timeout_s: o.sessionTimeout } : {}),
     ...(o.suspendAfter !== undefined ? { suspend_after_s: o.suspendAfter } : {}),
     ...(resources ? { resources } : {}),
+    ...(o.host !== undefined ? { host: o.host } : {}),
   };
 }
 

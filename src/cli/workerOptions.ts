@@ -24,7 +24,8 @@ export function addWorkerOptions(cmd: Command, { prompt }: { prompt: 'initial' |
     .option('--memory <size>', 'memory limit, e.g. 512m or 1g (default WORKER_MEMORY_LIMIT)')
     .option('--cpus <n>', 'CPU limit, e.g. 0.5 (default WORKER_CPU_LIMIT)', parseCpus)
     .option('--idle-timeout <s>', 'seconds idle before the worker is PAUSED', parseWhole(1))
-    .option('--session-timeout <s>', 'seconds PAUSED or SUSPENDED before the worker is stopped', parseWhole(1));
+    .option('--session-timeout <s>', 'seconds PAUSED or SUSPENDED before the worker is stopped', parseWhole(1))
+    .option('--host <id>', 'run on this Docker host of the cluster (see wm hosts); default: placed by free capacity');
   if (prompt === 'initial')
     cmd
       .option('--suspend-after <s>', 'seconds PAUSED before the worker is SUSPENDED to its volume (0: never)', parseWhole(0))

@@ -7,11 +7,13 @@ import { Client, Connection, WorkflowExecutionAlreadyStartedError, WorkflowNotFo
 import { WorkflowIdReusePolicy } from '@temporalio/common';
 import path from 'node:path';
 import Redis from 'ioredis';
-import { capacityPool, dockerTaskQueue, loadConfig, type Config } from '../config/config';
+import { capacityPool, clusterPool, dockerTaskQueue, loadConfig, type Config } from '../config/config';
+import { clusterSemaphoreInput, isFresh, readHosts, type HostInfo } from '../host/hostRegistry';
 import { managerRedisOptions, redactUrl, temporalConnectionOptions } from '../config/connections';
 import {
   createPayloadSchema,
   describeIssues,
+  HOST_ID_RE,
   LIMITS,
   taskPayloadSchema,
   type CreatePayload,
@@ -45,7 +47,9 @@ import type { workerLifecycle } from '../../workflows/workerLifecycle';
 import {
   AgentTypeKey,
   capacityQuery,
-  setLimitUpdate,
+  registerHostSignal,
+  setHostLimitUpdate,
+  setHostStateUpdate,
   stateQuery,
   stopSignal,
   usageSignal,
@@ -54,6 +58,7 @@ import {
   WorkerStatusKey,
 } from '../../workflows/messages';
 import type { PoolSnapshot } from '../../workflows/permitPool';
+import { WorkflowIdConflictPolicy } from '@temporalio/common';
 import type { imageGc, ImageGcInput, ImageGcReport } from '../../workflows/imageGc';
 
 /** The image GC's input from configuration, for the schedule and for on-demand runs. */
@@ -86,6 +91,8 @@ export interface WorkerStats {
   task_ms: { mean: number | null; samples: number };
   /** Model usage counted by the model gateway, over all workers since the counters began. */
   usage: ModelUsage;
+  /** Per Docker host of the cluster (the totals above are the cluster's). */
+  hosts: Record<string, Pick<HostInfo, 'state' | 'limit' | 'in_use' | 'queued' | 'warm' | 'workers'>>;
 }
 
 /** How often a delete of a worker whose workflow was terminated looks for its recorded end. */
@@ -270,6 +277,12 @@ export class WorkerManagerClient {
       stopGraceSeconds: c.WORKER_STOP_GRACE_SECONDS,
       readyTimeoutS: c.WORKER_READY_TIMEOUT_SECONDS,
       capacityPool: capacityPool(c),
+      cluster: {
+        pool: clusterPool(c),
+        queue: c.TEMPORAL_TASK_QUEUE,
+        hostLostS: c.HOST_LOST_SECONDS,
+        ...(p.host !== undefined ? { host: p.host } : {}),
+      },
       creationTimeoutS: c.WORKER_CREATION_TIMEOUT_SECONDS,
       holdPermitWhilePaused: c.PAUSED_WORKERS_HOLD_PERMITS,
       suspendAfterS: p.suspend_after_s ?? c.SUSPEND_AFTER_SECONDS,
@@ -282,7 +295,25 @@ export class WorkerManagerClient {
    * The same requestId always maps to the same worker: a repeat starts nothing new.
    */
   async create(payload: CreatePayload | unknown, opts: { requestId?: string } = {}): Promise<CreateResult> {
-    return this.startLifecycle(this.buildSpec(payload, opts.requestId ?? newRequestId()));
+    const spec = this.buildSpec(payload, opts.requestId ?? newRequestId());
+    await this.checkPinnedHost(spec);
+    return this.startLifecycle(spec);
+  }
+
+  /** A create pinned to a host: the host must be known to the cluster, not lost and not draining. */
+  private async checkPinnedHost(spec: WorkerSpec): Promise<void> {
+    const id = spec.cluster?.host;
+    if (id === undefined) return;
+    const hosts = await this.hosts();
+    const host = hosts.find((h) => h.id === id);
+    const why = !host
+      ? `unknown host "${id}"${hosts.length ? ` (the cluster's hosts: ${hosts.map((h) => h.id).join(', ')})` : ''}`
+      : host.state === 'lost'
+        ? `host "${id}" is lost: its manager has not been seen since ${host.last_seen}`
+        : host.state === 'draining'
+          ? `host "${id}" is draining: it takes no new workers`
+          : undefined;
+    if (why) throw new WorkerManagerError('INVALID_REQUEST', `invalid request: ${why}`, { host: why });
   }
 
   /**
@@ -307,6 +338,7 @@ export class WorkerManagerClient {
       workerId: workerIdForTask(taskId),
       headless: { timeoutS: timeout_s ?? this.config.TASK_TIMEOUT_SECONDS },
     };
+    await this.checkPinnedHost(spec);
     return { ...(await this.startLifecycle(spec)), task_id: taskId };
   }
 
@@ -364,6 +396,12 @@ export class WorkerManagerClient {
         },
         task_ms: { mean: mean(durations), samples: durations.length },
         usage: usageFromHash(counters, 'usage_'),
+        hosts: Object.fromEntries(
+          (await this.hosts().catch(() => [] as HostInfo[])).map((h) => [
+            h.id,
+            { state: h.state, limit: h.limit, in_use: h.in_use, queued: h.queued, warm: h.warm, workers: h.workers },
+          ]),
+        ),
       };
     } catch (err) {
       throw this.redisError(err);
@@ -384,7 +422,7 @@ export class WorkerManagerClient {
         staticSummary: `${spec.agentType} worker${spec.taskId ? ` for task ${spec.taskId}` : ''}${spec.headless ? ' (headless)' : ''}`,
         staticDetails: [
           `**Agent** ${spec.agentType} · **modules** ${spec.modules.join(', ') || 'none beyond git and curl'}`,
-          `**Resources** ${Math.round(spec.memoryBytes / 1024 ** 2)} MiB, ${spec.nanoCpus / 1e9} CPU · **Docker host** ${this.config.DOCKER_HOST_ID}`,
+          `**Resources** ${Math.round(spec.memoryBytes / 1024 ** 2)} MiB, ${spec.nanoCpus / 1e9} CPU · **Docker host** ${spec.cluster?.host ? `${spec.cluster.host} (pinned)` : 'placed by free capacity (see the current details)'}`,
           `**Idle pause** after ${spec.idleTimeoutS} s · **suspend** ${spec.suspendAfterS ? `after ${spec.suspendAfterS} s paused` : 'never'} · **session timeout** ${spec.sessionTimeoutS} s · **request** ${spec.requestId}`,
           ...(spec.taskId ? [`**Task** ${spec.taskId}`] : []),
           ...(spec.allowedCommands.length ? [`**Allowed commands** ${spec.allowedCommands.map((c) => `\`${c}\``).join(', ')}`] : []),
@@ -505,9 +543,12 @@ export class WorkerManagerClient {
     return entry ? { ...s, queue_position: entry.position } : s;
   }
 
-  /** The capacity pool of this manager's Docker host: limit, holders, and the queue with positions. */
+  /**
+   * The cluster's capacity: limit (the sum of its ready hosts'), holders with their hosts, the
+   * one queue with positions, and each host's limit, use and state.
+   */
   async capacity(): Promise<PoolSnapshot> {
-    const handle = (await this.reachTemporal()).workflow.getHandle(semaphoreWorkflowId(capacityPool(this.config)));
+    const handle = (await this.reachTemporal()).workflow.getHandle(semaphoreWorkflowId(clusterPool(this.config)));
     try {
       return await handle.query(capacityQuery);
     } catch (err) {
@@ -520,18 +561,119 @@ export class WorkerManagerClient {
     }
   }
 
-  /** Changes the number of concurrent workers at once, without restarts. */
+  /** Changes the number of concurrent workers of this manager's Docker host (DOCKER_HOST_ID) at once, without restarts. */
   async setCapacityLimit(limit: number): Promise<PoolSnapshot> {
     if (!Number.isInteger(limit) || limit < 0) throw invalid({ limit: 'must be a whole number of at least 0' });
-    const handle = (await this.reachTemporal()).workflow.getHandle(semaphoreWorkflowId(capacityPool(this.config)));
+    const handle = (await this.reachTemporal()).workflow.getHandle(semaphoreWorkflowId(clusterPool(this.config)));
     try {
-      return await handle.executeUpdate(setLimitUpdate, { args: [limit] });
+      return await handle.executeUpdate(setHostLimitUpdate, { args: [{ host: this.config.DOCKER_HOST_ID, limit }] });
     } catch (err) {
       if (err instanceof WorkflowNotFoundError) {
         throw new WorkerManagerError('NOT_FOUND', 'the capacity pool has not started yet: it starts with the first create');
       }
       throw toContractError(err);
     }
+  }
+
+  /**
+   * Announces a Docker host to the cluster's semaphore, starting it when needed (a manager's
+   * start, after its first publish): with `limit`, that limit applies; a lost host is ready again.
+   */
+  async registerHost(host: string, limit?: number): Promise<void> {
+    try {
+      await (
+        await this.reachTemporal()
+      ).workflow.signalWithStart('capacitySemaphore', {
+        workflowId: semaphoreWorkflowId(clusterPool(this.config)),
+        taskQueue: this.config.TEMPORAL_TASK_QUEUE,
+        workflowIdConflictPolicy: WorkflowIdConflictPolicy.USE_EXISTING,
+        args: [
+          clusterSemaphoreInput(
+            { ...this.config, DOCKER_HOST_ID: host, MAX_CONCURRENT_WORKERS: limit ?? this.config.MAX_CONCURRENT_WORKERS },
+            clusterPool(this.config),
+          ),
+        ],
+        signal: registerHostSignal,
+        signalArgs: [{ host, ...(limit !== undefined ? { limit } : {}) }],
+      });
+    } catch (err) {
+      throw toContractError(err);
+    }
+  }
+
+  /**
+   * The cluster's Docker hosts: each one's record in the registry, with its limit, use and state
+   * as the cluster's semaphore has them. A host unseen for HOST_LOST_SECONDS is `lost`.
+   */
+  async hosts(): Promise<HostInfo[]> {
+    let view: Awaited<ReturnType<typeof readHosts>>;
+    try {
+      view = await readHosts(this.redis, this.config.TEMPORAL_TASK_QUEUE);
+    } catch (err) {
+      throw this.redisError(err);
+    }
+    const snap = await this.capacity().catch(() => undefined);
+    const ids = [...new Set([...view.records.map((r) => r.id), ...Object.keys(snap?.hosts ?? {})])].sort();
+    return ids.map((id): HostInfo => {
+      const r = view.records.find((x) => x.id === id);
+      const h = snap?.hosts?.[id];
+      const fresh = r !== undefined && isFresh(r, view.now, this.config.HOST_LOST_SECONDS);
+      const state = !fresh || h?.state === 'lost' ? 'lost' : (h?.state ?? r.state);
+      return {
+        id,
+        state,
+        limit: h?.limit ?? r?.limit ?? 0,
+        in_use: h?.in_use ?? r?.in_use ?? 0,
+        queued: h?.pinned ?? 0,
+        warm: r?.warm ?? 0,
+        images: r?.images ?? [],
+        free_memory_bytes: r?.free_memory_bytes ?? 0,
+        last_seen: new Date(r?.last_seen_ms ?? 0).toISOString(),
+        workers: r?.workers ?? 0,
+      };
+    });
+  }
+
+  /** No new placements on the host; its workers run on until they stop. Survives manager restarts (kept by the cluster's semaphore). */
+  drainHost(id: string): Promise<HostInfo> {
+    return this.setHostState(id, 'draining');
+  }
+
+  /** The host takes new workers again. */
+  undrainHost(id: string): Promise<HostInfo> {
+    return this.setHostState(id, 'ready');
+  }
+
+  private async setHostState(id: string, state: 'ready' | 'draining'): Promise<HostInfo> {
+    if (typeof id !== 'string' || !HOST_ID_RE.test(id))
+      throw invalid({ host: 'must be a Docker host id: 1-64 characters of [A-Za-z0-9._-]' });
+    const unknown = () =>
+      new WorkerManagerError('INVALID_REQUEST', `invalid request: unknown host "${id}"`, { host: `unknown host "${id}"` });
+    const known = (await this.hosts()).find((h) => h.id === id);
+    if (!known) throw unknown();
+    if (known.state === 'lost') {
+      throw new WorkerManagerError('INVALID_REQUEST', `invalid request: host "${id}" is lost`, { host: `host "${id}" is lost` });
+    }
+    const handle = (await this.reachTemporal()).workflow.getHandle(semaphoreWorkflowId(clusterPool(this.config)));
+    const update = () => handle.executeUpdate(setHostStateUpdate, { args: [{ host: id, state }] });
+    try {
+      try {
+        await update();
+      } catch (err) {
+        // The semaphore has not met the host yet (not started, or started since): announce it first.
+        if (
+          !(err instanceof WorkflowNotFoundError) &&
+          !/unknown host/.test(String((err as Error).message) + String((err as { cause?: Error }).cause?.message))
+        )
+          throw err;
+        await this.registerHost(id, known.limit);
+        await update();
+      }
+    } catch (err) {
+      if (/unknown host/.test(String((err as { cause?: Error }).cause?.message ?? ''))) throw unknown();
+      throw toContractError(err);
+    }
+    return (await this.hosts()).find((h) => h.id === id) ?? known;
   }
 
   /** Runs the image GC now (as the daily schedule does); with dryRun it only reports. */

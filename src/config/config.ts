@@ -9,6 +9,7 @@ import { z } from 'zod';
 import { connectionProblems, shownValue } from './connections';
 import { LIMITS, parseMemory } from '../contract/schemas';
 import { egressConfigProblems, parseAllowList } from '../host/egress/allowList';
+import { hostTaskQueue } from '../shared/ids';
 
 // The repository root, from src/config/ (ts-jest) or dist/src/config/ (the build).
 const ROOT = path.resolve(__dirname, '..', '..', __dirname.includes(`${path.sep}dist${path.sep}`) ? '..' : '');
@@ -120,6 +121,13 @@ export const ConfigSchema = z.object({
   WAKE_POLL_SECONDS: int(30),
   /** How often the capacity semaphore checks that permit holders' workflows are still running. */
   PERMIT_RECLAIM_SECONDS: int(30),
+  /**
+   * A cluster's Docker host whose manager has not published its record for this long is lost: its
+   * workers end FAILED `host_lost` and its permits go back (README, "Running a cluster").
+   */
+  HOST_LOST_SECONDS: int(30, 5),
+  /** How often a manager publishes its host's record to the registry (must be below HOST_LOST_SECONDS). */
+  HOST_PUBLISH_SECONDS: int(3),
   WORKER_READY_TIMEOUT_SECONDS: int(60),
   WORKER_STOP_GRACE_SECONDS: int(10, 0),
   IMAGE_TTL_DAYS: int(7),
@@ -263,6 +271,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     }
   }
   if (!('WORKER_EGRESS_ALLOW' in problems)) {
+    if (
+      !('HOST_PUBLISH_SECONDS' in problems) &&
+      !('HOST_LOST_SECONDS' in problems) &&
+      (values.HOST_PUBLISH_SECONDS as number) >= (values.HOST_LOST_SECONDS as number)
+    ) {
+      problems.HOST_PUBLISH_SECONDS = `must be below HOST_LOST_SECONDS (${values.HOST_LOST_SECONDS as number})`;
+    }
     for (const [k, v] of Object.entries(egressConfigProblems(values as Parameters<typeof egressConfigProblems>[0]))) problems[k] ??= v;
   }
   for (const [key, problem] of Object.entries(connectionProblems(values as Partial<Config>))) problems[key] ??= problem;
@@ -272,8 +287,18 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
 
 /** The task queue whose Docker activities run against the named Docker host. */
 export const dockerTaskQueue = (config: Pick<Config, 'TEMPORAL_TASK_QUEUE' | 'DOCKER_HOST_ID'>) =>
-  `${config.TEMPORAL_TASK_QUEUE}-docker-${config.DOCKER_HOST_ID}`;
+  hostTaskQueue(config.TEMPORAL_TASK_QUEUE, config.DOCKER_HOST_ID);
 
-/** The capacity pool of a Docker host: its semaphore workflow is `capacity-<pool>`. */
+/**
+ * The capacity pool of a Docker host, as managers before the cluster had one semaphore each
+ * (`capacity-<pool>`): still the warm pool's container label, and the semaphore that workers
+ * started by those managers release to.
+ */
 export const capacityPool = (config: Pick<Config, 'TEMPORAL_TASK_QUEUE' | 'DOCKER_HOST_ID'>) =>
   `${config.TEMPORAL_TASK_QUEUE}-${config.DOCKER_HOST_ID}`;
+
+/**
+ * The cluster's one capacity pool: every manager sharing TEMPORAL_TASK_QUEUE (and Redis) is one
+ * cluster, with one semaphore `capacity-cluster-<queue>` holding each host's limit and one queue.
+ */
+export const clusterPool = (config: Pick<Config, 'TEMPORAL_TASK_QUEUE'>) => `cluster-${config.TEMPORAL_TASK_QUEUE}`;

@@ -42,6 +42,13 @@ export const keys = {
    * separated), so the manager can re-create them after a Redis restart (src/config/redisAcl.ts).
    */
   aclUsers: (scope: string) => `worker:acl:${scope}`,
+  /**
+   * The cluster's host registry (README, "Running a cluster"): each Docker host's record (JSON),
+   * published by its manager every HOST_PUBLISH_SECONDS with a TTL well beyond HOST_LOST_SECONDS,
+   * and the sorted set of the deployment's host ids (score: last publish, ms since epoch).
+   */
+  host: (scope: string, hostId: string) => `worker:host:${scope}:${hostId}`,
+  hosts: (scope: string) => `worker:hosts:${scope}`,
 } as const;
 
 export const CONSUMER_GROUP = 'worker-manager';

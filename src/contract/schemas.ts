@@ -38,7 +38,7 @@ export type LifecycleEvent = (typeof LIFECYCLE_EVENTS)[number];
 import type { ErrorCode } from '../shared/errorCodes';
 export { ERROR_CODES, type ErrorCode } from '../shared/errorCodes';
 
-export const COMMANDS = ['create', 'delete', 'status', 'list', 'task', 'stats'] as const;
+export const COMMANDS = ['create', 'delete', 'status', 'list', 'task', 'stats', 'hosts', 'drain_host', 'undrain_host'] as const;
 export const CommandName = z.enum(COMMANDS);
 export type CommandName = z.infer<typeof CommandName>;
 
@@ -46,6 +46,12 @@ export { LIMITS } from './limits';
 
 export const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
 export const RequestId = z.string().regex(REQUEST_ID_RE, 'must be 1-128 characters of [A-Za-z0-9._:-]');
+
+/** A Docker host's id (DOCKER_HOST_ID). */
+export const HOST_ID_RE = /^[A-Za-z0-9._-]{1,64}$/;
+export const HostRef = z
+  .object({ host: z.string().regex(HOST_ID_RE, 'must be a Docker host id: 1-64 characters of [A-Za-z0-9._-]') })
+  .strict();
 
 export const WorkerId = z.uuid({ message: 'must be a UUID' });
 
@@ -193,6 +199,8 @@ export function createPayloadSchema(limits?: ManagerLimits) {
         .strict()
         .optional(),
       budget: Budget.optional(),
+      /** Pin the worker to this Docker host of the cluster (it must be known, ready and not draining). */
+      host: z.string().regex(HOST_ID_RE, 'must be a Docker host id: 1-64 characters of [A-Za-z0-9._-]').optional(),
     })
     .strict();
 }
@@ -326,6 +334,9 @@ export const PAYLOAD_SCHEMAS = {
   list: ListPayload,
   task: TaskPayload,
   stats: z.object({}).strict(),
+  hosts: z.object({}).strict(),
+  drain_host: HostRef,
+  undrain_host: HostRef,
 } as const satisfies Record<CommandName, z.ZodType>;
 
 export const DEFAULT_REPLY_STREAM = 'worker:responses';
@@ -353,7 +364,7 @@ export const STATUS_FIELDS = [
 export type StatusField = (typeof STATUS_FIELDS)[number];
 export type StatusObject = { worker_id: string; status: WorkerStatus } & {
   [K in Exclude<StatusField, 'worker_id' | 'status'>]: string | null;
-} & { error_code?: string | null; queue_position?: number; usage?: ModelUsage };
+} & { error_code?: string | null; queue_position?: number; usage?: ModelUsage; host?: string | null };
 
 export interface ErrorBody {
   code: ErrorCode;
@@ -416,8 +427,18 @@ export interface WorkerSpec {
   stopGraceSeconds: number;
   /** How long the wrapper may take to connect to Redis after the container starts. */
   readyTimeoutS: number;
-  /** The capacity pool (semaphore) whose permit this worker holds: one per Docker host. */
+  /**
+   * The capacity pool (semaphore) whose permit this worker holds, for workers started before the
+   * cluster (no `cluster`): one per Docker host. A cluster's worker carries its creating manager's.
+   */
   capacityPool: string;
+  /**
+   * A cluster's worker: the cluster's semaphore pool, the shared task queue (a host's Docker
+   * queue is `<queue>-docker-<host>`), the host it is pinned to (the create's `host`), and
+   * HOST_LOST_SECONDS. The host is chosen when its permit is granted; `dockerTaskQueue` then only
+   * names the creating manager's. Absent in workers started before the cluster.
+   */
+  cluster?: { pool: string; queue: string; host?: string; hostLostS: number };
   /** How long a create may wait in the creation queue before it fails with CAPACITY_TIMEOUT. */
   creationTimeoutS: number;
   /** Whether a PAUSED worker keeps its permit (its container keeps its memory). */

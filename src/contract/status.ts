@@ -16,6 +16,8 @@ export function statusFromHash(hash: Record<string, string>): StatusObject {
   const out: Record<string, unknown> = {};
   for (const f of STATUS_FIELDS) out[f] = hash[f] ?? null;
   if (hash.error_code) out.error_code = hash.error_code;
+  // The Docker host a cluster's worker was placed on (absent while it waits for its permit).
+  if (hash.host) out.host = hash.host;
   // Written by the model gateway (src/host/modelGateway.ts) as JSON, once the worker made a model request.
   if (hash.usage) out.usage = JSON.parse(hash.usage) as ModelUsage;
   return out as StatusObject;
@@ -38,13 +40,14 @@ export function statusFromState(s: WorkerState): StatusObject {
     last_activity_at: null,
     error: s.error,
     ...(s.error_code ? { error_code: s.error_code } : {}),
+    ...(s.host ? { host: s.host } : {}),
   };
 }
 
 export interface StatusUpdate {
   workerId: string;
   /** Fields to set; null removes a field. */
-  fields: Partial<Record<StatusField | 'error_code' | 'reason', string | null>>;
+  fields: Partial<Record<StatusField | 'error_code' | 'reason' | 'host', string | null>>;
   event?: LifecycleEvent;
   taskId?: string;
   requestId?: string;

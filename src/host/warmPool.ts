@@ -23,7 +23,7 @@ import { createWorkerContainer, workerEnv, workerIpAddress } from './container';
 import { statusCode } from './dockerStatus';
 import { LABELS } from './labels';
 import type { Log } from '../shared/log';
-import { capacityPool, type Config } from '../config/config';
+import { capacityPool, clusterPool, type Config } from '../config/config';
 import type { AgentType, WorkerSpec } from '../contract/schemas';
 import { containerNameFor, isWarmPoolContainer, semaphoreWorkflowId, warmPoolContainerName } from '../shared/ids';
 import { instructionsFileName, renderInstructions, WORKSPACE_DIR } from '../shared/instructions';
@@ -134,6 +134,11 @@ export class WarmPool {
       spec.nanoCpus === Math.round(c.WORKER_CPU_LIMIT * 1e9) &&
       spec.stopGraceSeconds === c.WORKER_STOP_GRACE_SECONDS
     );
+  }
+
+  /** The image hash of each ready (unclaimed) container: what the host registry publishes as `warm`. */
+  readyImages(): string[] {
+    return [...this.slots.values()].flat().map((s) => s.hash);
   }
 
   private total(): number {
@@ -370,8 +375,10 @@ export function createWarmPool(deps: { config: Config; docker: Docker; redis: Re
     ...deps,
     capacity: async () => {
       try {
-        const snap = await temporal.workflow.getHandle(semaphoreWorkflowId(capacityPool(config))).query(capacityQuery);
-        return { limit: snap.limit, holders: snap.holders.length, queued: snap.queue.length };
+        // This host's share of the cluster's pool; the queue is the cluster's.
+        const snap = await temporal.workflow.getHandle(semaphoreWorkflowId(clusterPool(config))).query(capacityQuery);
+        const mine = snap.hosts?.[config.DOCKER_HOST_ID];
+        return { limit: mine?.limit ?? snap.limit, holders: mine?.in_use ?? snap.holders.length, queued: snap.queue.length };
       } catch (err) {
         if (err instanceof WorkflowNotFoundError) return { limit: config.MAX_CONCURRENT_WORKERS, holders: 0, queued: 0 };
         throw err;

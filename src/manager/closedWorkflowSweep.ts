@@ -28,11 +28,11 @@ import { aclScope, createRedisAcl } from '../config/redisAcl';
 import { GatewayTokens } from '../host/modelGateway';
 import { recordStatus, type StatusUpdate } from '../contract/status';
 import type { Log } from '../shared/log';
-import { capacityPool, type Config } from '../config/config';
+import { capacityPool, clusterPool, type Config } from '../config/config';
 import type { ErrorCode } from '../contract/schemas';
 import { semaphoreWorkflowId, workerIdOfWorkflow, workflowIdFor } from '../shared/ids';
 import { keys } from '../contract/keys';
-import { AgentTypeKey, releaseSignal } from '../../workflows/messages';
+import { AgentTypeKey, DockerHostKey, releaseSignal } from '../../workflows/messages';
 
 type Ending = { status: 'STOPPED'; reason: string } | { status: 'FAILED'; reason: string; code: ErrorCode; message: string };
 
@@ -151,7 +151,9 @@ export class ClosedWorkflowSweep {
       ` AND WorkerStatus NOT IN ("STOPPED", "FAILED") AND CloseTime > "${since}"`;
     const found = new Map<string, { agentType?: string; createdAt: string }>();
     for await (const wf of temporal.workflow.list({ query })) {
-      if (wf.memo?.docker_host !== config.DOCKER_HOST_ID) continue; // another host's manager finishes it
+      // A cluster's worker is its placed host's (DockerHost); one started before the cluster, its creating manager's.
+      const host = wf.typedSearchAttributes.get(DockerHostKey) ?? wf.memo?.docker_host;
+      if (host !== config.DOCKER_HOST_ID) continue; // another host's manager finishes it
       found.set(wf.workflowId, { agentType: wf.typedSearchAttributes.get(AgentTypeKey), createdAt: wf.startTime.toISOString() });
     }
     return found;
@@ -203,12 +205,15 @@ export class ClosedWorkflowSweep {
       detail: failed ? { code: failed.code, reason: failed.reason, message: failed.message } : { reason: ending.reason },
       final: true,
     };
-    await temporal.workflow
-      .getHandle(semaphoreWorkflowId(capacityPool(config)))
-      .signal(releaseSignal, { id: workflowId })
-      .catch((err) => {
-        if (!(err instanceof WorkflowNotFoundError)) throw err; // no semaphore: no permit to free
-      });
+    // The cluster's semaphore, or the host's own for a worker started before the cluster.
+    for (const pool of [clusterPool(config), capacityPool(config)]) {
+      await temporal.workflow
+        .getHandle(semaphoreWorkflowId(pool))
+        .signal(releaseSignal, { id: workflowId })
+        .catch((err) => {
+          if (!(err instanceof WorkflowNotFoundError)) throw err; // no semaphore: no permit to free
+        });
+    }
     // Last: a final hash is what makes later sweeps skip this worker, so everything before it is
     // repeated (idempotently) until it is written.
     await recordStatus(this.deps.redis, config.STATUS_RETENTION_SECONDS, update);

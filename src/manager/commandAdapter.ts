@@ -349,6 +349,12 @@ export class CommandAdapter {
         }
         case 'stats':
           return { result: await client.stats() };
+        case 'hosts':
+          return { result: { hosts: await client.hosts() } };
+        case 'drain_host':
+          return { result: { host: await client.drainHost(p.host as string) } };
+        case 'undrain_host':
+          return { result: { host: await client.undrainHost(p.host as string) } };
       }
     } catch (err) {
       const e = toContractError(err);

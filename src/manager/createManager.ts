@@ -29,6 +29,7 @@ import { aclScope, createRedisAcl, type RedisAcl } from '../config/redisAcl';
 import { ensureImageGcSchedule } from './schedules';
 import { imageGcScheduleId } from '../shared/ids';
 import { WakeWatcher } from './wakeWatcher';
+import { HostPublisher } from './hostPublisher';
 import { createWarmPool, type WarmPool } from '../host/warmPool';
 import { createManagerWorkers, type ActivityFactory } from './temporalWorkers';
 import { installTemporalRuntime, ManagerMetrics, startMetricsServer, type MetricsServer } from './metrics';
@@ -46,7 +47,8 @@ export type ManagerPart =
   | 'egress' // network, host rules and proxy, when WORKER_EGRESS_ALLOW is set (src/host/egress/gateway.ts)
   | 'gcSchedule' // the daily image GC schedule (src/manager/schedules.ts)
   | 'metrics' // /metrics, /healthz, /readyz on METRICS_HOST:METRICS_PORT, when METRICS_PORT > 0 (src/manager/metrics.ts)
-  | 'capacityLimit'; // MAX_CONCURRENT_WORKERS applied to a capacity pool that already runs
+  | 'capacityLimit' // this host announced to the cluster's capacity semaphore with MAX_CONCURRENT_WORKERS (starting it when needed)
+  | 'hostRegistry'; // this host's record in the cluster's registry every HOST_PUBLISH_SECONDS (src/manager/hostPublisher.ts)
 
 export type EgressGateway = NonNullable<Awaited<ReturnType<typeof startEgressGateway>>>;
 
@@ -94,6 +96,7 @@ interface Assembled {
   waker?: WakeWatcher;
   sweep?: ClosedWorkflowSweep;
   warmPool?: WarmPool;
+  publisher?: HostPublisher;
   /** Per-worker Redis users (WORKER_REDIS_ACL=per-worker): the reaper removes those left behind. */
   acl?: RedisAcl;
   beforeStop?: ManagerOptions['beforeStop'];
@@ -114,6 +117,8 @@ export class Manager {
   readonly waker?: WakeWatcher;
   readonly sweep?: ClosedWorkflowSweep;
   readonly warmPool?: WarmPool;
+  /** This host's record in the cluster's registry. */
+  readonly publisher?: HostPublisher;
   /** The egress gateway, once started (only with WORKER_EGRESS_ALLOW). */
   egress?: EgressGateway;
   /** The model gateway, once started. */
@@ -141,6 +146,7 @@ export class Manager {
     this.waker = p.waker;
     this.sweep = p.sweep;
     this.warmPool = p.warmPool;
+    this.publisher = p.publisher;
     this.metrics = p.metrics?.registry;
     this.log = p.log('manager');
   }
@@ -192,6 +198,9 @@ export class Manager {
     // The egress allow-list's network, host rules and proxy, before any worker can be created.
     if (parts('egress')) this.egress = await startEgressGateway({ config, docker: this.docker, log: log('egress') });
     await this.warmPool?.start();
+    // The host's record before anything announces the host: the cluster's semaphore counts a
+    // known host without a fresh record as lost.
+    await this.publisher?.start();
     // Running before anything below: applying the limit is a workflow update, which only a running
     // worker can process (the manager hung at start when the semaphore already existed).
     this.runs = this.workers.map((w) => w.run());
@@ -199,6 +208,8 @@ export class Manager {
     await this.waker?.start();
     this.sweep?.start();
     if (parts('reaper')) {
+      // Back after being lost: the workers that ended meanwhile (host_lost) leave their containers here.
+      if (this.publisher) this.publisher.onBack = () => void this.reap();
       await this.reap();
       this.reaperTimer = setInterval(() => void this.reap(), config.REAPER_INTERVAL_SECONDS * 1000);
     }
@@ -207,10 +218,11 @@ export class Manager {
       this.log.info(`image GC schedule ${imageGcScheduleId(config)} ${gc}`);
     }
     if (parts('capacityLimit')) {
-      // The configured limit applies from each start; setCapacityLimit changes it until the next one.
-      await this.client.setCapacityLimit(config.MAX_CONCURRENT_WORKERS).catch((err) => {
-        if ((err as { code?: string }).code !== 'NOT_FOUND')
-          this.log.warn('could not apply MAX_CONCURRENT_WORKERS', { error: String(err) });
+      // The configured limit applies from each start; setCapacityLimit changes it until the next
+      // one. Announcing the host starts the cluster's semaphore if it does not run yet; a drained
+      // host stays drained, a lost one is ready again.
+      await this.client.registerHost(config.DOCKER_HOST_ID, config.MAX_CONCURRENT_WORKERS).catch((err) => {
+        this.log.warn('could not announce this host to the cluster (MAX_CONCURRENT_WORKERS)', { error: String(err) });
       });
     }
     this.adapter?.start();
@@ -250,6 +262,7 @@ export class Manager {
     this.waker?.stop();
     await this.sweep?.stop();
     clearInterval(this.reaperTimer);
+    await this.publisher?.stop();
     // Warm containers are a cache of this process: they go with it.
     await this.warmPool?.stop().catch((err) => this.log.warn('could not remove the warm pool', { error: String(err) }));
     // The SDK's workers react to SIGINT/SIGTERM themselves: shut down only those still running.
@@ -376,6 +389,9 @@ export async function createManager(config: Config, options: ManagerOptions): Pr
       ? new ClosedWorkflowSweep({ config, docker, redis, temporal, log: log('closed-workflows') })
       : undefined,
     warmPool,
+    publisher: parts('hostRegistry')
+      ? new HostPublisher({ config, redis, docker, temporal, client, warmPool, log: log('hosts') })
+      : undefined,
     acl: createRedisAcl(redis, config),
     beforeStop: options.beforeStop,
     metrics: metrics && { registry: metrics, port: metricsPort },

@@ -23,7 +23,7 @@ import type { Config } from '../config/config';
 import { toContractError } from '../contract/errors';
 import { COMMANDS, type ErrorBody } from '../contract/schemas';
 import type { Log } from '../shared/log';
-import { WorkerStatusKey } from '../../workflows/messages';
+import { DockerHostKey, WorkerStatusKey } from '../../workflows/messages';
 import type { AdapterMetrics, CommandAdapter } from './commandAdapter';
 
 export type Dependency = 'redis' | 'temporal' | 'docker';
@@ -141,7 +141,12 @@ export class ManagerMetrics implements ActivityMetrics, AdapterMetrics {
     );
     const capacity = (name: string, help: string, pick: (s: { in_use: number; limit: number; queue: unknown[] }) => number) =>
       this.scraped(name, help, [], async (g) => {
-        const snap = await this.scrape('temporal', () => this.sources!.client.capacity());
+        // This Docker host's share of the cluster's pool (the queue is the cluster's).
+        const snap = await this.scrape('temporal', async () => {
+          const all = await this.sources!.client.capacity();
+          const mine = all.hosts?.[this.sources!.config.DOCKER_HOST_ID];
+          return mine ? { ...all, in_use: mine.in_use, limit: mine.limit } : all;
+        });
         if (snap) g.set(pick(snap));
       });
     capacity('worker_manager_capacity_permits_in_use', "Permits held in this Docker host's capacity pool", (s) => s.in_use);
@@ -247,7 +252,8 @@ export class ManagerMetrics implements ActivityMetrics, AdapterMetrics {
       const counts = new Map<string, number>(['STARTING', 'RUNNING', 'PAUSED', 'SUSPENDED'].map((s) => [s, 0]));
       const query = `WorkflowType="workerLifecycle" AND TaskQueue="${config.TEMPORAL_TASK_QUEUE}" AND ExecutionStatus="Running"`;
       for await (const wf of temporal.workflow.list({ query })) {
-        if (wf.memo?.docker_host !== config.DOCKER_HOST_ID) continue; // another host's manager reports it
+        const host = wf.typedSearchAttributes.get(DockerHostKey) ?? wf.memo?.docker_host; // placed host, else creating manager's
+        if (host !== config.DOCKER_HOST_ID) continue; // another host's manager reports it
         const status = wf.typedSearchAttributes.get(WorkerStatusKey) ?? 'STARTING';
         counts.set(status, (counts.get(status) ?? 0) + 1);
       }

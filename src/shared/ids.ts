@@ -19,6 +19,9 @@ export const volumeNameFor = (workerId: string): string => `worker-${workerId}-w
 /** The capacity semaphore of a pool (capacityPool in src/config/config.ts). */
 export const semaphoreWorkflowId = (pool: string): string => `capacity-${pool}`;
 
+/** The task queue of a cluster's Docker host (`queue` the shared TEMPORAL_TASK_QUEUE): its Docker and image activities. */
+export const hostTaskQueue = (queue: string, hostId: string): string => `${queue}-docker-${hostId}`;
+
 /** One image build per content hash: every worker that needs the image joins it. */
 export const imageBuildWorkflowId = (hash: string): string => `image-build-${hash}`;
 

@@ -13,7 +13,7 @@ import Docker from 'dockerode';
 import type { Log } from '../../src/shared/log';
 import type { WorkerManagerClient } from '../../src/client/client';
 import { bridgeAddressOf } from '../../src/host/bridgeAddress';
-import { capacityPool, loadConfig, type Config } from '../../src/config/config';
+import { capacityPool, clusterPool, loadConfig, type Config } from '../../src/config/config';
 import { createActivities } from '../../activities';
 import { createManager, type Manager, type ManagerOptions } from '../../src/manager/createManager';
 import { semaphoreWorkflowId } from '../../src/shared/ids';
@@ -146,7 +146,7 @@ export async function endQueue(m: Manager): Promise<void> {
     leftovers.push(wf.workflowId.replace(/^worker-/, ''));
   }
   await Promise.race([Promise.allSettled(leftovers.map((id) => m.client.delete(id))), new Promise((r) => setTimeout(r, 60_000))]);
-  await endSemaphores(m.temporal, queue, [semaphoreWorkflowId(capacityPool(m.config))]);
+  await endSemaphores(m.temporal, queue, [semaphoreWorkflowId(capacityPool(m.config)), semaphoreWorkflowId(clusterPool(m.config))]);
 }
 
 /**
@@ -165,6 +165,7 @@ export function adapterOnlyManager(m: RunningManager, managerId: string, options
     egress: false,
     gcSchedule: false,
     capacityLimit: false,
+    hostRegistry: false,
   };
   return createManager(
     { ...m.config, MANAGER_ID: managerId },

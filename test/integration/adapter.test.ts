@@ -120,6 +120,46 @@ describe('Redis command adapter', () => {
     expect(JSON.parse(unknownDelete.error!).code).toBe('NOT_FOUND');
   });
 
+  test('hosts, drain_host and undrain_host; a create pinned to an unknown, malformed or draining host gets INVALID_REQUEST naming it', async () => {
+    const host = m.config.DOCKER_HOST_ID;
+    const hosts = JSON.parse((await command('hosts', {})).result!).hosts as { id: string; state: string; limit: number }[];
+    expect(hosts).toEqual([expect.objectContaining({ id: host, state: 'ready', limit: m.config.MAX_CONCURRENT_WORKERS })]);
+    expect(JSON.parse((await command('hosts', { colour: 'red' })).error!)).toMatchObject({
+      code: 'INVALID_REQUEST',
+      details: { colour: expect.any(String) },
+    });
+
+    const unknown = JSON.parse((await command('create', { agent_type: 'CLAUDE', host: 'elsewhere' })).error!);
+    expect(unknown).toMatchObject({ code: 'INVALID_REQUEST', details: { host: expect.stringContaining('"elsewhere"') } });
+    expect(unknown.message).toContain('unknown host "elsewhere"');
+    const malformed = JSON.parse((await command('create', { agent_type: 'CLAUDE', host: 'no spaces' })).error!);
+    expect(malformed).toMatchObject({ code: 'INVALID_REQUEST', details: { host: expect.any(String) } });
+    expect(JSON.parse((await command('drain_host', { host: 'elsewhere' })).error!)).toMatchObject({ code: 'INVALID_REQUEST' });
+    expect(JSON.parse((await command('drain_host', {})).error!)).toMatchObject({
+      code: 'INVALID_REQUEST',
+      details: { host: expect.any(String) },
+    });
+
+    const drained = JSON.parse((await command('drain_host', { host })).result!);
+    expect(drained.host).toMatchObject({ id: host, state: 'draining' });
+    const refused = JSON.parse((await command('create', { agent_type: 'CLAUDE', host })).error!);
+    expect(refused).toMatchObject({ code: 'INVALID_REQUEST', details: { host: expect.stringContaining('draining') } });
+    expect(refused.message).toContain(`"${host}"`);
+    const undrained = JSON.parse((await command('undrain_host', { host })).result!);
+    expect(undrained.host).toMatchObject({ id: host, state: 'ready' });
+
+    const pinned = JSON.parse((await command('create', { agent_type: 'CLAUDE', host })).result!) as { worker_id: string };
+    const running = await eventually('the pinned worker RUNNING on its host', async () => {
+      const s = JSON.parse((await command('status', { worker_id: pinned.worker_id })).result ?? '{}') as StatusObject;
+      return s.status === 'RUNNING' ? s : undefined;
+    });
+    expect(running.host).toBe(host);
+    const stats = JSON.parse((await command('stats', {})).result!);
+    expect(stats.hosts[host]).toMatchObject({ state: 'ready', limit: m.config.MAX_CONCURRENT_WORKERS });
+    expect(stats.hosts[host].in_use).toBeGreaterThanOrEqual(1);
+    expect(JSON.parse((await command('delete', { worker_id: pinned.worker_id })).result!).status).toBe('STOPPED');
+  });
+
   test('an entry without a usable request_id goes to worker:commands:dead with the reason, and is acknowledged', async () => {
     const marker = randomUUID();
     const id = await send({ command: 'list', payload: '{}', note: marker });

@@ -101,6 +101,8 @@ export class PrivateTemporal {
         'AgentType=Keyword',
         '--search-attribute',
         'WorkerStatus=Keyword',
+        '--search-attribute',
+        'DockerHost=Keyword',
         '--log-level',
         'warn',
       ],

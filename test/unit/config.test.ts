@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { dockerTaskQueue, loadConfig } from '../../src/config/config';
+import { clusterPool, dockerTaskQueue, loadConfig } from '../../src/config/config';
 import { configError } from '../helpers/config';
 
 const KiB = 1024;
@@ -202,6 +202,17 @@ describe('loadConfig errors', () => {
   it('names a limit above its maximum even when another variable is also bad', () => {
     const err = configError({ LOG_LEVEL: 'verbose', WORKER_MEMORY_LIMIT: '8g' });
     expect(Object.keys(err.problems).sort()).toEqual(['LOG_LEVEL', 'WORKER_MEMORY_LIMIT']);
+  });
+});
+
+describe('cluster settings', () => {
+  test('HOST_LOST_SECONDS 30 and HOST_PUBLISH_SECONDS 3 by default; publishing must be quicker than a loss', () => {
+    const c = loadConfig({});
+    expect(c.HOST_LOST_SECONDS).toBe(30);
+    expect(c.HOST_PUBLISH_SECONDS).toBe(3);
+    expect(() => loadConfig({ HOST_LOST_SECONDS: '10', HOST_PUBLISH_SECONDS: '10' })).toThrow(/HOST_PUBLISH_SECONDS/);
+    expect(() => loadConfig({ HOST_LOST_SECONDS: '2' })).toThrow(/HOST_LOST_SECONDS/);
+    expect(clusterPool({ TEMPORAL_TASK_QUEUE: 'wm' })).toBe('cluster-wm');
   });
 });
 

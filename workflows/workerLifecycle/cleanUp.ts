@@ -5,14 +5,18 @@
 import type { TaskResult, WorkerOutcome } from '../../src/contract/schemas';
 import type { Failure } from './failures';
 import { now, type WorkerLife } from './life';
+import { hostLostFailure, removeContainerOnHost } from './placement';
 
 export async function cleanUp(life: WorkerLife, failure: Failure | undefined): Promise<WorkerOutcome> {
   const { spec, state } = life;
   await life.transition(state.status, 'stopping', {}, { reason: failure ? 'failed' : state.stop_reason });
-  await life.acts.cleanup.removeContainer.executeWithOptions(
-    { summary: `stop (grace ${spec.stopGraceSeconds} s) and remove the container` },
-    [{ workerId: spec.workerId, graceSeconds: spec.stopGraceSeconds }],
+  await removeContainerOnHost(life, () =>
+    life.acts.cleanup.removeContainer.executeWithOptions({ summary: `stop (grace ${spec.stopGraceSeconds} s) and remove the container` }, [
+      { workerId: spec.workerId, graceSeconds: spec.stopGraceSeconds },
+    ]),
   );
+  // Its host was lost before the container could be seen gone: that is how it ended.
+  if (life.hostLost && failure?.reason !== 'host_lost') failure = hostLostFailure(life);
   if (life.permitRequested) await life.releasePermit(); // frees the slot, or leaves the queue
   state.stopped_at = now();
   if (failure) {

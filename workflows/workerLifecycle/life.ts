@@ -48,6 +48,8 @@ export interface CarriedLife {
   headline: string;
   /** How many runs came before the new one. */
   runs: number;
+  /** A cluster's worker: the Docker host it was placed on. */
+  host?: string;
 }
 
 export class WorkerLife {
@@ -69,16 +71,29 @@ export class WorkerLife {
   mayContinueAsNew = false;
   /** The runs before this one. */
   readonly runsBefore: number;
+  /**
+   * A cluster's worker (placement.ts): placed on a host by its permit's grant, its Docker
+   * activities then on that host's queue. False for workers started before the cluster.
+   */
+  cluster = false;
+  /** The Docker host the grant placed it on (a cluster's worker). */
+  host: string | undefined;
+  /** Its host was lost (the `hostLost` signal, or the registry asked at clean-up). */
+  hostLost = false;
+  /** What a lost host cancels: the worker's steps, and a clean-up waiting on the host's queue. */
+  bodyScope: CancellationScope | undefined;
+  cleanupScope: CancellationScope | undefined;
   /** The current details' first line and error, from the latest transition. */
   private headline = '';
   private errorLine: string | undefined;
 
   constructor(
     readonly spec: WorkerSpec,
-    readonly acts: WorkerActivities,
+    public acts: WorkerActivities,
     carried?: CarriedLife,
   ) {
     this.runsBefore = carried?.runs ?? 0;
+    this.host = carried?.host;
     if (carried) {
       this.state = { ...carried.state };
       this.permitRequested = carried.permitRequested;
@@ -107,8 +122,20 @@ export class WorkerLife {
     };
   }
 
-  permitArrived(): void {
+  permitArrived(grant?: { host?: string }): void {
     this.permitGranted = true;
+    // A cluster's grant places the worker; a re-sent grant (woken, or repeated) names the same host.
+    if (this.cluster && grant?.host && this.host === undefined) this.host = grant.host;
+  }
+
+  /** Its host is lost: whatever the worker waits for on that host's queue is given up. */
+  loseHost(host: string): void {
+    if (!this.cluster || this.hostLost) return;
+    if (host !== (this.host ?? this.spec.cluster?.host)) return;
+    this.hostLost = true;
+    this.startScope?.cancel();
+    this.bodyScope?.cancel();
+    this.cleanupScope?.cancel();
   }
 
   wake(): void {
@@ -136,7 +163,7 @@ export class WorkerLife {
   }
 
   ended(): boolean {
-    return this.state.stop_reason !== null || this.exited !== undefined;
+    return this.state.stop_reason !== null || this.exited !== undefined || this.hostLost;
   }
 
   /** The server suggests continuing as new (its history limits come near), or our own bound is reached. */
@@ -157,6 +184,7 @@ export class WorkerLife {
       ...(this.usage ? { usage: this.usage } : {}),
       headline: this.headline,
       runs: this.runsBefore + 1,
+      ...(this.host !== undefined ? { host: this.host } : {}),
     };
   }
 
@@ -204,23 +232,43 @@ export class WorkerLife {
               `model usage: ${u.requests} requests · tokens ${u.input_tokens} input, ${u.output_tokens} output, ${u.cache_read_input_tokens} cache read, ${u.cache_creation_input_tokens} cache write`,
             ]
           : []),
+        ...(this.host !== undefined ? [`Docker host \`${this.host}\`${this.hostLost ? ' (lost)' : ''}`] : []),
         ...(this.errorLine ? [this.errorLine] : []),
       ].join('\n\n'),
     );
   }
 
-  /** Joins the pool's queue; the `permitGranted` signal answers, and the caller waits for it. */
-  async requestPermit(summary: string): Promise<void> {
-    const { capacityPool, creationTimeoutS } = this.spec;
+  /** The semaphore this worker asks: its cluster's, or (started before the cluster) its host's. */
+  get pool(): string {
+    return this.cluster && this.spec.cluster ? this.spec.cluster.pool : this.spec.capacityPool;
+  }
+
+  /**
+   * Joins the pool's queue; the `permitGranted` signal answers, and the caller waits for it. A
+   * cluster's worker asks for its pinned host, or once placed (waking) for its own; otherwise
+   * the semaphore places it, trying `prefer` first.
+   */
+  async requestPermit(summary: string, prefer?: string[]): Promise<void> {
+    const { creationTimeoutS } = this.spec;
     this.permitRequested = true;
+    const pin = this.host ?? this.spec.cluster?.host;
+    // Placed already (waking): its host takes it back even while draining.
+    const placement = this.cluster
+      ? {
+          cluster: true,
+          ...(pin !== undefined ? { pin } : {}),
+          ...(prefer?.length ? { prefer } : {}),
+          ...(this.host !== undefined ? { resume: true } : {}),
+        }
+      : {};
     await this.acts.capacity.requestPermit.executeWithOptions({ summary }, [
-      { pool: capacityPool, id: workflowInfo().workflowId, deadline: Date.now() + creationTimeoutS * 1000 },
+      { pool: this.pool, id: workflowInfo().workflowId, deadline: Date.now() + creationTimeoutS * 1000, ...placement },
     ]);
   }
 
   /** Frees the slot, or leaves the queue. */
   releasePermit(): Promise<void> {
-    return getExternalWorkflowHandle(semaphoreWorkflowId(this.spec.capacityPool))
+    return getExternalWorkflowHandle(semaphoreWorkflowId(this.pool))
       .signal(releaseSignal, { id: workflowInfo().workflowId })
       .catch(() => undefined); // the semaphore is gone: nothing to free
   }

@@ -5,6 +5,7 @@
 import { ApplicationFailure, CancellationScope, condition } from '@temporalio/workflow';
 import { instructionsFileName, renderInstructions } from '../../src/shared/instructions';
 import { now, type WorkerLife } from './life';
+import { activitiesOn, placedOn } from './placement';
 
 /** "812 B", "12 KiB": sizes in the activity summaries the Temporal UI shows. */
 const sizeText = (s: string): string => {
@@ -15,7 +16,7 @@ const sizeText = (s: string): string => {
 export async function start(life: WorkerLife): Promise<void> {
   const { spec, state } = life;
   life.startScope = new CancellationScope();
-  const { warm } = await life.startScope.run(() => launch(life));
+  const { warm } = await life.startScope.run(() => (life.cluster ? launchPlaced(life) : launch(life)));
   life.startScope = undefined;
   state.started_at = now();
   await life.transition(
@@ -40,7 +41,7 @@ export async function start(life: WorkerLife): Promise<void> {
 /** Returns whether the container came from the warm pool. */
 async function launch(life: WorkerLife): Promise<{ warm: boolean }> {
   const { spec, state } = life;
-  const { images, launcher } = life.acts;
+  const { images } = life.acts;
   // The image is resolved (or built) while the worker waits for a slot: a queued worker finds
   // its image ready when its permit comes.
   const imageResolved = images.ensureImage.executeWithOptions(
@@ -65,7 +66,13 @@ async function launch(life: WorkerLife): Promise<{ warm: boolean }> {
       message: `no worker slot freed within ${spec.creationTimeoutS} s (WORKER_CREATION_TIMEOUT_SECONDS)`,
     });
   }
-  const image = await imageResolved;
+  return launchWith(life, await imageResolved);
+}
+
+/** The container launched from the resolved image, on the worker's host. */
+async function launchWith(life: WorkerLife, image: { tag: string; hash: string }): Promise<{ warm: boolean }> {
+  const { spec, state } = life;
+  const { launcher } = life.acts;
   state.image = image.tag;
   const instructionsSize = sizeText(renderInstructions(spec.instructions, spec.allowedCommands));
   const launched = await launcher.launchContainer.executeWithOptions(
@@ -77,4 +84,51 @@ async function launch(life: WorkerLife): Promise<{ warm: boolean }> {
   state.container_id = launched.containerId;
   state.ip_address = launched.ipAddress;
   return { warm: launched.warm };
+}
+
+/**
+ * A cluster's worker: the hosts ranked for its image (cached, then a warm container), a permit
+ * from the cluster's semaphore that places it on a host, then the image and the container there.
+ * When only one host can take it (pinned, or the cluster has one), its image is resolved there
+ * while the worker waits, as on a single host; otherwise it is built on the chosen host.
+ */
+async function launchPlaced(life: WorkerLife): Promise<{ warm: boolean }> {
+  const { spec, state } = life;
+  const what = { agentType: spec.agentType, modules: spec.modules };
+  const summary = `image for ${spec.agentType}${spec.modules.length ? ` + ${spec.modules.join(', ')}` : ''}`;
+  const pinned = spec.cluster?.host;
+  const { prefer, hosts } = pinned
+    ? { prefer: [], hosts: [pinned] }
+    : await life.acts.capacity.rankHosts.executeWithOptions({ summary: 'rank the Docker hosts for this worker' }, [what]);
+  const early = hosts.length === 1 ? hosts[0] : undefined;
+  const earlyImage = early !== undefined ? activitiesOn(spec, early).images.ensureImage.executeWithOptions({ summary }, [what]) : undefined;
+  earlyImage?.catch(() => undefined); // awaited below when the worker lands there
+  await Promise.all([
+    life.transition('STARTING', 'starting', {
+      worker_id: spec.workerId,
+      agent_type: spec.agentType,
+      task_id: spec.taskId ?? null,
+      request_id: spec.requestId,
+      created_at: state.created_at,
+    }),
+    life.requestPermit(
+      pinned
+        ? `ask the cluster for a worker slot on ${pinned}`
+        : `ask the cluster for a worker slot${prefer.length ? ` (prefer ${prefer.join(', ')})` : ''}`,
+      prefer,
+    ),
+  ]);
+  if (!(await condition(() => life.permitGranted && life.host !== undefined, `${spec.creationTimeoutS} seconds`))) {
+    throw ApplicationFailure.create({
+      type: 'CAPACITY_TIMEOUT',
+      message: `no worker slot freed within ${spec.creationTimeoutS} s (WORKER_CREATION_TIMEOUT_SECONDS)`,
+    });
+  }
+  const host = life.host as string;
+  await placedOn(life, host);
+  const image =
+    earlyImage && early === host
+      ? await earlyImage
+      : await life.acts.images.ensureImage.executeWithOptions({ summary: `${summary} on ${host}` }, [what]);
+  return launchWith(life, image);
 }

@@ -1,4 +1,4 @@
-/** `wm capacity`: this Docker host's capacity semaphore; --set-limit resizes it. */
+/** `wm capacity`: the cluster's capacity semaphore (each host's share); --set-limit resizes this host's (DOCKER_HOST_ID). */
 import { UsageError, type Cli } from '../actions';
 import { EXIT } from '../exitCodes';
 import { formatCapacity } from '../format';
@@ -6,8 +6,12 @@ import { parseWhole } from '../requests';
 
 export function capacityCommand(cli: Cli): void {
   cli
-    .command('capacity', "this Docker host's capacity pool: limit, permit holders, FIFO queue")
-    .option('--set-limit <n>', 'change the number of concurrent workers now (0 needs --force)', parseWhole(0))
+    .command('capacity', "the cluster's capacity pool: limit, permit holders, FIFO queue, each host's share")
+    .option(
+      '--set-limit <n>',
+      'change the number of concurrent workers of this Docker host (DOCKER_HOST_ID) now (0 needs --force)',
+      parseWhole(0),
+    )
     .option('--force', 'allow --set-limit 0, which lets no new worker start')
     .action(
       cli.act(async (ctx, o: { setLimit?: number; force?: boolean }) => {

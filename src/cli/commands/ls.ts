@@ -15,8 +15,17 @@ export function lsCommand(cli: Cli): void {
     .option('-c, --cursor <cursor>', 'start after the page that printed this cursor')
     .action(
       cli.act(async (ctx, o: { status?: WorkerStatus; all?: boolean; limit?: number; cursor?: string }) => {
-        const r = await (await ctx.client()).list(listPayload(o));
-        ctx.show(r, (c) => formatWorkers(c, r.workers));
+        const client = await ctx.client();
+        const r = await client.list(listPayload(o));
+        // The HOST column once the cluster has more than one host (a single host's table is as it was).
+        const host =
+          !ctx.json &&
+          (
+            await Promise.resolve()
+              .then(() => client.hosts())
+              .catch(() => [])
+          ).length > 1;
+        ctx.show(r, (c) => formatWorkers(c, r.workers, { host }));
         if (r.next_cursor && !ctx.json) ctx.err(ctx.c.dim(`more workers: add --cursor ${r.next_cursor}`));
         return EXIT.OK;
       }),
