@@ -84,7 +84,7 @@ async function decisionTimes(samples: number): Promise<number[] | undefined> {
   for (let i = 0; i < samples; i++) {
     const id = `w-${i}`;
     const t0 = performance.now();
-    pool.acquire(id, now, now + 3_600_000, { preferred: i % 3 ? [] : ['h1'] });
+    pool.acquire(id, now, now + 3_600_000, { prefer: i % 3 ? [] : ['h1'] });
     times.push((performance.now() - t0) * 1000);
     // Keep the pool about half full, as a busy cluster is.
     if (i >= 15) pool.release(`w-${i - 15}`, now);

@@ -12,6 +12,7 @@
  * cache, and a process-exit guard does the same if the run dies first.
  */
 import { execFileSync, type ChildProcess } from 'node:child_process';
+import { appendFileSync, mkdirSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import Docker from 'dockerode';
@@ -86,6 +87,12 @@ export class Cluster {
     };
   }
 
+  /** A timestamped line in test-artifacts/cluster/<queue>-harness.log: where a slow or failed run spent its time. */
+  trace(step: string): void {
+    mkdirSync(this.options.logDir, { recursive: true });
+    appendFileSync(path.join(this.options.logDir, `${this.queue}-harness.log`), `${new Date().toISOString()} ${step}\n`);
+  }
+
   host(id: string): ClusterHost {
     const h = this.hosts.find((x) => x.id === id);
     if (!h) throw new Error(`no host ${id} in this cluster`);
@@ -124,7 +131,9 @@ export class Cluster {
     exitGuard();
     onExit(() => this.exitCleanup());
     const engines = Array.from({ length: this.options.extraHosts }, (_, i) => new ExtraEngine(this.run, `h${i + 1}`));
+    this.trace('start: engines');
     await Promise.all(engines.map((e) => e.start()));
+    this.trace('start: redis and the main manager');
     this.redisServer = new PrivateRedis(['127.0.0.1', bridgeAddress(), ...engines.map((e) => e.bridgeAddress)]);
     await this.redisServer.start();
     this.redis = new Redis(this.redisServer.url);
@@ -132,22 +141,39 @@ export class Cluster {
     const main: ClusterHost = this.makeHost('h0', undefined);
     await main.manager.start();
     this.client = await this.clientFor('h0');
+    this.trace('start: images on the main engine');
     for (const image of this.options.images) await this.ensureImage(image);
+    this.trace('start: shipping images');
 
-    const ship = new Map<ExtraEngine, string[]>();
-    for (const image of this.options.images) {
-      const tag = this.imageTags.get(imageKey(image))!;
-      for (const e of engines) if (!image.hosts || image.hosts.includes(e.name)) ship.set(e, [...(ship.get(e) ?? []), tag]);
-    }
-    const base = loadConfig(main.env).BASE_IMAGE;
+    const ship = new Map<ExtraEngine, WorkerImage[]>();
+    for (const image of this.options.images)
+      for (const e of engines) if (!image.hosts || image.hosts.includes(e.name)) ship.set(e, [...(ship.get(e) ?? []), image]);
     // One archive per distinct image set (usually one for every engine).
-    const bySet = new Map<string, ExtraEngine[]>();
-    for (const [e, tags] of ship) bySet.set(JSON.stringify([base, ...tags]), [...(bySet.get(JSON.stringify([base, ...tags])) ?? []), e]);
-    for (const [set, es] of bySet) await shipImages(ROOT, JSON.parse(set) as string[], es);
+    const bySet = new Map<string, { images: WorkerImage[]; engines: ExtraEngine[] }>();
+    for (const [e, images] of ship) {
+      const key = images.map(imageKey).join('|');
+      bySet.set(key, { images, engines: [...(bySet.get(key)?.engines ?? []), e] });
+    }
+    for (const { images, engines: es } of bySet.values()) await this.ship(images, es);
 
     const others = engines.map((e) => this.makeHost(e.name, e));
+    this.trace('start: the other managers');
     await Promise.all(others.map((h) => h.manager.start()));
+    this.trace('start: done');
     return this;
+  }
+
+  /**
+   * Ships worker images (made on the main engine at start) to extra engines, with the base image
+   * their hash covers (without it an engine would compute another hash and try to build).
+   */
+  async ship(images: WorkerImage[], engines: ExtraEngine[]): Promise<void> {
+    const tags = images.map((i) => {
+      const tag = this.imageTags.get(imageKey(i));
+      if (!tag) throw new Error(`image ${imageKey(i)} was not made at start (ClusterOptions.images)`);
+      return tag;
+    });
+    await shipImages(ROOT, [loadConfig(this.host('h0').env).BASE_IMAGE, ...tags], engines);
   }
 
   private makeHost(id: string, engine: ExtraEngine | undefined): ClusterHost {
@@ -231,6 +257,7 @@ export class Cluster {
         errors.push(err);
       }
     };
+    this.trace('stop: live workers');
     const client = this.client;
     if (client) {
       // Workers still live: deleted (their containers removed by their hosts), then anything left on the queue ended.
@@ -243,7 +270,9 @@ export class Cluster {
         await Promise.race([Promise.allSettled(live.map((id) => client.delete(id))), new Promise((r) => setTimeout(r, 30_000))]);
       });
     }
+    this.trace('stop: managers');
     await Promise.all(this.hosts.map((h) => step(() => h.manager.stop())));
+    this.trace('stop: workflows and schedules');
     if (client) {
       await step(async () => {
         for await (const wf of client.temporal.workflow.list({ query: `TaskQueue="${this.queue}" AND ExecutionStatus="Running"` }))
@@ -260,6 +289,7 @@ export class Cluster {
             .catch(() => undefined),
         );
     }
+    this.trace('stop: containers and engines');
     await step(() => removeMainContainers(this.queue));
     await Promise.all(this.hosts.map((h) => step(async () => h.engine?.cleanup())));
     for (const c of this.clients.values()) await step(() => c.close());
@@ -269,6 +299,7 @@ export class Cluster {
       await step(() => this.redisServer.stop());
       this.redisServer.cleanup();
     }
+    this.trace(`stop: done${errors.length ? `, ${errors.length} errors: ${String(errors[0])}` : ''}`);
     if (errors.length) throw errors[0];
   }
 

@@ -26,3 +26,29 @@ export async function startTaskOn(
   const client = await cluster.clientFor(host);
   return client.startTask(hasClusterApi(client) ? { ...payload, host } : payload);
 }
+
+/** A host as the `hosts` command describes it (docs/CONTRACT.md, HostInfo). */
+export interface HostInfo {
+  id: string;
+  state: 'ready' | 'draining' | 'lost';
+  limit: number;
+  in_use: number;
+  queued: number;
+  warm: number;
+  images: string[];
+  free_memory_bytes: number;
+  last_seen: string;
+  workers: number;
+}
+
+/** The client's cluster methods (src/client/client.ts with the cluster core). */
+export interface ClusterClientApi {
+  hosts(): Promise<HostInfo[]>;
+  drainHost(id: string): Promise<HostInfo>;
+  undrainHost(id: string): Promise<HostInfo>;
+}
+
+export function clusterApi(c: WorkerManagerClient): ClusterClientApi {
+  if (!hasClusterApi(c)) throw new Error('the client has no cluster methods (hosts, drainHost, undrainHost): the cluster core is missing');
+  return c as unknown as ClusterClientApi;
+}
