@@ -291,7 +291,7 @@ export class Cluster {
     }
     this.trace('stop: containers and engines');
     await step(() => removeMainContainers(this.queue));
-    await Promise.all(this.hosts.map((h) => step(async () => h.engine?.cleanup())));
+    await Promise.all(this.hosts.map((h) => step(async () => h.engine?.cleanup((m) => this.trace(`stop: ${m}`)))));
     for (const c of this.clients.values()) await step(() => c.close());
     this.clients.clear();
     this.redis?.disconnect();

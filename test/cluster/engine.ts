@@ -219,8 +219,11 @@ export class ExtraEngine {
     }
   }
 
-  /** Stops it, removes every container it holds first, then its bridge and directory. */
-  async cleanup(): Promise<void> {
+  /**
+   * Stops it, removes every container it holds first, then its bridge and directory. `trace`:
+   * where the time goes (the harness's timing log).
+   */
+  async cleanup(trace: (step: string) => void = () => undefined): Promise<void> {
     if (this.alive) {
       const containers = await this.docker.listContainers({ all: true }).catch(() => []);
       await Promise.all(
@@ -231,9 +234,31 @@ export class ExtraEngine {
             .catch(() => undefined),
         ),
       );
+      trace(`${this.name}: ${containers.length} containers removed`);
       await this.stop();
+      trace(`${this.name}: dockerd stopped`);
     }
+    // The data root holds unpacked images (tens of thousands of files): removed off the event
+    // loop, so that the engines are removed side by side.
+    this.unmountAll();
+    await run('rm', ['-rf', this.dir], process.env).catch(() => undefined);
+    trace(`${this.name}: directory removed`);
     this.cleanupSync();
+  }
+
+  private unmountAll(): void {
+    const mounts = readFileSync('/proc/mounts', 'utf8')
+      .split('\n')
+      .map((l) => l.split(' ')[1] ?? '')
+      .filter((m) => m.startsWith(`${this.dir}/`))
+      .sort((a, b) => b.length - a.length);
+    for (const m of mounts) {
+      try {
+        execFileSync('umount', ['-l', m]);
+      } catch {
+        // already gone
+      }
+    }
   }
 
   /** The synchronous part (also the exit guard's): kill what is left, unmount, delete bridge, files and claim. */
@@ -256,18 +281,7 @@ export class ExtraEngine {
     } catch {
       // none
     }
-    const mounts = readFileSync('/proc/mounts', 'utf8')
-      .split('\n')
-      .map((l) => l.split(' ')[1] ?? '')
-      .filter((m) => m.startsWith(`${this.dir}/`))
-      .sort((a, b) => b.length - a.length);
-    for (const m of mounts) {
-      try {
-        execFileSync('umount', ['-l', m]);
-      } catch {
-        // already gone
-      }
-    }
+    this.unmountAll();
     rmSync(this.dir, { recursive: true, force: true });
     if (existsSync(`/sys/class/net/${this.bridge}`)) {
       try {
