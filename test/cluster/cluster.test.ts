@@ -11,15 +11,16 @@
  * (starting one costs most of a minute) and each leaves it empty for the next, except that the
  * host-loss test leaves h2 lost for the return test after it.
  *
- * The worker image is shipped to h2 only at the start (h0 built it; h1 gets it after the
- * affinity test), so image affinity has a host without the image to avoid.
+ * The worker image is shipped to h2 only at the start (h0 built it; h1 has only the base image
+ * until after the affinity test), so image affinity has a host without the image to avoid.
  */
 import { randomUUID } from 'node:crypto';
+import { keys } from '../../src/contract/keys';
 import type { StatusObject } from '../../src/contract/schemas';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fakeAnthropic';
 import { command, replyBody } from '../helpers/commands';
-import { eventually, execIn, waitForStatus } from '../helpers/stack';
-import { Cluster, SMALL_IMAGE } from './cluster';
+import { eventually, execIn } from '../helpers/stack';
+import { Cluster, SMALL_IMAGE, waitRunning } from './cluster';
 import { clusterApi, createOn, type HostInfo } from './placement';
 
 const REPLY = 'worker:responses:cluster-test';
@@ -56,8 +57,8 @@ describe('a cluster of three Docker hosts, limit 2 each', () => {
   const removeAll = async () => {
     await Promise.all([...live].map(remove));
   };
-  const status = (id: string): Promise<StatusObject & { host?: string | null; reason?: string | null }> => cluster.client.status(id);
-  const running = (id: string) => waitForStatus(cluster.client, id, ['RUNNING']) as Promise<StatusObject & { host?: string | null }>;
+  const status = (id: string): Promise<StatusObject & { host?: string | null }> => cluster.client.status(id);
+  const running = (id: string) => waitRunning(cluster.client, id);
   const hostsById = async (): Promise<Record<string, HostInfo>> => Object.fromEntries((await api().hosts()).map((h) => [h.id, h]));
   /** Sends a command through Redis, as an orchestrator does; returns the reply's ok flag and body. */
   const send = async (cmd: string, payload: unknown) => {
@@ -89,7 +90,7 @@ describe('a cluster of three Docker hosts, limit 2 each', () => {
         ['h0', 'h2'].map(async (host) => ({ host, id: (await createOn(cluster, host, { agent_type: 'FACTORY' })).worker_id })),
       );
       for (const w of workers) {
-        expect((await waitForStatus(cluster.client, w.id, ['RUNNING'])).status).toBe('RUNNING');
+        expect((await running(w.id)).status).toBe('RUNNING');
         expect(await cluster.engineOf(w.id)).toBe(w.host);
         const [c] = (await cluster.containersOn(w.host)).filter((x) => x.Labels['com.codegen.worker_id'] === w.id);
         expect(c?.State).toBe('running');
@@ -236,7 +237,9 @@ describe('a cluster of three Docker hosts, limit 2 each', () => {
           },
           { timeoutMs: Math.max(1, killedAt + 60_000 - Date.now()), intervalMs: 500 },
         );
-        expect(s.reason).toBe('host_lost');
+        expect(s.error).toContain('host_lost');
+        // The reason, where every failure reason is (the status hash, docs/CONTRACT.md "Status").
+        expect(await cluster.redis.hget(keys.status(id), 'reason')).toBe('host_lost');
         live.delete(id);
       }
       // The capacity audit: no permit on h2, h2 lost; the queued create still waits (h0 and h1 are full).
@@ -260,7 +263,7 @@ describe('a cluster of three Docker hosts, limit 2 each', () => {
       // The dead manager's containers are still in the engine's data root.
       const before = (await cluster.containersOn('h2')).map((c) => c.Labels['com.codegen.worker_id']);
       expect(before).toEqual(expect.arrayContaining(onH2));
-      await h2.manager.start();
+      await cluster.startManager('h2');
       await eventually(
         'the ended workers’ containers removed from h2',
         async () => (await cluster.containersOn('h2')).every((c) => !onH2.includes(c.Labels['com.codegen.worker_id']!)),

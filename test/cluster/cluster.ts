@@ -9,9 +9,8 @@
  * needs are made on the main engine (built by a real create there when missing: only the main
  * engine reaches the Internet), shipped to the extra engines (docker save | docker load, cached
  * under .data/), and only then the other managers start. stop() removes everything but the image
- * cache, and a process-exit guard does the same if the run dies first.
+ * cache, and a watchdog process (watchdog.ts) does the same if the run dies first.
  */
-import { execFileSync, type ChildProcess } from 'node:child_process';
 import { appendFileSync, mkdirSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import path from 'node:path';
@@ -20,13 +19,14 @@ import Redis from 'ioredis';
 import { imageTagFor } from '../../activities/images';
 import { WorkerManagerClient } from '../../src/client/client';
 import { loadConfig, type Config } from '../../src/config/config';
-import type { AgentType, Module } from '../../src/contract/schemas';
+import type { AgentType, Module, StatusObject } from '../../src/contract/schemas';
 import { LABELS } from '../../src/host/labels';
 import { imageGcScheduleId } from '../../src/shared/ids';
 import { ManagerProcess } from '../helpers/managerProcess';
 import { PrivateRedis } from '../helpers/privateRedis';
-import { bridgeAddress, eventually, quietTemporalLogs, ROOT, testEnv, waitForStatus, WORKFLOW_BUNDLE } from '../helpers/stack';
-import { ExtraEngine, exitGuard, onExit, shipImages } from './engine';
+import { bridgeAddress, eventually, FinalError, quietTemporalLogs, ROOT, testEnv, WORKFLOW_BUNDLE } from '../helpers/stack';
+import { ExtraEngine, shipImages } from './engine';
+import { Watchdog } from './watchdog';
 
 export interface ClusterHost {
   /** Its DOCKER_HOST_ID. */
@@ -73,6 +73,7 @@ export class Cluster {
   client!: WorkerManagerClient;
   redis!: Redis;
   private readonly clients = new Map<string, WorkerManagerClient>();
+  private readonly watchdog = new Watchdog(this.run, this.queue, ROOT);
   private readonly options: Required<Omit<ClusterOptions, 'env'>> & { env: Record<string, string> };
   /** Image tags per agent type + modules, made on the main engine. */
   readonly imageTags = new Map<string, string>();
@@ -128,26 +129,28 @@ export class Cluster {
 
   async start(): Promise<this> {
     quietTemporalLogs();
-    exitGuard();
-    onExit(() => this.exitCleanup());
+    this.watchdog.arm();
     const engines = Array.from({ length: this.options.extraHosts }, (_, i) => new ExtraEngine(this.run, `h${i + 1}`));
     this.trace('start: engines');
     await Promise.all(engines.map((e) => e.start()));
     this.trace('start: redis and the main manager');
     this.redisServer = new PrivateRedis(['127.0.0.1', bridgeAddress(), ...engines.map((e) => e.bridgeAddress)]);
     await this.redisServer.start();
+    this.watchdog.watch(this.redisServer.proc?.pid);
     this.redis = new Redis(this.redisServer.url);
 
-    const main: ClusterHost = this.makeHost('h0', undefined);
-    await main.manager.start();
+    this.makeHost('h0', undefined);
+    await this.startManager('h0');
     this.client = await this.clientFor('h0');
     this.trace('start: images on the main engine');
     for (const image of this.options.images) await this.ensureImage(image);
     this.trace('start: shipping images');
 
-    const ship = new Map<ExtraEngine, WorkerImage[]>();
+    // Every engine gets the base image (the image hashes cover its id, and a host without it cannot
+    // even compute one), and the worker images meant for it.
+    const ship = new Map<ExtraEngine, WorkerImage[]>(engines.map((e) => [e, []]));
     for (const image of this.options.images)
-      for (const e of engines) if (!image.hosts || image.hosts.includes(e.name)) ship.set(e, [...(ship.get(e) ?? []), image]);
+      for (const e of engines) if (!image.hosts || image.hosts.includes(e.name)) ship.get(e)!.push(image);
     // One archive per distinct image set (usually one for every engine).
     const bySet = new Map<string, { images: WorkerImage[]; engines: ExtraEngine[] }>();
     for (const [e, images] of ship) {
@@ -158,7 +161,7 @@ export class Cluster {
 
     const others = engines.map((e) => this.makeHost(e.name, e));
     this.trace('start: the other managers');
-    await Promise.all(others.map((h) => h.manager.start()));
+    await Promise.all(others.map((h) => this.startManager(h.id)));
     this.trace('start: done');
     return this;
   }
@@ -188,6 +191,19 @@ export class Cluster {
     };
     this.hosts.push(h);
     return h;
+  }
+
+  /** Starts (or starts again) a host's manager and waits until it is up. */
+  async startManager(id: string): Promise<void> {
+    const m = this.host(id).manager;
+    await m.start();
+    this.watchdog.watch(m.proc?.pid);
+  }
+
+  /** Brings a stopped host back: its engine (same data root: its containers are still there), then its manager. */
+  async restartHost(id: string): Promise<void> {
+    await this.host(id).engine?.start();
+    await this.startManager(id);
   }
 
   /** A client whose configuration names this host (its DOCKER_HOST_ID). */
@@ -223,7 +239,7 @@ export class Cluster {
     if (!present) {
       const { worker_id: id } = await this.client.create({ agent_type: image.agentType, modules: image.modules ?? [] });
       try {
-        await waitForStatus(this.client, id, ['RUNNING']);
+        await waitRunning(this.client, id);
       } finally {
         await this.client.delete(id).catch(() => undefined);
       }
@@ -299,33 +315,17 @@ export class Cluster {
       await step(() => this.redisServer.stop());
       this.redisServer.cleanup();
     }
+    this.watchdog.disarm();
     this.trace(`stop: done${errors.length ? `, ${errors.length} errors: ${String(errors[0])}` : ''}`);
     if (errors.length) throw errors[0];
   }
 
-  /** The exit guard's part: kill the managers and Redis, remove this deployment's containers on the main engine. */
-  private exitCleanup(): void {
-    for (const h of this.hosts) killProc(h.manager.proc);
-    killProc(this.redisServer?.proc);
-    try {
-      const ids = execFileSync('docker', ['ps', '-aq', '--filter', `label=${LABELS.taskQueue}=${this.queue}`], { encoding: 'utf8' })
-        .split('\n')
-        .filter(Boolean);
-      if (ids.length) execFileSync('docker', ['rm', '-f', '-v', ...ids], { stdio: 'ignore' });
-    } catch {
-      // the main engine is not answering: nothing more to do here
-    }
-    this.redisServer?.cleanup();
+  /** A host dies: its manager SIGKILLed, then its engine stopped (its containers stay in its data root). */
+  async killHost(id: string): Promise<void> {
+    const h = this.host(id);
+    await h.manager.kill();
+    await h.engine?.stop();
   }
-
-  /** Waits until a host's manager has its process gone, then SIGKILLs it (a crash, as the host-loss scenario wants). */
-  async killManager(id: string): Promise<void> {
-    await this.host(id).manager.kill();
-  }
-}
-
-function killProc(p: ChildProcess | undefined): void {
-  if (p && p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
 }
 
 const imageKey = (i: WorkerImage) => `${i.agentType}:${[...(i.modules ?? [])].sort().join(',')}`;
@@ -336,5 +336,22 @@ async function removeMainContainers(queue: string): Promise<void> {
   await Promise.all(left.map((c) => docker.getContainer(c.Id).remove({ force: true, v: true })));
 }
 
-/** Waits for a condition with the harness's default patience. */
-export const waitFor = eventually;
+/** A worker's status with the cluster's fields (docs/CONTRACT.md: `host`, and `reason` when it ended). */
+export type ClusterStatus = StatusObject & { host?: string | null; reason?: string | null };
+
+/**
+ * Waits for a worker to be RUNNING (long enough for a first image build); a worker that ends on
+ * the way fails at once, naming its host and why.
+ */
+export function waitRunning(client: WorkerManagerClient, id: string): Promise<ClusterStatus> {
+  return eventually(
+    `worker ${id} RUNNING`,
+    async () => {
+      const s: ClusterStatus = await client.status(id);
+      if (s.status === 'FAILED' || s.status === 'STOPPED')
+        throw new FinalError(`worker ${id} ended ${s.status} on host ${s.host ?? '-'}: ${s.reason ?? ''} ${s.error ?? ''}`);
+      return s.status === 'RUNNING' ? s : undefined;
+    },
+    { timeoutMs: 600_000, intervalMs: 200 },
+  );
+}

@@ -9,8 +9,8 @@
  * main engine (shipImages).
  *
  * Everything it makes lives under one directory of /tmp (short paths: containerd's sockets live in
- * the exec root) and is removed by cleanup(); a process-exit guard (exitGuard) does the same when
- * a test run dies before its afterAll.
+ * the exec root) and is removed by cleanup(); the harness's watchdog (watchdog.ts) does the same
+ * when a run dies before its afterAll.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -76,42 +76,6 @@ function claimSubnet(): number {
   throw new Error('no free 10.N.0.0/16 (N = 200-250) for an extra Docker engine');
 }
 
-/** Every live engine of this process, for the exit guard. */
-const live = new Set<ExtraEngine>();
-/** More synchronous clean-ups for the exit guard, run before the engines' (they kill the managers first). */
-const exitHooks: (() => void)[] = [];
-let guarded = false;
-
-/** Adds a synchronous clean-up to the exit guard. */
-export function onExit(hook: () => void): void {
-  exitHooks.push(hook);
-}
-
-/**
- * Cleans up synchronously when the process exits (jest --forceExit, a crash, Ctrl-C): what the
- * afterAll could not reach. The hooks first, then every engine still live.
- */
-export function exitGuard(): void {
-  if (guarded) return;
-  guarded = true;
-  const run = () => {
-    for (const hook of exitHooks.splice(0)) {
-      try {
-        hook();
-      } catch {
-        // the next clean-up still runs
-      }
-    }
-    for (const e of live) e.cleanupSync();
-  };
-  process.once('exit', run);
-  for (const sig of ['SIGINT', 'SIGTERM'] as const)
-    process.once(sig, () => {
-      run();
-      process.exit(130);
-    });
-}
-
 export class ExtraEngine {
   readonly dir: string;
   readonly bridge: string;
@@ -128,8 +92,6 @@ export class ExtraEngine {
     this.dir = `/tmp/wmc-${run}-${name}`;
     this.bridge = `wmc${run.slice(0, 6)}${name}`.slice(0, 15);
     this.docker = new Docker({ socketPath: this.socket });
-    live.add(this);
-    exitGuard();
   }
 
   get socket(): string {
@@ -261,9 +223,8 @@ export class ExtraEngine {
     }
   }
 
-  /** The synchronous part (also the exit guard's): kill what is left, unmount, delete bridge, files and claim. */
+  /** The synchronous part: kill what is left, unmount, delete bridge, files and claim. */
   cleanupSync(): void {
-    if (!live.has(this)) return;
     const pid = this.proc?.pid;
     if (pid && this.alive) {
       process.kill(pid, 'SIGTERM');
@@ -291,7 +252,6 @@ export class ExtraEngine {
       }
     }
     rmSync(path.join(CLAIMS, String(this.octet)), { force: true });
-    live.delete(this);
   }
 }
 
