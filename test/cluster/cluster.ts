@@ -11,7 +11,7 @@
  * under .data/), and only then the other managers start. stop() removes everything but the image
  * cache, and a watchdog process (watchdog.ts) does the same if the run dies first.
  */
-import { appendFileSync, mkdirSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import Docker from 'dockerode';
@@ -68,6 +68,8 @@ export class Cluster {
   readonly run = randomUUID().slice(0, 6);
   readonly queue = `cluster-${this.run}`;
   readonly hosts: ClusterHost[] = [];
+  /** The extra engines, from the moment they are made (stop() removes them even after a failed start). */
+  readonly engines: ExtraEngine[] = [];
   redisServer!: PrivateRedis;
   /** A client of the deployment (the main host's configuration) and a Redis connection for commands. */
   client!: WorkerManagerClient;
@@ -91,7 +93,9 @@ export class Cluster {
   /** A timestamped line in test-artifacts/cluster/<queue>-harness.log: where a slow or failed run spent its time. */
   trace(step: string): void {
     mkdirSync(this.options.logDir, { recursive: true });
-    appendFileSync(path.join(this.options.logDir, `${this.queue}-harness.log`), `${new Date().toISOString()} ${step}\n`);
+    // docker0 is the main engine's: the harness must never touch it, and the log shows it never did.
+    const docker0 = existsSync('/sys/class/net/docker0') ? '' : ' [docker0 MISSING]';
+    appendFileSync(path.join(this.options.logDir, `${this.queue}-harness.log`), `${new Date().toISOString()} ${step}${docker0}\n`);
   }
 
   host(id: string): ClusterHost {
@@ -131,12 +135,11 @@ export class Cluster {
     quietTemporalLogs();
     this.watchdog.arm();
     const engines = Array.from({ length: this.options.extraHosts }, (_, i) => new ExtraEngine(this.run, `h${i + 1}`));
+    this.engines.push(...engines);
     this.trace('start: engines');
     await Promise.all(engines.map((e) => e.start()));
     this.trace('start: redis and the main manager');
-    this.redisServer = new PrivateRedis(['127.0.0.1', bridgeAddress(), ...engines.map((e) => e.bridgeAddress)]);
-    await this.redisServer.start();
-    this.watchdog.watch(this.redisServer.proc?.pid);
+    await this.startRedis(['127.0.0.1', bridgeAddress(), ...engines.map((e) => e.bridgeAddress)]);
     this.redis = new Redis(this.redisServer.url);
 
     this.makeHost('h0', undefined);
@@ -204,6 +207,32 @@ export class Cluster {
   async restartHost(id: string): Promise<void> {
     await this.host(id).engine?.start();
     await this.startManager(id);
+  }
+
+  /**
+   * The private Redis, listening on loopback and every bridge. A second try on another port if the
+   * first does not come up (a port taken between freePort() and the bind), with the first's log.
+   */
+  private async startRedis(bind: string[]): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      this.redisServer = new PrivateRedis(bind);
+      try {
+        await this.redisServer.start();
+        this.watchdog.watch(this.redisServer.proc?.pid);
+        return;
+      } catch (err) {
+        let log = '';
+        try {
+          log = readFileSync(path.join(this.redisServer.dir, 'redis.log'), 'utf8').split('\n').slice(-5).join('\n');
+        } catch {
+          // no log
+        }
+        this.trace(`start: Redis failed (attempt ${attempt}): ${String(err)}\n${log}`);
+        await this.redisServer.stop();
+        this.redisServer.cleanup();
+        if (attempt === 2) throw new Error(`${String(err)}; redis.log ends:\n${log}`);
+      }
+    }
   }
 
   /** A client whose configuration names this host (its DOCKER_HOST_ID). */
@@ -307,7 +336,7 @@ export class Cluster {
     }
     this.trace('stop: containers and engines');
     await step(() => removeMainContainers(this.queue));
-    await Promise.all(this.hosts.map((h) => step(async () => h.engine?.cleanup((m) => this.trace(`stop: ${m}`)))));
+    await Promise.all(this.engines.map((e) => step(() => e.cleanup((m) => this.trace(`stop: ${m}`)))));
     for (const c of this.clients.values()) await step(() => c.close());
     this.clients.clear();
     this.redis?.disconnect();
@@ -315,7 +344,8 @@ export class Cluster {
       await step(() => this.redisServer.stop());
       this.redisServer.cleanup();
     }
-    this.watchdog.disarm();
+    // After a failed clean-up the watchdog stays armed: it tries again when this process ends.
+    if (!errors.length) this.watchdog.disarm();
     this.trace(`stop: done${errors.length ? `, ${errors.length} errors: ${String(errors[0])}` : ''}`);
     if (errors.length) throw errors[0];
   }

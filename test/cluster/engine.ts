@@ -197,6 +197,14 @@ export class ExtraEngine {
         ),
       );
       trace(`${this.name}: ${containers.length} containers removed`);
+      // The Linux bridges of its own networks (the manager's worker network) outlive the daemon.
+      const networks = await this.docker.listNetworks().catch(() => []);
+      for (const n of networks)
+        if (!['bridge', 'host', 'none'].includes(n.Name))
+          await this.docker
+            .getNetwork(n.Id)
+            .remove()
+            .catch(() => undefined);
       await this.stop();
       trace(`${this.name}: dockerd stopped`);
     }
@@ -244,6 +252,17 @@ export class ExtraEngine {
     }
     this.unmountAll();
     rmSync(this.dir, { recursive: true, force: true });
+    // Any bridge left with an address in this engine's /16 (a network the daemon could not remove).
+    for (const line of execFileSync('ip', ['-4', '-o', 'addr'], { encoding: 'utf8' }).split('\n')) {
+      const m = /^\d+:\s+(\S+)\s+inet\s+10\.(\d+)\./.exec(line);
+      if (m && Number(m[2]) === this.octet && m[1] !== this.bridge && m[1]!.startsWith('br-')) {
+        try {
+          execFileSync('ip', ['link', 'del', m[1]!]);
+        } catch {
+          // gone meanwhile
+        }
+      }
+    }
     if (existsSync(`/sys/class/net/${this.bridge}`)) {
       try {
         execFileSync('ip', ['link', 'del', this.bridge]);

@@ -6,7 +6,8 @@
  *
  * It finds the run's things by name: the processes listed in its pid file (managers, Redis), the
  * main engine's containers labelled with the run's task queue, the extra engines' directories
- * `/tmp/wmc-<run>-*` (dockerd stopped, mounts undone, deleted) and bridges `wmc<run>*`, and the
+ * `/tmp/wmc-<run>-*` (dockerd stopped, mounts undone, deleted), bridges `wmc<run>*` and the `br-*`
+ * bridges of the networks those engines made inside their claimed subnets, and the
  * run's still running workflows (with the Temporal CLI of scripts/stack.sh, when present). A run
  * that ends normally disarms it after its own clean-up.
  */
@@ -30,6 +31,9 @@ for d in /tmp/wmc-"$RUN"-*; do
   pkill -9 -f "$d/" 2>/dev/null
   awk -v d="$d/" 'index($2, d) == 1 { print $2 }' /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null
   rm -rf "$d"
+done
+for o in $(grep -lx "$OWNER" /tmp/wm-cluster-subnets/* 2>/dev/null | xargs -r -n1 basename); do
+  ip -4 -o addr | awk -v p="10.$o." 'index($4, p) == 1 && $2 ~ /^br-/ { print $2 }' | xargs -r -n1 ip link del 2>/dev/null
 done
 for b in $(ls /sys/class/net | grep "^wmc$RUN"); do ip link del "$b" 2>/dev/null; done
 for f in /tmp/wm-cluster-subnets/*; do [ "$(cat "$f" 2>/dev/null)" = "$OWNER" ] && rm -f "$f"; done
