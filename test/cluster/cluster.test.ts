@@ -15,6 +15,7 @@
  * until after the affinity test), so image affinity has a host without the image to avoid.
  */
 import { randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { keys } from '../../src/contract/keys';
 import type { StatusObject } from '../../src/contract/schemas';
 import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fakeAnthropic';
@@ -237,6 +238,7 @@ describe('a cluster of three Docker hosts, limit 2 each', () => {
           },
           { timeoutMs: Math.max(1, killedAt + 60_000 - Date.now()), intervalMs: 500 },
         );
+        expect(s).toMatchObject({ host: 'h2', error_code: 'UNAVAILABLE' });
         expect(s.error).toContain('host_lost');
         // The reason, where every failure reason is (the status hash, docs/CONTRACT.md "Status").
         expect(await cluster.redis.hget(keys.status(id), 'reason')).toBe('host_lost');
@@ -260,6 +262,9 @@ describe('a cluster of three Docker hosts, limit 2 each', () => {
       expect(onH2.length).toBe(2);
       const h2 = cluster.host('h2');
       await h2.engine!.start();
+      // An engine restarted on its data root must leave the main engine's bridge alone (with
+      // --default-address-pool, dockerd deletes the link named docker0 at such a restart).
+      expect(existsSync('/sys/class/net/docker0')).toBe(true);
       // The dead manager's containers are still in the engine's data root.
       const before = (await cluster.containersOn('h2')).map((c) => c.Labels['com.codegen.worker_id']);
       expect(before).toEqual(expect.arrayContaining(onH2));

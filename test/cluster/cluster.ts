@@ -93,7 +93,7 @@ export class Cluster {
   /** A timestamped line in test-artifacts/cluster/<queue>-harness.log: where a slow or failed run spent its time. */
   trace(step: string): void {
     mkdirSync(this.options.logDir, { recursive: true });
-    // docker0 is the main engine's: the harness must never touch it, and the log shows it never did.
+    // docker0 is the main engine's: the harness must never touch it; the log shows if it went missing.
     const docker0 = existsSync('/sys/class/net/docker0') ? '' : ' [docker0 MISSING]';
     appendFileSync(path.join(this.options.logDir, `${this.queue}-harness.log`), `${new Date().toISOString()} ${step}${docker0}\n`);
   }
@@ -138,6 +138,8 @@ export class Cluster {
     this.engines.push(...engines);
     this.trace('start: engines');
     await Promise.all(engines.map((e) => e.start()));
+    const network = loadConfig(testEnv()).WORKER_NETWORK;
+    await Promise.all(engines.map((e) => e.workerNetwork(network, { [LABELS.managed]: 'true' })));
     this.trace('start: redis and the main manager');
     await this.startRedis(['127.0.0.1', bridgeAddress(), ...engines.map((e) => e.bridgeAddress)]);
     this.redis = new Redis(this.redisServer.url);

@@ -144,9 +144,9 @@ export class ExtraEngine {
         '--iptables=false',
         '--ip-masq=false',
         '--ip-forward=false',
-        // User-defined networks (the manager's worker network) inside this engine's own /16.
-        '--default-address-pool',
-        `base=10.${this.octet}.0.0/16,size=24`,
+        // No --default-address-pool: with it, a daemon restarted on its data root deletes the link
+        // named docker0 (moby's removeDefaultBridgeInterface), the main engine's bridge. Its worker
+        // network gets a subnet of its own /16 from the harness instead (workerNetwork()).
         '--containerd-namespace',
         ns,
         '--containerd-plugins-namespace',
@@ -166,6 +166,27 @@ export class ExtraEngine {
       },
       { timeoutMs: 60_000, intervalMs: 200 },
     );
+  }
+
+  /**
+   * Creates the manager's worker network (as src/host/container.ts makes it: bridge, no
+   * inter-container traffic, labelled managed) on a subnet inside this engine's /16, before the
+   * manager would pick one from Docker's default pools, where two engines starting at once could
+   * choose the same. Kept across a restart of the engine.
+   */
+  async workerNetwork(name: string, labels: Record<string, string>): Promise<void> {
+    try {
+      await this.docker.createNetwork({
+        Name: name,
+        Driver: 'bridge',
+        CheckDuplicate: true,
+        Labels: labels,
+        Options: { 'com.docker.network.bridge.enable_icc': 'false' },
+        IPAM: { Driver: 'default', Config: [{ Subnet: `10.${this.octet}.1.0/24`, Gateway: `10.${this.octet}.1.1` }] },
+      });
+    } catch (err) {
+      if ((err as { statusCode?: number }).statusCode !== 409) throw err;
+    }
   }
 
   /** Stops dockerd (SIGTERM: it stops its containers; they stay in the data root for a restart). */
