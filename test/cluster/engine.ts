@@ -13,7 +13,18 @@
  * when a run dies before its afterAll.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import path from 'node:path';
 import Docker from 'dockerode';
 import { eventually } from '../helpers/stack';
@@ -307,12 +318,15 @@ export async function shipImages(root: string, images: string[], engines: ExtraE
   const cacheDir = path.join(root, '.data', 'cluster-images');
   mkdirSync(cacheDir, { recursive: true });
   const tar = path.join(cacheDir, `${ids.join('-')}.tar`);
+  // Archives of images since rebuilt only take disk: those unused for a day go (a run touches the ones it uses).
+  for (const f of readdirSafe(cacheDir)) {
+    const file = path.join(cacheDir, f);
+    if (file !== tar && Date.now() - statSync(file).mtimeMs > 86_400_000) rmSync(file, { force: true });
+  }
   if (!existsSync(tar)) {
-    // Old archives of images since rebuilt only take disk: the cache keeps the current one.
-    for (const f of readdirSafe(cacheDir)) if (f.endsWith('.tar')) rmSync(path.join(cacheDir, f), { force: true });
     await run('docker', ['save', '-o', `${tar}.part`, ...images], process.env);
     execFileSync('mv', [`${tar}.part`, tar]);
-  }
+  } else utimesSync(tar, new Date(), new Date());
   await Promise.all(engines.map((e) => run('docker', ['load', '-q', '-i', tar], { ...process.env, DOCKER_HOST: e.dockerHost })));
 }
 
