@@ -421,7 +421,7 @@ export class WorkerManagerClient {
         staticSummary: `${spec.agentType} worker${spec.taskId ? ` for task ${spec.taskId}` : ''}${spec.headless ? ' (headless)' : ''}`,
         staticDetails: [
           `**Agent** ${spec.agentType} · **modules** ${spec.modules.join(', ') || 'none beyond git and curl'}`,
-          `**Resources** ${Math.round(spec.memoryBytes / 1024 ** 2)} MiB, ${spec.nanoCpus / 1e9} CPU · **Docker host** ${this.config.DOCKER_HOST_ID}`,
+          `**Resources** ${Math.round(spec.memoryBytes / 1024 ** 2)} MiB, ${spec.nanoCpus / 1e9} CPU · **Docker host** ${spec.cluster?.host ? `${spec.cluster.host} (pinned)` : 'placed by free capacity (see the current details)'}`,
           `**Idle pause** after ${spec.idleTimeoutS} s · **session timeout** ${spec.sessionTimeoutS} s · **request** ${spec.requestId}`,
           ...(spec.taskId ? [`**Task** ${spec.taskId}`] : []),
           ...(spec.allowedCommands.length ? [`**Allowed commands** ${spec.allowedCommands.map((c) => `\`${c}\``).join(', ')}`] : []),

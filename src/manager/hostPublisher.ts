@@ -111,8 +111,8 @@ export class HostPublisher {
             out.in_use = mine.in_use;
             out.state = mine.state === 'draining' ? 'draining' : 'ready';
           } else if (snap.hosts) {
-            // The cluster's semaphore runs without this host (started anew): announce it.
-            await client.registerHost(config.DOCKER_HOST_ID);
+            // The cluster's semaphore runs without this host (started anew): announce it, with its limit.
+            await client.registerHost(config.DOCKER_HOST_ID, config.MAX_CONCURRENT_WORKERS);
           }
         })
         .catch(() => undefined), // Temporal away: the last known values stay
