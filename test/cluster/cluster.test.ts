@@ -238,6 +238,7 @@ describe('a cluster of three Docker hosts, limit 2 each', () => {
           },
           { timeoutMs: Math.max(1, killedAt + 60_000 - Date.now()), intervalMs: 500 },
         );
+        cluster.trace(`host loss: ${id} FAILED ${((Date.now() - killedAt) / 1000).toFixed(1)} s after the kill`);
         expect(s).toMatchObject({ host: 'h2', error_code: 'UNAVAILABLE' });
         expect(s.error).toContain('host_lost');
         // The reason, where every failure reason is (the status hash, docs/CONTRACT.md "Status").
