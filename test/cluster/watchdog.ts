@@ -8,7 +8,8 @@
  * main engine's containers labelled with the run's task queue, the extra engines' directories
  * `/tmp/wmc-<run>-*` (dockerd stopped, mounts undone, deleted), bridges `wmc<run>*` and the `br-*`
  * bridges of the networks those engines made inside their claimed subnets, and the
- * run's still running workflows (with the Temporal CLI of scripts/stack.sh, when present). A run
+ * run's still running workflows and its hosts' image-GC schedules (with the Temporal CLI of
+ * scripts/stack.sh, when present). A run
  * that ends normally disarms it after its own clean-up.
  */
 import { spawn } from 'node:child_process';
@@ -39,6 +40,9 @@ for b in $(ls /sys/class/net | grep "^wmc$RUN"); do ip link del "$b" 2>/dev/null
 for f in /tmp/wm-cluster-subnets/*; do [ "$(cat "$f" 2>/dev/null)" = "$OWNER" ] && rm -f "$f"; done
 if [ -x "$TEMPORAL_CLI" ]; then
   "$TEMPORAL_CLI" workflow terminate --address "$TEMPORAL_ADDRESS" --query "TaskQueue=\"$QUEUE\" AND ExecutionStatus=\"Running\"" --reason "cluster test run died" --yes >/dev/null 2>&1
+  for i in 0 1 2 3 4 5 6 7 8 9; do
+    "$TEMPORAL_CLI" schedule delete --address "$TEMPORAL_ADDRESS" --schedule-id "image-gc-$QUEUE-h$i" >/dev/null 2>&1
+  done
 fi
 rm -f "$PIDS"
 `;
