@@ -11,7 +11,7 @@ import Redis from 'ioredis';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { WorkerManagerClient } from '../../src/client/client';
-import { capacityPool, loadConfig, type Config } from '../../src/config/config';
+import { clusterPool, loadConfig, type Config } from '../../src/config/config';
 import type { StatusObject, WorkerStatus } from '../../src/contract/schemas';
 import { keys } from '../../src/contract/keys';
 import type { FaultPoint } from '../../src/config/faults';
@@ -161,8 +161,9 @@ export class Deployment {
     run.deployments.push(this);
   }
 
+  /** The deployment's capacity pool: its cluster's (one host here). */
   get pool(): string {
-    return capacityPool(this.config);
+    return clusterPool(this.config);
   }
 
   async connect(): Promise<void> {

@@ -325,6 +325,46 @@ describe('the CLI edges', () => {
     expect(both.err).toContain("option '-a, --all' cannot be used with option '-s, --status <status>'");
     expect((await runWith(['ls', '--limit', '1001'], { connect })).code).toBe(EXIT.USAGE);
   });
+
+  test('hosts: a table, --json, drain and undrain; create --host pins; ls shows HOST once the cluster has two hosts', async () => {
+    const host = (id: string, state: 'ready' | 'draining' | 'lost' = 'ready') => ({
+      id,
+      state,
+      limit: 2,
+      in_use: 1,
+      queued: 0,
+      warm: 0,
+      images: ['h1'],
+      free_memory_bytes: 1024 ** 3,
+      last_seen: '2026-12-02T00:00:00.000Z',
+      workers: 1,
+    });
+    const drained: string[] = [];
+    const created: unknown[] = [];
+    const connect = fake({
+      hosts: async () => [host('a'), host('b', 'draining')],
+      drainHost: async (id: string) => (drained.push(id), host(id, 'draining')),
+      undrainHost: async (id: string) => host(id),
+      create: async (p: unknown) => (created.push(p), { worker_id: id, status: 'STARTING' }),
+      list: async () => ({ workers: [worker({ host: 'b' })] }),
+    });
+    const table = await runWith(['hosts'], { connect });
+    expect(table.code).toBe(0);
+    expect(table.out.split('\n')[0]).toMatch(/^HOST +STATE +IN USE +LIMIT +QUEUED +WORKERS +WARM +IMAGES +FREE MEMORY +LAST SEEN$/);
+    expect(table.out).toMatch(/^b +draining +1 +2 +0 +1 +0 +1 /m);
+    const json = await runWith(['hosts', '--json'], { connect });
+    expect(JSON.parse(json.out)).toEqual({ hosts: [host('a'), host('b', 'draining')] });
+    expect((await runWith(['hosts', 'drain', 'a'], { connect })).code).toBe(0);
+    expect(drained).toEqual(['a']);
+    expect(JSON.parse((await runWith(['hosts', 'undrain', 'b', '--json'], { connect })).out)).toEqual({ host: host('b') });
+    expect((await runWith(['hosts', 'explode', 'a'], { connect })).code).toBe(EXIT.USAGE);
+    expect((await runWith(['hosts', 'drain'], { connect })).code).toBe(EXIT.USAGE);
+    expect((await runWith(['create', '-a', 'claude', '--host', 'b'], { connect })).code).toBe(0);
+    expect(created).toEqual([{ agent_type: 'CLAUDE', host: 'b' }]);
+    const ls = await runWith(['ls'], { connect });
+    expect(ls.out.split('\n')[0]).toMatch(/^WORKER +STATUS +AGENT +HOST +TASK +CREATED +DETAIL$/);
+    expect(ls.out).toMatch(/RUNNING +b /);
+  });
 });
 
 describe('list pages', () => {
