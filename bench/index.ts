@@ -33,9 +33,10 @@ import { WRAPPER_NODE_FLAGS } from '../src/host/dockerfile';
 import { acquireSignal, releaseSignal } from '../workflows/messages';
 import { semaphoreWorkflowId } from '../src/shared/ids';
 import { summarize, type Summary } from './stats';
+import { clusterBench } from './cluster';
 
 const quick = process.argv.includes('--quick');
-/** `--only NAME` runs one section: images, wrapper, semaphore, release, wake, acl, create, burst, rss, gateway, sessions, hibernation. */
+/** `--only NAME` runs one section: images, wrapper, semaphore, release, wake, acl, create, burst, rss, gateway, sessions, hibernation, cluster. */
 const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
 const wanted = (name: string) => !only || only === name;
 /** KEY=VALUE lines (a container's Env) as an environment object. */
@@ -1110,6 +1111,7 @@ async function main(): Promise<void> {
   if (wanted('gateway')) await gatewayOverhead(config);
   if (wanted('sessions')) await sessionTurns();
   if (wanted('hibernation')) await hibernation();
+  if (wanted('cluster')) rows.push(...(await clusterBench(quick, log)));
   const out = path.join(ROOT, 'bench');
   writeFileSync(
     path.join(out, 'results.json'),
