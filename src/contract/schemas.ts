@@ -364,7 +364,7 @@ export const STATUS_FIELDS = [
 export type StatusField = (typeof STATUS_FIELDS)[number];
 export type StatusObject = { worker_id: string; status: WorkerStatus } & {
   [K in Exclude<StatusField, 'worker_id' | 'status'>]: string | null;
-} & { error_code?: string | null; queue_position?: number; usage?: ModelUsage; host?: string | null };
+} & { error_code?: string | null; reason?: string | null; queue_position?: number; usage?: ModelUsage; host?: string | null };
 
 export interface ErrorBody {
   code: ErrorCode;

@@ -16,6 +16,8 @@ export function statusFromHash(hash: Record<string, string>): StatusObject {
   const out: Record<string, unknown> = {};
   for (const f of STATUS_FIELDS) out[f] = hash[f] ?? null;
   if (hash.error_code) out.error_code = hash.error_code;
+  // Why it stopped or failed (docs/CONTRACT.md, Status): once it has.
+  if (hash.reason) out.reason = hash.reason;
   // The Docker host a cluster's worker was placed on (absent while it waits for its permit).
   if (hash.host) out.host = hash.host;
   // Written by the model gateway (src/host/modelGateway.ts) as JSON, once the worker made a model request.
@@ -40,6 +42,7 @@ export function statusFromState(s: WorkerState): StatusObject {
     last_activity_at: null,
     error: s.error,
     ...(s.error_code ? { error_code: s.error_code } : {}),
+    ...(s.stop_reason ? { reason: s.stop_reason } : {}),
     ...(s.host ? { host: s.host } : {}),
   };
 }

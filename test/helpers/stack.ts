@@ -279,7 +279,7 @@ export async function waitForStatus(client: WorkerManagerClient, workerId: strin
     async () => {
       const s = await client.status(workerId).catch(() => undefined);
       if (s && (s.status === 'FAILED' || s.status === 'STOPPED') && !wanted.includes(s.status)) {
-        throw new Error(`worker ended ${s.status}: ${s.error ?? ''}`);
+        throw new FinalError(`worker ended ${s.status}: ${s.error ?? ''}`);
       }
       return s && wanted.includes(s.status) ? s : undefined;
     },

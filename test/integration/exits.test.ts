@@ -22,6 +22,7 @@ describe('container exits (Docker events)', () => {
     const st = await waitForStatus(m.client, id, ['FAILED']);
     expect(st.error).toContain('exited with code 137');
     expect(await m.redis.hget(`worker:status:${id}`, 'reason')).toBe('container_exited');
+    expect((await m.client.status(id)).reason).toBe('container_exited'); // the status result has it too
     expect(await containerExists(m.docker, `worker-${id}`)).toBe(false);
     await eventually('the permit back', async () => (await m.client.capacity()).holders.every((h) => h.id !== `worker-${id}`));
   });

@@ -310,8 +310,9 @@ describe('status converters', () => {
 
   it('a hash and a state that say the same give the same status object', () => {
     const hash: Record<string, string> = {};
-    for (const [k, v] of Object.entries(state)) if (v !== null) hash[k] = v;
+    for (const [k, v] of Object.entries(state)) if (v !== null) hash[k === 'stop_reason' ? 'reason' : k] = v;
     expect(statusFromHash(hash)).toEqual(statusFromState(state));
+    expect(statusFromHash(hash).reason).toBe('crashed');
     expect(Object.keys(statusFromState(state))).toEqual(expect.arrayContaining([...STATUS_FIELDS]));
   });
 
@@ -321,5 +322,6 @@ describe('status converters', () => {
     expect(s.error).toBeNull();
     expect(s.usage).toEqual({ requests: 1 });
     expect(s).not.toHaveProperty('error_code');
+    expect(s).not.toHaveProperty('reason');
   });
 });
