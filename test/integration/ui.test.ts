@@ -120,7 +120,7 @@ describe('the Temporal UI shows a worker as an operator needs it (real browser)'
     const localRow = (summary: string | RegExp): Locator =>
       events.getByRole('row').filter({ hasText: 'Local Activity' }).filter({ hasText: summary });
     await localRow('status RUNNING (running)').waitFor();
-    await localRow(/ask pool \S+ for a worker slot/).waitFor();
+    await localRow(/ask (pool \S+|the cluster) for a worker slot/).waitFor();
     await page.getByRole('heading', { name: 'Event History', level: 2 }).scrollIntoViewIfNeeded();
     await page.screenshot({ path: path.join(ARTIFACTS, 'ui-workflow-history.png') });
 

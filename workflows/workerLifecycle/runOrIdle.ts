@@ -61,7 +61,7 @@ export async function runOrIdle(life: WorkerLife, from: Phase = { kind: 'running
     }
     if (!spec.holdPermitWhilePaused) {
       life.permitGranted = false;
-      await life.requestPermit(`ask pool ${spec.capacityPool} for a slot again (waking)`);
+      await life.requestPermit(`ask pool ${life.pool} for a slot again (waking)`);
       await condition(() => life.permitGranted || ended());
       if (ended()) return undefined;
     }

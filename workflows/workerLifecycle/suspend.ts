@@ -82,7 +82,7 @@ async function suspend(life: WorkerLife): Promise<boolean> {
 export async function resume(life: WorkerLife, phase: Resting): Promise<Phase> {
   const { spec, state } = life;
   life.permitGranted = false;
-  await life.requestPermit(`ask pool ${spec.capacityPool} for a slot again (resuming from SUSPENDED)`);
+  await life.requestPermit(`ask pool ${life.pool} for a slot again (resuming from SUSPENDED)`);
   if (!(await condition(() => life.permitGranted || life.ended(), `${spec.creationTimeoutS} seconds`))) {
     await life.releasePermit(); // leaves the queue
     life.wakeRequested = false;
