@@ -15,7 +15,6 @@ import { keys } from '../src/contract/keys';
 import type { WorkerManagerClient } from '../src/client/client';
 import { eventually } from '../test/helpers/stack';
 import { Cluster } from '../test/cluster/cluster';
-import { hasClusterApi } from '../test/cluster/placement';
 import { summarize, type Summary } from './stats';
 
 export interface ClusterRow {
@@ -31,11 +30,11 @@ export interface ClusterRow {
 const statusOf = (redis: Redis, id: string) => redis.hget(keys.status(id), 'status');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** One create (placed by the cluster with the core; before it, on the given host's client), timed to RUNNING. */
-async function timedCreate(cluster: Cluster, host: string): Promise<{ id: string; ms: number; placedMs?: number }> {
-  const client: WorkerManagerClient = hasClusterApi(cluster.client) ? cluster.client : await cluster.clientFor(host);
+/** One create, placed by the cluster (or pinned to `host`), timed to RUNNING. */
+async function timedCreate(cluster: Cluster, host?: string): Promise<{ id: string; ms: number; placedMs?: number }> {
+  const client: WorkerManagerClient = cluster.client;
   const t0 = performance.now();
-  const id = (await client.create({ agent_type: 'FACTORY' })).worker_id;
+  const id = (await client.create({ agent_type: 'FACTORY', ...(host !== undefined ? { host } : {}) })).worker_id;
   let placedMs: number | undefined;
   await eventually(
     'RUNNING',
@@ -57,7 +56,7 @@ async function createRounds(cluster: Cluster, rounds: number): Promise<{ create:
     await cluster.client.delete(id);
   }
   for (let i = 0; i < rounds; i++) {
-    const r = await timedCreate(cluster, cluster.ids[i % cluster.ids.length]!);
+    const r = await timedCreate(cluster);
     create.push(r.ms);
     if (r.placedMs !== undefined) placed.push(r.placedMs);
     await cluster.client.delete(r.id);
@@ -148,10 +147,10 @@ export async function clusterBench(quick: boolean, log: (m: string) => void): Pr
     const n = 30;
     const t0 = performance.now();
     const created = await Promise.all(
-      Array.from({ length: n }, async (_, i) => {
-        const client = hasClusterApi(cluster.client) ? cluster.client : await cluster.clientFor(cluster.ids[i % 3]!);
-        return { id: (await client.create({ agent_type: 'FACTORY' })).worker_id, at: performance.now() };
-      }),
+      Array.from({ length: n }, async () => ({
+        id: (await cluster.client.create({ agent_type: 'FACTORY' })).worker_id,
+        at: performance.now(),
+      })),
     );
     const waits: number[] = [];
     await Promise.all(

@@ -22,7 +22,8 @@ import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fakeAnthropi
 import { command, replyBody } from '../helpers/commands';
 import { eventually, execIn } from '../helpers/stack';
 import { Cluster, SMALL_IMAGE, waitRunning } from './cluster';
-import { clusterApi, createOn, type HostInfo } from './placement';
+import type { HostInfo } from '../../src/host/hostRegistry';
+import { createOn } from './placement';
 
 const REPLY = 'worker:responses:cluster-test';
 
@@ -45,7 +46,7 @@ describe('a cluster of three Docker hosts, limit 2 each', () => {
     await fake?.close();
   });
 
-  const api = () => clusterApi(cluster.client);
+  const api = () => cluster.client;
   const create = async (payload: Record<string, unknown> = {}): Promise<string> => {
     const { worker_id: id } = await cluster.client.create({ agent_type: 'FACTORY', ...payload });
     live.add(id);

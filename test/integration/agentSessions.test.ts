@@ -8,42 +8,14 @@
 import { randomUUID } from 'node:crypto';
 import { keys } from '../../src/contract/keys';
 import type { TaskCompletion } from '../../src/contract/schemas';
-import { startFakeAnthropic, type FakeAnthropic, type FakeReply, type FakeRequest } from '../fixtures/fakeAnthropic';
+import { conversationScript as script } from '../fixtures/conversationScript';
+import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fakeAnthropic';
 import { bridgeAddress, eventually, execIn, startManager, waitForStatus, type RunningManager } from '../helpers/stack';
 
 interface Out {
   type: string;
   content: string;
   task_id: string;
-}
-
-const MARKERS = ['[remember]', '[make-file:Bash]', '[make-file:Create]', '[recall]', '[slow]', '[fail:500]', '[fail:401]'] as const;
-
-/** Replies by the marker written last in the latest user text (Claude Code folds an interrupted prompt into the next one). */
-function script(r: FakeRequest): FakeReply {
-  const t = r.lastUserText;
-  const marker = [...MARKERS].sort((a, b) => t.lastIndexOf(b) - t.lastIndexOf(a))[0]!;
-  if (r.hasToolResult) return { text: 'The tool ran. <result>tool done</result>' };
-  if (!t.includes(marker)) return { text: '<result>no marker</result>' };
-  switch (marker) {
-    case '[remember]':
-      return { text: 'Noted. <result>remembered</result>' };
-    case '[make-file:Bash]':
-      return { toolUse: { name: 'Bash', input: { command: 'echo made-by-agent > /workspace/agent.txt', description: 'write a file' } } };
-    case '[make-file:Create]':
-      // droid's own file tool: its shell tool (Execute) has commands that did run reported as
-      // killed (SIGKILL) now and then in these containers, with or without the wrapper.
-      return { toolUse: { name: 'Create', input: { file_path: '/workspace/agent.txt', content: 'made-by-agent' } } };
-    case '[recall]':
-      return { text: `<result>${r.allText.includes('PINEAPPLE') ? 'PINEAPPLE' : 'nothing remembered'}</result>` };
-    case '[slow]':
-      return { text: '<result>too late</result>', delayMs: 60_000 };
-    case '[fail:500]':
-      return { error: 500 };
-    case '[fail:401]':
-      return { error: 401 };
-  }
-  return { text: '<result>unreachable</result>' };
 }
 
 /** Kills the agent CLI's process inside the container (the pattern is split so the shell itself does not match it). */

@@ -10,29 +10,9 @@ import { createImageActivities } from '../../activities/images';
 import { keys } from '../../src/contract/keys';
 import type { TaskCompletion } from '../../src/contract/schemas';
 import { workerVolumeExists } from '../../src/host/volumes';
-import { startFakeAnthropic, type FakeAnthropic, type FakeReply, type FakeRequest } from '../fixtures/fakeAnthropic';
+import { conversationScript as script } from '../fixtures/conversationScript';
+import { startFakeAnthropic, type FakeAnthropic } from '../fixtures/fakeAnthropic';
 import { bridgeAddress, containerExists, eventually, execIn, startManager, waitForStatus, type RunningManager } from '../helpers/stack';
-
-const MARKERS = ['[remember]', '[make-file:Bash]', '[make-file:Create]', '[recall]'] as const;
-
-/** Replies by the marker written last in the latest user text (as agentSessions.test.ts). */
-function script(r: FakeRequest): FakeReply {
-  const t = r.lastUserText;
-  const marker = [...MARKERS].sort((a, b) => t.lastIndexOf(b) - t.lastIndexOf(a))[0]!;
-  if (r.hasToolResult) return { text: 'The tool ran. <result>tool done</result>' };
-  if (!t.includes(marker)) return { text: '<result>no marker</result>' };
-  switch (marker) {
-    case '[remember]':
-      return { text: 'Noted. <result>remembered</result>' };
-    case '[make-file:Bash]':
-      return { toolUse: { name: 'Bash', input: { command: 'echo made-by-agent > /workspace/agent.txt', description: 'write a file' } } };
-    case '[make-file:Create]':
-      return { toolUse: { name: 'Create', input: { file_path: '/workspace/agent.txt', content: 'made-by-agent' } } };
-    case '[recall]':
-      return { text: `<result>${r.allText.includes('PINEAPPLE') ? 'PINEAPPLE' : 'nothing remembered'}</result>` };
-  }
-  return { text: '<result>unreachable</result>' };
-}
 
 describe('hibernation: SUSPENDED to a volume, resumed on input (real containers and CLIs)', () => {
   let m: RunningManager;
