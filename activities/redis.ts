@@ -26,10 +26,14 @@ export function createRedisActivities(deps: RedisDeps) {
     const to = update.fields.status;
     if (!metrics || !to || to === status) return;
     if (update.event === 'running' && createdAt) metrics.workerRunning((Date.now() - Date.parse(createdAt)) / 1000);
-    if (update.event === 'resumed' && status === 'PAUSED' && pausedAt) {
-      // Input while RUNNING keeps a worker from pausing: the first input after the pause woke it.
+    if (update.event === 'resumed' && (status === 'PAUSED' || status === 'SUSPENDED') && pausedAt) {
+      // Input while RUNNING keeps a worker from pausing, input while PAUSED wakes it before any
+      // suspend: the first input after the pause woke (PAUSED) or resumed (SUSPENDED) it.
       const [first] = await redis.xrange(keys.input(update.workerId), String(Date.parse(pausedAt)), '+', 'COUNT', 1);
-      if (first) metrics.workerWoken((Date.now() - Number(first[0].split('-')[0])) / 1000);
+      if (!first) return;
+      const seconds = (Date.now() - Number(first[0].split('-')[0])) / 1000;
+      if (status === 'PAUSED') metrics.workerWoken(seconds);
+      else metrics.workerResumed(seconds);
     }
   }
 

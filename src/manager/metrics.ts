@@ -105,6 +105,12 @@ export class ManagerMetrics implements ActivityMetrics, AdapterMetrics {
     buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60],
     registers: [this.registry],
   });
+  private readonly resume = new Histogram({
+    name: 'worker_manager_resume_seconds',
+    help: 'From the input that resumed a SUSPENDED worker to its status RUNNING again (a new container on its volume)',
+    buckets: [0.25, 0.5, 1, 2, 5, 10, 30, 60, 120],
+    registers: [this.registry],
+  });
   private readonly taskDuration = new Histogram({
     name: 'worker_manager_task_duration_seconds',
     help: 'Duration of finished headless tasks, as the wrapper measured them',
@@ -196,6 +202,10 @@ export class ManagerMetrics implements ActivityMetrics, AdapterMetrics {
 
   workerWoken(secondsSinceInput: number): void {
     if (secondsSinceInput >= 0) this.wake.observe(secondsSinceInput);
+  }
+
+  workerResumed(secondsSinceInput: number): void {
+    if (secondsSinceInput >= 0) this.resume.observe(secondsSinceInput);
   }
 
   taskFinished(outcome: string, durationMs: number): void {

@@ -36,6 +36,8 @@ export interface ActivityMetrics {
   workerRunning(secondsSinceCreate: number): void;
   /** A PAUSED worker is RUNNING again, this long after the input that woke it. */
   workerWoken(secondsSinceInput: number): void;
+  /** A SUSPENDED worker is RUNNING again in a new container, this long after the input that resumed it. */
+  workerResumed(secondsSinceInput: number): void;
   /** A headless task's result was recorded. */
   taskFinished(outcome: string, durationMs: number): void;
   imageBuilt(outcome: 'ok' | 'failed'): void;

@@ -129,7 +129,7 @@ describe('metrics and health endpoints', () => {
     expect((await fetch(`${base}/nothing`)).status).toBe(404);
   });
 
-  test('counters, histograms and gauges move with a task, creates, a wake and deletes', async () => {
+  test('counters, histograms and gauges move with a task, creates, a wake, a resume and deletes', async () => {
     const host = m.config.DOCKER_HOST_ID;
     // A headless task: its worker starts, runs the prompt against the fake API, and stops.
     const taskId = `metrics-task-${run}`;
@@ -143,7 +143,8 @@ describe('metrics and health endpoints', () => {
     // Two workers: live on this host, each holding a permit, each timed from create to RUNNING.
     const ids: string[] = [];
     for (const i of [1, 2]) {
-      await send(`create-${run}-${i}`, 'create', { agent_type: 'CLAUDE' });
+      // The second one is suspended soon after it pauses, the first never (a wake, then a resume).
+      await send(`create-${run}-${i}`, 'create', { agent_type: 'CLAUDE', suspend_after_s: i === 1 ? 0 : 1 });
       const r = await reply(`create-${run}-${i}`);
       expect(r.ok).toBe('1');
       ids.push((JSON.parse(r.result!) as { worker_id: string }).worker_id);
@@ -162,6 +163,13 @@ describe('metrics and health endpoints', () => {
     expect(await value('worker_manager_wake_seconds_count')).toBe(0);
     await m.client.sendInput(ids[0]!, { content: 'wake up', task_id: `wake-${run}` });
     await reaches('worker_manager_wake_seconds_count', {}, 1);
+    // Paused long enough, the other is SUSPENDED (its permit freed); input resumes it, timed likewise.
+    await waitForStatus(m.client, ids[1]!, ['SUSPENDED']);
+    await reaches('worker_manager_workers', { host, status: 'SUSPENDED' }, 1);
+    expect(await value('worker_manager_resume_seconds_count')).toBe(0);
+    await m.client.sendInput(ids[1]!, { content: 'resume', task_id: `resume-${run}` });
+    await reaches('worker_manager_resume_seconds_count', {}, 1);
+    expect(await value('worker_manager_wake_seconds_count')).toBe(1);
 
     // A bad command and an entry without a request id: counted by their outcome.
     await send(`bad-${run}`, 'delete', { worker_id: 'no such worker!' });
