@@ -15,17 +15,7 @@ import { keys } from '../src/contract/keys';
 import type { WorkerManagerClient } from '../src/client/client';
 import { eventually } from '../test/helpers/stack';
 import { Cluster } from '../test/cluster/cluster';
-import { summarize, type Summary } from './stats';
-
-export interface ClusterRow {
-  name: string;
-  unit: string;
-  value?: number;
-  summary?: Summary;
-  target?: string;
-  met?: boolean;
-  note?: string;
-}
+import { summarize, type Row } from './stats';
 
 const statusOf = (redis: Redis, id: string) => redis.hget(keys.status(id), 'status');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -91,8 +81,8 @@ async function decisionTimes(samples: number): Promise<number[] | undefined> {
   return times;
 }
 
-export async function clusterBench(quick: boolean, log: (m: string) => void): Promise<ClusterRow[]> {
-  const rows: ClusterRow[] = [];
+export async function clusterBench(quick: boolean, log: (m: string) => void): Promise<Row[]> {
+  const rows: Row[] = [];
   const rounds = quick ? 6 : 15;
 
   const decisions = await decisionTimes(quick ? 2_000 : 20_000);

@@ -32,7 +32,7 @@ import { bridgeAddress, endSemaphores, eventually, FinalError, quietTemporalLogs
 import { WRAPPER_NODE_FLAGS } from '../src/host/dockerfile';
 import { acquireSignal, releaseSignal } from '../workflows/messages';
 import { semaphoreWorkflowId } from '../src/shared/ids';
-import { summarize, type Summary } from './stats';
+import { summarize, type Row } from './stats';
 import { clusterBench } from './cluster';
 
 const quick = process.argv.includes('--quick');
@@ -42,16 +42,6 @@ const wanted = (name: string) => !only || only === name;
 /** KEY=VALUE lines (a container's Env) as an environment object. */
 const envObject = (lines: string[]) => Object.fromEntries(lines.map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
 const ROOT = path.resolve(__dirname, __dirname.includes(`${path.sep}dist${path.sep}`) ? '../..' : '..');
-
-interface Row {
-  name: string;
-  unit: string;
-  value?: number;
-  summary?: Summary;
-  target?: string;
-  met?: boolean;
-  note?: string;
-}
 
 const rows: Row[] = [];
 const log = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);

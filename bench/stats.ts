@@ -23,3 +23,14 @@ export function summarize(samples: number[]): Summary {
     max: round(s[s.length - 1] ?? NaN),
   };
 }
+
+/** One line of bench/results.md: a timing summary or a single value, and its target when it has one. */
+export interface Row {
+  name: string;
+  unit: string;
+  value?: number;
+  summary?: Summary;
+  target?: string;
+  met?: boolean;
+  note?: string;
+}

@@ -33,6 +33,24 @@ export interface HostRecord {
   last_seen_ms: number;
 }
 
+/** A host's record with nothing in use: what a publisher starts from, and a host whose record is gone. */
+export function emptyHostRecord(id: string, over: Partial<HostRecord> = {}): HostRecord {
+  return {
+    id,
+    state: 'ready',
+    limit: 0,
+    in_use: 0,
+    queued: 0,
+    warm: 0,
+    warm_images: [],
+    images: [],
+    free_memory_bytes: 0,
+    workers: 0,
+    last_seen_ms: 0,
+    ...over,
+  };
+}
+
 /** The record as the `hosts` command gives it (docs/CONTRACT.md, HostInfo). */
 export interface HostInfo {
   id: string;
@@ -101,19 +119,7 @@ export async function readHosts(redis: Redis, scope: string): Promise<RegistryVi
         // a broken record counts as none
       }
     }
-    return {
-      id,
-      state: 'ready',
-      limit: 0,
-      in_use: 0,
-      queued: 0,
-      warm: 0,
-      warm_images: [],
-      images: [],
-      free_memory_bytes: 0,
-      workers: 0,
-      last_seen_ms: seen.get(id) ?? 0,
-    };
+    return emptyHostRecord(id, { last_seen_ms: seen.get(id) ?? 0 });
   });
   return { now, records };
 }

@@ -11,7 +11,7 @@ import type Docker from 'dockerode';
 import type Redis from 'ioredis';
 import type { WorkerManagerClient } from '../client/client';
 import type { Config } from '../config/config';
-import { publishHost, type HostRecord } from '../host/hostRegistry';
+import { emptyHostRecord, publishHost, type HostRecord } from '../host/hostRegistry';
 import { LABELS } from '../host/labels';
 import type { WarmPool } from '../host/warmPool';
 import type { Log } from '../shared/log';
@@ -38,18 +38,7 @@ export class HostPublisher {
 
   constructor(private readonly deps: HostPublisherDeps) {
     const { config } = deps;
-    this.last = {
-      id: config.DOCKER_HOST_ID,
-      state: 'ready',
-      limit: config.MAX_CONCURRENT_WORKERS,
-      in_use: 0,
-      queued: 0,
-      warm: 0,
-      warm_images: [],
-      images: [],
-      free_memory_bytes: 0,
-      workers: 0,
-    };
+    this.last = emptyHostRecord(config.DOCKER_HOST_ID, { limit: config.MAX_CONCURRENT_WORKERS }); // publishHost stamps last_seen_ms
   }
 
   /** Publishes once (before the manager announces its host to the cluster), then every HOST_PUBLISH_SECONDS. */

@@ -6,7 +6,7 @@
  */
 import fc from 'fast-check';
 import { PermitPool } from '../../workflows/permitPool';
-import { preferredHosts, type HostRecord } from '../../src/host/hostRegistry';
+import { emptyHostRecord, preferredHosts, type HostRecord } from '../../src/host/hostRegistry';
 
 const cluster = (limits: Record<string, number>) =>
   new PermitPool({
@@ -186,20 +186,7 @@ describe('PermitPool with hosts (a cluster)', () => {
   });
 
   test('the registry ranks hosts with the image cached first, then a warm container, only fresh and ready ones', () => {
-    const rec = (id: string, over: Partial<HostRecord>): HostRecord => ({
-      id,
-      state: 'ready',
-      limit: 2,
-      in_use: 0,
-      queued: 0,
-      warm: 0,
-      warm_images: [],
-      images: [],
-      free_memory_bytes: 0,
-      workers: 0,
-      last_seen_ms: 100_000,
-      ...over,
-    });
+    const rec = (id: string, over: Partial<HostRecord>): HostRecord => emptyHostRecord(id, { limit: 2, last_seen_ms: 100_000, ...over });
     const view = {
       now: 100_000,
       records: [
