@@ -9,7 +9,7 @@ import type Docker from 'dockerode';
 import type Redis from 'ioredis';
 import type { Config } from '../src/config/config';
 import type { AgentType, Module } from '../src/contract/schemas';
-import { clusterSemaphoreInput, isFresh, preferredHosts, readHosts } from '../src/host/hostRegistry';
+import { clusterSemaphoreInput, isFresh, preferredHosts, readHosts, workersOnHostQuery } from '../src/host/hostRegistry';
 import { acquireSignal, hostLostSignal, permitGrantedSignal, WorkerStatusKey, type CapacitySemaphoreWorkflow } from '../workflows/messages';
 import type { Placement } from '../workflows/permitPool';
 import { semaphoreWorkflowId } from '../src/shared/ids';
@@ -101,10 +101,8 @@ export function createCapacityActivities(deps: CapacityDeps) {
       const ids = new Set(input.ids);
       try {
         // This deployment's (its task queue): another deployment on the namespace may name a host alike.
-        const query =
-          `WorkflowType = 'workerLifecycle' AND ExecutionStatus = 'Running' AND TaskQueue = '${config.TEMPORAL_TASK_QUEUE}'` +
-          ` AND DockerHost = '${input.host.replace(/'/g, '')}'`;
-        for await (const wf of client.workflow.list({ query })) ids.add(wf.workflowId);
+        for await (const wf of client.workflow.list({ query: workersOnHostQuery(config.TEMPORAL_TASK_QUEUE, input.host) }))
+          ids.add(wf.workflowId);
       } catch (err) {
         // Without the search attribute (or visibility), the semaphore's own ids are told.
         activityLog.warn('could not list the workers of a lost host', { host: input.host, error: String(err) });

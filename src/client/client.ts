@@ -4,7 +4,7 @@
  * with a contract code.
  */
 import { Client, Connection, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
-import { WorkflowIdReusePolicy } from '@temporalio/common';
+import { WorkflowIdConflictPolicy, WorkflowIdReusePolicy } from '@temporalio/common';
 import path from 'node:path';
 import Redis from 'ioredis';
 import { capacityPool, clusterPool, dockerTaskQueue, loadConfig, type Config } from '../config/config';
@@ -58,7 +58,6 @@ import {
   WorkerStatusKey,
 } from '../../workflows/messages';
 import type { PoolSnapshot } from '../../workflows/permitPool';
-import { WorkflowIdConflictPolicy } from '@temporalio/common';
 import type { imageGc, ImageGcInput, ImageGcReport } from '../../workflows/imageGc';
 
 /** The image GC's input from configuration, for the schedule and for on-demand runs. */
@@ -587,12 +586,7 @@ export class WorkerManagerClient {
         workflowId: semaphoreWorkflowId(clusterPool(this.config)),
         taskQueue: this.config.TEMPORAL_TASK_QUEUE,
         workflowIdConflictPolicy: WorkflowIdConflictPolicy.USE_EXISTING,
-        args: [
-          clusterSemaphoreInput(
-            { ...this.config, DOCKER_HOST_ID: host, MAX_CONCURRENT_WORKERS: limit ?? this.config.MAX_CONCURRENT_WORKERS },
-            clusterPool(this.config),
-          ),
-        ],
+        args: [clusterSemaphoreInput(this.config, clusterPool(this.config), host, limit ?? this.config.MAX_CONCURRENT_WORKERS)],
         signal: registerHostSignal,
         signalArgs: [{ host, ...(limit !== undefined ? { limit } : {}) }],
       });

@@ -149,16 +149,23 @@ export function preferredHosts(view: RegistryView, lostSeconds: number, hash: st
 /** How often a cluster's semaphore reads the host registry while a lost host matters. */
 export const hostCheckSeconds = (config: Pick<Config, 'HOST_PUBLISH_SECONDS'>): number => Math.max(config.HOST_PUBLISH_SECONDS, 5);
 
-/** A cluster semaphore's first state: the asking manager's host (the registry check adds the others at once). */
-export function clusterSemaphoreInput(config: Config, pool: string): SemaphoreInput {
+/** The visibility query of a deployment's running lifecycles placed on one host (ids match HOST_ID_RE: no quote). */
+export const workersOnHostQuery = (taskQueue: string, host: string): string =>
+  `WorkflowType = 'workerLifecycle' AND ExecutionStatus = 'Running' AND TaskQueue = '${taskQueue}' AND DockerHost = '${host.replace(/'/g, '')}'`;
+
+/**
+ * A cluster semaphore's first state: one host (the asking manager's unless told; the registry
+ * check adds the others at once).
+ */
+export function clusterSemaphoreInput(
+  config: Config,
+  pool: string,
+  host = config.DOCKER_HOST_ID,
+  limit = config.MAX_CONCURRENT_WORKERS,
+): SemaphoreInput {
   return {
     pool,
-    state: {
-      limit: config.MAX_CONCURRENT_WORKERS,
-      holders: [],
-      queue: [],
-      hosts: { [config.DOCKER_HOST_ID]: { limit: config.MAX_CONCURRENT_WORKERS, state: 'ready' as const } },
-    },
+    state: { limit, holders: [], queue: [], hosts: { [host]: { limit, state: 'ready' as const } } },
     reclaimIntervalS: config.PERMIT_RECLAIM_SECONDS,
     hostCheckS: hostCheckSeconds(config),
   };

@@ -11,7 +11,7 @@ import type Docker from 'dockerode';
 import type Redis from 'ioredis';
 import type { WorkerManagerClient } from '../client/client';
 import type { Config } from '../config/config';
-import { emptyHostRecord, publishHost, type HostRecord } from '../host/hostRegistry';
+import { emptyHostRecord, publishHost, workersOnHostQuery, type HostRecord } from '../host/hostRegistry';
 import { LABELS } from '../host/labels';
 import type { WarmPool } from '../host/warmPool';
 import type { Log } from '../shared/log';
@@ -115,9 +115,7 @@ export class HostPublisher {
         .then((b) => (out.free_memory_bytes = b))
         .catch(() => undefined),
       temporal.workflow
-        .count(
-          `WorkflowType = 'workerLifecycle' AND ExecutionStatus = 'Running' AND TaskQueue = '${config.TEMPORAL_TASK_QUEUE}' AND DockerHost = '${config.DOCKER_HOST_ID}'`,
-        )
+        .count(workersOnHostQuery(config.TEMPORAL_TASK_QUEUE, config.DOCKER_HOST_ID))
         .then((c) => (out.workers = c.count))
         .catch(() => undefined),
     ]);
